@@ -1,0 +1,256 @@
+//! The shared rate budget: kitesync's own pace (governor) plus what Buildkite says is left.
+//!
+//! Buildkite counts every request against two budgets shared with people and other tools:
+//! the organization's (`RateLimit-*`) and the token owner's (`RateLimit-User-*`). After each
+//! answer the headers are read; when either budget is down to its floor (5 %, at least 2
+//! requests) kitesync waits for that budget's reset instead of spending the rest. On a 429
+//! it waits out the `Reset` of the budget that ran out (Buildkite sends no `Retry-After`).
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
+/// The longest wait any header may impose: Buildkite's windows are one minute.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+/// Used on a 429 that says nothing about when to come back.
+const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
+
+/// One budget as the headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub remaining: u32,
+    pub limit: u32,
+    pub reset: Duration,
+}
+
+/// Both budgets, as of the last answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The organization's budget (`RateLimit-*`).
+    pub org: Option<Scope>,
+    /// The token owner's budget (`RateLimit-User-*`).
+    pub user: Option<Scope>,
+}
+
+impl Snapshot {
+    /// Reads both budgets from an answer's headers; absent or garbled headers give `None`.
+    pub fn from_headers(headers: &HeaderMap) -> Snapshot {
+        Snapshot {
+            org: scope(headers, "ratelimit-"),
+            user: scope(headers, "ratelimit-user-"),
+        }
+    }
+
+    /// The scopes that are at or below their floor, with their names.
+    fn low(&self) -> impl Iterator<Item = (&'static str, Scope)> {
+        [("organization", self.org), ("user", self.user)]
+            .into_iter()
+            .filter_map(|(name, s)| s.filter(|s| s.remaining <= floor(s.limit)).map(|s| (name, s)))
+    }
+}
+
+/// The part of a budget kitesync leaves to others: 5 %, at least 2 requests.
+fn floor(limit: u32) -> u32 {
+    (limit / 20).max(2)
+}
+
+fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
+    let num = |name: &str| -> Option<u64> {
+        headers
+            .get(format!("{prefix}{name}"))?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Scope {
+        remaining: u32::try_from(num("remaining")?).unwrap_or(u32::MAX),
+        limit: u32::try_from(num("limit")?).unwrap_or(u32::MAX),
+        reset: Duration::from_secs(num("reset")?).min(MAX_WAIT),
+    })
+}
+
+/// Paces every Buildkite request. Shared by all of a process's requests.
+pub struct Budget {
+    limiter: DefaultDirectRateLimiter,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    not_before: Option<Instant>,
+    last: Snapshot,
+    waits: u64,
+}
+
+impl Budget {
+    /// A budget that never goes faster than `requests_per_minute`, in bursts of at most 10.
+    pub fn new(requests_per_minute: u32) -> Budget {
+        let rpm = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(requests_per_minute.min(10)).unwrap_or(NonZeroU32::MIN);
+        Budget {
+            limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Waits until a request may be sent.
+    pub async fn acquire(&self) {
+        let until = self.lock().not_before.take();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+        self.limiter.until_ready().await;
+    }
+
+    /// Records an answer's headers; if a budget is at its floor, the next request waits for
+    /// its reset.
+    pub fn observe(&self, headers: &HeaderMap) {
+        let snapshot = Snapshot::from_headers(headers);
+        let wait = snapshot.low().max_by_key(|(_, s)| s.reset);
+        if let Some((name, s)) = wait {
+            tracing::info!(
+                scope = name,
+                remaining = s.remaining,
+                limit = s.limit,
+                "Buildkite {name} rate budget is low ({} of {} left): pausing {}s until it resets",
+                s.remaining,
+                s.limit,
+                s.reset.as_secs()
+            );
+            self.defer(s.reset);
+        }
+        self.lock().last = snapshot;
+    }
+
+    /// Records a 429 and returns how long to wait: the reset of the budget that ran out, else
+    /// the body's `reset`, else a minute.
+    pub fn rate_limited(&self, headers: &HeaderMap, body: &[u8]) -> Duration {
+        let snapshot = Snapshot::from_headers(headers);
+        let exhausted = [snapshot.org, snapshot.user]
+            .into_iter()
+            .flatten()
+            .filter(|s| s.remaining == 0)
+            .map(|s| s.reset)
+            .max();
+        let from_body = || {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()?
+                .get("reset")?
+                .as_u64()
+                .map(Duration::from_secs)
+        };
+        let wait = exhausted
+            .or_else(from_body)
+            .unwrap_or(DEFAULT_429_WAIT)
+            .clamp(Duration::from_secs(1), MAX_WAIT);
+        self.lock().last = snapshot;
+        self.defer(wait);
+        wait
+    }
+
+    /// The budgets as last reported by Buildkite.
+    pub fn last_seen(&self) -> Snapshot {
+        self.lock().last
+    }
+
+    /// How many times a request was held back for the budget.
+    pub fn waits(&self) -> u64 {
+        self.lock().waits
+    }
+
+    fn defer(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut state = self.lock();
+        state.waits += 1;
+        state.not_before = Some(state.not_before.map_or(until, |t| t.max(until)));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another request panicked mid-update; the numbers are
+        // still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn reads_both_scopes() {
+        let h = headers(&[
+            ("RateLimit-Remaining", "150"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "42"),
+            ("RateLimit-User-Remaining", "2"),
+            ("RateLimit-User-Limit", "50"),
+            ("RateLimit-User-Reset", "17"),
+        ]);
+        let s = Snapshot::from_headers(&h);
+        assert_eq!(
+            s.org,
+            Some(Scope { remaining: 150, limit: 200, reset: Duration::from_secs(42) })
+        );
+        assert_eq!(s.user.map(|u| u.remaining), Some(2));
+        let low: Vec<_> = s.low().map(|(n, _)| n).collect();
+        assert_eq!(low, ["user"], "2 of 50 is the user floor; 150 of 200 is plenty");
+    }
+
+    #[test]
+    fn garbled_headers_are_ignored() {
+        let h = headers(&[("RateLimit-Remaining", "lots"), ("RateLimit-Limit", "200")]);
+        assert_eq!(Snapshot::from_headers(&h), Snapshot::default());
+    }
+
+    #[test]
+    fn low_means_at_or_below_five_percent() {
+        let s = Snapshot::from_headers(&headers(&[
+            ("RateLimit-Remaining", "10"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "5"),
+        ]));
+        assert_eq!(s.low().count(), 1);
+        let s = Snapshot::from_headers(&headers(&[
+            ("RateLimit-Remaining", "11"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "5"),
+        ]));
+        assert_eq!(s.low().count(), 0);
+    }
+
+    #[test]
+    fn a_429_waits_for_the_scope_that_ran_out() {
+        let b = Budget::new(30);
+        let h = headers(&[
+            ("RateLimit-Remaining", "120"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "50"),
+            ("RateLimit-User-Remaining", "0"),
+            ("RateLimit-User-Limit", "50"),
+            ("RateLimit-User-Reset", "7"),
+        ]);
+        assert_eq!(b.rate_limited(&h, b"{}"), Duration::from_secs(7));
+        let body = br#"{"message": "slow down", "scope": "rest", "reset": 12}"#;
+        assert_eq!(b.rate_limited(&HeaderMap::new(), body), Duration::from_secs(12));
+        assert_eq!(b.rate_limited(&HeaderMap::new(), b"<html>"), DEFAULT_429_WAIT);
+        assert_eq!(b.waits(), 3);
+    }
+}

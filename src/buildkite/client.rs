@@ -1,0 +1,393 @@
+//! The Buildkite REST client: bearer auth, paced by the [`Budget`], `Link` pagination,
+//! retries of transient faults, and errors that say what to do.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
+use reqwest::StatusCode;
+use serde_json::value::RawValue;
+use url::Url;
+
+use super::budget::Budget;
+use super::model::Build;
+use crate::config::{BuildkiteConfig, Secret};
+use crate::retry;
+
+/// Attempts at one request before a transient fault (5xx, timeout, reset, cut-short body,
+/// unreadable JSON) is reported as an error.
+const MAX_ATTEMPTS: u32 = 5;
+/// 429s tolerated for one request before giving up: each one already waited for the reset.
+const MAX_RATE_LIMITED: u32 = 10;
+
+/// Why a Buildkite request failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("Buildkite rejected the API token (401 at {endpoint}): it is invalid, expired or revoked; set a valid token in [buildkite] token or token_file")]
+    Unauthorized { endpoint: String },
+    #[error("the Buildkite API token lacks the {scope} scope needed for {endpoint} (403): add {scope} to the token at https://buildkite.com/user/api-access-tokens")]
+    Forbidden { endpoint: String, scope: String },
+    #[error("Buildkite answered 404 for {endpoint}: check [buildkite] organization and that the token's owner belongs to it")]
+    NotFound { endpoint: String },
+    #[error("Buildkite refused to list this deep at {endpoint} (400: {message})")]
+    TooDeep { endpoint: String, message: String },
+    #[error("Buildkite answered {status} at {endpoint}: {message}")]
+    Rejected {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
+    #[error("Buildkite is unavailable at {endpoint} after {attempts} attempts: {reason}")]
+    Unavailable {
+        endpoint: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error("Buildkite's next-page link for {endpoint} points at another host ({host}); refusing to send the token there")]
+    ForeignLink { endpoint: String, host: String },
+}
+
+impl SourceError {
+    /// True when no retry can help: the token, its scopes or the organization are wrong.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Unauthorized { .. }
+                | SourceError::Forbidden { .. }
+                | SourceError::NotFound { .. }
+        )
+    }
+}
+
+/// One page of a list: each item's raw JSON and its decoded form, and the next page.
+pub struct Page<T> {
+    pub items: Vec<Item<T>>,
+    pub next: Option<Url>,
+}
+
+/// A list item: the JSON exactly as Buildkite sent it, and the decoded value or why not.
+pub struct Item<T> {
+    pub raw: String,
+    pub decoded: Result<T, String>,
+}
+
+/// Filters of a builds listing.
+#[derive(Debug, Default, Clone)]
+pub struct BuildQuery {
+    pub finished_from: Option<DateTime<Utc>>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub branches: Vec<String>,
+}
+
+/// A Buildkite REST client for one organization.
+pub struct Client {
+    http: reqwest::Client,
+    api: Url,
+    org: String,
+    auth: HeaderValue,
+    budget: Arc<Budget>,
+    requests: AtomicU64,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Vec<u8>, HeaderMap),
+    Transient(String),
+    RateLimited(Duration),
+    Failed(SourceError),
+}
+
+impl Client {
+    /// A client paced by `budget`.
+    pub fn new(config: &BuildkiteConfig, budget: Arc<Budget>) -> Result<Client, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout())
+            .connect_timeout(config.timeout().min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            api: config.api_url.clone(),
+            org: config.organization.clone(),
+            auth: bearer(&config.token())?,
+            budget,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests sent so far (every attempt counts, as Buildkite counts them).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The pacing budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The first page of the organization-wide builds list, newest first, 100 a page, every
+    /// attempt of every job.
+    pub fn builds_url(&self, query: &BuildQuery) -> Url {
+        let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("per_page", "100");
+            q.append_pair("include_retried_jobs", "true");
+            let mut time = |key: &str, t: &Option<DateTime<Utc>>| {
+                if let Some(t) = t {
+                    q.append_pair(key, &t.to_rfc3339_opts(SecondsFormat::Millis, true));
+                }
+            };
+            time("finished_from", &query.finished_from);
+            time("created_from", &query.created_from);
+            time("created_to", &query.created_to);
+            for branch in &query.branches {
+                q.append_pair("branch[]", branch);
+            }
+        }
+        url
+    }
+
+    /// Fetches one page of builds. Builds that do not decode are returned as such, so one odd
+    /// build never blocks the page.
+    pub async fn builds_page(&self, url: &Url) -> Result<Page<Build>, SourceError> {
+        self.list(url, "read_builds").await
+    }
+
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        scope: &str,
+    ) -> Result<Page<T>, SourceError> {
+        let (items, headers) = self
+            .get(url, scope, |body| {
+                serde_json::from_slice::<Vec<Box<RawValue>>>(body)
+                    .map_err(|e| format!("the answer is not a JSON list ({e})"))
+            })
+            .await?;
+        let next = self.next_link(url, &headers)?;
+        let items = items
+            .into_iter()
+            .map(|raw| Item {
+                decoded: serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+                raw: raw.get().to_string(),
+            })
+            .collect();
+        Ok(Page { items, next })
+    }
+
+    /// GETs `url` until it succeeds and `parse` accepts the body, or fails for good.
+    async fn get<T>(
+        &self,
+        url: &Url,
+        scope: &str,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<(T, HeaderMap), SourceError> {
+        let endpoint = endpoint_name(url);
+        let mut failures = 0;
+        let mut rate_limited = 0;
+        loop {
+            self.budget.acquire().await;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let reason = match self.attempt(url, &endpoint, scope).await {
+                Attempt::Done(body, headers) => match parse(&body) {
+                    Ok(value) => return Ok((value, headers)),
+                    Err(e) => format!("malformed answer: {e}"),
+                },
+                Attempt::Failed(e) => return Err(e),
+                Attempt::RateLimited(wait) => {
+                    rate_limited += 1;
+                    tracing::warn!(
+                        endpoint,
+                        "Buildkite answered 429 (rate limited): waiting {}s for the budget to reset",
+                        wait.as_secs()
+                    );
+                    if rate_limited >= MAX_RATE_LIMITED {
+                        return Err(SourceError::Unavailable {
+                            endpoint,
+                            attempts: rate_limited,
+                            reason: "still rate limited after waiting for each reset".into(),
+                        });
+                    }
+                    continue;
+                }
+                Attempt::Transient(reason) => reason,
+            };
+            failures += 1;
+            if failures >= MAX_ATTEMPTS {
+                return Err(SourceError::Unavailable {
+                    endpoint,
+                    attempts: failures,
+                    reason,
+                });
+            }
+            let wait = retry::backoff(failures, Duration::from_millis(500), Duration::from_secs(30));
+            tracing::warn!(endpoint, attempt = failures, "Buildkite request failed ({reason}); retrying in {}ms", wait.as_millis());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, url: &Url, endpoint: &str, scope: &str) -> Attempt {
+        let sent = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Transient(retry::describe(&e)),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match response.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Attempt::Transient(format!("body cut short: {}", retry::describe(&e))),
+        };
+        if status.is_success() {
+            self.budget.observe(&headers);
+            return Attempt::Done(body, headers);
+        }
+        let endpoint = endpoint.to_string();
+        let message = error_message(&body);
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => Attempt::RateLimited(self.budget.rate_limited(&headers, &body)),
+            StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
+            StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
+                endpoint,
+                scope: missing_scope(&message).unwrap_or(scope).to_string(),
+            }),
+            StatusCode::NOT_FOUND => Attempt::Failed(SourceError::NotFound { endpoint }),
+            StatusCode::BAD_REQUEST if message.contains("this deep") => {
+                Attempt::Failed(SourceError::TooDeep { endpoint, message })
+            }
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+                self.budget.observe(&headers);
+                Attempt::Transient(format!("{s}"))
+            }
+            s => Attempt::Failed(SourceError::Rejected {
+                endpoint,
+                status: s.as_u16(),
+                message,
+            }),
+        }
+    }
+
+    /// The `rel="next"` link, followed exactly as given, but only on the API's own host.
+    fn next_link(&self, current: &Url, headers: &HeaderMap) -> Result<Option<Url>, SourceError> {
+        let Some(next) = headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| parse_next_link(v))
+        else {
+            return Ok(None);
+        };
+        let next = current.join(&next).map_err(|_| SourceError::Rejected {
+            endpoint: endpoint_name(current),
+            status: 200,
+            message: format!("unparseable next-page link {next:?}"),
+        })?;
+        if next.origin() != self.api.origin() {
+            return Err(SourceError::ForeignLink {
+                endpoint: endpoint_name(current),
+                host: next.host_str().unwrap_or("?").to_string(),
+            });
+        }
+        Ok(Some(next))
+    }
+
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.api.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("v2").extend(segments);
+        }
+        url
+    }
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive so no debug output shows it.
+fn bearer(token: &Secret) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| "the Buildkite token contains characters that cannot go in an HTTP header".to_string())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The URL's path without the query, for messages: `/v2/organizations/acme/builds`.
+fn endpoint_name(url: &Url) -> String {
+    url.path().to_string()
+}
+
+/// The `message` of a Buildkite error body, or the start of the body.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_string()
+        })
+}
+
+/// "Your access token doesn't have the read_builds scope" -> `read_builds`.
+fn missing_scope(message: &str) -> Option<&str> {
+    message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("read_") || w.starts_with("write_"))
+}
+
+/// The target of the `rel="next"` entry of an RFC 8288 `Link` header value.
+pub fn parse_next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = params.split(';').any(|p| {
+            let Some((k, v)) = p.trim().split_once('=') else {
+                return false;
+            };
+            k.trim().eq_ignore_ascii_case("rel")
+                && v.trim().trim_matches('"').split_whitespace().any(|r| r == "next")
+        });
+        is_next.then(|| target.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_next_among_other_links() {
+        let h = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="last", <https://api.buildkite.com/v2/organizations/acme/builds?page=2&per_page=100>; rel="next""#;
+        assert_eq!(
+            parse_next_link(h).as_deref(),
+            Some("https://api.buildkite.com/v2/organizations/acme/builds?page=2&per_page=100")
+        );
+        assert_eq!(parse_next_link(r#"<https://x/?page=1>; rel="first""#), None);
+        assert_eq!(parse_next_link(""), None);
+        assert_eq!(parse_next_link("garbage; rel=next"), None);
+        assert_eq!(parse_next_link("<u>; rel=\"prev next\"").as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn names_the_missing_scope() {
+        assert_eq!(
+            missing_scope("Your access token doesn't have the read_artifacts scope"),
+            Some("read_artifacts")
+        );
+        assert_eq!(missing_scope("Forbidden"), None);
+    }
+
+    #[test]
+    fn error_message_prefers_json_message() {
+        assert_eq!(error_message(br#"{"message": "No way"}"#), "No way");
+        assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
+    }
+}

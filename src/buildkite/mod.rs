@@ -1,0 +1,9 @@
+//! The source: Buildkite's REST API.
+
+pub mod budget;
+pub mod client;
+pub mod model;
+
+pub use budget::Budget;
+pub use client::{BuildQuery, Client, SourceError};
+pub use model::Build;

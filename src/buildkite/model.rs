@@ -1,0 +1,152 @@
+//! Tolerant models of the Buildkite answers kitesync reads.
+//!
+//! Unknown fields are ignored, and every field Buildkite may leave out or send as `null`
+//! (waiter jobs are only `{id, graphql_id, type}`; creators and pull requests may be null or
+//! `{}`) is optional, so a new API field or an odd build never breaks a whole page.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// A build, with its jobs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Build {
+    /// The build's UUID.
+    pub id: String,
+    pub number: u64,
+    pub state: String,
+    pub blocked: Option<bool>,
+    pub message: Option<String>,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    /// What started it: webhook, api, ui, trigger_job, schedule.
+    pub source: Option<String>,
+    pub web_url: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub pipeline: Option<PipelineRef>,
+    pub jobs: Option<Vec<Job>>,
+}
+
+/// The pipeline a build belongs to (only what kitesync uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineRef {
+    pub slug: String,
+    pub name: Option<String>,
+}
+
+/// One job of a build: a script step, a waiter, a block (`manual`) or a trigger.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Job {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub label: Option<String>,
+    pub step_key: Option<String>,
+    pub state: Option<String>,
+    pub soft_failed: Option<bool>,
+    pub exit_status: Option<i64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// True on an attempt that was retried (a later attempt of the same step exists).
+    pub retried: Option<bool>,
+    pub agent: Option<AgentRef>,
+}
+
+/// The agent that ran a job.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentRef {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    /// `"key=value"` tags, e.g. `"queue=default"`.
+    pub meta_data: Option<Vec<String>>,
+}
+
+/// Build states in which the build is still going, whatever `finished_at` says.
+const ACTIVE_STATES: [&str; 6] = [
+    "creating",
+    "scheduled",
+    "running",
+    "failing",
+    "canceling",
+    "waiting",
+];
+
+impl Build {
+    /// The finish time, when the build has finished (a terminal state with `finished_at`;
+    /// a `blocked: true` build that has stopped at a block step counts as finished).
+    pub fn finished(&self) -> Option<DateTime<Utc>> {
+        if ACTIVE_STATES.contains(&self.state.as_str()) {
+            return None;
+        }
+        self.finished_at
+    }
+
+    /// The pipeline slug, or `unknown` when the answer left it out.
+    pub fn pipeline_slug(&self) -> &str {
+        self.pipeline
+            .as_ref()
+            .map(|p| p.slug.as_str())
+            .unwrap_or("unknown")
+    }
+
+    /// The jobs a person would call the build's steps: no waiters, latest attempts only.
+    pub fn steps(&self) -> impl Iterator<Item = &Job> {
+        self.jobs
+            .iter()
+            .flatten()
+            .filter(|j| j.kind != "waiter" && j.retried != Some(true))
+    }
+}
+
+impl Job {
+    /// A human name: the job's name, else its label, step key or type.
+    pub fn display_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.label.as_deref())
+            .or(self.step_key.as_deref())
+            .unwrap_or(&self.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_odd_but_real_builds() {
+        let json = r#"{
+            "id": "0190-uuid", "graphql_id": "QnVpbGQ=", "number": 7, "state": "passed",
+            "blocked": false, "creator": null, "pull_request": {}, "brand_new_field": [1, 2],
+            "finished_at": "2026-11-01T10:00:05.123Z", "started_at": "2026-11-01T09:59:00Z",
+            "pipeline": {"slug": "web", "name": "Web", "repository": "git@x"},
+            "jobs": [
+                {"id": "j1", "graphql_id": "g", "type": "script", "name": ":rspec: Specs",
+                 "state": "passed", "soft_failed": null, "agent": null},
+                {"id": "j2", "graphql_id": "g", "type": "waiter"},
+                {"id": "j3", "type": "manual", "label": "Deploy?", "state": "unblocked"},
+                {"id": "j4", "type": "script", "name": "flaky", "retried": true}
+            ]
+        }"#;
+        let b: Build = serde_json::from_str(json).expect("decodes");
+        assert_eq!(b.number, 7);
+        assert!(b.finished().is_some());
+        let names: Vec<_> = b.steps().map(Job::display_name).collect();
+        assert_eq!(names, [":rspec: Specs", "Deploy?"]);
+    }
+
+    #[test]
+    fn running_build_is_not_finished_even_with_an_old_finish_time() {
+        let json = r#"{"id": "u", "number": 1, "state": "running",
+                       "finished_at": "2026-11-01T10:00:00Z", "jobs": null}"#;
+        let b: Build = serde_json::from_str(json).expect("decodes");
+        assert_eq!(b.finished(), None);
+        assert_eq!(b.steps().count(), 0);
+        assert_eq!(b.pipeline_slug(), "unknown");
+    }
+}

@@ -1,0 +1,6 @@
+//! The sink: BuildButler.
+
+pub mod client;
+pub mod wire;
+
+pub use client::{SendError, Sink};

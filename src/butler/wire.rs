@@ -1,0 +1,255 @@
+//! Every wire choice of the Buildkite -> BuildButler mapping, in one place.
+//!
+//! | Buildkite | BuildButler |
+//! |---|---|
+//! | organization slug | `jenkinsInstanceId` |
+//! | pipeline slug | `jobName` |
+//! | build number | `buildNumber` |
+//! | build UUID | `id` and `externalRunId` (a re-send upserts) |
+//! | `source` (webhook, ui, ...) | `cause` |
+//! | step (non-waiter job, latest attempt) | pipeline stage |
+//!
+//! BuildButler's docs and its GitHub Action disagree on status casing: [`StatusCase`]
+//! picks one (default: upper case, as the Action sends).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::buildkite::model::{Build, Job};
+use crate::config::StatusCase;
+
+/// The body of `POST {prefix}/builds`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireBuild<'a> {
+    pub id: &'a str,
+    pub external_run_id: &'a str,
+    pub jenkins_instance_id: &'a str,
+    pub job_name: &'a str,
+    pub build_number: u64,
+    pub status: String,
+    /// Milliseconds from start to finish.
+    pub duration: i64,
+    /// Milliseconds from scheduled to started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_duration: Option<i64>,
+    pub started_at: String,
+    pub completed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'a str>,
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_info: Option<NodeInfo<'a>>,
+}
+
+/// The agent a build ran on (its first step's).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo<'a> {
+    pub node_name: &'a str,
+    pub node_labels: &'a [String],
+    pub is_built_in: bool,
+}
+
+/// The body of `POST {prefix}/pipeline-stages`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireStages<'a> {
+    pub build_id: &'a str,
+    pub stages: Vec<WireStage<'a>>,
+}
+
+/// One stage: a step of the build.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireStage<'a> {
+    /// The job's name, emoji shortcodes kept as text (`:rspec: Specs`).
+    pub stage_name: &'a str,
+    /// 0-based, in the build's job order.
+    pub stage_order: usize,
+    pub status: String,
+    pub duration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<&'a str>,
+}
+
+/// A finished build as BuildButler's ingest API takes it.
+pub fn build<'a>(org: &'a str, b: &'a Build, case: StatusCase) -> WireBuild<'a> {
+    let finished = b.finished_at.unwrap_or_else(Utc::now);
+    let started = b.started_at.or(b.created_at).unwrap_or(finished);
+    let agent = b.steps().find_map(|j| j.agent.as_ref());
+    WireBuild {
+        id: &b.id,
+        external_run_id: &b.id,
+        jenkins_instance_id: org,
+        job_name: b.pipeline_slug(),
+        build_number: b.number,
+        status: cased(build_status(b), case),
+        duration: millis(started, finished),
+        queue_duration: match (b.scheduled_at.or(b.created_at), b.started_at) {
+            (Some(queued), Some(started)) => Some(millis(queued, started)),
+            _ => None,
+        },
+        started_at: iso(started),
+        completed_at: iso(finished),
+        branch: b.branch.as_deref(),
+        commit_sha: b.commit.as_deref(),
+        cause: b.source.as_deref(),
+        source: "buildkite",
+        node_info: agent.and_then(|a| {
+            Some(NodeInfo {
+                node_name: a.name.as_deref().or(a.hostname.as_deref())?,
+                node_labels: a.meta_data.as_deref().unwrap_or_default(),
+                is_built_in: false,
+            })
+        }),
+    }
+}
+
+/// The stages of a build, for the BuildButler build `build_id`.
+pub fn stages<'a>(build_id: &'a str, b: &'a Build, case: StatusCase) -> WireStages<'a> {
+    let stages = b
+        .steps()
+        .enumerate()
+        .map(|(order, job)| WireStage {
+            stage_name: job.display_name(),
+            stage_order: order,
+            status: cased(job_status(job), case),
+            duration: match (job.started_at, job.finished_at) {
+                (Some(s), Some(f)) => millis(s, f),
+                _ => 0,
+            },
+            started_at: job.started_at.map(iso),
+            completed_at: job.finished_at.map(iso),
+            agent_name: job.agent.as_ref().and_then(|a| a.name.as_deref()),
+        })
+        .collect();
+    WireStages { build_id, stages }
+}
+
+/// passed -> SUCCESS (UNSTABLE with a soft-failed step), failed -> FAILURE,
+/// canceled -> ABORTED, skipped and not_run -> NOT_BUILT. A blocked build keeps its last
+/// state (usually passed). Anything unknown is NOT_BUILT rather than a false verdict.
+fn build_status(b: &Build) -> &'static str {
+    match b.state.as_str() {
+        "passed" | "blocked" if b.steps().any(|j| j.soft_failed == Some(true)) => "UNSTABLE",
+        "passed" | "blocked" => "SUCCESS",
+        "failed" => "FAILURE",
+        "canceled" | "canceling" => "ABORTED",
+        _ => "NOT_BUILT",
+    }
+}
+
+fn job_status(j: &Job) -> &'static str {
+    match j.state.as_deref().unwrap_or("") {
+        "passed" if j.soft_failed == Some(true) => "UNSTABLE",
+        "passed" | "unblocked" => "SUCCESS",
+        "failed" if j.soft_failed == Some(true) => "UNSTABLE",
+        "failed" | "timed_out" | "unblocked_failed" | "blocked_failed" | "waiting_failed" => {
+            "FAILURE"
+        }
+        "canceled" | "canceling" | "timing_out" => "ABORTED",
+        "running" | "scheduled" | "assigned" | "accepted" | "blocked" | "waiting" | "pending" => {
+            "IN_PROGRESS"
+        }
+        _ => "NOT_BUILT",
+    }
+}
+
+fn cased(status: &str, case: StatusCase) -> String {
+    match case {
+        StatusCase::Upper => status.to_string(),
+        StatusCase::Lower => status.to_ascii_lowercase(),
+    }
+}
+
+fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to - from).num_milliseconds().max(0)
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(v: serde_json::Value) -> Build {
+        serde_json::from_value(v).expect("build")
+    }
+
+    fn sample(state: &str, soft: bool) -> Build {
+        decode(json!({
+            "id": "uuid-1", "number": 42, "state": state, "branch": "main", "commit": "abc123",
+            "source": "webhook",
+            "created_at": "2026-11-01T10:00:00Z", "scheduled_at": "2026-11-01T10:00:01Z",
+            "started_at": "2026-11-01T10:00:11Z", "finished_at": "2026-11-01T10:01:11.500Z",
+            "pipeline": {"slug": "web"},
+            "jobs": [
+                {"id": "j0", "type": "script", "name": "old try", "state": "failed", "retried": true},
+                {"id": "j1", "type": "script", "name": ":rspec: Specs", "state": "passed",
+                 "soft_failed": soft,
+                 "started_at": "2026-11-01T10:00:11Z", "finished_at": "2026-11-01T10:00:41Z",
+                 "agent": {"name": "agent-1", "meta_data": ["queue=default", "os=linux"]}},
+                {"id": "j2", "type": "waiter"},
+                {"id": "j3", "type": "manual", "label": "Ship it?", "state": "unblocked"}
+            ]
+        }))
+    }
+
+    #[test]
+    fn build_fields_follow_the_mapping() {
+        let b = sample("passed", false);
+        let v = serde_json::to_value(build("acme", &b, StatusCase::Upper)).expect("json");
+        assert_eq!(
+            v,
+            json!({
+                "id": "uuid-1", "externalRunId": "uuid-1", "jenkinsInstanceId": "acme",
+                "jobName": "web", "buildNumber": 42, "status": "SUCCESS",
+                "duration": 60500, "queueDuration": 10000,
+                "startedAt": "2026-11-01T10:00:11.000Z", "completedAt": "2026-11-01T10:01:11.500Z",
+                "branch": "main", "commitSha": "abc123", "cause": "webhook", "source": "buildkite",
+                "nodeInfo": {"nodeName": "agent-1", "nodeLabels": ["queue=default", "os=linux"],
+                             "isBuiltIn": false}
+            })
+        );
+    }
+
+    #[test]
+    fn statuses_map_as_documented() {
+        let status = |state: &str, soft: bool, case: StatusCase| {
+            build("acme", &sample(state, soft), case).status
+        };
+        assert_eq!(status("passed", true, StatusCase::Upper), "UNSTABLE");
+        assert_eq!(status("failed", false, StatusCase::Upper), "FAILURE");
+        assert_eq!(status("canceled", false, StatusCase::Upper), "ABORTED");
+        assert_eq!(status("skipped", false, StatusCase::Upper), "NOT_BUILT");
+        assert_eq!(status("not_run", false, StatusCase::Upper), "NOT_BUILT");
+        assert_eq!(status("failed", false, StatusCase::Lower), "failure");
+    }
+
+    #[test]
+    fn stages_skip_waiters_and_retried_attempts() {
+        let b = sample("passed", false);
+        let v = serde_json::to_value(stages("bb-1", &b, StatusCase::Upper)).expect("json");
+        assert_eq!(
+            v,
+            json!({"buildId": "bb-1", "stages": [
+                {"stageName": ":rspec: Specs", "stageOrder": 0, "status": "SUCCESS",
+                 "duration": 30000, "startedAt": "2026-11-01T10:00:11.000Z",
+                 "completedAt": "2026-11-01T10:00:41.000Z", "agentName": "agent-1"},
+                {"stageName": "Ship it?", "stageOrder": 1, "status": "SUCCESS", "duration": 0}
+            ]})
+        );
+    }
+}

@@ -1,0 +1,598 @@
+//! Configuration: built-in defaults, then the TOML file, then `KITESYNC_SECTION__KEY`
+//! environment variables (figment), validated once at start-up.
+//!
+//! Every error is one sentence naming the file, the key and (when the key is in the file)
+//! its line, so an operator can fix it without reading the source.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use url::Url;
+
+/// The prefix of every environment variable kitesync reads as configuration.
+pub const ENV_PREFIX: &str = "KITESYNC_";
+
+/// A configuration problem, worded for the operator. Its `Display` is the whole message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// A secret (API token or key). It never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for an HTTP header. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The SQLite state database (cursor, seen builds, outbox).
+    #[serde(default = "default_state_path")]
+    pub state_path: PathBuf,
+    pub buildkite: BuildkiteConfig,
+    pub buildbutler: ButlerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub tests: TestsConfig,
+}
+
+/// `[buildkite]`: the source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildkiteConfig {
+    /// Organization slug, as in `https://buildkite.com/<slug>`.
+    #[serde(default)]
+    pub organization: String,
+    /// Base URL of the REST API, without `/v2`.
+    #[serde(default = "default_api_url")]
+    pub api_url: Url,
+    /// API access token (read scopes); or use `token_file`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token, e.g. a systemd credential.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// kitesync's own pace, well under the token owner's 50 requests a minute.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: u32,
+    /// Only these pipeline slugs (empty: every pipeline).
+    #[serde(default)]
+    pub pipelines: Vec<String>,
+    /// Only these branches, wildcards allowed (empty: every branch).
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// How far behind the high-water mark each poll looks again, for late and re-finished builds.
+    #[serde(default = "default_overlap_seconds")]
+    pub overlap_seconds: u64,
+    /// On the very first poll (empty state), how far back to look for finished builds.
+    #[serde(default = "default_lookback_minutes")]
+    pub first_poll_lookback_minutes: u64,
+    /// Per-request timeout, connect included.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+}
+
+/// `[buildbutler]`: the sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButlerConfig {
+    /// Base URL of the BuildButler server, e.g. `http://buildbutler:3000`.
+    pub url: Option<Url>,
+    /// API key; or use `api_key_file`.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A file holding the API key, e.g. a systemd credential.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Which BuildButler route to deliver to.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Path prefix of the ingest routes: the Action uses `/api/v1/ingest`, the docs `/ingest`.
+    #[serde(default = "default_ingest_prefix")]
+    pub ingest_prefix: String,
+    /// Casing of build and stage statuses: `upper` (`SUCCESS`, the Action) or `lower` (the docs).
+    #[serde(default)]
+    pub status_case: StatusCase,
+    /// How many deliveries may be in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout, connect included.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+}
+
+/// The BuildButler route kitesync delivers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The ingest REST API: builds, then their stages.
+    #[default]
+    Ingest,
+}
+
+/// Casing of status values on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusCase {
+    #[default]
+    Upper,
+    Lower,
+}
+
+/// `[schedule]`: cron expressions with a seconds field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default = "default_builds_schedule")]
+    pub builds: String,
+    #[serde(default = "default_agents_schedule")]
+    pub agents: String,
+}
+
+/// `[tests]`: JUnit results from artifacts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestsConfig {
+    /// Artifact path globs read as JUnit XML (empty: off).
+    #[serde(default)]
+    pub junit_artifact_globs: Vec<String>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            builds: default_builds_schedule(),
+            agents: default_agents_schedule(),
+        }
+    }
+}
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from("kitesync.db")
+}
+fn default_api_url() -> Url {
+    Url::parse("https://api.buildkite.com").expect("a valid literal URL") // ok: constant
+}
+fn default_requests_per_minute() -> u32 {
+    30
+}
+fn default_overlap_seconds() -> u64 {
+    300
+}
+fn default_lookback_minutes() -> u64 {
+    60
+}
+fn default_timeout_seconds() -> u64 {
+    30
+}
+fn default_ingest_prefix() -> String {
+    "/api/v1/ingest".to_string()
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn default_builds_schedule() -> String {
+    "*/30 * * * * *".to_string()
+}
+fn default_agents_schedule() -> String {
+    "0 */5 * * * *".to_string()
+}
+
+impl BuildkiteConfig {
+    /// The resolved token (validated non-empty by [`Config::load`]).
+    pub fn token(&self) -> Secret {
+        self.token.clone().unwrap_or_default()
+    }
+    /// The re-poll overlap.
+    pub fn overlap(&self) -> Duration {
+        Duration::from_secs(self.overlap_seconds)
+    }
+    /// How far back the first poll looks.
+    pub fn first_poll_lookback(&self) -> Duration {
+        Duration::from_secs(self.first_poll_lookback_minutes * 60)
+    }
+    /// Per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+}
+
+impl ButlerConfig {
+    /// The resolved API key (validated non-empty by [`Config::load`]).
+    pub fn api_key(&self) -> Secret {
+        self.api_key.clone().unwrap_or_default()
+    }
+    /// The validated base URL.
+    pub fn base_url(&self) -> Url {
+        self.url.clone().unwrap_or_else(default_api_url)
+    }
+    /// Per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (which must exist), then `KITESYNC_*` variables; reads the
+    /// secret files; validates everything.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {}",
+                path.display(),
+                io_reason(&e)
+            ))
+        })?;
+        let file = ConfigFile::parse(path, text)?;
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Config = figment.extract().map_err(|e| file.explain(&e))?;
+        config.resolve_secrets(&file)?;
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self, file: &ConfigFile) -> Result<(), ConfigError> {
+        let bk = &mut self.buildkite;
+        bk.token = resolve_secret(
+            file,
+            "buildkite",
+            "token",
+            bk.token.take(),
+            bk.token_file.as_deref(),
+        )?;
+        let bb = &mut self.buildbutler;
+        bb.api_key = resolve_secret(
+            file,
+            "buildbutler",
+            "api_key",
+            bb.api_key.take(),
+            bb.api_key_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
+    fn validate(&self, file: &ConfigFile) -> Result<(), ConfigError> {
+        let bk = &self.buildkite;
+        if bk.organization.trim().is_empty() {
+            return Err(file.error(
+                "buildkite",
+                "organization",
+                "is missing: set it to your organization's slug (as in https://buildkite.com/<slug>)",
+            ));
+        }
+        check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
+        if bk.requests_per_minute == 0 {
+            return Err(file.error(
+                "buildkite",
+                "requests_per_minute",
+                "must be at least 1",
+            ));
+        }
+        if bk.timeout_seconds == 0 {
+            return Err(file.error("buildkite", "timeout_seconds", "must be at least 1"));
+        }
+        let bb = &self.buildbutler;
+        match &bb.url {
+            None => {
+                return Err(file.error(
+                    "buildbutler",
+                    "url",
+                    "is missing: set it to your BuildButler server, e.g. \"http://buildbutler:3000\"",
+                ))
+            }
+            Some(url) => check_http_url(file, "buildbutler", "url", url)?,
+        }
+        if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
+            return Err(file.error(
+                "buildbutler",
+                "ingest_prefix",
+                "must start with '/', e.g. \"/api/v1/ingest\"",
+            ));
+        }
+        if bb.concurrency == 0 {
+            return Err(file.error("buildbutler", "concurrency", "must be at least 1"));
+        }
+        if bb.timeout_seconds == 0 {
+            return Err(file.error("buildbutler", "timeout_seconds", "must be at least 1"));
+        }
+        check_cron(file, "builds", &self.schedule.builds)?;
+        check_cron(file, "agents", &self.schedule.agents)?;
+        Ok(())
+    }
+}
+
+/// A secret comes from the config value or from a file, never both, never empty.
+fn resolve_secret(
+    file: &ConfigFile,
+    section: &str,
+    key: &str,
+    value: Option<Secret>,
+    from_file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    let file_key = format!("{key}_file");
+    let secret = match (value, from_file) {
+        (Some(_), Some(_)) => {
+            return Err(file.error(
+                section,
+                key,
+                &format!("and `{file_key}` are both set: keep only one"),
+            ))
+        }
+        (Some(v), None) => v,
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                file.error(
+                    section,
+                    &file_key,
+                    &format!("names {}, which cannot be read: {}", p.display(), io_reason(&e)),
+                )
+            })?;
+            Secret(text.trim().to_string())
+        }
+        (None, None) => {
+            return Err(file.error(
+                section,
+                key,
+                &format!("is missing: set `{key}` or `{file_key}` (or {ENV_PREFIX}{}__{})", section.to_uppercase(), key.to_uppercase()),
+            ))
+        }
+    };
+    if secret.0.trim().is_empty() {
+        let which = if from_file.is_some() { file_key.as_str() } else { key };
+        return Err(file.error(section, which, "is empty"));
+    }
+    Ok(Some(secret))
+}
+
+fn check_http_url(file: &ConfigFile, section: &str, key: &str, url: &Url) -> Result<(), ConfigError> {
+    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+        return Ok(());
+    }
+    Err(file.error(
+        section,
+        key,
+        &format!("= \"{url}\" is not an http:// or https:// URL"),
+    ))
+}
+
+fn check_cron(file: &ConfigFile, key: &str, expr: &str) -> Result<(), ConfigError> {
+    let parsed = tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}));
+    match parsed {
+        Ok(_) => Ok(()),
+        Err(_) => Err(file.error(
+            "schedule",
+            key,
+            &format!(
+                "= \"{expr}\" is not a valid cron expression: it needs six fields, seconds first, e.g. \"*/30 * * * * *\""
+            ),
+        )),
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// The config file's text, kept to point errors at a line.
+struct ConfigFile {
+    path: PathBuf,
+    doc: toml_edit::ImDocument<String>,
+}
+
+impl ConfigFile {
+    fn parse(path: &Path, text: String) -> Result<ConfigFile, ConfigError> {
+        match toml_edit::ImDocument::parse(text.clone()) {
+            Ok(doc) => Ok(ConfigFile {
+                path: path.to_path_buf(),
+                doc,
+            }),
+            Err(e) => {
+                let at = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+                let reason = e.message().trim().trim_end_matches('.').to_string();
+                Err(ConfigError(format!(
+                    "{} line {at}: TOML syntax error: {reason}",
+                    path.display()
+                )))
+            }
+        }
+    }
+
+    /// "FILE line N: [section] key <problem>", or without the line when the key is not in the file.
+    fn error(&self, section: &str, key: &str, problem: &str) -> ConfigError {
+        ConfigError(format!(
+            "{}: [{section}] {key} {problem}",
+            self.locate(&[section, key])
+        ))
+    }
+
+    /// The file, and the line of `path` in it when the key is written there.
+    fn locate(&self, path: &[&str]) -> String {
+        match self.line_of_key(path) {
+            Some(line) => format!("{} line {line}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    fn line_of_key(&self, path: &[&str]) -> Option<usize> {
+        let mut item = self.doc.as_item();
+        let mut span = None;
+        for part in path {
+            let table = item.as_table_like()?;
+            let (key, value) = table.get_key_value(part)?;
+            span = key.span().or_else(|| value.span());
+            item = value;
+        }
+        span.map(|s| line_of(self.doc.raw(), s.start))
+    }
+
+    /// Rewords a figment error: what is wrong, with which key, where.
+    fn explain(&self, e: &figment::Error) -> ConfigError {
+        let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+        let from_env = e
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let key = if path.is_empty() {
+            String::new()
+        } else if path.len() == 1 {
+            format!("{} ", path[0])
+        } else {
+            format!("[{}] {} ", path[..path.len() - 1].join("."), path[path.len() - 1])
+        };
+        let whence = if from_env {
+            let var = format!("{ENV_PREFIX}{}", path.join("__").to_uppercase());
+            format!("environment variable {var}")
+        } else {
+            self.locate(&path)
+        };
+        let kind = e.kind.to_string();
+        let kind = kind.trim_end_matches('.');
+        ConfigError(format!("{whence}: {key}{kind}"))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kitesync.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path)
+    }
+
+    const GOOD: &str = r#"
+[buildkite]
+organization = "acme"
+token = "bk-token"
+
+[buildbutler]
+url = "http://127.0.0.1:3000"
+api_key = "bb-key"
+"#;
+
+    #[test]
+    fn defaults_fill_everything_else() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.buildkite.api_url.as_str(), "https://api.buildkite.com/");
+        assert_eq!(c.buildkite.requests_per_minute, 30);
+        assert_eq!(c.buildbutler.ingest_prefix, "/api/v1/ingest");
+        assert_eq!(c.buildbutler.mode, Mode::Ingest);
+        assert_eq!(c.schedule.builds, "*/30 * * * * *");
+        assert_eq!(c.buildkite.token().expose(), "bk-token");
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let c = load(GOOD).expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("bk-token"), "{shown}");
+        assert!(!shown.contains("bb-key"), "{shown}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let e = load("[buildkite]\norganization = \"acme\"\ntoken = bk\n").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("kitesync.toml line 3"), "{m}");
+        assert!(m.contains("TOML syntax error"), "{m}");
+    }
+
+    #[test]
+    fn unknown_mode_names_key_and_line() {
+        let text = GOOD.replace("api_key = \"bb-key\"", "api_key = \"bb-key\"\nmode = \"push\"");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("line 9"), "{m}");
+        assert!(m.contains("[buildbutler] mode"), "{m}");
+        assert!(m.contains("push"), "{m}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let text = GOOD.replace("token = \"bk-token\"", "token = \"bk-token\"\ntokne = \"x\"");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("tokne"), "{m}");
+    }
+
+    #[test]
+    fn token_and_token_file_conflict() {
+        let text = GOOD.replace("token = \"bk-token\"", "token = \"bk-token\"\ntoken_file = \"/x\"");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("both set"), "{m}");
+        assert!(!m.contains("bk-token"), "{m}");
+    }
+
+    #[test]
+    fn secret_from_file_is_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "from-file\n").expect("write");
+        let text = GOOD.replace(
+            "token = \"bk-token\"",
+            &format!("token_file = \"{}\"", secret.display()),
+        );
+        let c = load(&text).expect("valid");
+        assert_eq!(c.buildkite.token().expose(), "from-file");
+    }
+
+    #[test]
+    fn bad_cron_and_url_are_explained() {
+        let text = format!("{GOOD}\n[schedule]\nbuilds = \"every minute\"\n");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("[schedule] builds"), "{m}");
+        assert!(m.contains("line 11"), "{m}");
+        let text = GOOD.replace("http://127.0.0.1:3000", "ftp://example");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("[buildbutler] url"), "{m}");
+        assert!(m.contains("line 7"), "{m}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let text = GOOD.replace(
+            "organization = \"acme\"",
+            "organization = \"acme\"\nrequests_per_minute = \"lots\"",
+        );
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("[buildkite] requests_per_minute"), "{m}");
+        assert!(m.contains("line 4"), "{m}");
+    }
+}

@@ -1,0 +1,14 @@
+//! kitesync: polls Buildkite's REST API and delivers finished builds to BuildButler, for
+//! sites whose firewall keeps Buildkite's webhooks out.
+//!
+//! The flow is one-way: [`buildkite`] (source) -> [`sync`] (diff) -> [`store`] (cursor, seen
+//! builds, outbox) -> [`deliver`] -> [`butler`] (sink).
+
+pub mod buildkite;
+pub mod butler;
+pub mod config;
+pub mod deliver;
+pub mod once;
+pub mod retry;
+pub mod store;
+pub mod sync;

@@ -1,0 +1,179 @@
+//! The poll cursor and the seen-set.
+//!
+//! A poll asks Buildkite for builds with `finished_at >= high-water mark - overlap`. Each page
+//! is recorded in one transaction: its new (build id, finished_at) pairs go into `seen` and
+//! the outbox, and the cycle's running maximum of `finished_at` is saved. The high-water mark
+//! itself moves only when a cycle has walked every page: the list is ordered by creation, not
+//! by finish, so a crash after the first page must not skip builds on the later ones. A
+//! crashed cycle is simply walked again; `seen` makes that free of duplicates.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::outbox;
+
+/// One finished build of a page, ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub build_id: String,
+    /// Canonical RFC 3339 with milliseconds, so that text order is time order.
+    pub finished_at: String,
+    pub label: String,
+    pub payload: String,
+    /// Set when the build cannot be delivered as it is (it goes straight to dead letters).
+    pub dead: Option<String>,
+}
+
+/// The canonical text form of a time in the state database.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+fn set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO state (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// The latest `finished_at` of a fully walked poll, if any.
+pub fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(get(conn, "high_water_mark")?
+        .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+        .map(|t| t.with_timezone(&Utc)))
+}
+
+/// Starts a poll cycle: forgets what an interrupted one had seen of the high-water mark.
+pub fn begin_cycle(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM state WHERE key = 'cycle_high_water_mark'", [])?;
+    Ok(())
+}
+
+/// Records one page: new (build, finished_at) pairs go to `seen` and the outbox, and the
+/// cycle's high-water mark moves to `page_max` — all in one transaction. Returns how many
+/// builds were new.
+pub fn record_page(
+    conn: &mut Connection,
+    entries: &[Entry],
+    page_max: Option<&str>,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let mut new = 0;
+    for e in entries {
+        let inserted = tx
+            .prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
+            .execute(params![e.build_id, e.finished_at])?;
+        if inserted == 1 {
+            new += 1;
+            outbox::upsert(
+                &tx,
+                "build",
+                &e.build_id,
+                &e.finished_at,
+                &e.label,
+                &e.payload,
+                e.dead.as_deref(),
+                now_ms,
+            )?;
+        }
+    }
+    if let Some(page_max) = page_max {
+        let current = get(&tx, "cycle_high_water_mark")?;
+        if current.as_deref().is_none_or(|c| c < page_max) {
+            set(&tx, "cycle_high_water_mark", page_max)?;
+        }
+    }
+    tx.commit()?;
+    Ok(new)
+}
+
+/// Ends a fully walked cycle: the high-water mark moves to the cycle's maximum, and seen
+/// builds that finished more than `keep` before it are forgotten (no poll asks for them).
+pub fn complete_cycle(conn: &mut Connection, keep: Duration) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let cycle = get(&tx, "cycle_high_water_mark")?;
+    let current = get(&tx, "high_water_mark")?;
+    let mark = match (cycle, current) {
+        (Some(c), Some(h)) => Some(c.max(h)),
+        (c, h) => c.or(h),
+    };
+    if let Some(mark) = &mark {
+        set(&tx, "high_water_mark", mark)?;
+        if let Ok(t) = DateTime::parse_from_rfc3339(mark) {
+            let horizon = timestamp(t.with_timezone(&Utc) - keep);
+            tx.execute("DELETE FROM seen WHERE finished_at < ?1", [horizon])?;
+        }
+    }
+    tx.execute("DELETE FROM state WHERE key = 'cycle_high_water_mark'", [])?;
+    set(&tx, "last_poll_ok_at", &timestamp(Utc::now()))?;
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn entry(id: &str, finished_at: &str) -> Entry {
+        Entry {
+            build_id: id.into(),
+            finished_at: finished_at.into(),
+            label: format!("acme/web#{id}"),
+            payload: "{}".into(),
+            dead: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn refinished_build_is_new_again_and_replaces_its_outbox_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let n = store
+            .call(|c| {
+                let first = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], None, 0)?;
+                let again = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], None, 0)?;
+                let refinished =
+                    record_page(c, &[entry("b1", "2026-01-01T01:00:00.000Z")], None, 0)?;
+                let rows = outbox::due(c, 0, 10)?;
+                Ok((first, again, refinished, rows))
+            })
+            .await
+            .expect("db");
+        assert_eq!((n.0, n.1, n.2), (1, 0, 1));
+        assert_eq!(n.3.len(), 1, "one outbox row per build");
+        assert_eq!(n.3[0].version, "2026-01-01T01:00:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn mark_moves_only_when_a_cycle_completes_and_old_seen_rows_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let (mid, end, seen) = store
+            .call(|c| {
+                begin_cycle(c)?;
+                let page = [
+                    entry("old", "2026-01-01T00:00:00.000Z"),
+                    entry("new", "2026-01-02T00:00:00.000Z"),
+                ];
+                record_page(c, &page, Some("2026-01-02T00:00:00.000Z"), 0)?;
+                let mid = high_water_mark(c)?;
+                complete_cycle(c, Duration::hours(1))?;
+                let end = high_water_mark(c)?;
+                let seen: i64 = c.query_row("SELECT count(*) FROM seen", [], |r| r.get(0))?;
+                Ok((mid, end, seen))
+            })
+            .await
+            .expect("db");
+        assert_eq!(mid, None, "an unfinished cycle does not move the mark");
+        assert_eq!(end.map(timestamp).as_deref(), Some("2026-01-02T00:00:00.000Z"));
+        assert_eq!(seen, 1, "the build a day older than the mark is pruned");
+    }
+}

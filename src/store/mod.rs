@@ -1,0 +1,150 @@
+//! The state database (SQLite, WAL): the cursor, the builds already seen, and the outbox.
+//!
+//! It is the only hand-over point between polling and delivery. Every write is one short
+//! transaction, so a `kill -9` at any moment leaves either the state before or after it.
+
+pub mod cursor;
+pub mod outbox;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// A state-database failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("state database {path}: {reason}")]
+pub struct StoreError {
+    path: String,
+    reason: String,
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: cursor, seen builds, outbox.
+    "CREATE TABLE state (
+         key   TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE seen (
+         build_id    TEXT NOT NULL,
+         finished_at TEXT NOT NULL,
+         PRIMARY KEY (build_id, finished_at)
+     ) WITHOUT ROWID;
+     CREATE INDEX seen_by_finish ON seen (finished_at);
+     CREATE TABLE outbox (
+         id              INTEGER PRIMARY KEY,
+         kind            TEXT NOT NULL,
+         key             TEXT NOT NULL,
+         version         TEXT NOT NULL,
+         label           TEXT NOT NULL,
+         payload         TEXT NOT NULL,
+         state           TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT,
+         enqueued_at     INTEGER NOT NULL,
+         UNIQUE (kind, key)
+     );
+     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);",
+];
+
+/// The state database, shared by the tasks of one process. Calls run on tokio's blocking
+/// pool, one at a time.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let fail = |reason: String| StoreError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .map_err(|e| fail(format!("cannot set it up: {e}")))?;
+        migrate(&mut conn).map_err(fail)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await;
+        let fail = |reason: String| StoreError {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        match joined {
+            Ok(result) => result.map_err(|e| fail(e.to_string())),
+            Err(e) => Err(fail(format!("a database task failed: {e}"))),
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| format!("cannot read its schema version: {e}"))?;
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "it has schema version {version}, newer than this kitesync knows ({}): upgrade kitesync",
+            MIGRATIONS.len()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn
+            .transaction()
+            .map_err(|e| format!("cannot migrate it: {e}"))?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", i + 1))
+            .and_then(|_| tx.commit())
+            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, the unit of the outbox's times.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        drop(Store::open(&path).expect("first open"));
+        drop(Store::open(&path).expect("reopen is a no-op"));
+        let conn = Connection::open(&path).expect("open");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = Store::open(&path).err().expect("newer schema refused");
+        assert!(err.to_string().contains("upgrade kitesync"), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! The outbox: what must still reach BuildButler. A row leaves only after a 2xx; a row that
+//! BuildButler refuses becomes a dead letter, kept with its error.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// A row due for delivery.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub kind: String,
+    /// Which version of the item this is (for a build: its `finished_at`).
+    pub version: String,
+    /// For people: `org/pipeline#number`.
+    pub label: String,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered,
+    /// Try again at this time (ms since the epoch), after this error.
+    RetryAt(i64, String),
+    /// Refused for good: keep it as a dead letter with this error.
+    Dead(String),
+}
+
+/// Queues (or replaces with a newer version) an item. With `dead`, it is queued as a dead
+/// letter straight away, e.g. a build that cannot be decoded.
+pub fn upsert(
+    tx: &Transaction<'_>,
+    kind: &str,
+    key: &str,
+    version: &str,
+    label: &str,
+    payload: &str,
+    dead: Option<&str>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox (kind, key, version, label, payload, state, last_error, enqueued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 IS NULL THEN 'pending' ELSE 'dead' END, ?6, ?7)
+         ON CONFLICT (kind, key) DO UPDATE SET
+             version = excluded.version, label = excluded.label, payload = excluded.payload,
+             state = excluded.state, last_error = excluded.last_error,
+             attempts = 0, next_attempt_at = 0
+         WHERE excluded.version >= outbox.version",
+    )?
+    .execute(params![kind, key, version, label, payload, dead, now_ms])?;
+    Ok(())
+}
+
+/// Up to `limit` pending rows due by `now_ms`, oldest first.
+pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, version, label, payload, attempts FROM outbox
+         WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+        Ok(Row {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            version: r.get(2)?,
+            label: r.get(3)?,
+            payload: r.get(4)?,
+            attempts: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Records what became of a batch of deliveries, in one transaction. A row replaced by a
+/// newer version meanwhile is left alone: the newer version still has to go.
+pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for (row, outcome) in results {
+        match outcome {
+            Outcome::Delivered => tx
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND version = ?2")?
+                .execute(params![row.id, row.version])?,
+            Outcome::RetryAt(at, error) => tx
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?3, last_error = ?4
+                     WHERE id = ?1 AND version = ?2",
+                )?
+                .execute(params![row.id, row.version, at, error])?,
+            Outcome::Dead(error) => tx
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error = ?3
+                     WHERE id = ?1 AND version = ?2",
+                )?
+                .execute(params![row.id, row.version, error])?,
+        };
+    }
+    tx.commit()
+}
+
+/// How the outbox stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub pending: u64,
+    pub dead: u64,
+    /// When the earliest pending row may be tried (ms since the epoch).
+    pub next_attempt_at: Option<i64>,
+    /// The most recent error of a pending row, if any failed.
+    pub last_error: Option<String>,
+    /// The first dead letters: label and error.
+    pub dead_letters: Vec<(String, String)>,
+}
+
+/// Counts and the errors worth showing.
+pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
+    let count = |state: &str| -> rusqlite::Result<u64> {
+        conn.query_row(
+            "SELECT count(*) FROM outbox WHERE state = ?1",
+            [state],
+            |r| r.get(0),
+        )
+    };
+    let next_attempt_at = conn.query_row(
+        "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    let last_error = conn
+        .query_row(
+            "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
+             ORDER BY next_attempt_at DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut stmt = conn.prepare(
+        "SELECT label, coalesce(last_error, '') FROM outbox WHERE state = 'dead' ORDER BY id LIMIT 5",
+    )?;
+    let dead_letters = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Summary {
+        pending: count("pending")?,
+        dead: count("dead")?,
+        next_attempt_at,
+        last_error,
+        dead_letters,
+    })
+}

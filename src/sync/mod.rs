@@ -1,0 +1,3 @@
+//! One poll cycle: read Buildkite, diff against the store, queue what is new.
+
+pub mod builds;
