@@ -122,6 +122,9 @@ pub struct ButlerConfig {
     /// Per-request timeout, connect included.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
+    /// How long `--once` keeps retrying failed deliveries before leaving them for the next run.
+    #[serde(default = "default_retry_window_seconds")]
+    pub retry_window_seconds: u64,
 }
 
 /// The BuildButler route kitesync delivers to.
@@ -188,6 +191,9 @@ fn default_lookback_minutes() -> u64 {
 fn default_timeout_seconds() -> u64 {
     30
 }
+fn default_retry_window_seconds() -> u64 {
+    30
+}
 fn default_ingest_prefix() -> String {
     "/api/v1/ingest".to_string()
 }
@@ -232,6 +238,10 @@ impl ButlerConfig {
     /// Per-request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
+    }
+    /// How long `--once` keeps retrying failed deliveries.
+    pub fn retry_window(&self) -> Duration {
+        Duration::from_secs(self.retry_window_seconds)
     }
 }
 

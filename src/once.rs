@@ -1,7 +1,6 @@
 //! `--once`: one poll, then deliver everything that can be delivered now.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::buildkite::{Budget, Client};
 use crate::butler::Sink;
@@ -10,9 +9,6 @@ use crate::deliver::{self, DeliverError, DeliveryReport};
 use crate::store::outbox::{self, Summary};
 use crate::store::Store;
 use crate::sync::builds::{self, PollError, PollReport};
-
-/// How long `--once` keeps retrying failed deliveries before it gives up for this run.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(30);
 
 /// What a `--once` run did and left.
 #[derive(Debug)]
@@ -50,7 +46,7 @@ pub async fn run(config: &Config) -> Result<OnceReport, String> {
     if let Err(e) = &poll {
         tracing::error!("poll failed: {e}");
     }
-    let retry_until = tokio::time::Instant::now() + RETRY_WINDOW;
+    let retry_until = tokio::time::Instant::now() + config.buildbutler.retry_window();
     let delivery = deliver::drain(&store, &sink, config.buildbutler.concurrency, retry_until).await;
     if let Err(e) = &delivery {
         tracing::error!("delivery stopped: {e}");

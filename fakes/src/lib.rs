@@ -1,0 +1,13 @@
+//! In-process fakes of the Buildkite REST API and of BuildButler, for kitesync's tests and
+//! demo. They listen on 127.0.0.1 only and behave like the real services where kitesync
+//! depends on it: `Link` pagination, newest-first order, the depth limit, `RateLimit-*`
+//! headers and 429s, 401/403 errors, and injected faults (5xx, truncated bodies, dropped
+//! connections, latency).
+
+pub mod buildbutler;
+pub mod buildkite;
+pub mod data;
+mod http;
+
+pub use buildbutler::{ButlerFault, FakeButler};
+pub use buildkite::{Fault, FakeBuildkite, RecordedRequest};

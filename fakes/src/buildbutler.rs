@@ -1,0 +1,229 @@
+//! A fake BuildButler ingest API (`/api/v1/ingest/...`, the prefix its GitHub Action uses).
+//!
+//! Builds are upserted by `externalRunId`, as the real server does; the fake also counts
+//! every POST so tests can tell upserts from duplicates. It checks the fields BuildButler
+//! requires and answers 400 when one is missing or of the wrong type.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::http;
+
+/// Statuses BuildButler takes: its docs' lower case and its Action's upper case.
+const STATUSES: [&str; 10] = [
+    "success", "failure", "unstable", "aborted", "in_progress", "SUCCESS", "FAILURE", "UNSTABLE",
+    "ABORTED", "NOT_BUILT",
+];
+
+/// A fault injected into the next ingest request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ButlerFault {
+    /// Answer with this status, storing nothing.
+    Status(u16),
+    /// Store the item, then drop the connection before the answer arrives.
+    DropAfterStoring,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    api_key: String,
+    builds: BTreeMap<String, Value>,
+    build_posts: u64,
+    stages: BTreeMap<String, Value>,
+    stage_posts: u64,
+    faults: VecDeque<ButlerFault>,
+    /// Build numbers answered with 400.
+    reject: HashSet<u64>,
+    down: bool,
+    latency: Duration,
+    auth_seen: Vec<(Option<String>, Option<String>)>,
+}
+
+/// A running fake BuildButler. Cheap to clone; all clones share the state.
+#[derive(Clone)]
+pub struct FakeButler {
+    /// Base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+impl FakeButler {
+    /// Starts a fake that accepts `api_key`.
+    pub async fn start(api_key: &str) -> FakeButler {
+        let inner = Arc::new(Mutex::new(Inner {
+            api_key: api_key.to_string(),
+            ..Inner::default()
+        }));
+        let app = Router::new()
+            .route("/api/v1/ingest/builds", post(ingest_build))
+            .route("/api/v1/ingest/pipeline-stages", post(ingest_stages))
+            .with_state(Arc::clone(&inner));
+        let url = http::serve(app).await;
+        FakeButler { url, inner }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stored builds, by `externalRunId`.
+    pub fn builds(&self) -> BTreeMap<String, Value> {
+        self.lock().builds.clone()
+    }
+
+    /// Stored stage lists, by `buildId`.
+    pub fn stages(&self) -> BTreeMap<String, Value> {
+        self.lock().stages.clone()
+    }
+
+    /// Build POSTs accepted (upserts included).
+    pub fn build_posts(&self) -> u64 {
+        self.lock().build_posts
+    }
+
+    /// Stage POSTs accepted.
+    pub fn stage_posts(&self) -> u64 {
+        self.lock().stage_posts
+    }
+
+    /// Queues faults for the next requests, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = ButlerFault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Answers 400 for builds with these numbers.
+    pub fn reject_build_numbers(&self, numbers: impl IntoIterator<Item = u64>) {
+        self.lock().reject.extend(numbers);
+    }
+
+    /// While down, every request gets a 503.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    /// Delay before every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// The (Authorization, X-API-Key) headers of every request.
+    pub fn auth_seen(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.lock().auth_seen.clone()
+    }
+}
+
+/// Checks auth, latency and injected faults common to every route. `Err` is the answer.
+async fn gate(s: &Shared, headers: &HeaderMap) -> Result<Option<ButlerFault>, Response> {
+    let latency = s.lock().unwrap_or_else(|e| e.into_inner()).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (auth, key) = (header("authorization"), header("x-api-key"));
+    inner.auth_seen.push((auth.clone(), key.clone()));
+    if inner.down {
+        return Err(http::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"})));
+    }
+    let expected = inner.api_key.clone();
+    let ok = key.as_deref() == Some(expected.as_str())
+        || auth.as_deref() == Some(format!("Bearer {expected}").as_str());
+    if !ok {
+        return Err(http::json(StatusCode::UNAUTHORIZED, &json!({"error": "unauthorized"})));
+    }
+    match inner.faults.pop_front() {
+        Some(ButlerFault::Status(code)) => Err(http::json(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &json!({"error": "injected fault"}),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn bad_request(why: &str) -> Response {
+    http::json(StatusCode::BAD_REQUEST, &json!({"error": "bad_request", "message": why}))
+}
+
+/// The first required build field that is missing or mistyped.
+fn invalid_build(b: &Value) -> Option<String> {
+    let strings = ["jobName", "startedAt", "completedAt", "jenkinsInstanceId"];
+    if let Some(k) = strings.iter().find(|k| !b[**k].is_string()) {
+        return Some(format!("{k} is required"));
+    }
+    if !b["buildNumber"].is_u64() {
+        return Some("buildNumber must be an integer".into());
+    }
+    if !b["duration"].is_i64() {
+        return Some("duration must be an integer".into());
+    }
+    match b["status"].as_str() {
+        Some(s) if STATUSES.contains(&s) => None,
+        _ => Some(format!("status {} is not valid", b["status"])),
+    }
+}
+
+async fn ingest_build(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let fault = match gate(&s, &headers).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(why) = invalid_build(&body) {
+        return bad_request(&why);
+    }
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    if body["buildNumber"].as_u64().is_some_and(|n| inner.reject.contains(&n)) {
+        return bad_request("this build is refused by the test");
+    }
+    let key = body["externalRunId"]
+        .as_str()
+        .or(body["id"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let id = body["id"].as_str().map_or_else(|| format!("bb-{key}"), str::to_string);
+    let mut stored = body;
+    stored["id"] = json!(id);
+    inner.builds.insert(key, stored.clone());
+    inner.build_posts += 1;
+    match fault {
+        Some(ButlerFault::DropAfterStoring) => http::broken(stored.to_string(), 0),
+        _ => http::json(StatusCode::CREATED, &stored),
+    }
+}
+
+async fn ingest_stages(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let fault = match gate(&s, &headers).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(build_id) = body["buildId"].as_str().map(str::to_string) else {
+        return bad_request("buildId is required");
+    };
+    if !inner.builds.values().any(|b| b["id"] == build_id.as_str()) {
+        return bad_request("unknown buildId");
+    }
+    let stages_ok = body["stages"].as_array().is_some_and(|stages| {
+        stages
+            .iter()
+            .all(|st| st["stageName"].is_string() && st["stageOrder"].is_u64())
+    });
+    if !stages_ok {
+        return bad_request("stages need stageName and stageOrder");
+    }
+    inner.stages.insert(build_id, body.clone());
+    inner.stage_posts += 1;
+    match fault {
+        Some(ButlerFault::DropAfterStoring) => http::broken(body.to_string(), 0),
+        _ => http::json(StatusCode::CREATED, &json!({"ok": true})),
+    }
+}

@@ -1,0 +1,428 @@
+//! A fake Buildkite REST API (v2) for one organization.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::http;
+
+/// Buildkite's answer when a listing pages too deep.
+pub const TOO_DEEP: &str = "Listing builds this deep is not supported. Please narrow your query using filters such as branch or created_from.";
+
+/// A fault injected into the next request to a list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and a JSON error body.
+    Status(u16),
+    /// A 429 as if the organization's budget ran out, resetting in this many seconds.
+    RateLimited(u64),
+    /// The right answer, cut off halfway.
+    Truncated,
+    /// The connection dropped before the answer.
+    Dropped,
+    /// A 200 whose body is not JSON.
+    Malformed,
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Path and query, as sent.
+    pub uri: String,
+    pub at: Instant,
+    pub status: u16,
+    pub authorization: Option<String>,
+}
+
+/// One rate budget: `limit` requests per `window`.
+#[derive(Debug, Clone)]
+struct Budget {
+    limit: u32,
+    used: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    org: String,
+    token: String,
+    scopes: Vec<String>,
+    builds: Vec<Value>,
+    /// Pages past this answer 400 "too deep".
+    max_page: u32,
+    window: Duration,
+    window_start: Instant,
+    org_budget: Budget,
+    user_budget: Budget,
+    faults: VecDeque<Fault>,
+    latency: Duration,
+    requests: Vec<RecordedRequest>,
+}
+
+/// A running fake Buildkite API. Cheap to clone; all clones share the state.
+#[derive(Clone)]
+pub struct FakeBuildkite {
+    /// Base URL, without `/v2`.
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+impl FakeBuildkite {
+    /// Starts a fake for organization `org` accepting `token` with every read scope. Budgets
+    /// are Buildkite's defaults: 200 a minute for the organization, 50 for the user.
+    pub async fn start(org: &str, token: &str) -> FakeBuildkite {
+        let inner = Arc::new(Mutex::new(Inner {
+            org: org.to_string(),
+            token: token.to_string(),
+            scopes: ["read_builds", "read_artifacts", "read_agents", "read_build_logs"]
+                .map(String::from)
+                .to_vec(),
+            builds: Vec::new(),
+            max_page: 10,
+            window: Duration::from_secs(60),
+            window_start: Instant::now(),
+            org_budget: Budget { limit: 200, used: 0 },
+            user_budget: Budget { limit: 50, used: 0 },
+            faults: VecDeque::new(),
+            latency: Duration::ZERO,
+            requests: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/v2/organizations/{org}/builds", get(list_builds))
+            .route("/v2/organizations/{org}/pipelines/{pipeline}/builds", get(list_pipeline_builds))
+            .with_state(Arc::clone(&inner));
+        let url = http::serve(app).await;
+        FakeBuildkite { url, inner }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces every build.
+    pub fn set_builds(&self, builds: Vec<Value>) {
+        self.lock().builds = builds;
+    }
+
+    /// Adds builds.
+    pub fn add_builds(&self, builds: impl IntoIterator<Item = Value>) {
+        self.lock().builds.extend(builds);
+    }
+
+    /// Changes the build with this UUID in place (e.g. to re-finish it).
+    pub fn update_build(&self, id: &str, f: impl FnOnce(&mut Value)) {
+        let mut inner = self.lock();
+        if let Some(b) = inner.builds.iter_mut().find(|b| b["id"] == id) {
+            f(b);
+        }
+    }
+
+    /// The token's scopes.
+    pub fn set_scopes(&self, scopes: &[&str]) {
+        self.lock().scopes = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The deepest page that may be listed.
+    pub fn set_max_page(&self, page: u32) {
+        self.lock().max_page = page;
+    }
+
+    /// Budgets: `org` and `user` requests per `window`, starting afresh now.
+    pub fn set_budgets(&self, org: u32, user: u32, window: Duration) {
+        let mut inner = self.lock();
+        inner.org_budget = Budget { limit: org, used: 0 };
+        inner.user_budget = Budget { limit: user, used: 0 };
+        inner.window = window;
+        inner.window_start = Instant::now();
+    }
+
+    /// Marks `n` requests of the organization's current window as spent by other tools.
+    pub fn spend_org_budget(&self, n: u32) {
+        self.lock().org_budget.used += n;
+    }
+
+    /// Queues faults for the next list requests, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// Delay before every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+}
+
+async fn list_builds(
+    State(s): State<Shared>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, None, headers, uri).await
+}
+
+async fn list_pipeline_builds(
+    State(s): State<Shared>,
+    Path((org, pipeline)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, Some(pipeline), headers, uri).await
+}
+
+async fn list(
+    s: Shared,
+    org: String,
+    pipeline: Option<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let latency = s.lock().unwrap_or_else(|e| e.into_inner()).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut response = answer(&mut inner, &org, pipeline.as_deref(), &headers, &uri, authorization.as_deref());
+    let status = response.status().as_u16();
+    inner.requests.push(RecordedRequest {
+        uri: uri.to_string(),
+        at: Instant::now(),
+        status,
+        authorization,
+    });
+    rate_headers(&inner, response.headers_mut());
+    response
+}
+
+fn answer(
+    inner: &mut Inner,
+    org: &str,
+    pipeline: Option<&str>,
+    headers: &HeaderMap,
+    uri: &Uri,
+    authorization: Option<&str>,
+) -> Response {
+    if authorization != Some(format!("Bearer {}", inner.token).as_str()) {
+        return http::json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"message": "Authentication required. Please supply a valid API Access Token: https://buildkite.com/docs/apis/rest-api#authentication"}),
+        );
+    }
+    // Every authenticated request counts against both budgets, 429s included.
+    if inner.window_start.elapsed() >= inner.window {
+        inner.window_start = Instant::now();
+        inner.org_budget.used = 0;
+        inner.user_budget.used = 0;
+    }
+    inner.org_budget.used += 1;
+    inner.user_budget.used += 1;
+    let over = [("rest", &inner.org_budget), ("user", &inner.user_budget)]
+        .into_iter()
+        .find(|(_, b)| b.used > b.limit)
+        .map(|(scope, b)| (scope, b.limit, b.used));
+    if let Some((scope, limit, current)) = over {
+        return http::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"message": "You have exceeded your API rate limit. Please wait before making more requests.",
+                    "scope": scope, "limit": limit, "current": current, "reset": reset_secs(inner)}),
+        );
+    }
+    if !inner.scopes.iter().any(|s| s == "read_builds") {
+        return http::json(
+            StatusCode::FORBIDDEN,
+            &json!({"message": "Your access token doesn't have the read_builds scope"}),
+        );
+    }
+    if org != inner.org {
+        return http::json(StatusCode::NOT_FOUND, &json!({"message": "No organization found"}));
+    }
+    let fault = inner.faults.pop_front();
+    if let Some(Fault::RateLimited(reset)) = fault {
+        // As if other tools spent the organization's budget: exhausted until `reset`.
+        inner.org_budget.used = inner.org_budget.limit;
+        inner.window_start = Instant::now() + Duration::from_secs(reset) - inner.window;
+        return http::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"message": "You have exceeded your API rate limit.", "scope": "rest",
+                    "limit": inner.org_budget.limit, "current": inner.org_budget.used, "reset": reset}),
+        );
+    }
+    if let Some(Fault::Status(code)) = fault {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return http::json(status, &json!({"message": "Injected fault"}));
+    }
+    if fault == Some(Fault::Malformed) {
+        return http::json(StatusCode::OK, &json!("<html>502 Bad Gateway</html>"));
+    }
+    let query = Query::parse(uri);
+    if query.page > inner.max_page {
+        return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
+    }
+    let mut matching: Vec<&Value> = inner
+        .builds
+        .iter()
+        .filter(|b| pipeline.is_none_or(|p| b["pipeline"]["slug"] == p) && query.matches(b))
+        .collect();
+    // Newest first, by creation time, whatever the filter.
+    matching.sort_by(|a, b| {
+        let key = |v: &Value| (time(&v["created_at"]), v["number"].as_u64());
+        key(b).cmp(&key(a))
+    });
+    let total = matching.len();
+    let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
+    let page: Vec<&Value> = matching.iter().skip(start).take(query.per_page).copied().collect();
+    let body = serde_json::to_string(&page).expect("serializable");
+    let last_page = total.div_ceil(query.per_page).max(1) as u32;
+    let mut response = match fault {
+        Some(Fault::Truncated) => http::broken(body.clone(), body.len() / 2),
+        Some(Fault::Dropped) => http::broken(body, 0),
+        _ => http::json(StatusCode::OK, &serde_json::from_str(&body).expect("json")),
+    };
+    let link = links(headers, uri, query.page, last_page);
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert("link", v);
+    }
+    response
+}
+
+fn reset_secs(inner: &Inner) -> u64 {
+    let left = inner.window.saturating_sub(inner.window_start.elapsed());
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+}
+
+fn rate_headers(inner: &Inner, headers: &mut HeaderMap) {
+    let reset = reset_secs(inner).to_string();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let left = |b: &Budget| b.limit.saturating_sub(b.used).to_string();
+    set("ratelimit-scope", "rest".into());
+    set("ratelimit-remaining", left(&inner.org_budget));
+    set("ratelimit-limit", inner.org_budget.limit.to_string());
+    set("ratelimit-reset", reset.clone());
+    set("ratelimit-user-scope", "rest".into());
+    set("ratelimit-user-remaining", left(&inner.user_budget));
+    set("ratelimit-user-limit", inner.user_budget.limit.to_string());
+    set("ratelimit-user-reset", reset);
+}
+
+/// RFC 8288 links to the first, previous, next and last pages, as absolute URLs.
+fn links(headers: &HeaderMap, uri: &Uri, page: u32, last: u32) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let to = |p: u32| {
+        let mut url = url::Url::parse(&format!("http://{host}{}", uri.path())).expect("url");
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+                if k != "page" {
+                    q.append_pair(&k, &v);
+                }
+            }
+            q.append_pair("page", &p.to_string());
+        }
+        url.to_string()
+    };
+    let mut parts = vec![format!("<{}>; rel=\"first\"", to(1))];
+    if page > 1 {
+        parts.push(format!("<{}>; rel=\"prev\"", to(page - 1)));
+    }
+    if page < last {
+        parts.push(format!("<{}>; rel=\"next\"", to(page + 1)));
+    }
+    parts.push(format!("<{}>; rel=\"last\"", to(last)));
+    parts.join(", ")
+}
+
+fn time(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The list filters kitesync uses.
+struct Query {
+    page: u32,
+    per_page: usize,
+    finished_from: Option<DateTime<Utc>>,
+    created_from: Option<DateTime<Utc>>,
+    created_to: Option<DateTime<Utc>>,
+    branches: Vec<String>,
+}
+
+impl Query {
+    fn parse(uri: &Uri) -> Query {
+        let mut q = Query {
+            page: 1,
+            per_page: 30,
+            finished_from: None,
+            created_from: None,
+            created_to: None,
+            branches: Vec::new(),
+        };
+        for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+            let t = || time(&Value::String(v.to_string()));
+            match k.as_ref() {
+                "page" => q.page = v.parse().unwrap_or(1).max(1),
+                "per_page" => q.per_page = v.parse().unwrap_or(30).clamp(1, 100),
+                "finished_from" => q.finished_from = t(),
+                "created_from" => q.created_from = t(),
+                "created_to" => q.created_to = t(),
+                "branch" | "branch[]" => q.branches.push(v.to_string()),
+                _ => {}
+            }
+        }
+        q
+    }
+
+    fn matches(&self, b: &Value) -> bool {
+        let created = time(&b["created_at"]);
+        let finished = time(&b["finished_at"]);
+        self.finished_from.is_none_or(|f| finished.is_some_and(|t| t >= f))
+            && self.created_from.is_none_or(|f| created.is_some_and(|t| t >= f))
+            && self.created_to.is_none_or(|f| created.is_some_and(|t| t < f))
+            && (self.branches.is_empty()
+                || self
+                    .branches
+                    .iter()
+                    .any(|p| glob(p, b["branch"].as_str().unwrap_or(""))))
+    }
+}
+
+/// Buildkite's branch wildcards: `*` matches any run of characters.
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The harness of the end-to-end tests: both fakes on loopback, a temporary state
+//! directory and config, and the real `kitesync` binary run against them.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kitesync_fakes::{data, FakeBuildkite, FakeButler};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ORG: &str = "acme";
+pub const TOKEN: &str = "bkua_SECRET_TOKEN_d6a1f0";
+pub const API_KEY: &str = "bb_live_SECRET_KEY_93c2e7";
+
+/// What a finished run printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Everything it printed.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+pub struct Harness {
+    pub bk: FakeBuildkite,
+    pub bb: FakeButler,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Harness {
+    /// Both fakes and a config pointing at them (fast pace, short retry window).
+    pub async fn start() -> Harness {
+        let bk = FakeBuildkite::start(ORG, TOKEN).await;
+        let bb = FakeButler::start(API_KEY).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("kitesync.toml");
+        let h = Harness {
+            bk,
+            bb,
+            dir,
+            config,
+            env: Vec::new(),
+        };
+        h.write_config("");
+        h
+    }
+
+    /// Writes the standard config; `extra` is appended verbatim (new sections only).
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            r#"state_path = "{state}"
+
+[buildkite]
+organization = "{ORG}"
+api_url = "{bk}"
+token = "{TOKEN}"
+requests_per_minute = 6000
+
+[buildbutler]
+url = "{bb}"
+api_key = "{API_KEY}"
+retry_window_seconds = 5
+{extra}"#,
+            state = self.state_path().display(),
+            bk = self.bk.url,
+            bb = self.bb.url,
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// Sets an environment variable for the runs.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kitesync"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KITESYNC_") || k.to_ascii_lowercase().ends_with("_proxy") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs kitesync to completion.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let out = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
+            .await
+            .expect("kitesync finished within 120 s")
+            .expect("kitesync ran");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `--once`, expected to deliver everything.
+    pub async fn once_ok(&self) -> Run {
+        let run = self.run(&["--once"]).await;
+        assert_eq!(run.code, 0, "kitesync --once failed:\n{}", run.output());
+        run
+    }
+
+    /// Starts kitesync without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        self.command(args).spawn().expect("kitesync started")
+    }
+
+    /// Buildkite requests made so far.
+    pub fn bk_requests(&self) -> usize {
+        self.bk.requests().len()
+    }
+}
+
+/// `count` finished builds numbered from 1, finishing over the last `count` x 10 s.
+pub fn recent_builds(count: u64) -> Vec<Value> {
+    data::finished_builds(ORG, 1, count, Utc::now() - chrono::Duration::seconds(5), chrono::Duration::seconds(10))
+}
+
+/// A time `minutes` ago.
+pub fn ago(minutes: i64) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::minutes(minutes)
+}

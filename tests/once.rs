@@ -1,0 +1,309 @@
+//! End-to-end tests of `kitesync --once` against the fakes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kitesync_fakes::{data, ButlerFault, Fault};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivers_every_page_then_an_idle_run_costs_one_request() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    // Still running: listed by nobody's finished_from, never delivered.
+    h.bk.add_builds([
+        data::build(ORG, 900, "web", "running", ago(3), None),
+        data::build(ORG, 901, "api", "scheduled", ago(1), None),
+    ]);
+
+    let run = h.once_ok().await;
+    assert_eq!(h.bk_requests(), 3, "250 builds are 3 pages of 100");
+    assert_eq!(h.bb.builds().len(), 250);
+    assert_eq!(h.bb.build_posts(), 250);
+    assert!(!h.bb.builds().contains_key(&data::build_id(900)));
+    assert!(run.stdout.contains("250 new finished builds in 3 pages"), "{}", run.stdout);
+
+    // Field by field, one build and its stages as BuildButler received them.
+    let b = &h.bb.builds()[&data::build_id(10)];
+    assert_eq!(b["jobName"], "api"); // pipelines go web, api, mobile by number % 3
+    assert_eq!(b["buildNumber"], 10);
+    assert_eq!(b["jenkinsInstanceId"], ORG);
+    assert_eq!(b["externalRunId"], data::build_id(10));
+    assert_eq!(b["status"], "SUCCESS");
+    assert_eq!(b["source"], "buildkite");
+    assert_eq!(b["cause"], "webhook");
+    assert_eq!(b["duration"], 295_000, "started 5 s after creation, finished 5 min after");
+    let stages = &h.bb.stages()[&data::build_id(10)]["stages"];
+    let names: Vec<_> = stages
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| s["stageName"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, [":rspec: Specs", ":docker: Build 🐳"], "no waiter, no retried attempt");
+    assert_eq!(stages[1]["stageOrder"], 1);
+    assert_eq!(h.bb.builds()[&data::build_id(14)]["status"], "FAILURE");
+    assert_eq!(h.bb.builds()[&data::build_id(13)]["status"], "UNSTABLE");
+    assert_eq!(h.bb.builds()[&data::build_id(22)]["status"], "ABORTED");
+    assert_eq!(h.bb.builds()[&data::build_id(17)]["status"], "NOT_BUILT");
+
+    h.bk.clear_requests();
+    let run = h.once_ok().await;
+    assert_eq!(h.bk_requests(), 1, "an idle run is one request");
+    assert_eq!(h.bb.build_posts(), 250, "nothing delivered twice");
+    assert!(run.stdout.contains("0 new finished builds"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refinished_build_is_delivered_again_as_an_upsert() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(20));
+    h.once_ok().await;
+    let id = data::build_id(14);
+    assert_eq!(h.bb.builds()[&id]["status"], "FAILURE");
+
+    // Someone retries the failed job; the build passes a minute later.
+    h.bk.update_build(&id, |b| {
+        b["state"] = json!("passed");
+        b["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
+    });
+    h.once_ok().await;
+    assert_eq!(h.bb.builds()[&id]["status"], "SUCCESS");
+    assert_eq!(h.bb.builds().len(), 20, "upserted, not duplicated");
+    assert_eq!(h.bb.build_posts(), 21, "only the re-finished build was sent again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_created_long_ago_that_finishes_late_is_not_missed() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(5));
+    let late = data::build(ORG, 77, "api", "running", ago(3 * 24 * 60), None);
+    h.bk.add_builds([late]);
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 5);
+
+    h.bk.update_build(&data::build_id(77), |b| {
+        b["state"] = json!("passed");
+        b["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
+    });
+    h.once_ok().await;
+    assert!(h.bb.builds().contains_key(&data::build_id(77)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_waits_for_the_reset_of_the_budget() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(150));
+    h.bk.inject([Fault::RateLimited(2)]);
+    h.once_ok().await;
+    let reqs = h.bk.requests();
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200, 200], "one 429, then both pages");
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_millis(1900), "waited {gap:?}, not the 2 s reset");
+    assert_eq!(h.bb.builds().len(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_shared_budget_slows_kitesync_down_before_any_429() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    h.bk.set_budgets(20, 50, Duration::from_secs(3));
+    // Other tools already spent 17 of the organization's 20: after kitesync's first request
+    // only the floor of 2 is left, which kitesync leaves to them.
+    h.bk.spend_org_budget(17);
+    h.once_ok().await;
+    let reqs = h.bk.requests();
+    assert!(reqs.iter().all(|r| r.status == 200), "no 429: {:?}", reqs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(reqs.len(), 3);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_millis(1500), "did not wait for the reset: {gap:?}");
+    assert_eq!(h.bb.builds().len(), 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buildkite_faults_are_retried_without_losing_or_duplicating() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    // Four faults in a row: the fifth attempt at the first page succeeds.
+    h.bk.inject([Fault::Status(502), Fault::Truncated, Fault::Dropped, Fault::Malformed]);
+    let run = h.once_ok().await;
+    assert_eq!(h.bk_requests(), 3 + 4);
+    assert_eq!(h.bb.builds().len(), 250);
+    assert_eq!(h.bb.build_posts(), 250);
+    assert!(run.stderr.contains("retrying"), "retries are logged:\n{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buildkite_that_stays_down_fails_the_run_clearly() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(10));
+    h.bk.inject(std::iter::repeat_n(Fault::Status(503), 5));
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("Buildkite is unavailable"), "{}", run.stderr);
+    assert!(run.stderr.contains("/v2/organizations/acme/builds"), "{}", run.stderr);
+    assert_eq!(h.bk_requests(), 5, "gave up after 5 attempts");
+    // Nothing was lost: the next run starts over from the same cursor.
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buildbutler_503s_and_dropped_connections_are_retried_as_upserts() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(30));
+    h.bb.inject([
+        ButlerFault::Status(503),
+        ButlerFault::DropAfterStoring,
+        ButlerFault::Status(502),
+        ButlerFault::DropAfterStoring,
+    ]);
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 30, "every build arrived once");
+    let posts = h.bb.build_posts();
+    assert!((30..=32).contains(&posts), "at most the two dropped answers were re-sent: {posts}");
+    assert_eq!(h.bb.stages().len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_buildbutler_outage_leaves_builds_pending_for_the_next_run() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "1");
+    h.bk.set_builds(recent_builds(12));
+    h.bb.set_down(true);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stdout.contains("12 pending"), "{}", run.stdout);
+    assert!(run.stderr.contains("503"), "the reason is given: {}", run.stderr);
+
+    h.bb.set_down(false);
+    // Pending rows wait for their backoff (about a second) before the next try.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 12);
+    assert_eq!(h.bb.build_posts(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_buildbutler_refuses_becomes_a_dead_letter_and_the_rest_go_on() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(10));
+    h.bb.reject_build_numbers([3]);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_eq!(h.bb.builds().len(), 9);
+    assert!(run.stderr.contains("acme/web#3"), "names the build: {}", run.stderr);
+    assert!(run.stderr.contains("400"), "gives the error: {}", run.stderr);
+    assert!(run.stdout.contains("1 dead"), "{}", run.stdout);
+
+    // A dead letter is not retried on its own.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1);
+    assert_eq!(h.bb.build_posts(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_buildbutler_key_stops_delivery_with_a_clear_message() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_WRONG_KEY_000");
+    h.bk.set_builds(recent_builds(5));
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(run.stderr.contains("BuildButler rejected the API key"), "{}", run.stderr);
+    assert!(h.bb.auth_seen().len() <= 5, "no retry of a 401");
+    assert!(!run.output().contains("WRONG_KEY"));
+    // The builds wait in the outbox for a corrected key.
+    h.write_config("");
+    h.set_env("KITESYNC_BUILDBUTLER__API_KEY", API_KEY);
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_token_is_not_retried_and_says_so() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__TOKEN", "bkua_WRONG_TOKEN_123");
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(run.stderr.contains("rejected the API token (401"), "{}", run.stderr);
+    assert_eq!(h.bk_requests(), 1);
+    assert!(!run.output().contains("WRONG_TOKEN"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_without_read_builds_names_the_scope() {
+    let h = Harness::start().await;
+    h.bk.set_scopes(&["read_agents"]);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(run.stderr.contains("lacks the read_builds scope"), "{}", run.stderr);
+    assert_eq!(h.bk_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_too_deep_to_list_is_reported() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    h.bk.set_max_page(2);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("this deep"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_branch_and_status_case_settings_come_from_the_environment() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__PIPELINES", "[web]");
+    h.set_env("KITESYNC_BUILDKITE__BRANCHES", "[main]");
+    h.set_env("KITESYNC_BUILDBUTLER__STATUS_CASE", "lower");
+    h.bk.set_builds(recent_builds(30));
+    h.once_ok().await;
+    let builds = h.bb.builds();
+    assert!(!builds.is_empty());
+    for b in builds.values() {
+        assert_eq!(b["jobName"], "web");
+        assert_eq!(b["branch"], "main");
+        assert!(b["status"].as_str().is_some_and(|s| s == s.to_lowercase()));
+    }
+    // Of 1..=30, web is n % 3 == 0 (10 builds), minus 12 and 24 on branch feature/x.
+    assert_eq!(builds.len(), 8);
+    assert!(h.bk.requests()[0].uri.contains("branch%5B%5D=main"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_build_is_a_dead_letter_and_does_not_block_the_page() {
+    let h = Harness::start().await;
+    let mut builds = recent_builds(5);
+    builds[2]["jobs"] = json!("not a list");
+    h.bk.set_builds(builds);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_eq!(h.bb.builds().len(), 4);
+    assert!(run.stderr.contains("cannot decode"), "{}", run.stderr);
+    assert!(run.stderr.contains("/v2/organizations/acme/builds"), "names the endpoint: {}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_any_output_even_at_debug_level() {
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "trace");
+    h.bk.set_builds(recent_builds(120));
+    h.bk.inject([Fault::Status(500), Fault::RateLimited(1)]);
+    h.bb.inject([ButlerFault::Status(503)]);
+    let ok = h.once_ok().await;
+    h.bk.set_scopes(&[]);
+    let forbidden = h.run(&["--once"]).await;
+    h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_OTHER_SECRET");
+    h.set_env("KITESYNC_BUILDKITE__TOKEN", "bkua_OTHER_SECRET");
+    let unauthorized = h.run(&["--once"]).await;
+    assert!(ok.stderr.contains("DEBUG") || ok.stderr.contains("TRACE"), "debug logs were on");
+    for run in [&ok, &forbidden, &unauthorized] {
+        let out = run.output();
+        for secret in [TOKEN, API_KEY, "OTHER_SECRET"] {
+            assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+        }
+    }
+}
