@@ -427,7 +427,7 @@ impl ConfigFile {
             }),
             Err(e) => {
                 let at = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
-                let reason = e.message().trim().trim_end_matches('.').to_string();
+                let reason = e.message().trim().trim_end_matches('.').replace('\n', "; ");
                 Err(ConfigError(format!(
                     "{} line {at}: TOML syntax error: {reason}",
                     path.display()
@@ -484,9 +484,14 @@ impl ConfigFile {
         } else {
             self.locate(&path)
         };
-        let kind = e.kind.to_string();
-        let kind = kind.trim_end_matches('.');
-        ConfigError(format!("{whence}: {key}{kind}"))
+        let kind = match &e.kind {
+            figment::error::Kind::MissingField(field) if path.is_empty() => {
+                format!("the [{field}] section is missing")
+            }
+            figment::error::Kind::MissingField(field) => format!("`{field}` is missing"),
+            kind => kind.to_string(),
+        };
+        ConfigError(format!("{whence}: {key}{}", kind.trim_end_matches('.')))
     }
 }
 

@@ -13,6 +13,8 @@ use crate::store::{now_ms, Store, StoreError};
 
 /// Rows read from the outbox at a time.
 const BATCH: usize = 256;
+/// At most this many outcomes are recorded in one transaction.
+const SETTLE_CHUNK: usize = 64;
 /// The first retry waits about this long, doubling up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -58,7 +60,7 @@ pub async fn drain(
             tokio::time::sleep(wait).await;
             continue;
         }
-        let results: Vec<(Row, Result<(), SendError>)> = stream::iter(rows)
+        let mut results = stream::iter(rows)
             .map(|row| {
                 let sink = Arc::clone(sink);
                 async move {
@@ -67,42 +69,53 @@ pub async fn drain(
                 }
             })
             .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let mut fatal = None;
-        let mut settled = Vec::with_capacity(results.len());
-        let mut first_retry: Option<String> = None;
-        for (row, result) in results {
-            let outcome = match result {
-                Ok(()) => {
-                    report.delivered += 1;
-                    Outcome::Delivered
-                }
-                Err(SendError::Retry(e)) => {
-                    report.retried += 1;
-                    tracing::debug!(item = row.label, "delivery failed, will retry: {e}");
-                    first_retry.get_or_insert_with(|| e.clone());
-                    let wait = retry::backoff(row.attempts + 1, FIRST_BACKOFF, MAX_BACKOFF);
-                    Outcome::RetryAt(now_ms() + wait.as_millis() as i64, e)
-                }
-                Err(SendError::Reject(e)) => {
-                    report.dead += 1;
-                    tracing::error!(item = row.label, "BuildButler refused it; kept as a dead letter: {e}");
-                    Outcome::Dead(e)
-                }
-                Err(SendError::Fatal(e)) => {
-                    fatal = Some(e);
-                    continue;
-                }
-            };
-            settled.push((row, outcome));
-        }
-        if let Some(e) = &first_retry {
-            tracing::warn!("BuildButler delivery failing ({e}); retrying with backoff");
-        }
-        store.call(move |c| outbox::settle(c, &settled)).await?;
-        if let Some(e) = fatal {
-            return Err(DeliverError::Fatal(e));
+            .ready_chunks(SETTLE_CHUNK);
+        // Outcomes are recorded as they arrive, so a crash re-sends at most a chunk.
+        while let Some(chunk) = results.next().await {
+            let (settled, fatal) = judge(chunk, &mut report);
+            store.call(move |c| outbox::settle(c, &settled)).await?;
+            if let Some(e) = fatal {
+                return Err(DeliverError::Fatal(e));
+            }
         }
     }
+}
+
+/// Turns delivery results into outbox outcomes (counting them), and picks out a fatal error.
+fn judge(
+    results: Vec<(Row, Result<(), SendError>)>,
+    report: &mut DeliveryReport,
+) -> (Vec<(Row, Outcome)>, Option<String>) {
+    let mut fatal = None;
+    let mut first_retry: Option<String> = None;
+    let mut settled = Vec::with_capacity(results.len());
+    for (row, result) in results {
+        let outcome = match result {
+            Ok(()) => {
+                report.delivered += 1;
+                Outcome::Delivered
+            }
+            Err(SendError::Retry(e)) => {
+                report.retried += 1;
+                tracing::debug!(item = row.label, "delivery failed, will retry: {e}");
+                first_retry.get_or_insert_with(|| e.clone());
+                let wait = retry::backoff(row.attempts + 1, FIRST_BACKOFF, MAX_BACKOFF);
+                Outcome::RetryAt(now_ms() + wait.as_millis() as i64, e)
+            }
+            Err(SendError::Reject(e)) => {
+                report.dead += 1;
+                tracing::error!(item = row.label, "kept as a dead letter: {e}");
+                Outcome::Dead(e)
+            }
+            Err(SendError::Fatal(e)) => {
+                fatal = Some(e);
+                continue;
+            }
+        };
+        settled.push((row, outcome));
+    }
+    if let Some(e) = first_retry {
+        tracing::warn!("BuildButler delivery failing ({e}); retrying with backoff");
+    }
+    (settled, fatal)
 }

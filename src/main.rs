@@ -1,5 +1,6 @@
 //! The `kitesync` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -68,36 +70,49 @@ fn finish(report: &OnceReport) -> ExitCode {
         .as_ref()
         .map_or((0, 0), |p| (p.queued, p.pages));
     println!(
-        "kitesync: {queued} new finished builds in {pages} pages ({} Buildkite requests); delivered {delivered}; outbox: {} pending, {} dead",
-        report.requests, report.outbox.pending, report.outbox.dead
+        "kitesync: {queued} newly finished {} in {pages} {} ({} Buildkite {}); delivered {delivered}; outbox: {} pending, {} dead",
+        plural(queued as u64, "build"),
+        plural(pages.into(), "page"),
+        report.requests,
+        plural(report.requests, "request"),
+        report.outbox.pending,
+        report.outbox.dead
     );
     if report.complete() {
         return ExitCode::SUCCESS;
     }
-    let mut why = Vec::new();
     if let Err(e) = &report.poll {
-        why.push(format!("poll failed: {e}"));
+        eprintln!("kitesync: poll failed: {e}");
     }
     if let Err(e) = &report.delivery {
-        why.push(format!("delivery stopped: {e}"));
+        eprintln!("kitesync: delivery stopped: {e}");
     }
     if report.outbox.pending > 0 {
         let last = report.outbox.last_error.as_deref().unwrap_or("not tried yet");
-        why.push(format!(
-            "{} pending, to be retried on the next run (last error: {last})",
-            report.outbox.pending
-        ));
+        eprintln!(
+            "kitesync: {} {} pending, to be retried on the next run (last error: {last})",
+            report.outbox.pending,
+            plural(report.outbox.pending, "item")
+        );
     }
     if let Some((label, error)) = report.outbox.dead_letters.first() {
-        why.push(format!(
-            "{} dead letters that BuildButler refused (first: {label}: {error})",
-            report.outbox.dead
-        ));
+        eprintln!(
+            "kitesync: {} {} BuildButler refused (first: {label}: {error})",
+            report.outbox.dead,
+            plural(report.outbox.dead, "dead letter")
+        );
     }
-    eprintln!("kitesync: not everything was delivered: {}", why.join("; "));
     if report.needs_configuration() {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
+    }
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
     }
 }

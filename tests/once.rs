@@ -23,7 +23,7 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
     assert_eq!(h.bb.builds().len(), 250);
     assert_eq!(h.bb.build_posts(), 250);
     assert!(!h.bb.builds().contains_key(&data::build_id(900)));
-    assert!(run.stdout.contains("250 new finished builds in 3 pages"), "{}", run.stdout);
+    assert!(run.stdout.contains("250 newly finished builds in 3 pages"), "{}", run.stdout);
 
     // Field by field, one build and its stages as BuildButler received them.
     let b = &h.bb.builds()[&data::build_id(10)];
@@ -53,7 +53,7 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
     let run = h.once_ok().await;
     assert_eq!(h.bk_requests(), 1, "an idle run is one request");
     assert_eq!(h.bb.build_posts(), 250, "nothing delivered twice");
-    assert!(run.stdout.contains("0 new finished builds"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 newly finished builds"), "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -134,9 +134,11 @@ retry_window_seconds = 5
     }
 }
 
-/// `count` finished builds numbered from 1, finishing over the last `count` x 10 s.
+/// `count` finished builds numbered from 1, finishing evenly over the last 40 minutes (well
+/// inside the first poll's hour).
 pub fn recent_builds(count: u64) -> Vec<Value> {
-    data::finished_builds(ORG, 1, count, Utc::now() - chrono::Duration::seconds(5), chrono::Duration::seconds(10))
+    let spacing = chrono::Duration::milliseconds((2_400_000 / count.max(1)) as i64);
+    data::finished_builds(ORG, 1, count, Utc::now() - chrono::Duration::seconds(5), spacing)
 }
 
 /// A time `minutes` ago.
