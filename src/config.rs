@@ -297,24 +297,18 @@ impl Config {
         }
         check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
         if bk.requests_per_minute == 0 {
-            return Err(file.error(
-                "buildkite",
-                "requests_per_minute",
-                "must be at least 1",
-            ));
+            return Err(file.error("buildkite", "requests_per_minute", "must be at least 1"));
         }
         if bk.timeout_seconds == 0 {
             return Err(file.error("buildkite", "timeout_seconds", "must be at least 1"));
         }
         let bb = &self.buildbutler;
         match &bb.url {
-            None => {
-                return Err(file.error(
-                    "buildbutler",
-                    "url",
-                    "is missing: set it to your BuildButler server, e.g. \"http://buildbutler:3000\"",
-                ))
-            }
+            None => return Err(file.error(
+                "buildbutler",
+                "url",
+                "is missing: set it to your BuildButler server, e.g. \"http://buildbutler:3000\"",
+            )),
             Some(url) => check_http_url(file, "buildbutler", "url", url)?,
         }
         if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
@@ -359,7 +353,11 @@ fn resolve_secret(
                 file.error(
                     section,
                     &file_key,
-                    &format!("names {}, which cannot be read: {}", p.display(), io_reason(&e)),
+                    &format!(
+                        "names {}, which cannot be read: {}",
+                        p.display(),
+                        io_reason(&e)
+                    ),
                 )
             })?;
             Secret(text.trim().to_string())
@@ -368,18 +366,31 @@ fn resolve_secret(
             return Err(file.error(
                 section,
                 key,
-                &format!("is missing: set `{key}` or `{file_key}` (or {ENV_PREFIX}{}__{})", section.to_uppercase(), key.to_uppercase()),
+                &format!(
+                    "is missing: set `{key}` or `{file_key}` (or {ENV_PREFIX}{}__{})",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                ),
             ))
         }
     };
     if secret.0.trim().is_empty() {
-        let which = if from_file.is_some() { file_key.as_str() } else { key };
+        let which = if from_file.is_some() {
+            file_key.as_str()
+        } else {
+            key
+        };
         return Err(file.error(section, which, "is empty"));
     }
     Ok(Some(secret))
 }
 
-fn check_http_url(file: &ConfigFile, section: &str, key: &str, url: &Url) -> Result<(), ConfigError> {
+fn check_http_url(
+    file: &ConfigFile,
+    section: &str,
+    key: &str,
+    url: &Url,
+) -> Result<(), ConfigError> {
     if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
         return Ok(());
     }
@@ -476,7 +487,11 @@ impl ConfigFile {
         } else if path.len() == 1 {
             format!("{} ", path[0])
         } else {
-            format!("[{}] {} ", path[..path.len() - 1].join("."), path[path.len() - 1])
+            format!(
+                "[{}] {} ",
+                path[..path.len() - 1].join("."),
+                path[path.len() - 1]
+            )
         };
         let whence = if from_env {
             let var = format!("{ENV_PREFIX}{}", path.join("__").to_uppercase());
@@ -536,6 +551,21 @@ api_key = "bb-key"
     }
 
     #[test]
+    fn example_config_loads_and_shows_the_defaults() {
+        let example = include_str!("../config.example.toml")
+            .replace("token = \"bkua_...\"", "token = \"bk-token\"")
+            .replace("api_key = \"bb_live_...\"", "api_key = \"bb-key\"")
+            .replace(
+                "url = \"http://buildbutler:3000\"",
+                "url = \"http://127.0.0.1:3000\"",
+            );
+        let shown = load(&example).expect("the example is valid");
+        let defaults = load(GOOD).expect("valid");
+        // Every value the example shows is the default (only the required keys differ).
+        assert_eq!(format!("{:?}", shown), format!("{:?}", defaults));
+    }
+
+    #[test]
     fn secret_never_prints() {
         let c = load(GOOD).expect("valid");
         let shown = format!("{c:?}");
@@ -553,7 +583,10 @@ api_key = "bb-key"
 
     #[test]
     fn unknown_mode_names_key_and_line() {
-        let text = GOOD.replace("api_key = \"bb-key\"", "api_key = \"bb-key\"\nmode = \"push\"");
+        let text = GOOD.replace(
+            "api_key = \"bb-key\"",
+            "api_key = \"bb-key\"\nmode = \"push\"",
+        );
         let m = load(&text).unwrap_err().to_string();
         assert!(m.contains("line 9"), "{m}");
         assert!(m.contains("[buildbutler] mode"), "{m}");
@@ -562,14 +595,20 @@ api_key = "bb-key"
 
     #[test]
     fn unknown_key_is_an_error() {
-        let text = GOOD.replace("token = \"bk-token\"", "token = \"bk-token\"\ntokne = \"x\"");
+        let text = GOOD.replace(
+            "token = \"bk-token\"",
+            "token = \"bk-token\"\ntokne = \"x\"",
+        );
         let m = load(&text).unwrap_err().to_string();
         assert!(m.contains("tokne"), "{m}");
     }
 
     #[test]
     fn token_and_token_file_conflict() {
-        let text = GOOD.replace("token = \"bk-token\"", "token = \"bk-token\"\ntoken_file = \"/x\"");
+        let text = GOOD.replace(
+            "token = \"bk-token\"",
+            "token = \"bk-token\"\ntoken_file = \"/x\"",
+        );
         let m = load(&text).unwrap_err().to_string();
         assert!(m.contains("both set"), "{m}");
         assert!(!m.contains("bk-token"), "{m}");

@@ -46,7 +46,10 @@ fn main() -> ExitCode {
         eprintln!("kitesync: only --once is available in this version; run it from cron or a systemd timer");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kitesync: cannot start the async runtime: {e}");
@@ -65,10 +68,7 @@ fn main() -> ExitCode {
 /// Prints the one-line summary and picks the exit code.
 fn finish(report: &OnceReport) -> ExitCode {
     let delivered = report.delivery.as_ref().map_or(0, |d| d.delivered);
-    let (queued, pages) = report
-        .poll
-        .as_ref()
-        .map_or((0, 0), |p| (p.queued, p.pages));
+    let (queued, pages) = report.poll.as_ref().map_or((0, 0), |p| (p.queued, p.pages));
     println!(
         "kitesync: {queued} newly finished {} in {pages} {} ({} Buildkite {}); delivered {delivered}; outbox: {} pending, {} dead",
         plural(queued as u64, "build"),
@@ -88,7 +88,11 @@ fn finish(report: &OnceReport) -> ExitCode {
         eprintln!("kitesync: delivery stopped: {e}");
     }
     if report.outbox.pending > 0 {
-        let last = report.outbox.last_error.as_deref().unwrap_or("not tried yet");
+        let last = report
+            .outbox
+            .last_error
+            .as_deref()
+            .unwrap_or("not tried yet");
         eprintln!(
             "kitesync: {} {} pending, to be retried on the next run (last error: {last})",
             report.outbox.pending,

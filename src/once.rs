@@ -24,7 +24,10 @@ pub struct OnceReport {
 impl OnceReport {
     /// True when the poll worked and nothing is left to deliver.
     pub fn complete(&self) -> bool {
-        self.poll.is_ok() && self.delivery.is_ok() && self.outbox.pending == 0 && self.outbox.dead == 0
+        self.poll.is_ok()
+            && self.delivery.is_ok()
+            && self.outbox.pending == 0
+            && self.outbox.dead == 0
     }
 
     /// True when the operator must fix credentials or configuration.
@@ -40,7 +43,10 @@ pub async fn run(config: &Config) -> Result<OnceReport, String> {
     let store = Store::open(&config.state_path).map_err(|e| e.to_string())?;
     let budget = Arc::new(Budget::new(config.buildkite.requests_per_minute));
     let client = Client::new(&config.buildkite, budget)?;
-    let sink = Arc::new(Sink::new(&config.buildbutler, &config.buildkite.organization)?);
+    let sink = Arc::new(Sink::new(
+        &config.buildbutler,
+        &config.buildkite.organization,
+    )?);
 
     let poll = builds::poll(&client, &store, &config.buildkite).await;
     if let Err(e) = &poll {

@@ -45,7 +45,10 @@ mod tests {
         let cap = Duration::from_secs(1);
         for _ in 0..50 {
             let first = backoff(1, base, cap);
-            assert!(first >= Duration::from_millis(50) && first <= base, "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= base,
+                "{first:?}"
+            );
             let third = backoff(3, base, cap);
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
             assert!(backoff(40, base, cap) <= cap);

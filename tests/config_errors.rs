@@ -22,7 +22,10 @@ fn run_with(text: &str, env: &[(&str, &str)]) -> Outcome {
     let path = dir.path().join("kitesync.toml");
     std::fs::write(&path, text).expect("write");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kitesync"));
-    cmd.arg("--config").arg(&path).arg("--once").current_dir(dir.path());
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--once")
+        .current_dir(dir.path());
     for (k, _) in std::env::vars() {
         if k.starts_with("KITESYNC_") {
             cmd.env_remove(k);
@@ -46,7 +49,11 @@ fn assert_config_error(o: &Outcome, needles: &[&str]) {
     for n in needles {
         assert!(o.stderr.contains(n), "{n:?} missing from: {}", o.stderr);
     }
-    assert!(!o.stderr.contains("SECRET"), "a secret leaked: {}", o.stderr);
+    assert!(
+        !o.stderr.contains("SECRET"),
+        "a secret leaked: {}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -73,13 +80,24 @@ fn unreadable_token_file() {
         "token = \"bkua_SECRET_TOKEN_d6a1f0\"",
         "token_file = \"/nonexistent/kitesync-token\"",
     );
-    assert_config_error(&run(&text), &["line 3", "token_file", "/nonexistent/kitesync-token", "no such file"]);
+    assert_config_error(
+        &run(&text),
+        &[
+            "line 3",
+            "token_file",
+            "/nonexistent/kitesync-token",
+            "no such file",
+        ],
+    );
 }
 
 #[test]
 fn unknown_mode() {
     let text = format!("{GOOD}mode = \"carrier-pigeon\"\n");
-    assert_config_error(&run(&text), &["line 8", "[buildbutler] mode", "carrier-pigeon", "ingest"]);
+    assert_config_error(
+        &run(&text),
+        &["line 8", "[buildbutler] mode", "carrier-pigeon", "ingest"],
+    );
 }
 
 #[test]
@@ -118,7 +136,14 @@ fn environment_overrides_the_file_and_can_supply_the_secret() {
     let text = GOOD.replace("token = \"bkua_SECRET_TOKEN_d6a1f0\"\n", "");
     // Supplied by the environment, the token is no longer missing: the run proceeds to
     // the network (and fails there, since nothing listens), not to a config error.
-    let o = run_with(&text, &[("KITESYNC_BUILDKITE__TOKEN", "bkua_SECRET_FROM_ENV"), ("KITESYNC_BUILDKITE__API_URL", "http://127.0.0.1:9"), ("KITESYNC_BUILDKITE__TIMEOUT_SECONDS", "1")]);
+    let o = run_with(
+        &text,
+        &[
+            ("KITESYNC_BUILDKITE__TOKEN", "bkua_SECRET_FROM_ENV"),
+            ("KITESYNC_BUILDKITE__API_URL", "http://127.0.0.1:9"),
+            ("KITESYNC_BUILDKITE__TIMEOUT_SECONDS", "1"),
+        ],
+    );
     assert!(!o.stderr.contains("config error"), "{}", o.stderr);
     assert!(!o.stderr.contains("SECRET"), "{}", o.stderr);
 }

@@ -43,8 +43,15 @@ async fn kill_9_during_delivery_then_a_clean_run_delivers_everything() {
     assert_eq!(h.bb.builds().len(), 500, "nothing lost");
     assert_eq!(h.bb.stages().len(), 500);
     let resent = h.bb.build_posts() - 500;
-    assert!(resent <= 72, "only in-flight and unsettled deliveries re-sent: {resent}");
-    assert_eq!(h.bk_requests(), 1, "the poll had finished: one request for the overlap");
+    assert!(
+        resent <= 72,
+        "only in-flight and unsettled deliveries re-sent: {resent}"
+    );
+    assert_eq!(
+        h.bk_requests(),
+        1,
+        "the poll had finished: one request for the overlap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,11 +68,18 @@ async fn kill_9_between_pages_then_a_clean_run_walks_them_again() {
     let queued: i64 = conn
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .expect("count");
-    assert!(queued >= 100, "the first page was committed before the kill: {queued}");
+    assert!(
+        queued >= 100,
+        "the first page was committed before the kill: {queued}"
+    );
     let before = h.bb.build_posts();
 
     h.bk.set_latency(Duration::ZERO);
     h.once_ok().await;
     assert_eq!(h.bb.builds().len(), 500, "nothing lost");
-    assert_eq!(h.bb.build_posts(), 500.max(before), "no build delivered twice");
+    assert_eq!(
+        h.bb.build_posts(),
+        500.max(before),
+        "no build delivered twice"
+    );
 }

@@ -23,7 +23,11 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
     assert_eq!(h.bb.builds().len(), 250);
     assert_eq!(h.bb.build_posts(), 250);
     assert!(!h.bb.builds().contains_key(&data::build_id(900)));
-    assert!(run.stdout.contains("250 newly finished builds in 3 pages"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("250 newly finished builds in 3 pages"),
+        "{}",
+        run.stdout
+    );
 
     // Field by field, one build and its stages as BuildButler received them.
     let b = &h.bb.builds()[&data::build_id(10)];
@@ -34,7 +38,10 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
     assert_eq!(b["status"], "SUCCESS");
     assert_eq!(b["source"], "buildkite");
     assert_eq!(b["cause"], "webhook");
-    assert_eq!(b["duration"], 295_000, "started 5 s after creation, finished 5 min after");
+    assert_eq!(
+        b["duration"], 295_000,
+        "started 5 s after creation, finished 5 min after"
+    );
     let stages = &h.bb.stages()[&data::build_id(10)]["stages"];
     let names: Vec<_> = stages
         .as_array()
@@ -42,7 +49,11 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
         .iter()
         .map(|s| s["stageName"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, [":rspec: Specs", ":docker: Build 🐳"], "no waiter, no retried attempt");
+    assert_eq!(
+        names,
+        [":rspec: Specs", ":docker: Build 🐳"],
+        "no waiter, no retried attempt"
+    );
     assert_eq!(stages[1]["stageOrder"], 1);
     assert_eq!(h.bb.builds()[&data::build_id(14)]["status"], "FAILURE");
     assert_eq!(h.bb.builds()[&data::build_id(13)]["status"], "UNSTABLE");
@@ -53,7 +64,11 @@ async fn delivers_every_page_then_an_idle_run_costs_one_request() {
     let run = h.once_ok().await;
     assert_eq!(h.bk_requests(), 1, "an idle run is one request");
     assert_eq!(h.bb.build_posts(), 250, "nothing delivered twice");
-    assert!(run.stdout.contains("0 newly finished builds"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("0 newly finished builds"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,7 +87,11 @@ async fn a_refinished_build_is_delivered_again_as_an_upsert() {
     h.once_ok().await;
     assert_eq!(h.bb.builds()[&id]["status"], "SUCCESS");
     assert_eq!(h.bb.builds().len(), 20, "upserted, not duplicated");
-    assert_eq!(h.bb.build_posts(), 21, "only the re-finished build was sent again");
+    assert_eq!(
+        h.bb.build_posts(),
+        21,
+        "only the re-finished build was sent again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +121,10 @@ async fn a_429_waits_for_the_reset_of_the_budget() {
     let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [429, 200, 200], "one 429, then both pages");
     let gap = reqs[1].at - reqs[0].at;
-    assert!(gap >= Duration::from_millis(1900), "waited {gap:?}, not the 2 s reset");
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "waited {gap:?}, not the 2 s reset"
+    );
     assert_eq!(h.bb.builds().len(), 150);
 }
 
@@ -116,10 +138,17 @@ async fn a_low_shared_budget_slows_kitesync_down_before_any_429() {
     h.bk.spend_org_budget(17);
     h.once_ok().await;
     let reqs = h.bk.requests();
-    assert!(reqs.iter().all(|r| r.status == 200), "no 429: {:?}", reqs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(
+        reqs.iter().all(|r| r.status == 200),
+        "no 429: {:?}",
+        reqs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert_eq!(reqs.len(), 3);
     let gap = reqs[1].at - reqs[0].at;
-    assert!(gap >= Duration::from_millis(1500), "did not wait for the reset: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(1500),
+        "did not wait for the reset: {gap:?}"
+    );
     assert_eq!(h.bb.builds().len(), 250);
 }
 
@@ -128,12 +157,21 @@ async fn buildkite_faults_are_retried_without_losing_or_duplicating() {
     let h = Harness::start().await;
     h.bk.set_builds(recent_builds(250));
     // Four faults in a row: the fifth attempt at the first page succeeds.
-    h.bk.inject([Fault::Status(502), Fault::Truncated, Fault::Dropped, Fault::Malformed]);
+    h.bk.inject([
+        Fault::Status(502),
+        Fault::Truncated,
+        Fault::Dropped,
+        Fault::Malformed,
+    ]);
     let run = h.once_ok().await;
     assert_eq!(h.bk_requests(), 3 + 4);
     assert_eq!(h.bb.builds().len(), 250);
     assert_eq!(h.bb.build_posts(), 250);
-    assert!(run.stderr.contains("retrying"), "retries are logged:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("retrying"),
+        "retries are logged:\n{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,8 +181,16 @@ async fn buildkite_that_stays_down_fails_the_run_clearly() {
     h.bk.inject(std::iter::repeat_n(Fault::Status(503), 5));
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
-    assert!(run.stderr.contains("Buildkite is unavailable"), "{}", run.stderr);
-    assert!(run.stderr.contains("/v2/organizations/acme/builds"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Buildkite is unavailable"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("/v2/organizations/acme/builds"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(h.bk_requests(), 5, "gave up after 5 attempts");
     // Nothing was lost: the next run starts over from the same cursor.
     h.once_ok().await;
@@ -164,7 +210,10 @@ async fn buildbutler_503s_and_dropped_connections_are_retried_as_upserts() {
     h.once_ok().await;
     assert_eq!(h.bb.builds().len(), 30, "every build arrived once");
     let posts = h.bb.build_posts();
-    assert!((30..=32).contains(&posts), "at most the two dropped answers were re-sent: {posts}");
+    assert!(
+        (30..=32).contains(&posts),
+        "at most the two dropped answers were re-sent: {posts}"
+    );
     assert_eq!(h.bb.stages().len(), 30);
 }
 
@@ -177,7 +226,11 @@ async fn a_buildbutler_outage_leaves_builds_pending_for_the_next_run() {
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert!(run.stdout.contains("12 pending"), "{}", run.stdout);
-    assert!(run.stderr.contains("503"), "the reason is given: {}", run.stderr);
+    assert!(
+        run.stderr.contains("503"),
+        "the reason is given: {}",
+        run.stderr
+    );
 
     h.bb.set_down(false);
     // Pending rows wait for their backoff (about a second) before the next try.
@@ -195,8 +248,16 @@ async fn a_build_buildbutler_refuses_becomes_a_dead_letter_and_the_rest_go_on() 
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert_eq!(h.bb.builds().len(), 9);
-    assert!(run.stderr.contains("acme/web#3"), "names the build: {}", run.stderr);
-    assert!(run.stderr.contains("400"), "gives the error: {}", run.stderr);
+    assert!(
+        run.stderr.contains("acme/web#3"),
+        "names the build: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("400"),
+        "gives the error: {}",
+        run.stderr
+    );
     assert!(run.stdout.contains("1 dead"), "{}", run.stdout);
 
     // A dead letter is not retried on its own.
@@ -212,7 +273,11 @@ async fn a_wrong_buildbutler_key_stops_delivery_with_a_clear_message() {
     h.bk.set_builds(recent_builds(5));
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 2, "{}", run.output());
-    assert!(run.stderr.contains("BuildButler rejected the API key"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("BuildButler rejected the API key"),
+        "{}",
+        run.stderr
+    );
     assert!(h.bb.auth_seen().len() <= 5, "no retry of a 401");
     assert!(!run.output().contains("WRONG_KEY"));
     // The builds wait in the outbox for a corrected key.
@@ -228,7 +293,11 @@ async fn a_bad_token_is_not_retried_and_says_so() {
     h.set_env("KITESYNC_BUILDKITE__TOKEN", "bkua_WRONG_TOKEN_123");
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 2, "{}", run.output());
-    assert!(run.stderr.contains("rejected the API token (401"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rejected the API token (401"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(h.bk_requests(), 1);
     assert!(!run.output().contains("WRONG_TOKEN"));
 }
@@ -239,7 +308,11 @@ async fn a_token_without_read_builds_names_the_scope() {
     h.bk.set_scopes(&["read_agents"]);
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 2, "{}", run.output());
-    assert!(run.stderr.contains("lacks the read_builds scope"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lacks the read_builds scope"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(h.bk_requests(), 1);
 }
 
@@ -283,7 +356,11 @@ async fn an_undecodable_build_is_a_dead_letter_and_does_not_block_the_page() {
     assert_eq!(run.code, 1, "{}", run.output());
     assert_eq!(h.bb.builds().len(), 4);
     assert!(run.stderr.contains("cannot decode"), "{}", run.stderr);
-    assert!(run.stderr.contains("/v2/organizations/acme/builds"), "names the endpoint: {}", run.stderr);
+    assert!(
+        run.stderr.contains("/v2/organizations/acme/builds"),
+        "names the endpoint: {}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,7 +376,10 @@ async fn secrets_never_appear_in_any_output_even_at_debug_level() {
     h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_OTHER_SECRET");
     h.set_env("KITESYNC_BUILDKITE__TOKEN", "bkua_OTHER_SECRET");
     let unauthorized = h.run(&["--once"]).await;
-    assert!(ok.stderr.contains("DEBUG") || ok.stderr.contains("TRACE"), "debug logs were on");
+    assert!(
+        ok.stderr.contains("DEBUG") || ok.stderr.contains("TRACE"),
+        "debug logs were on"
+    );
     for run in [&ok, &forbidden, &unauthorized] {
         let out = run.output();
         for secret in [TOKEN, API_KEY, "OTHER_SECRET"] {

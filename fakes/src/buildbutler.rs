@@ -19,8 +19,16 @@ use crate::http;
 
 /// Statuses BuildButler takes: its docs' lower case and its Action's upper case.
 const STATUSES: [&str; 10] = [
-    "success", "failure", "unstable", "aborted", "in_progress", "SUCCESS", "FAILURE", "UNSTABLE",
-    "ABORTED", "NOT_BUILT",
+    "success",
+    "failure",
+    "unstable",
+    "aborted",
+    "in_progress",
+    "SUCCESS",
+    "FAILURE",
+    "UNSTABLE",
+    "ABORTED",
+    "NOT_BUILT",
 ];
 
 /// A fault injected into the next ingest request.
@@ -129,17 +137,28 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<Option<ButlerFault>, Re
         tokio::time::sleep(latency).await;
     }
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let (auth, key) = (header("authorization"), header("x-api-key"));
     inner.auth_seen.push((auth.clone(), key.clone()));
     if inner.down {
-        return Err(http::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"})));
+        return Err(http::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "down"}),
+        ));
     }
     let expected = inner.api_key.clone();
     let ok = key.as_deref() == Some(expected.as_str())
         || auth.as_deref() == Some(format!("Bearer {expected}").as_str());
     if !ok {
-        return Err(http::json(StatusCode::UNAUTHORIZED, &json!({"error": "unauthorized"})));
+        return Err(http::json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "unauthorized"}),
+        ));
     }
     match inner.faults.pop_front() {
         Some(ButlerFault::Status(code)) => Err(http::json(
@@ -151,7 +170,10 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<Option<ButlerFault>, Re
 }
 
 fn bad_request(why: &str) -> Response {
-    http::json(StatusCode::BAD_REQUEST, &json!({"error": "bad_request", "message": why}))
+    http::json(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": "bad_request", "message": why}),
+    )
 }
 
 /// The first required build field that is missing or mistyped.
@@ -172,7 +194,11 @@ fn invalid_build(b: &Value) -> Option<String> {
     }
 }
 
-async fn ingest_build(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn ingest_build(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let fault = match gate(&s, &headers).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -181,7 +207,10 @@ async fn ingest_build(State(s): State<Shared>, headers: HeaderMap, Json(body): J
         return bad_request(&why);
     }
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
-    if body["buildNumber"].as_u64().is_some_and(|n| inner.reject.contains(&n)) {
+    if body["buildNumber"]
+        .as_u64()
+        .is_some_and(|n| inner.reject.contains(&n))
+    {
         return bad_request("this build is refused by the test");
     }
     let key = body["externalRunId"]
@@ -189,7 +218,9 @@ async fn ingest_build(State(s): State<Shared>, headers: HeaderMap, Json(body): J
         .or(body["id"].as_str())
         .unwrap_or("")
         .to_string();
-    let id = body["id"].as_str().map_or_else(|| format!("bb-{key}"), str::to_string);
+    let id = body["id"]
+        .as_str()
+        .map_or_else(|| format!("bb-{key}"), str::to_string);
     let mut stored = body;
     stored["id"] = json!(id);
     inner.builds.insert(key, stored.clone());
@@ -200,7 +231,11 @@ async fn ingest_build(State(s): State<Shared>, headers: HeaderMap, Json(body): J
     }
 }
 
-async fn ingest_stages(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn ingest_stages(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let fault = match gate(&s, &headers).await {
         Ok(f) => f,
         Err(r) => return r,

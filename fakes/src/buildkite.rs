@@ -83,14 +83,22 @@ impl FakeBuildkite {
         let inner = Arc::new(Mutex::new(Inner {
             org: org.to_string(),
             token: token.to_string(),
-            scopes: ["read_builds", "read_artifacts", "read_agents", "read_build_logs"]
-                .map(String::from)
-                .to_vec(),
+            scopes: [
+                "read_builds",
+                "read_artifacts",
+                "read_agents",
+                "read_build_logs",
+            ]
+            .map(String::from)
+            .to_vec(),
             builds: Vec::new(),
             max_page: 10,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
-            org_budget: Budget { limit: 200, used: 0 },
+            org_budget: Budget {
+                limit: 200,
+                used: 0,
+            },
             user_budget: Budget { limit: 50, used: 0 },
             faults: VecDeque::new(),
             latency: Duration::ZERO,
@@ -98,7 +106,10 @@ impl FakeBuildkite {
         }));
         let app = Router::new()
             .route("/v2/organizations/{org}/builds", get(list_builds))
-            .route("/v2/organizations/{org}/pipelines/{pipeline}/builds", get(list_pipeline_builds))
+            .route(
+                "/v2/organizations/{org}/pipelines/{pipeline}/builds",
+                get(list_pipeline_builds),
+            )
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
         FakeBuildkite { url, inner }
@@ -139,8 +150,14 @@ impl FakeBuildkite {
     /// Budgets: `org` and `user` requests per `window`, starting afresh now.
     pub fn set_budgets(&self, org: u32, user: u32, window: Duration) {
         let mut inner = self.lock();
-        inner.org_budget = Budget { limit: org, used: 0 };
-        inner.user_budget = Budget { limit: user, used: 0 };
+        inner.org_budget = Budget {
+            limit: org,
+            used: 0,
+        };
+        inner.user_budget = Budget {
+            limit: user,
+            used: 0,
+        };
         inner.window = window;
         inner.window_start = Instant::now();
     }
@@ -205,7 +222,14 @@ async fn list(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut response = answer(&mut inner, &org, pipeline.as_deref(), &headers, &uri, authorization.as_deref());
+    let mut response = answer(
+        &mut inner,
+        &org,
+        pipeline.as_deref(),
+        &headers,
+        &uri,
+        authorization.as_deref(),
+    );
     let status = response.status().as_u16();
     inner.requests.push(RecordedRequest {
         uri: uri.to_string(),
@@ -257,7 +281,10 @@ fn answer(
         );
     }
     if org != inner.org {
-        return http::json(StatusCode::NOT_FOUND, &json!({"message": "No organization found"}));
+        return http::json(
+            StatusCode::NOT_FOUND,
+            &json!({"message": "No organization found"}),
+        );
     }
     let fault = inner.faults.pop_front();
     if let Some(Fault::RateLimited(reset)) = fault {
@@ -293,7 +320,12 @@ fn answer(
     });
     let total = matching.len();
     let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
-    let page: Vec<&Value> = matching.iter().skip(start).take(query.per_page).copied().collect();
+    let page: Vec<&Value> = matching
+        .iter()
+        .skip(start)
+        .take(query.per_page)
+        .copied()
+        .collect();
     let body = serde_json::to_string(&page).expect("serializable");
     let last_page = total.div_ceil(query.per_page).max(1) as u32;
     let mut response = match fault {
@@ -405,9 +437,14 @@ impl Query {
     fn matches(&self, b: &Value) -> bool {
         let created = time(&b["created_at"]);
         let finished = time(&b["finished_at"]);
-        self.finished_from.is_none_or(|f| finished.is_some_and(|t| t >= f))
-            && self.created_from.is_none_or(|f| created.is_some_and(|t| t >= f))
-            && self.created_to.is_none_or(|f| created.is_some_and(|t| t < f))
+        self.finished_from
+            .is_none_or(|f| finished.is_some_and(|t| t >= f))
+            && self
+                .created_from
+                .is_none_or(|f| created.is_some_and(|t| t >= f))
+            && self
+                .created_to
+                .is_none_or(|f| created.is_some_and(|t| t < f))
             && (self.branches.is_empty()
                 || self
                     .branches
@@ -421,7 +458,9 @@ fn glob(pattern: &str, s: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == s,
         Some((head, rest)) => {
-            let Some(tail) = s.strip_prefix(head) else { return false };
+            let Some(tail) = s.strip_prefix(head) else {
+                return false;
+            };
             (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
         }
     }

@@ -40,7 +40,7 @@ pub fn build(
     let mut jobs = vec![
         json!({"id": format!("{id}-j1"), "graphql_id": "Sm9i", "type": "script",
                "name": ":rspec: Specs", "step_key": "specs", "state": job_state,
-               "command": "bin/rspec", "soft_failed": number % 13 == 0, "exit_status": 0,
+               "command": "bin/rspec", "soft_failed": number.is_multiple_of(13), "exit_status": 0,
                "agent": agent(number), "created_at": iso(created),
                "scheduled_at": iso(created), "runnable_at": iso(created),
                "started_at": iso(started), "finished_at": finished.map(|_| iso(job_end)),
@@ -52,23 +52,28 @@ pub fn build(
                "agent": agent(number + 1), "started_at": iso(started),
                "finished_at": finished.map(|_| iso(job_end)), "retried": false}),
     ];
-    if number % 5 == 0 {
+    if number.is_multiple_of(5) {
         // A flaky step retried once: the first attempt is kept with `retried: true`.
-        jobs.insert(0, json!({"id": format!("{id}-j0"), "type": "script", "name": ":rspec: Specs",
+        jobs.insert(
+            0,
+            json!({"id": format!("{id}-j0"), "type": "script", "name": ":rspec: Specs",
             "state": "failed", "soft_failed": false, "retried": true,
-            "retried_in_job_id": format!("{id}-j1"), "agent": agent(number)}));
+            "retried_in_job_id": format!("{id}-j1"), "agent": agent(number)}),
+        );
     }
-    if number % 9 == 0 {
-        jobs.push(json!({"id": format!("{id}-j4"), "type": "manual", "label": ":rocket: Deploy?",
-                         "state": "unblocked", "unblocked_by": {"id": "u1", "name": "Ada"}}));
+    if number.is_multiple_of(9) {
+        jobs.push(
+            json!({"id": format!("{id}-j4"), "type": "manual", "label": ":rocket: Deploy?",
+                         "state": "unblocked", "unblocked_by": {"id": "u1", "name": "Ada"}}),
+        );
     }
     json!({
         "id": id, "graphql_id": "QnVpbGQ=", "number": number, "state": state, "blocked": false,
         "url": format!("https://api.buildkite.com/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}"),
         "web_url": format!("https://buildkite.com/{org}/{pipeline}/builds/{number}"),
         "message": format!("Change #{number}"), "commit": format!("{number:040x}"),
-        "branch": if number % 4 == 0 { "feature/x" } else { "main" }, "tag": null, "env": {},
-        "source": "webhook", "creator": if number % 2 == 0 { Value::Null } else { json!({"id": "u1", "graphql_id": "VXNlcg=="}) },
+        "branch": if number.is_multiple_of(4) { "feature/x" } else { "main" }, "tag": null, "env": {},
+        "source": "webhook", "creator": if number.is_multiple_of(2) { Value::Null } else { json!({"id": "u1", "graphql_id": "VXNlcg=="}) },
         "author": {"name": "Ada", "email": "ada@example.com"},
         "created_at": iso(created), "scheduled_at": iso(created), "started_at": iso(started),
         "finished_at": finished.map(iso), "meta_data": {}, "pull_request": {},
@@ -96,12 +101,19 @@ pub fn finished_builds(
             let finished = end - spacing * i32::try_from(count - 1 - i).unwrap_or(i32::MAX);
             let pipeline = ["web", "api", "mobile"][(number % 3) as usize];
             let state = match number {
-                n if n % 7 == 0 => "failed",
-                n if n % 11 == 0 => "canceled",
-                n if n % 17 == 0 => "skipped",
+                n if n.is_multiple_of(7) => "failed",
+                n if n.is_multiple_of(11) => "canceled",
+                n if n.is_multiple_of(17) => "skipped",
                 _ => "passed",
             };
-            build(org, number, pipeline, state, finished - Duration::minutes(5), Some(finished))
+            build(
+                org,
+                number,
+                pipeline,
+                state,
+                finished - Duration::minutes(5),
+                Some(finished),
+            )
         })
         .collect()
 }

@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 
 /// Serves `app` on a fresh loopback port; returns the base URL (`http://127.0.0.1:PORT`).
 pub async fn serve(app: Router) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -32,7 +34,10 @@ pub fn broken(full: String, keep: usize) -> Response {
     let head = Bytes::from(full.into_bytes()).slice(..keep.min(len));
     let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(head),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected fault")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected fault",
+        )),
     ];
     Response::builder()
         .status(StatusCode::OK)

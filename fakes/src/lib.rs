@@ -10,4 +10,4 @@ pub mod data;
 mod http;
 
 pub use buildbutler::{ButlerFault, FakeButler};
-pub use buildkite::{Fault, FakeBuildkite, RecordedRequest};
+pub use buildkite::{FakeBuildkite, Fault, RecordedRequest};

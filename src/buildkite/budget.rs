@@ -49,7 +49,10 @@ impl Snapshot {
     fn low(&self) -> impl Iterator<Item = (&'static str, Scope)> {
         [("organization", self.org), ("user", self.user)]
             .into_iter()
-            .filter_map(|(name, s)| s.filter(|s| s.remaining <= floor(s.limit)).map(|s| (name, s)))
+            .filter_map(|(name, s)| {
+                s.filter(|s| s.remaining <= floor(s.limit))
+                    .map(|s| (name, s))
+            })
     }
 }
 
@@ -207,11 +210,19 @@ mod tests {
         let s = Snapshot::from_headers(&h);
         assert_eq!(
             s.org,
-            Some(Scope { remaining: 150, limit: 200, reset: Duration::from_secs(42) })
+            Some(Scope {
+                remaining: 150,
+                limit: 200,
+                reset: Duration::from_secs(42)
+            })
         );
         assert_eq!(s.user.map(|u| u.remaining), Some(2));
         let low: Vec<_> = s.low().map(|(n, _)| n).collect();
-        assert_eq!(low, ["user"], "2 of 50 is the user floor; 150 of 200 is plenty");
+        assert_eq!(
+            low,
+            ["user"],
+            "2 of 50 is the user floor; 150 of 200 is plenty"
+        );
     }
 
     #[test]
@@ -249,8 +260,14 @@ mod tests {
         ]);
         assert_eq!(b.rate_limited(&h, b"{}"), Duration::from_secs(7));
         let body = br#"{"message": "slow down", "scope": "rest", "reset": 12}"#;
-        assert_eq!(b.rate_limited(&HeaderMap::new(), body), Duration::from_secs(12));
-        assert_eq!(b.rate_limited(&HeaderMap::new(), b"<html>"), DEFAULT_429_WAIT);
+        assert_eq!(
+            b.rate_limited(&HeaderMap::new(), body),
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            b.rate_limited(&HeaderMap::new(), b"<html>"),
+            DEFAULT_429_WAIT
+        );
         assert_eq!(b.waits(), 3);
     }
 }

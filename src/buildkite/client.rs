@@ -226,8 +226,17 @@ impl Client {
                     reason,
                 });
             }
-            let wait = retry::backoff(failures, Duration::from_millis(500), Duration::from_secs(30));
-            tracing::warn!(endpoint, attempt = failures, "Buildkite request failed ({reason}); retrying in {}ms", wait.as_millis());
+            let wait = retry::backoff(
+                failures,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            );
+            tracing::warn!(
+                endpoint,
+                attempt = failures,
+                "Buildkite request failed ({reason}); retrying in {}ms",
+                wait.as_millis()
+            );
             tokio::time::sleep(wait).await;
         }
     }
@@ -247,7 +256,9 @@ impl Client {
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
-            Err(e) => return Attempt::Transient(format!("body cut short: {}", retry::describe(&e))),
+            Err(e) => {
+                return Attempt::Transient(format!("body cut short: {}", retry::describe(&e)))
+            }
         };
         if status.is_success() {
             self.budget.observe(&headers);
@@ -256,7 +267,9 @@ impl Client {
         let endpoint = endpoint.to_string();
         let message = error_message(&body);
         match status {
-            StatusCode::TOO_MANY_REQUESTS => Attempt::RateLimited(self.budget.rate_limited(&headers, &body)),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Attempt::RateLimited(self.budget.rate_limited(&headers, &body))
+            }
             StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
             StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
                 endpoint,
@@ -284,7 +297,7 @@ impl Client {
             .get_all(LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find_map(|v| parse_next_link(v))
+            .find_map(parse_next_link)
         else {
             return Ok(None);
         };
@@ -313,8 +326,9 @@ impl Client {
 
 /// `Authorization: Bearer <token>`, marked sensitive so no debug output shows it.
 fn bearer(token: &Secret) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .map_err(|_| "the Buildkite token contains characters that cannot go in an HTTP header".to_string())?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        "the Buildkite token contains characters that cannot go in an HTTP header".to_string()
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -353,7 +367,10 @@ pub fn parse_next_link(header: &str) -> Option<String> {
                 return false;
             };
             k.trim().eq_ignore_ascii_case("rel")
-                && v.trim().trim_matches('"').split_whitespace().any(|r| r == "next")
+                && v.trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|r| r == "next")
         });
         is_next.then(|| target.to_string())
     })
@@ -373,7 +390,10 @@ mod tests {
         assert_eq!(parse_next_link(r#"<https://x/?page=1>; rel="first""#), None);
         assert_eq!(parse_next_link(""), None);
         assert_eq!(parse_next_link("garbage; rel=next"), None);
-        assert_eq!(parse_next_link("<u>; rel=\"prev next\"").as_deref(), Some("u"));
+        assert_eq!(
+            parse_next_link("<u>; rel=\"prev next\"").as_deref(),
+            Some("u")
+        );
     }
 
     #[test]

@@ -39,8 +39,10 @@ impl Sink {
     pub fn new(config: &ButlerConfig, org: &str) -> Result<Sink, String> {
         let key = config.api_key();
         let header = |value: String| {
-            let mut v = HeaderValue::from_str(&value)
-                .map_err(|_| "the BuildButler API key contains characters that cannot go in an HTTP header".to_string())?;
+            let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                "the BuildButler API key contains characters that cannot go in an HTTP header"
+                    .to_string()
+            })?;
             v.set_sensitive(true);
             Ok::<_, String>(v)
         };
@@ -71,7 +73,9 @@ impl Sink {
     pub async fn deliver(&self, row: &Row) -> Result<(), SendError> {
         match row.kind.as_str() {
             "build" => self.deliver_build(&row.payload).await,
-            other => Err(SendError::Reject(format!("unknown outbox item kind {other:?}"))),
+            other => Err(SendError::Reject(format!(
+                "unknown outbox item kind {other:?}"
+            ))),
         }
     }
 
@@ -93,18 +97,21 @@ impl Sink {
     }
 
     /// POSTs `body` to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).
-    async fn post<T: Serialize>(&self, route: &str, body: &T) -> Result<serde_json::Value, SendError> {
+    async fn post<T: Serialize>(
+        &self,
+        route: &str,
+        body: &T,
+    ) -> Result<serde_json::Value, SendError> {
         let url = format!("{}/{route}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| SendError::Retry(format!("BuildButler {route}: {}", retry::describe(&e))))?;
+        let response = self.http.post(&url).json(body).send().await.map_err(|e| {
+            SendError::Retry(format!("BuildButler {route}: {}", retry::describe(&e)))
+        })?;
         let status = response.status();
         let text = response.bytes().await.map_err(|e| {
-            SendError::Retry(format!("BuildButler {route}: answer cut short: {}", retry::describe(&e)))
+            SendError::Retry(format!(
+                "BuildButler {route}: answer cut short: {}",
+                retry::describe(&e)
+            ))
         })?;
         if status.is_success() {
             return Ok(serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null));

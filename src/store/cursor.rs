@@ -30,8 +30,10 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
+    conn.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 fn set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -73,16 +75,15 @@ pub fn record_page(
             .execute(params![e.build_id, e.finished_at])?;
         if inserted == 1 {
             new += 1;
-            outbox::upsert(
-                &tx,
-                "build",
-                &e.build_id,
-                &e.finished_at,
-                &e.label,
-                &e.payload,
-                e.dead.as_deref(),
-                now_ms,
-            )?;
+            let item = outbox::NewItem {
+                kind: "build",
+                key: &e.build_id,
+                version: &e.finished_at,
+                label: &e.label,
+                payload: &e.payload,
+                dead: e.dead.as_deref(),
+            };
+            outbox::upsert(&tx, &item, now_ms)?;
         }
     }
     if let Some(page_max) = page_max {
@@ -173,7 +174,10 @@ mod tests {
             .await
             .expect("db");
         assert_eq!(mid, None, "an unfinished cycle does not move the mark");
-        assert_eq!(end.map(timestamp).as_deref(), Some("2026-01-02T00:00:00.000Z"));
+        assert_eq!(
+            end.map(timestamp).as_deref(),
+            Some("2026-01-02T00:00:00.000Z")
+        );
         assert_eq!(seen, 1, "the build a day older than the mark is pruned");
     }
 }

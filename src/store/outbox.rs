@@ -26,18 +26,23 @@ pub enum Outcome {
     Dead(String),
 }
 
-/// Queues (or replaces with a newer version) an item. With `dead`, it is queued as a dead
-/// letter straight away, e.g. a build that cannot be decoded.
-pub fn upsert(
-    tx: &Transaction<'_>,
-    kind: &str,
-    key: &str,
-    version: &str,
-    label: &str,
-    payload: &str,
-    dead: Option<&str>,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
+/// An item to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct NewItem<'a> {
+    /// What it is, e.g. `build`.
+    pub kind: &'a str,
+    /// Its identity within the kind: one outbox row per key.
+    pub key: &'a str,
+    /// Which version of it this is; only a version at least as new replaces a queued one.
+    pub version: &'a str,
+    pub label: &'a str,
+    pub payload: &'a str,
+    /// Queue it as a dead letter straight away, with this error (e.g. undecodable).
+    pub dead: Option<&'a str>,
+}
+
+/// Queues an item, or replaces the queued version of it with a newer one.
+pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox (kind, key, version, label, payload, state, last_error, enqueued_at)
          VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 IS NULL THEN 'pending' ELSE 'dead' END, ?6, ?7)
@@ -47,7 +52,15 @@ pub fn upsert(
              attempts = 0, next_attempt_at = 0
          WHERE excluded.version >= outbox.version",
     )?
-    .execute(params![kind, key, version, label, payload, dead, now_ms])?;
+    .execute(params![
+        item.kind,
+        item.key,
+        item.version,
+        item.label,
+        item.payload,
+        item.dead,
+        now_ms
+    ])?;
     Ok(())
 }
 

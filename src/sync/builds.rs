@@ -45,7 +45,11 @@ pub async fn poll(
     let overlap = chrono::Duration::from_std(config.overlap()).unwrap_or(chrono::Duration::MAX);
     let from = match mark {
         Some(mark) => mark - overlap,
-        None => Utc::now() - chrono::Duration::from_std(config.first_poll_lookback()).unwrap_or(chrono::Duration::MAX),
+        None => {
+            Utc::now()
+                - chrono::Duration::from_std(config.first_poll_lookback())
+                    .unwrap_or(chrono::Duration::MAX)
+        }
     };
     tracing::debug!(finished_from = %from, "polling builds");
     let query = BuildQuery {
@@ -58,7 +62,12 @@ pub async fn poll(
     while let Some(page_url) = url {
         let page = client.builds_page(&page_url).await?;
         report.pages += 1;
-        let (entries, page_max) = select(&config.organization, &config.pipelines, page.items, &page_url);
+        let (entries, page_max) = select(
+            &config.organization,
+            &config.pipelines,
+            page.items,
+            &page_url,
+        );
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
         report.queued += store
@@ -84,7 +93,9 @@ fn select(
     for item in items {
         let entry = match item.decoded {
             Ok(build) => {
-                let Some(finished) = build.finished() else { continue };
+                let Some(finished) = build.finished() else {
+                    continue;
+                };
                 page_max = page_max.max(Some(finished));
                 if !pipelines.is_empty() && !pipelines.iter().any(|p| p == build.pipeline_slug()) {
                     continue;

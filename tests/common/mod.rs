@@ -99,7 +99,9 @@ retry_window_seconds = 5
         }
         cmd.env("RUST_LOG", "info");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         cmd
     }
 
@@ -138,7 +140,13 @@ retry_window_seconds = 5
 /// inside the first poll's hour).
 pub fn recent_builds(count: u64) -> Vec<Value> {
     let spacing = chrono::Duration::milliseconds((2_400_000 / count.max(1)) as i64);
-    data::finished_builds(ORG, 1, count, Utc::now() - chrono::Duration::seconds(5), spacing)
+    data::finished_builds(
+        ORG,
+        1,
+        count,
+        Utc::now() - chrono::Duration::seconds(5),
+        spacing,
+    )
 }
 
 /// A time `minutes` ago.
