@@ -78,6 +78,10 @@ pub struct BuildkiteConfig {
     /// kitesync's own pace, well under the token owner's 50 requests a minute.
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// The share of each Buildkite budget (organization and user) kitesync leaves to others:
+    /// it pauses until the budget resets when only this much is left.
+    #[serde(default = "default_reserve_percent")]
+    pub reserve_percent: u32,
     /// Only these pipeline slugs (empty: every pipeline).
     #[serde(default)]
     pub pipelines: Vec<String>,
@@ -181,6 +185,9 @@ fn default_api_url() -> Url {
 }
 fn default_requests_per_minute() -> u32 {
     30
+}
+fn default_reserve_percent() -> u32 {
+    10
 }
 fn default_overlap_seconds() -> u64 {
     300
@@ -298,6 +305,13 @@ impl Config {
         check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
         if bk.requests_per_minute == 0 {
             return Err(file.error("buildkite", "requests_per_minute", "must be at least 1"));
+        }
+        if bk.reserve_percent > 90 {
+            return Err(file.error(
+                "buildkite",
+                "reserve_percent",
+                "must be at most 90: kitesync needs some of the budget to work",
+            ));
         }
         if bk.timeout_seconds == 0 {
             return Err(file.error("buildkite", "timeout_seconds", "must be at least 1"));

@@ -115,7 +115,7 @@ fn judge(
         settled.push((row, outcome));
     }
     if let Some(e) = first_retry {
-        tracing::warn!("BuildButler delivery failing ({e}); retrying with backoff");
+        tracing::debug!("BuildButler delivery failing ({e}); retrying with backoff");
     }
     (settled, fatal)
 }

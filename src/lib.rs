@@ -4,11 +4,14 @@
 //! The flow is one-way: [`buildkite`] (source) -> [`sync`] (diff) -> [`store`] (cursor, seen
 //! builds, outbox) -> [`deliver`] -> [`butler`] (sink).
 
+pub mod app;
 pub mod buildkite;
 pub mod butler;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
-pub mod once;
+pub mod oneshot;
+pub mod progress;
 pub mod retry;
 pub mod store;
 pub mod sync;

@@ -4,16 +4,26 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
+use kitesync::app::App;
 use kitesync::config::Config;
-use kitesync::once::{self, OnceReport};
+use kitesync::daemon::{self, DaemonError};
+use kitesync::oneshot::{self, BackfillOutcome, OnceReport};
+use kitesync::progress::Reporter;
+use kitesync::store::outbox::Summary;
 
-/// Exit code for problems the operator must fix: configuration, credentials, scopes.
-const EXIT_CONFIG: u8 = 2;
 /// Exit code when the run worked but not everything was delivered (yet).
 const EXIT_INCOMPLETE: u8 = 1;
+/// Exit code for problems the operator must fix: configuration, credentials, scopes.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code of a backfill stopped by Ctrl-C or SIGTERM (it resumes when run again).
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.
+///
+/// Without --once or --backfill it runs as a service: it polls on the [schedule] builds cron
+/// and delivers continuously until SIGTERM or Ctrl-C.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
@@ -21,8 +31,31 @@ struct Cli {
     #[arg(long, short, value_name = "FILE")]
     config: PathBuf,
     /// Poll once, deliver, and exit: 0 when everything was delivered.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backfill")]
     once: bool,
+    /// Deliver every finished build created from --since to --until, then exit. Resumable:
+    /// run the same command again after an interruption.
+    #[arg(long, requires = "since")]
+    backfill: bool,
+    /// Start of the backfill range (RFC 3339, e.g. 2025-01-01T00:00:00Z, or a date).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
+    since: Option<DateTime<Utc>>,
+    /// End of the backfill range, exclusive (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
+    until: Option<DateTime<Utc>>,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("{s:?} is not an RFC 3339 time (2025-01-31T00:00:00Z) or a date (2025-01-31)")
+        })
 }
 
 fn main() -> ExitCode {
@@ -42,10 +75,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if !cli.once {
-        eprintln!("kitesync: only --once is available in this version; run it from cron or a systemd timer");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,8 +85,23 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INCOMPLETE);
         }
     };
-    match runtime.block_on(once::run(&config)) {
-        Ok(report) => finish(&report),
+    let code = runtime.block_on(async {
+        if cli.once {
+            once(&config).await
+        } else if let Some(since) = cli.since {
+            backfill(&config, since, cli.until.unwrap_or_else(Utc::now)).await
+        } else {
+            serve(config).await
+        }
+    });
+    // Let the blocking pool finish a transaction in flight, but do not hang on a request.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
+}
+
+async fn once(config: &Config) -> ExitCode {
+    match oneshot::run_once(config).await {
+        Ok(report) => report_once(&report),
         Err(e) => {
             eprintln!("kitesync: {e}");
             ExitCode::from(EXIT_CONFIG)
@@ -65,8 +109,66 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the one-line summary and picks the exit code.
-fn finish(report: &OnceReport) -> ExitCode {
+async fn serve(config: Config) -> ExitCode {
+    let app = match App::new(config) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match daemon::run(app, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(DaemonError::Configuration(e)) => {
+            eprintln!("kitesync: stopping: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(DaemonError::Setup(e)) => {
+            eprintln!("kitesync: {e}");
+            ExitCode::from(EXIT_INCOMPLETE)
+        }
+    }
+}
+
+async fn backfill(config: &Config, since: DateTime<Utc>, until: DateTime<Utc>) -> ExitCode {
+    if since >= until {
+        eprintln!("kitesync: --since ({since}) must be before --until ({until})");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut reporter = Reporter::new(std::io::stderr().is_terminal());
+    let outcome =
+        oneshot::run_backfill(config, since, until, &mut reporter, shutdown_signal()).await;
+    reporter.finish();
+    match outcome {
+        Ok(outcome) => report_backfill(&outcome),
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Prints the one-line summary of `--once` and picks the exit code.
+fn report_once(report: &OnceReport) -> ExitCode {
     let delivered = report.delivery.as_ref().map_or(0, |d| d.delivered);
     let (queued, pages) = report.poll.as_ref().map_or((0, 0), |p| (p.queued, p.pages));
     println!(
@@ -87,29 +189,82 @@ fn finish(report: &OnceReport) -> ExitCode {
     if let Err(e) = &report.delivery {
         eprintln!("kitesync: delivery stopped: {e}");
     }
-    if report.outbox.pending > 0 {
-        let last = report
-            .outbox
-            .last_error
-            .as_deref()
-            .unwrap_or("not tried yet");
-        eprintln!(
-            "kitesync: {} {} pending, to be retried on the next run (last error: {last})",
-            report.outbox.pending,
-            plural(report.outbox.pending, "item")
-        );
-    }
-    if let Some((label, error)) = report.outbox.dead_letters.first() {
-        eprintln!(
-            "kitesync: {} {} BuildButler refused (first: {label}: {error})",
-            report.outbox.dead,
-            plural(report.outbox.dead, "dead letter")
-        );
-    }
+    explain_outbox(&report.outbox);
     if report.needs_configuration() {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::from(EXIT_INCOMPLETE)
+    }
+}
+
+/// Prints the summary of `--backfill` and picks the exit code.
+fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
+    let delivered = outcome.delivery.as_ref().map_or(0, |d| d.delivered);
+    let tail = format!(
+        "{} Buildkite {}, {} budget {}; delivered {delivered}; outbox: {} pending, {} dead",
+        outcome.requests,
+        plural(outcome.requests, "request"),
+        outcome.budget_waits,
+        plural(outcome.budget_waits, "wait"),
+        outcome.outbox.pending,
+        outcome.outbox.dead
+    );
+    let walk = match &outcome.walk {
+        None => {
+            println!("kitesync: backfill interrupted: {tail}");
+            eprintln!("kitesync: run the same command again to resume from its checkpoint");
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+        Some(Err(e)) => {
+            println!("kitesync: backfill stopped: {tail}");
+            eprintln!("kitesync: backfill failed: {e}; run the same command again to resume");
+            explain_outbox(&outcome.outbox);
+            let config =
+                matches!(e, kitesync::sync::builds::PollError::Source(s) if s.is_configuration());
+            return ExitCode::from(if config { EXIT_CONFIG } else { EXIT_INCOMPLETE });
+        }
+        Some(Ok(walk)) => walk,
+    };
+    let cp = &walk.checkpoint;
+    println!(
+        "kitesync: backfill from {} to {} done{}: {} {}, {} {}, {} finished builds ({} newly queued); {tail}",
+        cp.since,
+        cp.until,
+        if walk.resumed { " (resumed)" } else { "" },
+        cp.windows,
+        plural(cp.windows, "window"),
+        cp.pages,
+        plural(cp.pages, "page"),
+        cp.builds,
+        walk.queued,
+    );
+    if let Err(e) = &outcome.delivery {
+        eprintln!("kitesync: delivery stopped: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if outcome.outbox.pending + outcome.outbox.dead > 0 {
+        explain_outbox(&outcome.outbox);
+        return ExitCode::from(EXIT_INCOMPLETE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Says why items are still in the outbox.
+fn explain_outbox(outbox: &Summary) {
+    if outbox.pending > 0 {
+        let last = outbox.last_error.as_deref().unwrap_or("not tried yet");
+        eprintln!(
+            "kitesync: {} {} pending, to be retried on the next run (last error: {last})",
+            outbox.pending,
+            plural(outbox.pending, "item")
+        );
+    }
+    if let Some((label, error)) = outbox.dead_letters.first() {
+        eprintln!(
+            "kitesync: {} {} BuildButler refused (first: {label}: {error})",
+            outbox.dead,
+            plural(outbox.dead, "dead letter")
+        );
     }
 }
 

@@ -154,7 +154,8 @@ async fn a_low_shared_budget_slows_kitesync_down_before_any_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buildkite_faults_are_retried_without_losing_or_duplicating() {
-    let h = Harness::start().await;
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "debug");
     h.bk.set_builds(recent_builds(250));
     // Four faults in a row: the fifth attempt at the first page succeeds.
     h.bk.inject([

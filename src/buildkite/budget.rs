@@ -2,8 +2,9 @@
 //!
 //! Buildkite counts every request against two budgets shared with people and other tools:
 //! the organization's (`RateLimit-*`) and the token owner's (`RateLimit-User-*`). After each
-//! answer the headers are read; when either budget is down to its floor (5 %, at least 2
-//! requests) kitesync waits for that budget's reset instead of spending the rest. On a 429
+//! answer the headers are read; when either budget is down to its reserve (`reserve_percent`
+//! of its limit, at least 2 requests) kitesync waits for that budget's reset instead of
+//! spending what others need. On a 429
 //! it waits out the `Reset` of the budget that ran out (Buildkite sends no `Retry-After`).
 
 use std::num::NonZeroU32;
@@ -45,20 +46,20 @@ impl Snapshot {
         }
     }
 
-    /// The scopes that are at or below their floor, with their names.
-    fn low(&self) -> impl Iterator<Item = (&'static str, Scope)> {
+    /// The scopes that are at or below their reserve, with their names.
+    fn low(&self, reserve_percent: u32) -> impl Iterator<Item = (&'static str, Scope)> {
         [("organization", self.org), ("user", self.user)]
             .into_iter()
-            .filter_map(|(name, s)| {
-                s.filter(|s| s.remaining <= floor(s.limit))
+            .filter_map(move |(name, s)| {
+                s.filter(|s| s.remaining <= reserve(s.limit, reserve_percent))
                     .map(|s| (name, s))
             })
     }
 }
 
-/// The part of a budget kitesync leaves to others: 5 %, at least 2 requests.
-fn floor(limit: u32) -> u32 {
-    (limit / 20).max(2)
+/// The part of a budget kitesync leaves to others: `percent` of it, at least 2 requests.
+fn reserve(limit: u32, percent: u32) -> u32 {
+    (u64::from(limit) * u64::from(percent) / 100).max(2) as u32
 }
 
 fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
@@ -81,6 +82,7 @@ fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
 /// Paces every Buildkite request. Shared by all of a process's requests.
 pub struct Budget {
     limiter: DefaultDirectRateLimiter,
+    reserve_percent: u32,
     state: Mutex<State>,
 }
 
@@ -92,12 +94,14 @@ struct State {
 }
 
 impl Budget {
-    /// A budget that never goes faster than `requests_per_minute`, in bursts of at most 10.
-    pub fn new(requests_per_minute: u32) -> Budget {
+    /// A budget that never goes faster than `requests_per_minute`, in bursts of at most 10,
+    /// and leaves `reserve_percent` of Buildkite's budgets to others.
+    pub fn new(requests_per_minute: u32, reserve_percent: u32) -> Budget {
         let rpm = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(requests_per_minute.min(10)).unwrap_or(NonZeroU32::MIN);
         Budget {
             limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+            reserve_percent,
             state: Mutex::new(State::default()),
         }
     }
@@ -111,17 +115,19 @@ impl Budget {
         self.limiter.until_ready().await;
     }
 
-    /// Records an answer's headers; if a budget is at its floor, the next request waits for
-    /// its reset.
+    /// Records an answer's headers; if a budget is down to its reserve, the next request
+    /// waits for its reset.
     pub fn observe(&self, headers: &HeaderMap) {
         let snapshot = Snapshot::from_headers(headers);
-        let wait = snapshot.low().max_by_key(|(_, s)| s.reset);
+        let wait = snapshot
+            .low(self.reserve_percent)
+            .max_by_key(|(_, s)| s.reset);
         if let Some((name, s)) = wait {
             tracing::info!(
                 scope = name,
                 remaining = s.remaining,
                 limit = s.limit,
-                "Buildkite {name} rate budget is low ({} of {} left): pausing {}s until it resets",
+                "Buildkite {name} rate budget is down to its reserve ({} of {} left): waiting {}s for it to reset",
                 s.remaining,
                 s.limit,
                 s.reset.as_secs()
@@ -217,11 +223,17 @@ mod tests {
             })
         );
         assert_eq!(s.user.map(|u| u.remaining), Some(2));
-        let low: Vec<_> = s.low().map(|(n, _)| n).collect();
+        let low: Vec<_> = s.low(0).map(|(n, _)| n).collect();
         assert_eq!(
             low,
             ["user"],
-            "2 of 50 is the user floor; 150 of 200 is plenty"
+            "2 is the least reserve; 150 of 200 is plenty"
+        );
+        let low: Vec<_> = s.low(80).map(|(n, _)| n).collect();
+        assert_eq!(
+            low,
+            ["organization", "user"],
+            "150 of 200 is under an 80 % reserve"
         );
     }
 
@@ -232,24 +244,19 @@ mod tests {
     }
 
     #[test]
-    fn low_means_at_or_below_five_percent() {
+    fn low_means_at_or_below_the_reserve() {
         let s = Snapshot::from_headers(&headers(&[
-            ("RateLimit-Remaining", "10"),
+            ("RateLimit-Remaining", "20"),
             ("RateLimit-Limit", "200"),
             ("RateLimit-Reset", "5"),
         ]));
-        assert_eq!(s.low().count(), 1);
-        let s = Snapshot::from_headers(&headers(&[
-            ("RateLimit-Remaining", "11"),
-            ("RateLimit-Limit", "200"),
-            ("RateLimit-Reset", "5"),
-        ]));
-        assert_eq!(s.low().count(), 0);
+        assert_eq!(s.low(10).count(), 1);
+        assert_eq!(s.low(5).count(), 0);
     }
 
     #[test]
     fn a_429_waits_for_the_scope_that_ran_out() {
-        let b = Budget::new(30);
+        let b = Budget::new(30, 10);
         let h = headers(&[
             ("RateLimit-Remaining", "120"),
             ("RateLimit-Limit", "200"),

@@ -202,7 +202,7 @@ impl Client {
                 Attempt::Failed(e) => return Err(e),
                 Attempt::RateLimited(wait) => {
                     rate_limited += 1;
-                    tracing::warn!(
+                    tracing::info!(
                         endpoint,
                         "Buildkite answered 429 (rate limited): waiting {}s for the budget to reset",
                         wait.as_secs()
@@ -231,12 +231,23 @@ impl Client {
                 Duration::from_millis(500),
                 Duration::from_secs(30),
             );
-            tracing::warn!(
-                endpoint,
-                attempt = failures,
-                "Buildkite request failed ({reason}); retrying in {}ms",
-                wait.as_millis()
-            );
+            // A malformed answer is worth a warning each time; transport faults are summed up
+            // by the caller if they last.
+            if reason.starts_with("malformed") {
+                tracing::warn!(
+                    endpoint,
+                    attempt = failures,
+                    "Buildkite sent a {reason}; retrying in {}ms",
+                    wait.as_millis()
+                );
+            } else {
+                tracing::debug!(
+                    endpoint,
+                    attempt = failures,
+                    "Buildkite request failed ({reason}); retrying in {}ms",
+                    wait.as_millis()
+                );
+            }
             tokio::time::sleep(wait).await;
         }
     }

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::outbox;
+use super::{backfill, outbox};
 
 /// One finished build of a page, ready for the outbox.
 #[derive(Debug, Clone)]
@@ -58,13 +58,21 @@ pub fn begin_cycle(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How far a walk has got, saved with each page.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// A poll: the latest `finished_at` on the page, for the cycle's high-water mark.
+    Poll { page_max: Option<&'a str> },
+    /// A backfill: its checkpoint after this page.
+    Backfill(&'a backfill::Checkpoint),
+}
+
 /// Records one page: new (build, finished_at) pairs go to `seen` and the outbox, and the
-/// cycle's high-water mark moves to `page_max` — all in one transaction. Returns how many
-/// builds were new.
+/// walk's progress is saved — all in one transaction. Returns how many builds were new.
 pub fn record_page(
     conn: &mut Connection,
     entries: &[Entry],
-    page_max: Option<&str>,
+    progress: Progress<'_>,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
@@ -86,11 +94,17 @@ pub fn record_page(
             outbox::upsert(&tx, &item, now_ms)?;
         }
     }
-    if let Some(page_max) = page_max {
-        let current = get(&tx, "cycle_high_water_mark")?;
-        if current.as_deref().is_none_or(|c| c < page_max) {
-            set(&tx, "cycle_high_water_mark", page_max)?;
+    match progress {
+        Progress::Poll {
+            page_max: Some(page_max),
+        } => {
+            let current = get(&tx, "cycle_high_water_mark")?;
+            if current.as_deref().is_none_or(|c| c < page_max) {
+                set(&tx, "cycle_high_water_mark", page_max)?;
+            }
         }
+        Progress::Poll { page_max: None } => {}
+        Progress::Backfill(checkpoint) => backfill::save(&tx, checkpoint)?,
     }
     tx.commit()?;
     Ok(new)
@@ -123,6 +137,8 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    const NONE: Progress<'static> = Progress::Poll { page_max: None };
+
     fn entry(id: &str, finished_at: &str) -> Entry {
         Entry {
             build_id: id.into(),
@@ -139,10 +155,10 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).expect("open");
         let n = store
             .call(|c| {
-                let first = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], None, 0)?;
-                let again = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], None, 0)?;
+                let first = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], NONE, 0)?;
+                let again = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], NONE, 0)?;
                 let refinished =
-                    record_page(c, &[entry("b1", "2026-01-01T01:00:00.000Z")], None, 0)?;
+                    record_page(c, &[entry("b1", "2026-01-01T01:00:00.000Z")], NONE, 0)?;
                 let rows = outbox::due(c, 0, 10)?;
                 Ok((first, again, refinished, rows))
             })
@@ -164,7 +180,8 @@ mod tests {
                     entry("old", "2026-01-01T00:00:00.000Z"),
                     entry("new", "2026-01-02T00:00:00.000Z"),
                 ];
-                record_page(c, &page, Some("2026-01-02T00:00:00.000Z"), 0)?;
+                let page_max = Some("2026-01-02T00:00:00.000Z");
+                record_page(c, &page, Progress::Poll { page_max }, 0)?;
                 let mid = high_water_mark(c)?;
                 complete_cycle(c, Duration::hours(1))?;
                 let end = high_water_mark(c)?;

@@ -3,6 +3,7 @@
 //! It is the only hand-over point between polling and delivery. Every write is one short
 //! transaction, so a `kill -9` at any moment leaves either the state before or after it.
 
+pub mod backfill;
 pub mod cursor;
 pub mod outbox;
 
@@ -48,6 +49,18 @@ const MIGRATIONS: &[&str] = &[
          UNIQUE (kind, key)
      );
      CREATE INDEX outbox_due ON outbox (state, next_attempt_at);",
+    // 2: backfill checkpoints, one per (since, until) range.
+    "CREATE TABLE backfill (
+         since      TEXT NOT NULL,
+         until      TEXT NOT NULL,
+         upper      TEXT NOT NULL,
+         done       INTEGER NOT NULL DEFAULT 0,
+         windows    INTEGER NOT NULL DEFAULT 0,
+         pages      INTEGER NOT NULL DEFAULT 0,
+         builds     INTEGER NOT NULL DEFAULT 0,
+         updated_at TEXT NOT NULL,
+         PRIMARY KEY (since, until)
+     ) WITHOUT ROWID;",
 ];
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::buildkite::client::Item;
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
 use crate::config::BuildkiteConfig;
-use crate::store::cursor::{self, Entry};
+use crate::store::cursor::{self, Entry, Progress};
 use crate::store::{now_ms, Store, StoreError};
 
 /// What a poll found.
@@ -71,7 +71,12 @@ pub async fn poll(
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
         report.queued += store
-            .call(move |c| cursor::record_page(c, &entries, page_max.as_deref(), now_ms()))
+            .call(move |c| {
+                let progress = Progress::Poll {
+                    page_max: page_max.as_deref(),
+                };
+                cursor::record_page(c, &entries, progress, now_ms())
+            })
             .await?;
         url = page.next;
     }
@@ -82,7 +87,7 @@ pub async fn poll(
 
 /// The finished builds of a page as outbox entries (filtered by pipeline), and the page's
 /// latest `finished_at`.
-fn select(
+pub(crate) fn select(
     org: &str,
     pipelines: &[String],
     items: Vec<Item<Build>>,

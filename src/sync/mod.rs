@@ -1,3 +1,4 @@
 //! One poll cycle: read Buildkite, diff against the store, queue what is new.
 
+pub mod backfill;
 pub mod builds;

@@ -1,0 +1,279 @@
+//! The service: polls on the `[schedule] builds` cron (tokio-cron-scheduler) and delivers
+//! continuously in between, until SIGTERM or SIGINT.
+//!
+//! A poll never overlaps itself: a tick that comes while the previous poll still runs is
+//! skipped. On shutdown the poll and the deliveries in flight are dropped at their next
+//! await; every SQLite transaction is short and runs to its end on the blocking pool, so the
+//! state is always either before or after a page. Outages are logged when they start, every
+//! ten minutes while they last, and when they end — not on every attempt.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::app::App;
+use crate::deliver::{self, DeliverError};
+use crate::store::now_ms;
+use crate::store::outbox;
+use crate::sync::builds::{self, PollError};
+
+/// The longest the delivery loop sleeps before looking at the outbox again.
+const IDLE_WAKE: Duration = Duration::from_secs(30);
+/// How often a lasting outage is logged again.
+const REMIND_EVERY: Duration = Duration::from_secs(600);
+
+/// Why the daemon stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The operator must act (token, scope, organization, API key, URL); retrying is futile.
+    #[error("{0}")]
+    Configuration(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs until `shutdown` resolves (then returns `Ok`) or a configuration error makes further
+/// work pointless.
+pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let app = Arc::new(app);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
+    let queued = Arc::new(Notify::new());
+    let poller = Arc::new(Poller {
+        app: Arc::clone(&app),
+        running: Mutex::new(Health::new("Buildkite poll")),
+        queued: Arc::clone(&queued),
+        stop: stop_rx.clone(),
+        fatal: fatal_tx.clone(),
+    });
+
+    let mut scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
+    let tick = Arc::clone(&poller);
+    let job = Job::new_async(app.config.schedule.builds.as_str(), move |_, _| {
+        let poller = Arc::clone(&tick);
+        Box::pin(async move { poller.tick().await })
+    })
+    .map_err(|e| DaemonError::Setup(format!("[schedule] builds: {e}")))?;
+    scheduler
+        .add(job)
+        .await
+        .map_err(|e| DaemonError::Setup(format!("cannot schedule the poll: {e}")))?;
+
+    let delivery = tokio::spawn(deliver_loop(
+        Arc::clone(&app),
+        Arc::clone(&queued),
+        stop_rx.clone(),
+        fatal_tx,
+    ));
+    // Poll at once on start, then on the schedule.
+    tokio::spawn({
+        let poller = Arc::clone(&poller);
+        async move { poller.tick().await }
+    });
+    scheduler
+        .start()
+        .await
+        .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = tokio::spawn(watchdog());
+    tracing::info!(
+        schedule = app.config.schedule.builds,
+        "kitesync started: polling {} and delivering to {}",
+        app.config.buildkite.organization,
+        app.config.buildbutler.base_url()
+    );
+
+    let outcome = tokio::select! {
+        () = shutdown => {
+            tracing::info!("stopping: finishing the current transaction, sending nothing new");
+            Ok(())
+        }
+        why = fatal_rx.wait_for(Option::is_some) => {
+            let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+            Err(DaemonError::Configuration(why))
+        }
+    };
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
+    let _ = stop_tx.send(true);
+    let _ = scheduler.shutdown().await;
+    let _ = delivery.await;
+    // A poll in progress notices the stop at its next await; wait for it to let go.
+    let _ = tokio::time::timeout(Duration::from_secs(5), poller.running.lock()).await;
+    outcome
+}
+
+/// One poll at a time, with its health.
+struct Poller {
+    app: Arc<App>,
+    running: Mutex<Health>,
+    queued: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+    fatal: watch::Sender<Option<String>>,
+}
+
+impl Poller {
+    /// A scheduled tick: polls unless a poll is already running or the daemon is stopping.
+    async fn tick(&self) {
+        let Ok(mut health) = self.running.try_lock() else {
+            tracing::debug!("the previous poll is still running: skipping this tick");
+            return;
+        };
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return;
+        }
+        let app = &self.app;
+        let poll = builds::poll(&app.client, &app.store, &app.config.buildkite);
+        let result = tokio::select! {
+            r = poll => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match result {
+            Ok(report) => {
+                health.ok();
+                tracing::debug!(
+                    pages = report.pages,
+                    queued = report.queued,
+                    requests = app.client.requests(),
+                    "poll done"
+                );
+                if report.queued > 0 {
+                    tracing::info!("{} newly finished builds queued", report.queued);
+                    self.queued.notify_one();
+                }
+            }
+            Err(PollError::Source(e)) if e.is_configuration() => {
+                let _ = self.fatal.send(Some(e.to_string()));
+            }
+            Err(e) => health.failed(&e.to_string()),
+        }
+    }
+}
+
+/// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
+/// or [`IDLE_WAKE`] passes; until `stop`. A fatal error (API key, URL) is sent to `fatal`.
+pub(crate) async fn deliver_loop(
+    app: Arc<App>,
+    queued: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    fatal: watch::Sender<Option<String>>,
+) {
+    let mut health = Health::new("BuildButler delivery");
+    let bb = &app.config.buildbutler;
+    loop {
+        let drain = deliver::drain(&app.store, &app.sink, bb.concurrency, Instant::now());
+        let result = tokio::select! {
+            r = drain => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match result {
+            Ok(report) if report.retried > 0 => {
+                health.failed("deliveries are failing and will be retried")
+            }
+            Ok(report) => {
+                if report.delivered > 0 {
+                    health.ok();
+                    tracing::debug!(delivered = report.delivered, "delivered");
+                }
+            }
+            Err(DeliverError::Fatal(e)) => {
+                let _ = fatal.send(Some(e));
+                return;
+            }
+            Err(e) => health.failed(&e.to_string()),
+        }
+        let next = app
+            .store
+            .call(|c| outbox::summary(c))
+            .await
+            .ok()
+            .and_then(|s| s.next_attempt_at);
+        let wait = next.map_or(IDLE_WAKE, |at| {
+            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
+        });
+        tokio::select! {
+            () = queued.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Logs an outage when it starts, every [`REMIND_EVERY`] while it lasts, and when it ends.
+struct Health {
+    what: &'static str,
+    failing_since: Option<Instant>,
+    reminded: Instant,
+    failures: u64,
+}
+
+impl Health {
+    fn new(what: &'static str) -> Health {
+        Health {
+            what,
+            failing_since: None,
+            reminded: Instant::now(),
+            failures: 0,
+        }
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.failures += 1;
+        match self.failing_since {
+            None => {
+                self.failing_since = Some(Instant::now());
+                self.reminded = Instant::now();
+                tracing::error!("{} failing: {error}; retrying with backoff", self.what);
+            }
+            Some(since) if self.reminded.elapsed() >= REMIND_EVERY => {
+                self.reminded = Instant::now();
+                tracing::error!(
+                    "{} still failing after {} attempts over {}s: {error}",
+                    self.what,
+                    self.failures,
+                    since.elapsed().as_secs()
+                );
+            }
+            Some(_) => tracing::debug!("{} failed again: {error}", self.what),
+        }
+    }
+
+    fn ok(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                "{} recovered after {} failed attempts over {}s",
+                self.what,
+                self.failures,
+                since.elapsed().as_secs()
+            );
+        }
+        self.failures = 0;
+    }
+}
+
+/// Tells systemd (when started as `Type=notify`) how the service is doing; a no-op otherwise.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("cannot notify systemd: {e}");
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, while the runtime is alive.
+async fn watchdog() {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        every.tick().await;
+        notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+    }
+}

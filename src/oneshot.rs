@@ -1,0 +1,152 @@
+//! The runs that end by themselves: `--once` (one poll, then deliver everything that can be
+//! delivered now) and `--backfill` (walk a range of history while delivering).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Notify};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::daemon;
+use crate::deliver::{self, DeliverError, DeliveryReport};
+use crate::store::backfill::Checkpoint;
+use crate::store::outbox::{self, Summary};
+use crate::sync::backfill::{self, BackfillReport, Observer};
+use crate::sync::builds::{self, PollError, PollReport};
+
+/// What a `--once` run did and left.
+#[derive(Debug)]
+pub struct OnceReport {
+    pub poll: Result<PollReport, PollError>,
+    pub delivery: Result<DeliveryReport, DeliverError>,
+    /// Buildkite requests sent.
+    pub requests: u64,
+    /// The outbox after the run.
+    pub outbox: Summary,
+}
+
+impl OnceReport {
+    /// True when the poll worked and nothing is left to deliver.
+    pub fn complete(&self) -> bool {
+        self.poll.is_ok()
+            && self.delivery.is_ok()
+            && self.outbox.pending == 0
+            && self.outbox.dead == 0
+    }
+
+    /// True when the operator must fix credentials or configuration.
+    pub fn needs_configuration(&self) -> bool {
+        matches!(&self.poll, Err(PollError::Source(e)) if e.is_configuration())
+            || matches!(self.delivery, Err(DeliverError::Fatal(_)))
+    }
+}
+
+/// Polls once and delivers. Fails only if the state database or HTTP setup fails; poll and
+/// delivery problems are in the report.
+pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
+    let app = App::new(config.clone())?;
+    let poll = builds::poll(&app.client, &app.store, &app.config.buildkite).await;
+    if let Err(e) = &poll {
+        tracing::error!("poll failed: {e}");
+    }
+    let (delivery, outbox) = deliver_all(&app).await?;
+    Ok(OnceReport {
+        poll,
+        delivery,
+        requests: app.client.requests(),
+        outbox,
+    })
+}
+
+/// What a `--backfill` run did and left.
+#[derive(Debug)]
+pub struct BackfillOutcome {
+    /// The walk; `None` when it was interrupted (it resumes from its checkpoint next time).
+    pub walk: Option<Result<BackfillReport, PollError>>,
+    pub delivery: Result<DeliveryReport, DeliverError>,
+    pub requests: u64,
+    pub budget_waits: u64,
+    pub outbox: Summary,
+}
+
+/// Walks `[since, until)`, delivering as it goes, then delivers what is left. Stops early,
+/// with the checkpoint saved, when `shutdown` resolves.
+pub async fn run_backfill(
+    config: &Config,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    observer: &mut dyn Observer,
+    shutdown: impl Future<Output = ()>,
+) -> Result<BackfillOutcome, String> {
+    let app = Arc::new(App::new(config.clone())?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let queued = Arc::new(Notify::new());
+    let delivering = tokio::spawn(daemon::deliver_loop(
+        Arc::clone(&app),
+        Arc::clone(&queued),
+        stop_rx,
+        fatal_tx,
+    ));
+    let mut observer = Notifying {
+        inner: observer,
+        queued: Arc::clone(&queued),
+    };
+    let walk = tokio::select! {
+        r = backfill::run(&app, since, until, &mut observer) => Some(r),
+        () = shutdown => None,
+    };
+    let _ = stop_tx.send(true);
+    let _ = delivering.await;
+    let (delivery, outbox) = match (&walk, fatal_rx.borrow().clone()) {
+        (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),
+        (None, None) => (Ok(DeliveryReport::default()), summary(&app).await?),
+        (Some(_), None) => deliver_all(&app).await?,
+    };
+    Ok(BackfillOutcome {
+        walk,
+        delivery,
+        requests: app.client.requests(),
+        budget_waits: app.client.budget().waits(),
+        outbox,
+    })
+}
+
+/// Passes progress on, and wakes the delivery loop after each page.
+struct Notifying<'a> {
+    inner: &'a mut dyn Observer,
+    queued: Arc<Notify>,
+}
+
+impl Observer for Notifying<'_> {
+    fn page(&mut self, cp: &Checkpoint, fraction: f64, requests: u64, budget_waits: u64) {
+        self.queued.notify_one();
+        self.inner.page(cp, fraction, requests, budget_waits);
+    }
+
+    fn window(&mut self, cp: &Checkpoint) {
+        self.inner.window(cp);
+    }
+}
+
+/// Delivers what is due, retrying failures for `retry_window_seconds`; then the outbox's state.
+pub async fn deliver_all(
+    app: &App,
+) -> Result<(Result<DeliveryReport, DeliverError>, Summary), String> {
+    let bb = &app.config.buildbutler;
+    let retry_until = tokio::time::Instant::now() + bb.retry_window();
+    let delivery = deliver::drain(&app.store, &app.sink, bb.concurrency, retry_until).await;
+    if let Err(e) = &delivery {
+        tracing::error!("delivery stopped: {e}");
+    }
+    Ok((delivery, summary(app).await?))
+}
+
+async fn summary(app: &App) -> Result<Summary, String> {
+    app.store
+        .call(|c| outbox::summary(c))
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,69 @@
+//! Backfill checkpoints: for each (since, until) range, the `created_to` bound of the part
+//! still to walk. Saved in the same transaction as each page, so an interrupted backfill
+//! resumes where it stopped without re-fetching what it had finished.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Where a backfill of one range stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub since: String,
+    pub until: String,
+    /// Everything created at or after this is done (the `created_to` of the next window).
+    pub upper: String,
+    pub done: bool,
+    pub windows: u64,
+    pub pages: u64,
+    /// Finished builds walked so far.
+    pub builds: u64,
+}
+
+impl Checkpoint {
+    /// A range not started yet.
+    pub fn new(since: &str, until: &str) -> Checkpoint {
+        Checkpoint {
+            since: since.to_string(),
+            until: until.to_string(),
+            upper: until.to_string(),
+            done: false,
+            windows: 0,
+            pages: 0,
+            builds: 0,
+        }
+    }
+}
+
+/// The saved checkpoint of a range, if it was started.
+pub fn load(conn: &Connection, since: &str, until: &str) -> rusqlite::Result<Option<Checkpoint>> {
+    conn.query_row(
+        "SELECT upper, done, windows, pages, builds FROM backfill WHERE since = ?1 AND until = ?2",
+        params![since, until],
+        |r| {
+            Ok(Checkpoint {
+                since: since.to_string(),
+                until: until.to_string(),
+                upper: r.get(0)?,
+                done: r.get(1)?,
+                windows: r.get(2)?,
+                pages: r.get(3)?,
+                builds: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Saves a checkpoint (inside the page's transaction).
+pub fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO backfill (since, until, upper, done, windows, pages, builds, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+         ON CONFLICT (since, until) DO UPDATE SET
+             upper = excluded.upper, done = excluded.done, windows = excluded.windows,
+             pages = excluded.pages, builds = excluded.builds, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        cp.since, cp.until, cp.upper, cp.done, cp.windows, cp.pages, cp.builds
+    ])?;
+    Ok(())
+}
