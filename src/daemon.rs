@@ -26,6 +26,17 @@ const IDLE_WAKE: Duration = Duration::from_secs(30);
 /// How often a lasting outage is logged again.
 const REMIND_EVERY: Duration = Duration::from_secs(600);
 
+/// When the background tasks should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Keep going.
+    No,
+    /// Finish the delivery pass under way, then stop (nothing in flight is abandoned).
+    AfterThisPass,
+    /// Stop at the next await: no new requests.
+    Now,
+}
+
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -40,7 +51,7 @@ pub enum DaemonError {
 /// work pointless.
 pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let app = Arc::new(app);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
     let queued = Arc::new(Notify::new());
     let poller = Arc::new(Poller {
@@ -101,7 +112,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     };
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Stop::Now);
     let _ = scheduler.shutdown().await;
     let _ = delivery.await;
     // A poll in progress notices the stop at its next await; wait for it to let go.
@@ -114,7 +125,7 @@ struct Poller {
     app: Arc<App>,
     running: Mutex<Health>,
     queued: Arc<Notify>,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
 }
 
@@ -126,14 +137,14 @@ impl Poller {
             return;
         };
         let mut stop = self.stop.clone();
-        if *stop.borrow() {
+        if *stop.borrow() != Stop::No {
             return;
         }
         let app = &self.app;
         let poll = builds::poll(&app.client, &app.store, &app.config.buildkite);
         let result = tokio::select! {
             r = poll => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s == Stop::Now) => return,
         };
         match result {
             Ok(report) => {
@@ -158,11 +169,12 @@ impl Poller {
 }
 
 /// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
-/// or [`IDLE_WAKE`] passes; until `stop`. A fatal error (API key, URL) is sent to `fatal`.
+/// or [`IDLE_WAKE`] passes; until `stop` says so. A fatal error (API key, URL) is sent to
+/// `fatal`.
 pub(crate) async fn deliver_loop(
     app: Arc<App>,
     queued: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
 ) {
     let mut health = Health::new("BuildButler delivery");
@@ -171,7 +183,7 @@ pub(crate) async fn deliver_loop(
         let drain = deliver::drain(&app.store, &app.sink, bb.concurrency, Instant::now());
         let result = tokio::select! {
             r = drain => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s == Stop::Now) => return,
         };
         match result {
             Ok(report) if report.retried > 0 => {
@@ -189,6 +201,9 @@ pub(crate) async fn deliver_loop(
             }
             Err(e) => health.failed(&e.to_string()),
         }
+        if *stop.borrow() != Stop::No {
+            return;
+        }
         let next = app
             .store
             .call(|c| outbox::summary(c))
@@ -201,7 +216,7 @@ pub(crate) async fn deliver_loop(
         tokio::select! {
             () = queued.notified() => {}
             () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s != Stop::No) => return,
         }
     }
 }

@@ -40,7 +40,8 @@ struct Cli {
     /// Start of the backfill range (RFC 3339, e.g. 2025-01-01T00:00:00Z, or a date).
     #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
     since: Option<DateTime<Utc>>,
-    /// End of the backfill range, exclusive (default: now).
+    /// End of the backfill range, exclusive. Default: when the first run of this backfill
+    /// (same --since) started, so that running the same command again resumes it.
     #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
     until: Option<DateTime<Utc>>,
 }
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
         if cli.once {
             once(&config).await
         } else if let Some(since) = cli.since {
-            backfill(&config, since, cli.until.unwrap_or_else(Utc::now)).await
+            backfill(&config, since, cli.until).await
         } else {
             serve(config).await
         }
@@ -133,9 +134,10 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-async fn backfill(config: &Config, since: DateTime<Utc>, until: DateTime<Utc>) -> ExitCode {
-    if since >= until {
-        eprintln!("kitesync: --since ({since}) must be before --until ({until})");
+async fn backfill(config: &Config, since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> ExitCode {
+    let end = until.unwrap_or_else(Utc::now);
+    if since >= end {
+        eprintln!("kitesync: --since ({since}) must be before --until ({end})");
         return ExitCode::from(EXIT_CONFIG);
     }
     let mut reporter = Reporter::new(std::io::stderr().is_terminal());

@@ -9,7 +9,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::daemon;
+use crate::daemon::{self, Stop};
 use crate::deliver::{self, DeliverError, DeliveryReport};
 use crate::store::backfill::Checkpoint;
 use crate::store::outbox::{self, Summary};
@@ -76,12 +76,12 @@ pub struct BackfillOutcome {
 pub async fn run_backfill(
     config: &Config,
     since: DateTime<Utc>,
-    until: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
     observer: &mut dyn Observer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillOutcome, String> {
     let app = Arc::new(App::new(config.clone())?);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, fatal_rx) = watch::channel(None);
     let queued = Arc::new(Notify::new());
     let delivering = tokio::spawn(daemon::deliver_loop(
@@ -98,7 +98,13 @@ pub async fn run_backfill(
         r = backfill::run(&app, since, until, &mut observer) => Some(r),
         () = shutdown => None,
     };
-    let _ = stop_tx.send(true);
+    // After the walk, let the pass under way finish (abandoning it would re-send its
+    // deliveries); after an interruption, stop at once.
+    let _ = stop_tx.send(if walk.is_some() {
+        Stop::AfterThisPass
+    } else {
+        Stop::Now
+    });
     let _ = delivering.await;
     let (delivery, outbox) = match (&walk, fatal_rx.borrow().clone()) {
         (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),

@@ -7,23 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Waits until `done()` holds (checking every 10 ms), up to 60 s.
-async fn until(mut done: impl FnMut() -> bool) {
-    for _ in 0..6000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached in 60 s");
-}
-
-fn integrity(h: &Harness) -> String {
-    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_delivery_then_a_clean_run_delivers_everything() {
     let h = Harness::start().await;

@@ -40,6 +40,8 @@ pub struct RecordedRequest {
     pub at: Instant,
     pub status: u16,
     pub authorization: Option<String>,
+    /// The organization's budget left after this request, as the headers said.
+    pub org_remaining: u32,
 }
 
 /// One rate budget: `limit` requests per `window`.
@@ -64,6 +66,8 @@ struct Inner {
     faults: VecDeque<Fault>,
     latency: Duration,
     requests: Vec<RecordedRequest>,
+    in_flight: u32,
+    max_in_flight: u32,
 }
 
 /// A running fake Buildkite API. Cheap to clone; all clones share the state.
@@ -103,6 +107,8 @@ impl FakeBuildkite {
             faults: VecDeque::new(),
             latency: Duration::ZERO,
             requests: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let app = Router::new()
             .route("/v2/organizations/{org}/builds", get(list_builds))
@@ -182,6 +188,11 @@ impl FakeBuildkite {
         self.lock().requests.clone()
     }
 
+    /// The most requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> u32 {
+        self.lock().max_in_flight
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
@@ -213,11 +224,17 @@ async fn list(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let latency = s.lock().unwrap_or_else(|e| e.into_inner()).latency;
+    let latency = {
+        let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+        inner.latency
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    inner.in_flight -= 1;
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -231,11 +248,13 @@ async fn list(
         authorization.as_deref(),
     );
     let status = response.status().as_u16();
+    let org_remaining = inner.org_budget.limit.saturating_sub(inner.org_budget.used);
     inner.requests.push(RecordedRequest {
         uri: uri.to_string(),
         at: Instant::now(),
         status,
         authorization,
+        org_remaining,
     });
     rate_headers(&inner, response.headers_mut());
     response

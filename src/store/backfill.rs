@@ -9,6 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 pub struct Checkpoint {
     pub since: String,
     pub until: String,
+    /// Started without `--until`: the range ends when it first started.
+    pub open_ended: bool,
     /// Everything created at or after this is done (the `created_to` of the next window).
     pub upper: String,
     pub done: bool,
@@ -20,10 +22,11 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// A range not started yet.
-    pub fn new(since: &str, until: &str) -> Checkpoint {
+    pub fn new(since: &str, until: &str, open_ended: bool) -> Checkpoint {
         Checkpoint {
             since: since.to_string(),
             until: until.to_string(),
+            open_ended,
             upper: until.to_string(),
             done: false,
             windows: 0,
@@ -33,20 +36,28 @@ impl Checkpoint {
     }
 }
 
-/// The saved checkpoint of a range, if it was started.
-pub fn load(conn: &Connection, since: &str, until: &str) -> rusqlite::Result<Option<Checkpoint>> {
+/// The saved checkpoint of a range, if it was started. With no `until`, the range that was
+/// started from `since` without one.
+pub fn load(
+    conn: &Connection,
+    since: &str,
+    until: Option<&str>,
+) -> rusqlite::Result<Option<Checkpoint>> {
     conn.query_row(
-        "SELECT upper, done, windows, pages, builds FROM backfill WHERE since = ?1 AND until = ?2",
+        "SELECT since, until, open_ended, upper, done, windows, pages, builds FROM backfill
+         WHERE since = ?1 AND (until = ?2 OR (?2 IS NULL AND open_ended))
+         ORDER BY until DESC LIMIT 1",
         params![since, until],
         |r| {
             Ok(Checkpoint {
-                since: since.to_string(),
-                until: until.to_string(),
-                upper: r.get(0)?,
-                done: r.get(1)?,
-                windows: r.get(2)?,
-                pages: r.get(3)?,
-                builds: r.get(4)?,
+                since: r.get(0)?,
+                until: r.get(1)?,
+                open_ended: r.get(2)?,
+                upper: r.get(3)?,
+                done: r.get(4)?,
+                windows: r.get(5)?,
+                pages: r.get(6)?,
+                builds: r.get(7)?,
             })
         },
     )
@@ -56,14 +67,22 @@ pub fn load(conn: &Connection, since: &str, until: &str) -> rusqlite::Result<Opt
 /// Saves a checkpoint (inside the page's transaction).
 pub fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO backfill (since, until, upper, done, windows, pages, builds, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        "INSERT INTO backfill
+             (since, until, open_ended, upper, done, windows, pages, builds, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          ON CONFLICT (since, until) DO UPDATE SET
              upper = excluded.upper, done = excluded.done, windows = excluded.windows,
              pages = excluded.pages, builds = excluded.builds, updated_at = excluded.updated_at",
     )?
     .execute(params![
-        cp.since, cp.until, cp.upper, cp.done, cp.windows, cp.pages, cp.builds
+        cp.since,
+        cp.until,
+        cp.open_ended,
+        cp.upper,
+        cp.done,
+        cp.windows,
+        cp.pages,
+        cp.builds
     ])?;
     Ok(())
 }

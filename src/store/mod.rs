@@ -49,10 +49,12 @@ const MIGRATIONS: &[&str] = &[
          UNIQUE (kind, key)
      );
      CREATE INDEX outbox_due ON outbox (state, next_attempt_at);",
-    // 2: backfill checkpoints, one per (since, until) range.
+    // 2: backfill checkpoints, one per (since, until) range; `open_ended` when the run had
+    // no --until (its until is when it first started).
     "CREATE TABLE backfill (
          since      TEXT NOT NULL,
          until      TEXT NOT NULL,
+         open_ended INTEGER NOT NULL,
          upper      TEXT NOT NULL,
          done       INTEGER NOT NULL DEFAULT 0,
          windows    INTEGER NOT NULL DEFAULT 0,
@@ -113,8 +115,13 @@ impl Store {
     }
 }
 
+/// Applies the missing migrations in one write transaction, so that two processes opening a
+/// new database at once (a backfill next to the daemon) do not both migrate it.
 fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let version: usize = conn
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| format!("cannot lock it to migrate: {e}"))?;
+    let version: usize = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| format!("cannot read its schema version: {e}"))?;
     if version > MIGRATIONS.len() {
@@ -124,15 +131,12 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn
-            .transaction()
-            .map_err(|e| format!("cannot migrate it: {e}"))?;
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "user_version", i + 1))
-            .and_then(|_| tx.commit())
             .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
     }
-    Ok(())
+    tx.commit()
+        .map_err(|e| format!("cannot save its migration: {e}"))
 }
 
 /// Milliseconds since the Unix epoch, the unit of the outbox's times.

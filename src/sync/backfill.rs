@@ -3,8 +3,8 @@
 //! Buildkite lists builds newest-first and refuses to page deep ("Listing builds this deep
 //! is not supported"), so the range is walked in `created_from`/`created_to` windows. A
 //! window starts at the range's lower bound and at the checkpoint's upper bound; each page
-//! moves the upper bound down to just above its oldest build (ties are fetched again and
-//! deduplicated by the seen-set). When a window reaches the depth limit, the next window
+//! moves the upper bound down to just above its oldest build (builds created in that same
+//! millisecond are fetched again by the next window and skipped). When a window reaches the depth limit, the next window
 //! starts from there: it learns the limit from the first 400 and afterwards narrows before
 //! hitting it. The checkpoint is saved with each page, so an interrupted backfill resumes
 //! without re-fetching what it finished.
@@ -41,24 +41,31 @@ pub struct BackfillReport {
 /// Just what the walk needs of a listed build, read even from builds that do not decode.
 #[derive(Deserialize)]
 struct Created {
+    id: String,
     created_at: Option<DateTime<Utc>>,
 }
 
-/// Walks `[since, until)` and queues every finished build created in it.
+/// Walks `[since, until)` and queues every finished build created in it. Without `until`,
+/// the range ends when the first run from this `since` started, so running the same command
+/// again resumes it (or finds it done).
 pub async fn run(
     app: &App,
     since: DateTime<Utc>,
-    until: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
     observer: &mut dyn Observer,
 ) -> Result<BackfillReport, PollError> {
-    let (from, to) = (timestamp(since), timestamp(until));
-    let (key_from, key_to) = (from.clone(), to.clone());
+    let from = timestamp(since);
+    let key = (from.clone(), until.map(timestamp));
     let saved = app
         .store
-        .call(move |c| backfill::load(c, &key_from, &key_to))
+        .call(move |c| backfill::load(c, &key.0, key.1.as_deref()))
         .await?;
     let resumed = saved.as_ref().is_some_and(|cp| !cp.done && cp.pages > 0);
-    let mut cp = saved.unwrap_or_else(|| Checkpoint::new(&from, &to));
+    let mut cp = saved.unwrap_or_else(|| {
+        let to = timestamp(until.unwrap_or_else(Utc::now));
+        Checkpoint::new(&from, &to, until.is_none())
+    });
+    let until = parse(&cp.until).unwrap_or_else(Utc::now);
     let mut report = BackfillReport {
         checkpoint: cp.clone(),
         queued: 0,
@@ -67,6 +74,7 @@ pub async fn run(
     let span = (until - since).num_milliseconds().max(1) as f64;
     let org = &app.config.buildkite.organization;
     let mut depth: Option<u64> = None;
+    let mut boundary: Vec<String> = Vec::new();
     while !cp.done {
         let window_top = cp.upper.clone();
         cp.windows += 1;
@@ -93,13 +101,24 @@ pub async fn run(
                 }
                 Err(e) => return Err(e.into()),
             };
-            let oldest = page
+            let created: Vec<(String, DateTime<Utc>)> = page
                 .items
                 .iter()
-                .filter_map(|i| serde_json::from_str::<Created>(&i.raw).ok()?.created_at)
-                .min();
+                .filter_map(|i| {
+                    let c = serde_json::from_str::<Created>(&i.raw).ok()?;
+                    Some((c.id, c.created_at?))
+                })
+                .collect();
+            let oldest = created.iter().map(|(_, t)| *t).min();
             let next = page.next.clone();
-            let (entries, _) = select(org, &app.config.buildkite.pipelines, page.items, &url);
+            let (mut entries, _) = select(org, &app.config.buildkite.pipelines, page.items, &url);
+            // The previous window's oldest builds come first again: already recorded.
+            entries.retain(|e| !boundary.contains(&e.build_id));
+            boundary = created
+                .into_iter()
+                .filter(|(_, t)| Some(*t) == oldest)
+                .map(|(id, _)| id)
+                .collect();
             cp.pages += 1;
             cp.builds += entries.len() as u64;
             match (oldest, &next) {

@@ -130,6 +130,13 @@ retry_window_seconds = 5
         self.command(args).spawn().expect("kitesync started")
     }
 
+    /// Starts the daemon (polling every second).
+    pub fn spawn_daemon(&self) -> tokio::process::Child {
+        let mut cmd = self.command(&[]);
+        cmd.env("KITESYNC_SCHEDULE__BUILDS", "* * * * * *");
+        cmd.spawn().expect("kitesync started")
+    }
+
     /// Buildkite requests made so far.
     pub fn bk_requests(&self) -> usize {
         self.bk.requests().len()
@@ -147,6 +154,57 @@ pub fn recent_builds(count: u64) -> Vec<Value> {
         Utc::now() - chrono::Duration::seconds(5),
         spacing,
     )
+}
+
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("still running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill ran");
+    assert!(status.success());
+}
+
+/// Waits until `done()` holds (checking every 10 ms), up to 60 s.
+pub async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 60 s");
+}
+
+/// `PRAGMA integrity_check` of the state database.
+pub fn integrity(h: &Harness) -> String {
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check")
+}
+
+/// Collects a child's stderr in the background.
+pub fn capture_stderr(
+    child: &mut tokio::process::Child,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::AsyncReadExt;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut stderr) = child.stderr.take() {
+        let sink = std::sync::Arc::clone(&out);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    out
 }
 
 /// A time `minutes` ago.

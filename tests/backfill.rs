@@ -1,0 +1,172 @@
+//! End-to-end tests of `--backfill`: windows past the depth limit, resuming after a crash
+//! without re-fetching, side by side with the daemon, and the budget reserve.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use kitesync_fakes::data;
+
+/// `count` finished builds spread evenly over the last two years (created ten minutes
+/// before they finished).
+fn history(count: u64) -> Vec<serde_json::Value> {
+    let spacing = chrono::Duration::days(730) / i32::try_from(count).expect("small");
+    data::finished_builds(ORG, 1, count, ago(60), spacing)
+}
+
+fn two_years_ago() -> String {
+    (Utc::now() - chrono::Duration::days(731)).to_rfc3339()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn walks_windows_past_the_depth_limit_and_delivers_only_finished_builds_in_range() {
+    let h = Harness::start().await;
+    h.bk.set_builds(history(1200));
+    h.bk.set_max_page(3);
+    // Outside the range, or not finished: never delivered.
+    h.bk.add_builds([
+        data::build(
+            ORG,
+            5000,
+            "web",
+            "passed",
+            ago(800 * 24 * 60),
+            Some(ago(800 * 24 * 60 - 5)),
+        ),
+        data::build(ORG, 5001, "web", "running", ago(24 * 60), None),
+    ]);
+    let since = two_years_ago();
+    let run = h.run(&["--backfill", "--since", &since]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let builds = h.bb.builds();
+    assert_eq!(builds.len(), 1200);
+    assert!(
+        !builds.contains_key(&data::build_id(5000)) && !builds.contains_key(&data::build_id(5001))
+    );
+    assert_eq!(h.bb.build_posts(), 1200);
+
+    let reqs = h.bk.requests();
+    let too_deep = reqs.iter().filter(|r| r.status == 400).count();
+    assert_eq!(
+        too_deep, 1,
+        "the depth limit is learned once, then windows narrow in time"
+    );
+    let windows = reqs.iter().filter(|r| !r.uri.contains("&page=")).count();
+    let budget = (1.05 * 12.0_f64).floor() as usize + windows;
+    println!(
+        "backfill of 1200 builds: {} requests in {windows} windows (budget {budget})",
+        reqs.len()
+    );
+    assert!(
+        reqs.len() <= budget,
+        "{} requests, budget {budget}",
+        reqs.len()
+    );
+    assert!(
+        run.stdout.contains("1200 finished builds"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("backfill window 1"),
+        "progress lines: {}",
+        run.stderr
+    );
+
+    // Running it again finds the range done: no Buildkite request at all.
+    h.bk.clear_requests();
+    let again = h.run(&["--backfill", "--since", &since]).await;
+    assert_eq!(again.code, 0, "{}", again.output());
+    assert_eq!(h.bk_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_backfill_resumes_without_refetching() {
+    // The same history, walked once without interruption, gives the reference count.
+    let reference = Harness::start().await;
+    reference.bk.set_builds(history(900));
+    reference.bk.set_max_page(3);
+    let since = two_years_ago();
+    let end = Utc::now().to_rfc3339();
+    let args = ["--backfill", "--since", &since, "--until", &end];
+    assert_eq!(reference.run(&args).await.code, 0);
+    let uninterrupted = reference.bk_requests();
+
+    let h = Harness::start().await;
+    h.bk.set_builds(history(900));
+    h.bk.set_max_page(3);
+    for kill_after in [3, 7] {
+        h.bk.set_latency(Duration::from_millis(150));
+        let mut child = h.spawn(&args);
+        let start = h.bk_requests();
+        until(|| h.bk_requests() >= start + kill_after).await;
+        child.start_kill().expect("kill -9");
+        child.wait().await.expect("reaped");
+        assert_eq!(integrity(&h), "ok");
+    }
+    h.bk.set_latency(Duration::ZERO);
+    let run = h.run(&args).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(run.stdout.contains("(resumed)"), "{}", run.stdout);
+    assert_eq!(h.bb.builds().len(), 900, "nothing lost");
+    // Each interruption may cost the page in flight and relearning the depth limit.
+    let total = h.bk_requests();
+    assert!(
+        total <= uninterrupted + 2 * 3,
+        "{total} requests vs {uninterrupted} uninterrupted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_beside_a_running_daemon_delivers_each_build_once_in_effect() {
+    let h = Harness::start().await;
+    // Recent builds, so the daemon's polls and the backfill see the same ones.
+    h.bk.set_builds(recent_builds(400));
+    h.bb.set_latency(Duration::from_millis(2));
+    let mut daemon = h.spawn_daemon();
+    let since = ago(120).to_rfc3339();
+    let run = h.run(&["--backfill", "--since", &since]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    until(|| h.bb.builds().len() == 400).await;
+    terminate(&daemon);
+    assert!(daemon.wait().await.expect("reaped").success());
+    let builds = h.bb.builds();
+    for (key, b) in &builds {
+        assert_eq!(b["externalRunId"].as_str(), Some(key.as_str()));
+    }
+    let posts = h.bb.build_posts();
+    assert!(
+        posts < 2 * 400,
+        "re-sends are upserts of the same ids, and rare: {posts}"
+    );
+    assert_eq!(integrity(&h), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_keeps_the_reserve_of_a_busy_organization() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__RESERVE_PERCENT", "50");
+    h.bk.set_builds(history(1000));
+    h.bk.set_max_page(100);
+    // A small budget of 16 a window of 2 s, 4 of them already spent by other tools.
+    h.bk.set_budgets(16, 50, Duration::from_secs(2));
+    h.bk.spend_org_budget(4);
+    let run = h.run(&["--backfill", "--since", &two_years_ago()]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert_eq!(h.bb.builds().len(), 1000);
+    let reqs = h.bk.requests();
+    assert!(reqs.iter().all(|r| r.status == 200), "no 429");
+    let lowest = reqs.iter().map(|r| r.org_remaining).min().unwrap_or(0);
+    assert!(
+        lowest >= 8,
+        "half of the organization's budget stays free: lowest {lowest}"
+    );
+    assert!(
+        run.stderr.contains("waiting"),
+        "budget waits are logged: {}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains(" 0 budget waits"), "{}", run.stdout);
+}
