@@ -220,12 +220,12 @@ impl BuildkiteConfig {
         self.token.clone().unwrap_or_default()
     }
     /// The re-poll overlap.
-    pub fn overlap(&self) -> Duration {
-        Duration::from_secs(self.overlap_seconds)
+    pub fn overlap(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.overlap_seconds as i64)
     }
     /// How far back the first poll looks.
-    pub fn first_poll_lookback(&self) -> Duration {
-        Duration::from_secs(self.first_poll_lookback_minutes * 60)
+    pub fn first_poll_lookback(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.first_poll_lookback_minutes as i64)
     }
     /// Per-request timeout.
     pub fn timeout(&self) -> Duration {

@@ -229,12 +229,10 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
     };
     let cp = &walk.checkpoint;
     println!(
-        "kitesync: backfill from {} to {} done{}: {} {}, {} {}, {} finished builds ({} newly queued); {tail}",
+        "kitesync: backfill from {} to {} done{}: {} {}, {} finished builds ({} newly queued); {tail}",
         cp.since,
         cp.until,
         if walk.resumed { " (resumed)" } else { "" },
-        cp.windows,
-        plural(cp.windows, "window"),
         cp.pages,
         plural(cp.pages, "page"),
         cp.builds,

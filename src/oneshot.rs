@@ -131,10 +131,6 @@ impl Observer for Notifying<'_> {
         self.queued.notify_one();
         self.inner.page(cp, fraction, requests, budget_waits);
     }
-
-    fn window(&mut self, cp: &Checkpoint) {
-        self.inner.window(cp);
-    }
 }
 
 /// Delivers what is due, retrying failures for `retry_window_seconds`; then the outbox's state.

@@ -17,7 +17,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A bar when `terminal`, else log lines (one per window and per 10 pages).
+    /// A bar when `terminal`, else log lines (one per 10 pages).
     pub fn new(terminal: bool) -> Reporter {
         let bar = terminal.then(|| {
             let bar = ProgressBar::new(STEPS);
@@ -46,30 +46,19 @@ impl Reporter {
 impl Observer for Reporter {
     fn page(&mut self, cp: &Checkpoint, fraction: f64, requests: u64, budget_waits: u64) {
         let line = format!(
-            "window {}, {} builds, {} requests, {} budget waits, down to {}",
-            cp.windows, cp.builds, requests, budget_waits, cp.upper
+            "{} pages, {} builds, {} requests, {} budget waits, down to {}",
+            cp.pages, cp.builds, requests, budget_waits, cp.upper
         );
         match &self.bar {
             Some(bar) => {
                 bar.set_position((fraction * STEPS as f64) as u64);
                 bar.set_message(line);
             }
-            None if cp.pages >= self.pages_logged + 10 || cp.done => {
+            None if cp.pages == 1 || cp.pages >= self.pages_logged + 10 || cp.done => {
                 self.pages_logged = cp.pages;
                 tracing::info!("backfill {:.0}%: {line}", fraction * 100.0);
             }
             None => {}
-        }
-    }
-
-    fn window(&mut self, cp: &Checkpoint) {
-        if self.bar.is_none() {
-            tracing::info!(
-                "backfill window {}: builds created from {} to before {}",
-                cp.windows,
-                cp.since,
-                cp.upper
-            );
         }
     }
 }

@@ -318,13 +318,66 @@ async fn a_token_without_read_builds_names_the_scope() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_window_too_deep_to_list_is_reported() {
+async fn a_poll_deeper_than_buildkite_pages_is_walked_by_narrowing() {
     let h = Harness::start().await;
     h.bk.set_builds(recent_builds(250));
-    h.bk.set_max_page(2);
-    let run = h.run(&["--once"]).await;
-    assert_eq!(run.code, 1, "{}", run.output());
-    assert!(run.stderr.contains("this deep"), "{}", run.stderr);
+    h.bk.set_max_page(1);
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 250);
+    assert_eq!(h.bk_requests(), 3, "every request is a first page");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_that_leaves_the_list_mid_poll_does_not_hide_its_neighbours() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    h.bk.set_latency(Duration::from_millis(300));
+    let mut child = h.spawn(&["--once"]);
+    // Page 1 has been read; now someone retries the newest build: it is running again and
+    // leaves the finished list, so every later build moves up one place.
+    until(|| h.bk_requests() >= 1).await;
+    h.bk.update_build(&data::build_id(250), |b| {
+        b["state"] = json!("running");
+        b["finished_at"] = json!(null);
+    });
+    assert!(child.wait().await.expect("reaped").success());
+    assert_eq!(
+        h.bb.builds().len(),
+        250,
+        "no build skipped at a page boundary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cursor_never_moves_past_the_start_of_a_slow_poll() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__OVERLAP_SECONDS", "10");
+    h.bk.set_builds(recent_builds(150));
+    h.bk.delay_next([Duration::ZERO, Duration::from_secs(12)]);
+    let mut child = h.spawn(&["--once"]);
+    until(|| h.bk_requests() >= 1).await;
+    // Page 1 is read. Build A, among the newest, finishes: this poll will not see it.
+    let a = data::build(ORG, 901, "web", "passed", ago(1), Some(chrono::Utc::now()));
+    h.bk.add_builds([a]);
+    // More than the overlap later, build B, created long ago, finishes: page 2 shows it.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let b = data::build(
+        ORG,
+        902,
+        "api",
+        "passed",
+        ago(600),
+        Some(chrono::Utc::now()),
+    );
+    h.bk.add_builds([b]);
+    assert!(child.wait().await.expect("reaped").success());
+    assert!(h.bb.builds().contains_key(&data::build_id(902)));
+    // B's late finish must not move the cursor past A: the next poll still asks for A.
+    h.once_ok().await;
+    assert!(
+        h.bb.builds().contains_key(&data::build_id(901)),
+        "build A was lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -65,6 +65,7 @@ struct Inner {
     user_budget: Budget,
     faults: VecDeque<Fault>,
     latency: Duration,
+    delays: VecDeque<Duration>,
     requests: Vec<RecordedRequest>,
     in_flight: u32,
     max_in_flight: u32,
@@ -106,6 +107,7 @@ impl FakeBuildkite {
             user_budget: Budget { limit: 50, used: 0 },
             faults: VecDeque::new(),
             latency: Duration::ZERO,
+            delays: VecDeque::new(),
             requests: Vec::new(),
             in_flight: 0,
             max_in_flight: 0,
@@ -183,6 +185,11 @@ impl FakeBuildkite {
         self.lock().latency = latency;
     }
 
+    /// Delays for the next requests, in order, instead of the latency.
+    pub fn delay_next(&self, delays: impl IntoIterator<Item = Duration>) {
+        self.lock().delays.extend(delays);
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
@@ -228,7 +235,8 @@ async fn list(
         let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
         inner.in_flight += 1;
         inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
-        inner.latency
+        let latency = inner.latency;
+        inner.delays.pop_front().unwrap_or(latency)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

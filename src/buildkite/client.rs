@@ -61,10 +61,12 @@ impl SourceError {
     }
 }
 
-/// One page of a list: each item's raw JSON and its decoded form, and the next page.
+/// One page of a list: each item's raw JSON and its decoded form, the next page, and the
+/// server's time of the answer (its `Date` header).
 pub struct Page<T> {
     pub items: Vec<Item<T>>,
     pub next: Option<Url>,
+    pub date: Option<DateTime<Utc>>,
 }
 
 /// A list item: the JSON exactly as Buildkite sent it, and the decoded value or why not.
@@ -171,6 +173,11 @@ impl Client {
             })
             .await?;
         let next = self.next_link(url, &headers)?;
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&Utc));
         let items = items
             .into_iter()
             .map(|raw| Item {
@@ -178,7 +185,7 @@ impl Client {
                 raw: raw.get().to_string(),
             })
             .collect();
-        Ok(Page { items, next })
+        Ok(Page { items, next, date })
     }
 
     /// GETs `url` until it succeeds and `parse` accepts the body, or fails for good.
@@ -344,9 +351,13 @@ fn bearer(token: &Secret) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
-/// The URL's path without the query, for messages: `/v2/organizations/acme/builds`.
+/// The URL without credentials or query, for messages: `api.buildkite.com/v2/organizations/acme/builds`.
 fn endpoint_name(url: &Url) -> String {
-    url.path().to_string()
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}{}", url.path()),
+        (Some(host), None) => format!("{host}{}", url.path()),
+        _ => url.path().to_string(),
+    }
 }
 
 /// The `message` of a Buildkite error body, or the start of the body.

@@ -11,10 +11,9 @@ pub struct Checkpoint {
     pub until: String,
     /// Started without `--until`: the range ends when it first started.
     pub open_ended: bool,
-    /// Everything created at or after this is done (the `created_to` of the next window).
+    /// Everything created at or after this is done (the `created_to` of the next page).
     pub upper: String,
     pub done: bool,
-    pub windows: u64,
     pub pages: u64,
     /// Finished builds walked so far.
     pub builds: u64,
@@ -29,7 +28,6 @@ impl Checkpoint {
             open_ended,
             upper: until.to_string(),
             done: false,
-            windows: 0,
             pages: 0,
             builds: 0,
         }
@@ -44,7 +42,7 @@ pub fn load(
     until: Option<&str>,
 ) -> rusqlite::Result<Option<Checkpoint>> {
     conn.query_row(
-        "SELECT since, until, open_ended, upper, done, windows, pages, builds FROM backfill
+        "SELECT since, until, open_ended, upper, done, pages, builds FROM backfill
          WHERE since = ?1 AND (until = ?2 OR (?2 IS NULL AND open_ended))
          ORDER BY until DESC LIMIT 1",
         params![since, until],
@@ -55,9 +53,8 @@ pub fn load(
                 open_ended: r.get(2)?,
                 upper: r.get(3)?,
                 done: r.get(4)?,
-                windows: r.get(5)?,
-                pages: r.get(6)?,
-                builds: r.get(7)?,
+                pages: r.get(5)?,
+                builds: r.get(6)?,
             })
         },
     )
@@ -68,11 +65,10 @@ pub fn load(
 pub fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO backfill
-             (since, until, open_ended, upper, done, windows, pages, builds, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             (since, until, open_ended, upper, done, pages, builds, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
          ON CONFLICT (since, until) DO UPDATE SET
-             upper = excluded.upper, done = excluded.done, windows = excluded.windows,
-             pages = excluded.pages, builds = excluded.builds, updated_at = excluded.updated_at",
+             upper = excluded.upper, done = excluded.done, pages = excluded.pages, builds = excluded.builds, updated_at = excluded.updated_at",
     )?
     .execute(params![
         cp.since,
@@ -80,7 +76,6 @@ pub fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
         cp.open_ended,
         cp.upper,
         cp.done,
-        cp.windows,
         cp.pages,
         cp.builds
     ])?;

@@ -2,10 +2,10 @@
 //!
 //! A poll asks Buildkite for builds with `finished_at >= high-water mark - overlap`. Each page
 //! is recorded in one transaction: its new (build id, finished_at) pairs go into `seen` and
-//! the outbox, and the cycle's running maximum of `finished_at` is saved. The high-water mark
-//! itself moves only when a cycle has walked every page: the list is ordered by creation, not
-//! by finish, so a crash after the first page must not skip builds on the later ones. A
-//! crashed cycle is simply walked again; `seen` makes that free of duplicates.
+//! the outbox. The high-water mark itself moves only when a poll has walked every page: the
+//! list is ordered by creation, not by finish, so a crash after the first page must not skip
+//! builds on the later ones. A crashed poll is simply walked again; `seen` makes that free
+//! of duplicates.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -52,17 +52,11 @@ pub fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Ut
         .map(|t| t.with_timezone(&Utc)))
 }
 
-/// Starts a poll cycle: forgets what an interrupted one had seen of the high-water mark.
-pub fn begin_cycle(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM state WHERE key = 'cycle_high_water_mark'", [])?;
-    Ok(())
-}
-
 /// How far a walk has got, saved with each page.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
-    /// A poll: the latest `finished_at` on the page, for the cycle's high-water mark.
-    Poll { page_max: Option<&'a str> },
+    /// A poll: its progress is the high-water mark, saved when it completes.
+    Poll,
     /// A backfill: its checkpoint after this page.
     Backfill(&'a backfill::Checkpoint),
 }
@@ -94,40 +88,38 @@ pub fn record_page(
             outbox::upsert(&tx, &item, now_ms)?;
         }
     }
-    match progress {
-        Progress::Poll {
-            page_max: Some(page_max),
-        } => {
-            let current = get(&tx, "cycle_high_water_mark")?;
-            if current.as_deref().is_none_or(|c| c < page_max) {
-                set(&tx, "cycle_high_water_mark", page_max)?;
-            }
-        }
-        Progress::Poll { page_max: None } => {}
-        Progress::Backfill(checkpoint) => backfill::save(&tx, checkpoint)?,
+    if let Progress::Backfill(checkpoint) = progress {
+        backfill::save(&tx, checkpoint)?;
     }
     tx.commit()?;
     Ok(new)
 }
 
-/// Ends a fully walked cycle: the high-water mark moves to the cycle's maximum, and seen
-/// builds that finished more than `keep` before it are forgotten (no poll asks for them).
-pub fn complete_cycle(conn: &mut Connection, keep: Duration) -> rusqlite::Result<()> {
+/// Ends a fully walked poll: the high-water mark moves forward to `mark` (never back), and
+/// seen builds that finished more than `keep` before it are forgotten (no poll asks for them).
+pub fn complete_cycle(
+    conn: &mut Connection,
+    mark: Option<&str>,
+    keep: Duration,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let cycle = get(&tx, "cycle_high_water_mark")?;
     let current = get(&tx, "high_water_mark")?;
-    let mark = match (cycle, current) {
-        (Some(c), Some(h)) => Some(c.max(h)),
-        (c, h) => c.or(h),
+    let mark = match (mark, current) {
+        (Some(m), Some(c)) => Some(c.max(m.to_string())),
+        (m, c) => m.map(str::to_string).or(c),
     };
     if let Some(mark) = &mark {
         set(&tx, "high_water_mark", mark)?;
-        if let Ok(t) = DateTime::parse_from_rfc3339(mark) {
-            let horizon = timestamp(t.with_timezone(&Utc) - keep);
-            tx.execute("DELETE FROM seen WHERE finished_at < ?1", [horizon])?;
+        if let Some(horizon) = DateTime::parse_from_rfc3339(mark)
+            .ok()
+            .and_then(|t| t.with_timezone(&Utc).checked_sub_signed(keep))
+        {
+            tx.execute(
+                "DELETE FROM seen WHERE finished_at < ?1",
+                [timestamp(horizon)],
+            )?;
         }
     }
-    tx.execute("DELETE FROM state WHERE key = 'cycle_high_water_mark'", [])?;
     set(&tx, "last_poll_ok_at", &timestamp(Utc::now()))?;
     tx.commit()
 }
@@ -137,7 +129,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
-    const NONE: Progress<'static> = Progress::Poll { page_max: None };
+    const NONE: Progress<'static> = Progress::Poll;
 
     fn entry(id: &str, finished_at: &str) -> Entry {
         Entry {
@@ -175,15 +167,14 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).expect("open");
         let (mid, end, seen) = store
             .call(|c| {
-                begin_cycle(c)?;
                 let page = [
                     entry("old", "2026-01-01T00:00:00.000Z"),
                     entry("new", "2026-01-02T00:00:00.000Z"),
                 ];
-                let page_max = Some("2026-01-02T00:00:00.000Z");
-                record_page(c, &page, Progress::Poll { page_max }, 0)?;
+                record_page(c, &page, NONE, 0)?;
                 let mid = high_water_mark(c)?;
-                complete_cycle(c, Duration::hours(1))?;
+                complete_cycle(c, Some("2026-01-02T00:00:00.000Z"), Duration::hours(1))?;
+                complete_cycle(c, Some("2026-01-01T12:00:00.000Z"), Duration::hours(1))?;
                 let end = high_water_mark(c)?;
                 let seen: i64 = c.query_row("SELECT count(*) FROM seen", [], |r| r.get(0))?;
                 Ok((mid, end, seen))

@@ -57,7 +57,6 @@ const MIGRATIONS: &[&str] = &[
          open_ended INTEGER NOT NULL,
          upper      TEXT NOT NULL,
          done       INTEGER NOT NULL DEFAULT 0,
-         windows    INTEGER NOT NULL DEFAULT 0,
          pages      INTEGER NOT NULL DEFAULT 0,
          builds     INTEGER NOT NULL DEFAULT 0,
          updated_at TEXT NOT NULL,

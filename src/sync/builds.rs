@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::walk::Walk;
 use crate::buildkite::client::Item;
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
 use crate::config::BuildkiteConfig;
@@ -30,58 +31,52 @@ pub enum PollError {
     Store(#[from] StoreError),
 }
 
-/// Polls once: walks every page of builds finished since the cursor and queues the new ones.
+/// Polls once: walks every build finished since the cursor and queues the new ones.
+///
+/// Each page is recorded in one transaction (seen-set and outbox). The high-water mark moves
+/// once the walk is complete, to the latest `finished_at` it saw but never past the server's
+/// time of the first answer: a build that finishes while a long poll is under way may be
+/// missed by that poll, and the next one must still ask for it.
 pub async fn poll(
     client: &Client,
     store: &Store,
     config: &BuildkiteConfig,
 ) -> Result<PollReport, PollError> {
-    let mark = store
-        .call(|c| {
-            cursor::begin_cycle(c)?;
-            cursor::high_water_mark(c)
-        })
-        .await?;
-    let overlap = chrono::Duration::from_std(config.overlap()).unwrap_or(chrono::Duration::MAX);
+    let mark = store.call(|c| cursor::high_water_mark(c)).await?;
     let from = match mark {
-        Some(mark) => mark - overlap,
-        None => {
-            Utc::now()
-                - chrono::Duration::from_std(config.first_poll_lookback())
-                    .unwrap_or(chrono::Duration::MAX)
-        }
+        Some(mark) => mark - config.overlap(),
+        None => Utc::now() - config.first_poll_lookback(),
     };
     tracing::debug!(finished_from = %from, "polling builds");
-    let query = BuildQuery {
+    let mut walk = Walk::new(BuildQuery {
         finished_from: Some(from),
         branches: config.branches.clone(),
         ..BuildQuery::default()
-    };
+    });
     let mut report = PollReport::default();
-    let mut url = Some(client.builds_url(&query));
-    while let Some(page_url) = url {
-        let page = client.builds_page(&page_url).await?;
+    let mut latest: Option<DateTime<Utc>> = None;
+    let mut started: Option<DateTime<Utc>> = None;
+    while let Some(page) = walk
+        .next(client, &config.organization, &config.pipelines)
+        .await?
+    {
         report.pages += 1;
-        let (entries, page_max) = select(
-            &config.organization,
-            &config.pipelines,
-            page.items,
-            &page_url,
-        );
+        started = started.or(page.date).or_else(|| Some(Utc::now()));
+        latest = latest.max(page.latest_finish);
+        let entries = page.entries;
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
         report.queued += store
-            .call(move |c| {
-                let progress = Progress::Poll {
-                    page_max: page_max.as_deref(),
-                };
-                cursor::record_page(c, &entries, progress, now_ms())
-            })
+            .call(move |c| cursor::record_page(c, &entries, Progress::Poll, now_ms()))
             .await?;
-        url = page.next;
     }
-    let keep = overlap * 2;
-    store.call(move |c| cursor::complete_cycle(c, keep)).await?;
+    let mark = latest
+        .zip(started)
+        .map(|(l, s)| cursor::timestamp(l.min(s)));
+    let keep = config.overlap() * 2;
+    store
+        .call(move |c| cursor::complete_cycle(c, mark.as_deref(), keep))
+        .await?;
     Ok(report)
 }
 
@@ -92,7 +87,7 @@ pub(crate) fn select(
     pipelines: &[String],
     items: Vec<Item<Build>>,
     url: &url::Url,
-) -> (Vec<Entry>, Option<String>) {
+) -> (Vec<Entry>, Option<DateTime<Utc>>) {
     let mut page_max: Option<DateTime<Utc>> = None;
     let mut entries = Vec::with_capacity(items.len());
     for item in items {
@@ -120,7 +115,7 @@ pub(crate) fn select(
         };
         entries.push(entry);
     }
-    (entries, page_max.map(cursor::timestamp))
+    (entries, page_max)
 }
 
 /// A build that does not decode still has an id and a finish time, most likely: it becomes

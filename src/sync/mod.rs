@@ -2,3 +2,4 @@
 
 pub mod backfill;
 pub mod builds;
+pub mod walk;
