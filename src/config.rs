@@ -16,15 +16,52 @@ use url::Url;
 /// The prefix of every environment variable kitesync reads as configuration.
 pub const ENV_PREFIX: &str = "KITESYNC_";
 
+/// The top-level keys and sections of the config.
+const SECTIONS: [&str; 5] = [
+    "state_path",
+    "buildkite",
+    "buildbutler",
+    "schedule",
+    "tests",
+];
+
 /// A configuration problem, worded for the operator. Its `Display` is the whole message.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
 
-/// A secret (API token or key). It never prints: `Debug` and `Display` show `***`.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A secret (API token or key). It never prints: `Debug` shows `***`, and it is read from any
+/// scalar, so that a token that happens to look like a number is not echoed in a type error.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Scalar;
+        impl serde::de::Visitor<'_> for Scalar {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(Scalar)
+    }
+}
 
 impl Secret {
     /// Wraps a secret value.
@@ -104,7 +141,7 @@ pub struct BuildkiteConfig {
 #[serde(deny_unknown_fields)]
 pub struct ButlerConfig {
     /// Base URL of the BuildButler server, e.g. `http://buildbutler:3000`.
-    pub url: Option<Url>,
+    pub url: Url,
     /// API key; or use `api_key_file`.
     #[serde(default)]
     pub api_key: Option<Secret>,
@@ -238,10 +275,6 @@ impl ButlerConfig {
     pub fn api_key(&self) -> Secret {
         self.api_key.clone().unwrap_or_default()
     }
-    /// The validated base URL.
-    pub fn base_url(&self) -> Url {
-        self.url.clone().unwrap_or_else(default_api_url)
-    }
     /// Per-request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
@@ -264,12 +297,25 @@ impl Config {
             ))
         })?;
         let file = ConfigFile::parse(path, text)?;
-        let figment = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                // Only kitesync's own sections: an unrelated KITESYNC_* variable is not
+                // a typo in the config. Typos inside a section still are.
+                .filter(|k| {
+                    let section = k.as_str().split('.').next().unwrap_or("");
+                    SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+                }),
+        );
         let mut config: Config = figment.extract().map_err(|e| file.explain(&e))?;
         config.resolve_secrets(&file)?;
         config.validate(&file)?;
+        if config.state_path.is_relative() {
+            // Relative to the config file, not to wherever cron or systemd happens to start.
+            if let Some(dir) = path.parent() {
+                config.state_path = dir.join(&config.state_path);
+            }
+        }
         Ok(config)
     }
 
@@ -303,28 +349,15 @@ impl Config {
             ));
         }
         check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
-        if bk.requests_per_minute == 0 {
-            return Err(file.error("buildkite", "requests_per_minute", "must be at least 1"));
-        }
-        if bk.reserve_percent > 90 {
+        if bk.api_url.path().trim_end_matches('/').ends_with("/v2") {
             return Err(file.error(
                 "buildkite",
-                "reserve_percent",
-                "must be at most 90: kitesync needs some of the budget to work",
+                "api_url",
+                "must be the base URL without /v2, e.g. \"https://api.buildkite.com\"",
             ));
         }
-        if bk.timeout_seconds == 0 {
-            return Err(file.error("buildkite", "timeout_seconds", "must be at least 1"));
-        }
         let bb = &self.buildbutler;
-        match &bb.url {
-            None => return Err(file.error(
-                "buildbutler",
-                "url",
-                "is missing: set it to your BuildButler server, e.g. \"http://buildbutler:3000\"",
-            )),
-            Some(url) => check_http_url(file, "buildbutler", "url", url)?,
-        }
+        check_http_url(file, "buildbutler", "url", &bb.url)?;
         if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
             return Err(file.error(
                 "buildbutler",
@@ -332,11 +365,67 @@ impl Config {
                 "must start with '/', e.g. \"/api/v1/ingest\"",
             ));
         }
-        if bb.concurrency == 0 {
-            return Err(file.error("buildbutler", "concurrency", "must be at least 1"));
-        }
-        if bb.timeout_seconds == 0 {
-            return Err(file.error("buildbutler", "timeout_seconds", "must be at least 1"));
+        let ranges: [(&str, &str, u64, u64, u64); 9] = [
+            (
+                "buildkite",
+                "requests_per_minute",
+                bk.requests_per_minute.into(),
+                1,
+                10_000,
+            ),
+            (
+                "buildkite",
+                "reserve_percent",
+                bk.reserve_percent.into(),
+                0,
+                90,
+            ),
+            (
+                "buildkite",
+                "overlap_seconds",
+                bk.overlap_seconds,
+                10,
+                86_400,
+            ),
+            (
+                "buildkite",
+                "first_poll_lookback_minutes",
+                bk.first_poll_lookback_minutes,
+                1,
+                525_600,
+            ),
+            ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
+            ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
+            (
+                "buildbutler",
+                "timeout_seconds",
+                bb.timeout_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "buildbutler",
+                "retry_window_seconds",
+                bb.retry_window_seconds,
+                0,
+                86_400,
+            ),
+            (
+                "buildbutler",
+                "ingest_prefix",
+                bb.ingest_prefix.len() as u64,
+                0,
+                200,
+            ),
+        ];
+        for (section, key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(file.error(
+                    section,
+                    key,
+                    &format!("= {value} is out of range: it must be from {min} to {max}"),
+                ));
+            }
         }
         check_cron(file, "builds", &self.schedule.builds)?;
         check_cron(file, "agents", &self.schedule.agents)?;
@@ -411,8 +500,17 @@ fn check_http_url(
     Err(file.error(
         section,
         key,
-        &format!("= \"{url}\" is not an http:// or https:// URL"),
+        &format!("= \"{}\" is not an http:// or https:// URL", redacted(url)),
     ))
+}
+
+/// A URL as it may be shown: without a password.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
 }
 
 fn check_cron(file: &ConfigFile, key: &str, expr: &str) -> Result<(), ConfigError> {
@@ -573,10 +671,67 @@ api_key = "bb-key"
                 "url = \"http://buildbutler:3000\"",
                 "url = \"http://127.0.0.1:3000\"",
             );
-        let shown = load(&example).expect("the example is valid");
+        let mut shown = load(&example).expect("the example is valid");
         let defaults = load(GOOD).expect("valid");
+        // Relative to each config file's (temporary) directory.
+        assert!(shown.state_path.ends_with("kitesync.db"));
+        shown.state_path = defaults.state_path.clone();
         // Every value the example shows is the default (only the required keys differ).
         assert_eq!(format!("{:?}", shown), format!("{:?}", defaults));
+    }
+
+    #[test]
+    fn numeric_secrets_are_secrets_too() {
+        let text = GOOD.replace("token = \"bk-token\"", "token = 987654321");
+        let c = load(&text).expect("a numeric token is still a token");
+        assert_eq!(c.buildkite.token().expose(), "987654321");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_overflowed() {
+        for (key, value) in [
+            ("overlap_seconds", "10000000000000"),
+            ("first_poll_lookback_minutes", "1000000000000"),
+            ("overlap_seconds", "0"),
+            ("reserve_percent", "95"),
+        ] {
+            let text = GOOD.replace(
+                "organization = \"acme\"",
+                &format!("organization = \"acme\"\n{key} = {value}"),
+            );
+            let m = load(&text).unwrap_err().to_string();
+            assert!(
+                m.contains(&format!("[buildkite] {key} = {value} is out of range")),
+                "{m}"
+            );
+        }
+        let text = GOOD.replace(
+            "api_key = \"bb-key\"",
+            "api_key = \"bb-key\"\nretry_window_seconds = 999999999999",
+        );
+        assert!(load(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn api_url_with_v2_and_url_passwords() {
+        let text = GOOD.replace(
+            "organization = \"acme\"",
+            "organization = \"acme\"\napi_url = \"https://api.buildkite.com/v2\"",
+        );
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("without /v2"), "{m}");
+        let text = GOOD.replace("http://127.0.0.1:3000", "ftp://user:hunter2@host");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+
+    #[test]
+    fn state_path_is_relative_to_the_config_file() {
+        let c = load(GOOD).expect("valid");
+        assert!(c.state_path.is_absolute(), "{:?}", c.state_path);
     }
 
     #[test]

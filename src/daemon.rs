@@ -97,7 +97,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         schedule = app.config.schedule.builds,
         "kitesync started: polling {} and delivering to {}",
         app.config.buildkite.organization,
-        app.config.buildbutler.base_url()
+        crate::config::redacted(&app.config.buildbutler.url)
     );
 
     let outcome = tokio::select! {

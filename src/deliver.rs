@@ -49,8 +49,10 @@ pub async fn drain(
 ) -> Result<DeliveryReport, DeliverError> {
     let mut report = DeliveryReport::default();
     loop {
+        let lock = store.delivery_lock().await?;
         let rows = store.call(|c| outbox::due(c, now_ms(), BATCH)).await?;
         if rows.is_empty() {
+            drop(lock);
             let next = store.call(|c| outbox::summary(c)).await?.next_attempt_at;
             let Some(next) = next else { return Ok(report) };
             let wait = Duration::from_millis(u64::try_from(next - now_ms()).unwrap_or(0));
@@ -78,6 +80,7 @@ pub async fn drain(
                 return Err(DeliverError::Fatal(e));
             }
         }
+        drop(lock);
     }
 }
 

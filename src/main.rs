@@ -172,11 +172,18 @@ async fn shutdown_signal() {
 /// Prints the one-line summary of `--once` and picks the exit code.
 fn report_once(report: &OnceReport) -> ExitCode {
     let delivered = report.delivery.as_ref().map_or(0, |d| d.delivered);
-    let (queued, pages) = report.poll.as_ref().map_or((0, 0), |p| (p.queued, p.pages));
+    let polled = match &report.poll {
+        Ok(p) => format!(
+            "{} newly finished {} in {} {}",
+            p.queued,
+            plural(p.queued as u64, "build"),
+            p.pages,
+            plural(p.pages.into(), "page")
+        ),
+        Err(_) => "poll failed".to_string(),
+    };
     println!(
-        "kitesync: {queued} newly finished {} in {pages} {} ({} Buildkite {}); delivered {delivered}; outbox: {} pending, {} dead",
-        plural(queued as u64, "build"),
-        plural(pages.into(), "page"),
+        "kitesync: {polled} ({} Buildkite {}); delivered {delivered}; outbox: {} pending, {} dead",
         report.requests,
         plural(report.requests, "request"),
         report.outbox.pending,
@@ -240,7 +247,8 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
     );
     if let Err(e) = &outcome.delivery {
         eprintln!("kitesync: delivery stopped: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        let config = matches!(e, kitesync::deliver::DeliverError::Fatal(_));
+        return ExitCode::from(if config { EXIT_CONFIG } else { EXIT_INCOMPLETE });
     }
     if outcome.outbox.pending + outcome.outbox.dead > 0 {
         explain_outbox(&outcome.outbox);
@@ -261,7 +269,7 @@ fn explain_outbox(outbox: &Summary) {
     }
     if let Some((label, error)) = outbox.dead_letters.first() {
         eprintln!(
-            "kitesync: {} {} BuildButler refused (first: {label}: {error})",
+            "kitesync: {} {} kept aside (first: {label}: {error})",
             outbox.dead,
             plural(outbox.dead, "dead letter")
         );

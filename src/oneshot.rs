@@ -48,9 +48,6 @@ impl OnceReport {
 pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
     let app = App::new(config.clone())?;
     let poll = builds::poll(&app.client, &app.store, &app.config.buildkite).await;
-    if let Err(e) = &poll {
-        tracing::error!("poll failed: {e}");
-    }
     let (delivery, outbox) = deliver_all(&app).await?;
     Ok(OnceReport {
         poll,
@@ -140,9 +137,6 @@ pub async fn deliver_all(
     let bb = &app.config.buildbutler;
     let retry_until = tokio::time::Instant::now() + bb.retry_window();
     let delivery = deliver::drain(&app.store, &app.sink, bb.concurrency, retry_until).await;
-    if let Err(e) = &delivery {
-        tracing::error!("delivery stopped: {e}");
-    }
     Ok((delivery, summary(app).await?))
 }
 

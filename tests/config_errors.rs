@@ -134,16 +134,23 @@ fn missing_config_file() {
 #[test]
 fn environment_overrides_the_file_and_can_supply_the_secret() {
     let text = GOOD.replace("token = \"bkua_SECRET_TOKEN_d6a1f0\"\n", "");
-    // Supplied by the environment, the token is no longer missing: the run proceeds to
-    // the network (and fails there, since nothing listens), not to a config error.
+    // Supplied by the environment, the token is no longer missing, and the API URL from the
+    // environment wins: the run goes to 127.0.0.1:9 (where nothing listens) and says so.
     let o = run_with(
         &text,
         &[
             ("KITESYNC_BUILDKITE__TOKEN", "bkua_SECRET_FROM_ENV"),
             ("KITESYNC_BUILDKITE__API_URL", "http://127.0.0.1:9"),
             ("KITESYNC_BUILDKITE__TIMEOUT_SECONDS", "1"),
+            ("KITESYNC_UNRELATED_SETTING", "ignored"),
         ],
     );
-    assert!(!o.stderr.contains("config error"), "{}", o.stderr);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("Buildkite is unavailable at 127.0.0.1:9/v2/organizations/acme/builds"),
+        "{}",
+        o.stderr
+    );
     assert!(!o.stderr.contains("SECRET"), "{}", o.stderr);
 }

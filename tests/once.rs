@@ -133,9 +133,10 @@ async fn a_low_shared_budget_slows_kitesync_down_before_any_429() {
     let h = Harness::start().await;
     h.bk.set_builds(recent_builds(250));
     h.bk.set_budgets(20, 50, Duration::from_secs(3));
-    // Other tools already spent 17 of the organization's 20: after kitesync's first request
-    // only the floor of 2 is left, which kitesync leaves to them.
-    h.bk.spend_org_budget(17);
+    // Other tools already spent 18 of the organization's 20: after kitesync's first request
+    // only 1 is left, under the reserve of 2 that kitesync leaves to them. A client that
+    // went on would get a 429 on its third request.
+    h.bk.spend_org_budget(18);
     h.once_ok().await;
     let reqs = h.bk.requests();
     assert!(
@@ -414,6 +415,20 @@ async fn an_undecodable_build_is_a_dead_letter_and_does_not_block_the_page() {
         run.stderr.contains("/v2/organizations/acme/builds"),
         "names the endpoint: {}",
         run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_from_the_api_is_not_followed_with_the_token() {
+    let h = Harness::start().await;
+    let elsewhere = kitesync_fakes::FakeButler::start("unused").await;
+    h.bk.inject([Fault::Redirect(format!("{}/steal", elsewhere.url))]);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("302"), "{}", run.stderr);
+    assert!(
+        elsewhere.auth_seen().is_empty(),
+        "the other host saw a request"
     );
 }
 

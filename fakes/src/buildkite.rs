@@ -30,6 +30,8 @@ pub enum Fault {
     Dropped,
     /// A 200 whose body is not JSON.
     Malformed,
+    /// A 302 to this URL (another host, say).
+    Redirect(String),
 }
 
 /// A request the fake received.
@@ -327,6 +329,13 @@ fn answer(
     if let Some(Fault::Status(code)) = fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return http::json(status, &json!({"message": "Injected fault"}));
+    }
+    if let Some(Fault::Redirect(to)) = &fault {
+        let mut r = http::json(StatusCode::FOUND, &json!({"url": to}));
+        if let Ok(v) = HeaderValue::from_str(to) {
+            r.headers_mut().insert("location", v);
+        }
+        return r;
     }
     if fault == Some(Fault::Malformed) {
         return http::json(StatusCode::OK, &json!("<html>502 Bad Gateway</html>"));

@@ -30,6 +30,8 @@ pub enum SendError {
 pub struct Sink {
     http: reqwest::Client,
     base: String,
+    /// `base` as it may appear in messages: host, port and path, no credentials.
+    shown: String,
     org: String,
     case: StatusCase,
 }
@@ -58,12 +60,20 @@ impl Sink {
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         let base = format!(
             "{}{}",
-            config.base_url().as_str().trim_end_matches('/'),
+            config.url.as_str().trim_end_matches('/'),
             config.ingest_prefix.trim_end_matches('/')
+        );
+        let url = &config.url;
+        let shown = format!(
+            "{}{}{}",
+            url.host_str().unwrap_or("?"),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            &base[base.find(url.path()).unwrap_or(base.len())..]
         );
         Ok(Sink {
             http,
             base,
+            shown,
             org: org.to_string(),
             case: config.status_case,
         })
@@ -116,7 +126,7 @@ impl Sink {
         if status.is_success() {
             return Ok(serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null));
         }
-        let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let path = format!("{}/{route}", self.shown);
         let detail = || {
             let s = String::from_utf8_lossy(&text[..text.len().min(300)]);
             s.trim().replace('\n', " ")
@@ -124,6 +134,9 @@ impl Sink {
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SendError::Fatal(format!(
                 "BuildButler rejected the API key ({status} at {path}): check [buildbutler] api_key or api_key_file"
+            )),
+            StatusCode::NOT_FOUND if route == "pipeline-stages" => SendError::Reject(format!(
+                "BuildButler has no pipeline-stages route (404 at {path}); the build itself was delivered without its stages"
             )),
             StatusCode::NOT_FOUND => SendError::Fatal(format!(
                 "BuildButler answered 404 at {path}: check [buildbutler] url and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"

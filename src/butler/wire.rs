@@ -10,7 +10,8 @@
 //! | step (non-waiter job, latest attempt) | pipeline stage |
 //!
 //! BuildButler's docs and its GitHub Action disagree on status casing: [`StatusCase`]
-//! picks one (default: upper case, as the Action sends).
+//! picks one (default: upper case, as the Action sends; lower case has no `not_built`, so
+//! such builds are sent as `aborted`).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -164,10 +165,13 @@ fn job_status(j: &Job) -> &'static str {
     }
 }
 
+/// The status in the chosen casing. BuildButler's docs list only `success, failure,
+/// unstable, aborted, in_progress`: with lower case, NOT_BUILT is sent as `aborted`.
 fn cased(status: &str, case: StatusCase) -> String {
-    match case {
-        StatusCase::Upper => status.to_string(),
-        StatusCase::Lower => status.to_ascii_lowercase(),
+    match (case, status) {
+        (StatusCase::Upper, _) => status.to_string(),
+        (StatusCase::Lower, "NOT_BUILT") => "aborted".to_string(),
+        (StatusCase::Lower, _) => status.to_ascii_lowercase(),
     }
 }
 
@@ -236,6 +240,7 @@ mod tests {
         assert_eq!(status("skipped", false, StatusCase::Upper), "NOT_BUILT");
         assert_eq!(status("not_run", false, StatusCase::Upper), "NOT_BUILT");
         assert_eq!(status("failed", false, StatusCase::Lower), "failure");
+        assert_eq!(status("skipped", false, StatusCase::Lower), "aborted");
     }
 
     #[test]

@@ -79,16 +79,48 @@ impl Store {
             path: path.display().to_string(),
             reason,
         };
+        let new = !path.exists();
         let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
         conn.busy_timeout(Duration::from_secs(10))
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
             .map_err(|e| fail(format!("cannot set it up: {e}")))?;
         migrate(&mut conn).map_err(fail)?;
+        if new {
+            tracing::info!(
+                "created a new state database at {}: the first poll looks back [buildkite] first_poll_lookback_minutes",
+                path.display()
+            );
+        }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
         })
+    }
+
+    /// Waits for the right to deliver. Only one process delivers from this database at a
+    /// time, one batch at a time, so that a batch in flight always lands before anyone reads
+    /// the outbox again: an older version of a build can never overwrite a newer one, even
+    /// with a backfill running beside the daemon. Released when dropped.
+    pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".deliver.lock");
+        let fail = |reason: String| StoreError {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| fail(format!("cannot open its delivery lock file: {e}")))?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+        match locked {
+            Ok(Ok(file)) => Ok(DeliveryLock { _file: file }),
+            Ok(Err(e)) => Err(fail(format!("cannot take its delivery lock: {e}"))),
+            Err(e) => Err(fail(format!("a lock task failed: {e}"))),
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -112,6 +144,11 @@ impl Store {
             Err(e) => Err(fail(format!("a database task failed: {e}"))),
         }
     }
+}
+
+/// The right to deliver from a state database (see [`Store::delivery_lock`]).
+pub struct DeliveryLock {
+    _file: std::fs::File,
 }
 
 /// Applies the missing migrations in one write transaction, so that two processes opening a
@@ -146,6 +183,22 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_deliverer_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let (a, b) = (
+            Store::open(&path).expect("a"),
+            Store::open(&path).expect("b"),
+        );
+        let held = a.delivery_lock().await.expect("first lock");
+        let wait = tokio::time::timeout(Duration::from_millis(300), b.delivery_lock()).await;
+        assert!(wait.is_err(), "a second deliverer must wait");
+        drop(held);
+        let second = tokio::time::timeout(Duration::from_secs(5), b.delivery_lock()).await;
+        assert!(matches!(second, Ok(Ok(_))), "then it gets its turn");
+    }
 
     #[test]
     fn migrates_once_and_refuses_newer_schemas() {

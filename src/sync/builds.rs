@@ -118,27 +118,47 @@ pub(crate) fn select(
     (entries, page_max)
 }
 
-/// A build that does not decode still has an id and a finish time, most likely: it becomes
-/// a dead letter (shown by `status`, re-driven by `replay`) instead of blocking the page.
+/// A build that does not decode becomes a dead letter (shown by `status`, re-driven by
+/// `replay`) instead of blocking the page. It is keyed by its id and finish time when those
+/// can be read, else by a hash of its text, so that later polls do not queue it again.
 fn undecodable(org: &str, raw: &str, error: &str, url: &url::Url) -> Option<Entry> {
     #[derive(serde::Deserialize)]
     struct Key {
-        id: String,
+        id: Option<String>,
         number: Option<u64>,
+        state: Option<String>,
         finished_at: Option<DateTime<Utc>>,
     }
-    let key: Option<Key> = serde_json::from_str(raw).ok();
+    let key: Key = serde_json::from_str(raw).unwrap_or(Key {
+        id: None,
+        number: None,
+        state: None,
+        finished_at: None,
+    });
+    if key.finished_at.is_none() && key.state.is_some() {
+        // Not finished yet (or not readable as finished): a later poll sees it again.
+        tracing::warn!(
+            endpoint = url.path(),
+            build = key.id.as_deref().unwrap_or("?"),
+            "cannot decode an unfinished build from Buildkite: {error}"
+        );
+        return None;
+    }
     tracing::error!(
         endpoint = url.path(),
-        build = key.as_ref().map(|k| k.id.as_str()).unwrap_or("?"),
+        build = key.id.as_deref().unwrap_or("?"),
         "cannot decode a build from Buildkite: {error}"
     );
-    let key = key?;
-    let finished = key.finished_at?;
+    let build_id = key.id.unwrap_or_else(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        raw.hash(&mut h);
+        format!("undecodable-{:016x}", h.finish())
+    });
     Some(Entry {
         label: format!("{org}/?#{}", key.number.unwrap_or(0)),
-        build_id: key.id,
-        finished_at: cursor::timestamp(finished),
+        build_id,
+        finished_at: key.finished_at.map(cursor::timestamp).unwrap_or_default(),
         payload: raw.to_string(),
         dead: Some(format!("cannot decode the build from Buildkite: {error}")),
     })
