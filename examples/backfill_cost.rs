@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         &path,
         format!(
-            "state_path = \"{}\"\n[buildkite]\norganization = \"acme\"\napi_url = \"{}\"\ntoken = \"token\"\nrequests_per_minute = 100000\n[buildbutler]\nurl = \"{}\"\napi_key = \"key\"\nconcurrency = 16\n",
+            "state_path = \"{}\"\n[buildkite]\norganization = \"acme\"\napi_url = \"{}\"\ntoken = \"token\"\nrequests_per_minute = 10000\n[buildbutler]\nurl = \"{}\"\napi_key = \"key\"\nconcurrency = 16\n",
             dir.path().join("state.db").display(),
             buildkite.url,
             butler.url
