@@ -25,10 +25,7 @@ impl App {
             config.buildkite.reserve_percent,
         ));
         let client = Client::new(&config.buildkite, budget)?;
-        let sink = Arc::new(Sink::new(
-            &config.buildbutler,
-            &config.buildkite.organization,
-        )?);
+        let sink = Arc::new(Sink::new(&config)?);
         Ok(App {
             config,
             store,

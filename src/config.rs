@@ -163,6 +163,14 @@ pub struct ButlerConfig {
     /// Per-request timeout, connect included.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
+    /// Webhook mode: sign each delivery (`X-Buildkite-Signature`, HMAC-SHA256 keyed with the
+    /// API key) instead of sending the key as `X-Buildkite-Token`.
+    #[serde(default)]
+    pub webhook_signature: bool,
+    /// Webhook mode, opt-in: add `?buildkiteToken=<Buildkite token>` so that BuildButler can
+    /// call Buildkite back. This hands your Buildkite token to BuildButler.
+    #[serde(default)]
+    pub webhook_send_buildkite_token: bool,
     /// How long `--once` keeps retrying failed deliveries before leaving them for the next run.
     #[serde(default = "default_retry_window_seconds")]
     pub retry_window_seconds: u64,
@@ -172,9 +180,11 @@ pub struct ButlerConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// The ingest REST API: builds, then their stages.
+    /// The ingest REST API: builds, then their stages (and tests, agents, logs).
     #[default]
     Ingest,
+    /// The Buildkite webhook receiver: each finished build as a `build.finished` event.
+    Webhook,
 }
 
 /// Casing of status values on the wire.

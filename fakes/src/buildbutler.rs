@@ -53,6 +53,16 @@ struct Inner {
     down: bool,
     latency: Duration,
     auth_seen: Vec<(Option<String>, Option<String>)>,
+    webhooks: Vec<Webhook>,
+}
+
+/// A webhook delivery the fake received.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Path and query, as sent.
+    pub uri: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
 }
 
 /// A running fake BuildButler. Cheap to clone; all clones share the state.
@@ -75,6 +85,7 @@ impl FakeButler {
         let app = Router::new()
             .route("/api/v1/ingest/builds", post(ingest_build))
             .route("/api/v1/ingest/pipeline-stages", post(ingest_stages))
+            .route("/webhooks/buildkite", post(webhook))
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
         FakeButler { url, inner }
@@ -122,6 +133,11 @@ impl FakeButler {
     /// Delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Every webhook delivery received.
+    pub fn webhooks(&self) -> Vec<Webhook> {
+        self.lock().webhooks.clone()
     }
 
     /// The (Authorization, X-API-Key) headers of every request.
@@ -229,6 +245,71 @@ async fn ingest_build(
         Some(ButlerFault::DropAfterStoring) => http::broken(stored.to_string(), 0),
         _ => http::json(StatusCode::CREATED, &stored),
     }
+}
+
+/// Buildkite's webhook receiver: `X-Buildkite-Token` must be the API key, or
+/// `X-Buildkite-Signature` an HMAC-SHA256 keyed with it over `"<timestamp>.<body>"`. Only
+/// `build.finished` is stored (as a build, by its id); other events are "skipped".
+async fn webhook(
+    State(s): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use hmac::{Hmac, Mac};
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let key = inner.api_key.clone();
+    let signed = header("x-buildkite-signature").and_then(|sig| {
+        let (ts, hex) = sig.split_once(",signature=")?;
+        let ts = ts.strip_prefix("timestamp=")?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).ok()?;
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(&body);
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Some(want == hex)
+    });
+    let ok =
+        signed.unwrap_or(false) || header("x-buildkite-token").as_deref() == Some(key.as_str());
+    if inner.down {
+        return http::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"}));
+    }
+    if !ok {
+        return http::json(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "invalid webhook token"}),
+        );
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("body is not JSON");
+    };
+    let headers: BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    inner.webhooks.push(Webhook {
+        uri: uri.to_string(),
+        headers: headers.clone(),
+        body: value.clone(),
+    });
+    if headers.get("x-buildkite-event").map(String::as_str) != Some("build.finished") {
+        return http::json(StatusCode::OK, &json!({"status": "skipped"}));
+    }
+    let id = value["build"]["id"].as_str().unwrap_or("").to_string();
+    inner.builds.insert(id, value["build"].clone());
+    inner.build_posts += 1;
+    http::json(StatusCode::OK, &json!({"status": "stored"}))
 }
 
 async fn ingest_stages(

@@ -1,14 +1,15 @@
-//! The BuildButler ingest client: one build is a `POST builds`, then its stages with the
-//! `buildId` from the answer. Both auth headers go with every request, since BuildButler's
-//! docs (`Authorization: Bearer`) and its Action (`X-API-Key`) disagree.
+//! The BuildButler client. In `ingest` mode a build is a `POST builds`, then its stages with
+//! the `buildId` from the answer; both auth headers go with every request, since
+//! BuildButler's docs (`Authorization: Bearer`) and its Action (`X-API-Key`) disagree. In
+//! `webhook` mode a build is one `POST /webhooks/buildkite`, as Buildkite's own webhook.
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::wire;
+use super::{webhook, wire};
 use crate::buildkite::Build;
-use crate::config::{ButlerConfig, StatusCase};
+use crate::config::{Config, Mode, Secret, StatusCase};
 use crate::retry;
 use crate::store::outbox::Row;
 
@@ -26,94 +27,156 @@ pub enum SendError {
     Fatal(String),
 }
 
-/// A BuildButler ingest client.
+/// A BuildButler client.
 pub struct Sink {
     http: reqwest::Client,
-    base: String,
-    /// `base` as it may appear in messages: host, port and path, no credentials.
+    /// The server's base URL, without a trailing slash.
+    server: String,
+    /// The server as it may appear in messages: host, port and path, no credentials.
     shown: String,
+    prefix: String,
+    mode: Mode,
     org: String,
     case: StatusCase,
+    /// Webhook mode: the API key, sent as `X-Buildkite-Token` or used to sign.
+    key: Secret,
+    sign: bool,
+    /// Webhook mode, opt-in: the Buildkite token for the `buildkiteToken` query parameter.
+    buildkite_token: Option<Secret>,
 }
 
 impl Sink {
-    /// A client for `config`, delivering builds of the organization `org`.
-    pub fn new(config: &ButlerConfig, org: &str) -> Result<Sink, String> {
-        let key = config.api_key();
-        let header = |value: String| {
-            let mut v = HeaderValue::from_str(&value).map_err(|_| {
-                "the BuildButler API key contains characters that cannot go in an HTTP header"
-                    .to_string()
-            })?;
-            v.set_sensitive(true);
-            Ok::<_, String>(v)
-        };
+    /// A client for the `[buildbutler]` settings of `config`.
+    pub fn new(config: &Config) -> Result<Sink, String> {
+        let bb = &config.buildbutler;
+        let key = bb.api_key();
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, header(format!("Bearer {}", key.expose()))?);
-        headers.insert("x-api-key", header(key.expose().to_string())?);
+        if bb.mode == Mode::Ingest {
+            headers.insert(
+                AUTHORIZATION,
+                sensitive(&format!("Bearer {}", key.expose()))?,
+            );
+            headers.insert("x-api-key", sensitive(key.expose())?);
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
-            .timeout(config.timeout())
+            .timeout(bb.timeout())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let base = format!(
-            "{}{}",
-            config.url.as_str().trim_end_matches('/'),
-            config.ingest_prefix.trim_end_matches('/')
-        );
-        let url = &config.url;
+        let url = &bb.url;
+        let server = url.as_str().trim_end_matches('/').to_string();
         let shown = format!(
             "{}{}{}",
             url.host_str().unwrap_or("?"),
             url.port().map(|p| format!(":{p}")).unwrap_or_default(),
-            &base[base.find(url.path()).unwrap_or(base.len())..]
+            url.path().trim_end_matches('/')
         );
         Ok(Sink {
             http,
-            base,
+            server,
             shown,
-            org: org.to_string(),
-            case: config.status_case,
+            prefix: bb.ingest_prefix.trim_end_matches('/').to_string(),
+            mode: bb.mode,
+            org: config.buildkite.organization.clone(),
+            case: bb.status_case,
+            key,
+            sign: bb.webhook_signature,
+            buildkite_token: bb
+                .webhook_send_buildkite_token
+                .then(|| config.buildkite.token()),
         })
     }
 
     /// Delivers one outbox row.
     pub async fn deliver(&self, row: &Row) -> Result<(), SendError> {
-        match row.kind.as_str() {
-            "build" => self.deliver_build(&row.payload).await,
-            other => Err(SendError::Reject(format!(
+        match (self.mode, row.kind.as_str()) {
+            (Mode::Ingest, "build") => self.ingest_build(&row.payload).await,
+            (Mode::Webhook, "build") => self.webhook_build(&row.payload).await,
+            (_, other) => Err(SendError::Reject(format!(
                 "unknown outbox item kind {other:?}"
             ))),
         }
     }
 
-    async fn deliver_build(&self, payload: &str) -> Result<(), SendError> {
+    async fn ingest_build(&self, payload: &str) -> Result<(), SendError> {
         let build: Build = serde_json::from_str(payload)
             .map_err(|e| SendError::Reject(format!("cannot decode the queued build: {e}")))?;
-        let answer = self
-            .post("builds", &wire::build(&self.org, &build, self.case))
-            .await?;
+        let body = wire::build(&self.org, &build, self.case);
+        let answer = self.ingest("builds", &body).await?;
         let build_id = answer
             .get("id")
             .and_then(|v| v.as_str())
             .unwrap_or(&build.id);
         let stages = wire::stages(build_id, &build, self.case);
         if !stages.stages.is_empty() {
-            self.post("pipeline-stages", &stages).await?;
+            self.ingest("pipeline-stages", &stages).await?;
         }
         Ok(())
     }
 
-    /// POSTs `body` to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).
-    async fn post<T: Serialize>(
+    async fn webhook_build(&self, payload: &str) -> Result<(), SendError> {
+        let body = webhook::payload(payload)
+            .map_err(|e| SendError::Reject(format!("cannot build the webhook body: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-buildkite-event",
+            HeaderValue::from_static("build.finished"),
+        );
+        if self.sign {
+            let timestamp = chrono::Utc::now().timestamp();
+            let signature = webhook::signature(&self.key, timestamp, &body);
+            headers.insert(
+                "x-buildkite-signature",
+                sensitive(&signature).map_err(SendError::Fatal)?,
+            );
+        } else {
+            headers.insert(
+                "x-buildkite-token",
+                sensitive(self.key.expose()).map_err(SendError::Fatal)?,
+            );
+        }
+        let mut url = format!("{}/webhooks/buildkite", self.server);
+        if let Some(token) = &self.buildkite_token {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("buildkiteToken", token.expose())
+                .finish();
+            url = format!("{url}?{query}");
+        }
+        self.post(&url, "webhooks/buildkite", body, headers)
+            .await
+            .map(drop)
+    }
+
+    /// POSTs JSON to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).
+    async fn ingest<T: Serialize>(
         &self,
         route: &str,
         body: &T,
     ) -> Result<serde_json::Value, SendError> {
-        let url = format!("{}/{route}", self.base);
-        let response = self.http.post(&url).json(body).send().await.map_err(|e| {
+        let url = format!("{}{}/{route}", self.server, self.prefix);
+        let shown_route = format!("{}/{route}", self.prefix.trim_start_matches('/'));
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| SendError::Reject(format!("cannot encode the body: {e}")))?;
+        self.post(&url, &shown_route, bytes, HeaderMap::new()).await
+    }
+
+    /// POSTs a JSON `body` to `url` (named `route` in messages, never with its query).
+    async fn post(
+        &self,
+        url: &str,
+        route: &str,
+        body: Vec<u8>,
+        headers: HeaderMap,
+    ) -> Result<serde_json::Value, SendError> {
+        let request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .headers(headers)
+            .body(body);
+        let response = request.send().await.map_err(|e| {
             SendError::Retry(format!("BuildButler {route}: {}", retry::describe(&e)))
         })?;
         let status = response.status();
@@ -135,11 +198,11 @@ impl Sink {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SendError::Fatal(format!(
                 "BuildButler rejected the API key ({status} at {path}): check [buildbutler] api_key or api_key_file"
             )),
-            StatusCode::NOT_FOUND if route == "pipeline-stages" => SendError::Reject(format!(
+            StatusCode::NOT_FOUND if route.ends_with("pipeline-stages") => SendError::Reject(format!(
                 "BuildButler has no pipeline-stages route (404 at {path}); the build itself was delivered without its stages"
             )),
             StatusCode::NOT_FOUND => SendError::Fatal(format!(
-                "BuildButler answered 404 at {path}: check [buildbutler] url and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
+                "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
             )),
             s if s.is_server_error()
                 || s == StatusCode::TOO_MANY_REQUESTS
@@ -147,7 +210,20 @@ impl Sink {
             {
                 SendError::Retry(format!("BuildButler {route} answered {s}"))
             }
-            s => SendError::Reject(format!("BuildButler refused it ({s} at {route}): {}", detail())),
+            s => SendError::Reject(format!(
+                "BuildButler refused it ({s} at {route}): {}",
+                detail()
+            )),
         })
     }
+}
+
+/// A header value that debug output never shows.
+fn sensitive(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        "a BuildButler or Buildkite secret contains characters that cannot go in an HTTP header"
+            .to_string()
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }

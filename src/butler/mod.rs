@@ -1,6 +1,7 @@
 //! The sink: BuildButler.
 
 pub mod client;
+pub mod webhook;
 pub mod wire;
 
 pub use client::{SendError, Sink};
