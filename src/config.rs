@@ -196,7 +196,8 @@ pub enum StatusCase {
     Lower,
 }
 
-/// `[schedule]`: cron expressions with a seconds field.
+/// `[schedule]`: cron expressions with a seconds field. An empty `agents` turns the agent
+/// sync off.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
@@ -296,6 +297,11 @@ impl ButlerConfig {
 }
 
 impl Config {
+    /// True when agents are synced: a schedule is set and the mode can carry them.
+    pub fn agents_enabled(&self) -> bool {
+        !self.schedule.agents.is_empty() && self.buildbutler.mode == Mode::Ingest
+    }
+
     /// Loads defaults, then `path` (which must exist), then `KITESYNC_*` variables; reads the
     /// secret files; validates everything.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -438,7 +444,9 @@ impl Config {
             }
         }
         check_cron(file, "builds", &self.schedule.builds)?;
-        check_cron(file, "agents", &self.schedule.agents)?;
+        if !self.schedule.agents.is_empty() {
+            check_cron(file, "agents", &self.schedule.agents)?;
+        }
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::deliver::{self, DeliverError};
 use crate::store::now_ms;
 use crate::store::outbox;
+use crate::sync::agents;
 use crate::sync::builds::{self, PollError};
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
@@ -76,6 +77,24 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .await
         .map_err(|e| DaemonError::Setup(format!("cannot schedule the poll: {e}")))?;
 
+    if app.config.agents_enabled() {
+        let agents = Arc::new(AgentPoller {
+            app: Arc::clone(&app),
+            queued: Arc::clone(&queued),
+            running: Mutex::new(Health::new("Buildkite agent poll")),
+            stop: stop_rx.clone(),
+            off: std::sync::atomic::AtomicBool::new(false),
+        });
+        let job = Job::new_async(app.config.schedule.agents.as_str(), move |_, _| {
+            let agents = Arc::clone(&agents);
+            Box::pin(async move { agents.tick().await })
+        })
+        .map_err(|e| DaemonError::Setup(format!("[schedule] agents: {e}")))?;
+        scheduler
+            .add(job)
+            .await
+            .map_err(|e| DaemonError::Setup(format!("cannot schedule the agent poll: {e}")))?;
+    }
     let delivery = tokio::spawn(deliver_loop(
         Arc::clone(&app),
         Arc::clone(&queued),
@@ -162,6 +181,52 @@ impl Poller {
             }
             Err(PollError::Source(e)) if e.is_configuration() => {
                 let _ = self.fatal.send(Some(e.to_string()));
+            }
+            Err(e) => health.failed(&e.to_string()),
+        }
+    }
+}
+
+/// The agent poll, on its own schedule. A token without `read_agents` turns it off (with
+/// one error) rather than stopping the build sync.
+struct AgentPoller {
+    app: Arc<App>,
+    queued: Arc<Notify>,
+    running: Mutex<Health>,
+    stop: watch::Receiver<Stop>,
+    off: std::sync::atomic::AtomicBool,
+}
+
+impl AgentPoller {
+    async fn tick(&self) {
+        use std::sync::atomic::Ordering;
+        let Ok(mut health) = self.running.try_lock() else {
+            return;
+        };
+        let mut stop = self.stop.clone();
+        if *stop.borrow() != Stop::No || self.off.load(Ordering::Relaxed) {
+            return;
+        }
+        let app = &self.app;
+        let poll = agents::poll(&app.client, &app.store, &app.config.buildkite.organization);
+        let result = tokio::select! {
+            r = poll => r,
+            _ = stop.wait_for(|s| *s == Stop::Now) => return,
+        };
+        match result {
+            Ok(report) => {
+                health.ok();
+                if report.changed {
+                    tracing::info!(
+                        "agent fleet changed ({} connected): snapshot queued",
+                        report.listed
+                    );
+                    self.queued.notify_one();
+                }
+            }
+            Err(PollError::Source(e)) if e.is_configuration() => {
+                tracing::error!("agent sync is off until kitesync restarts: {e} (or set [schedule] agents = \"\")");
+                self.off.store(true, Ordering::Relaxed);
             }
             Err(e) => health.failed(&e.to_string()),
         }

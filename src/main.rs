@@ -195,6 +195,9 @@ fn report_once(report: &OnceReport) -> ExitCode {
     if let Err(e) = &report.poll {
         eprintln!("kitesync: poll failed: {e}");
     }
+    if let Some(Err(e)) = &report.agents {
+        eprintln!("kitesync: agent poll failed: {e} (set [schedule] agents = \"\" to turn agent sync off)");
+    }
     if let Err(e) = &report.delivery {
         eprintln!("kitesync: delivery stopped: {e}");
     }

@@ -11,8 +11,10 @@ use crate::app::App;
 use crate::config::Config;
 use crate::daemon::{self, Stop};
 use crate::deliver::{self, DeliverError, DeliveryReport};
+use crate::store;
 use crate::store::backfill::Checkpoint;
 use crate::store::outbox::{self, Summary};
+use crate::sync::agents::{self, AgentsReport};
 use crate::sync::backfill::{self, BackfillReport, Observer};
 use crate::sync::builds::{self, PollError, PollReport};
 
@@ -20,6 +22,8 @@ use crate::sync::builds::{self, PollError, PollReport};
 #[derive(Debug)]
 pub struct OnceReport {
     pub poll: Result<PollReport, PollError>,
+    /// The agent poll, when it was due.
+    pub agents: Option<Result<AgentsReport, PollError>>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     /// Buildkite requests sent.
     pub requests: u64,
@@ -31,6 +35,7 @@ impl OnceReport {
     /// True when the poll worked and nothing is left to deliver.
     pub fn complete(&self) -> bool {
         self.poll.is_ok()
+            && !matches!(self.agents, Some(Err(_)))
             && self.delivery.is_ok()
             && self.outbox.pending == 0
             && self.outbox.dead == 0
@@ -38,7 +43,9 @@ impl OnceReport {
 
     /// True when the operator must fix credentials or configuration.
     pub fn needs_configuration(&self) -> bool {
-        matches!(&self.poll, Err(PollError::Source(e)) if e.is_configuration())
+        let config = |r: &PollError| matches!(r, PollError::Source(e) if e.is_configuration());
+        self.poll.as_ref().err().is_some_and(config)
+            || matches!(&self.agents, Some(Err(e)) if config(e))
             || matches!(self.delivery, Err(DeliverError::Fatal(_)))
     }
 }
@@ -48,9 +55,27 @@ impl OnceReport {
 pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
     let app = App::new(config.clone())?;
     let poll = builds::poll(&app.client, &app.store, &app.config.buildkite).await;
+    let agents = if app.config.agents_enabled() {
+        let last = app
+            .store
+            .call(|c| store::agents::last_polled(c))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Agents follow their own, slower schedule even when cron runs --once every minute.
+        let due = agents::due(&app.config.schedule.agents, last, Utc::now());
+        if due {
+            let org = &app.config.buildkite.organization;
+            Some(agents::poll(&app.client, &app.store, org).await)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
     let (delivery, outbox) = deliver_all(&app).await?;
     Ok(OnceReport {
         poll,
+        agents,
         delivery,
         requests: app.client.requests(),
         outbox,

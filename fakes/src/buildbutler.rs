@@ -54,6 +54,7 @@ struct Inner {
     latency: Duration,
     auth_seen: Vec<(Option<String>, Option<String>)>,
     webhooks: Vec<Webhook>,
+    fleets: Vec<Value>,
 }
 
 /// A webhook delivery the fake received.
@@ -85,6 +86,7 @@ impl FakeButler {
         let app = Router::new()
             .route("/api/v1/ingest/builds", post(ingest_build))
             .route("/api/v1/ingest/pipeline-stages", post(ingest_stages))
+            .route("/api/v1/ingest/agents", post(ingest_agents))
             .route("/webhooks/buildkite", post(webhook))
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
@@ -133,6 +135,11 @@ impl FakeButler {
     /// Delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Every agent fleet snapshot received, in order.
+    pub fn fleets(&self) -> Vec<Value> {
+        self.lock().fleets.clone()
     }
 
     /// Every webhook delivery received.
@@ -310,6 +317,35 @@ async fn webhook(
     inner.builds.insert(id, value["build"].clone());
     inner.build_posts += 1;
     http::json(StatusCode::OK, &json!({"status": "stored"}))
+}
+
+async fn ingest_agents(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = gate(&s, &headers).await {
+        return r;
+    }
+    let valid = body["jenkinsInstanceId"].is_string()
+        && body["agents"].as_array().is_some_and(|agents| {
+            agents.iter().all(|a| {
+                a["name"].is_string()
+                    && matches!(
+                        a["status"].as_str(),
+                        Some("ONLINE" | "OFFLINE" | "BUILDING" | "UNKNOWN")
+                    )
+                    && a["executors"].is_u64()
+            })
+        });
+    if !valid {
+        return bad_request("agents need jenkinsInstanceId, and name, status and executors each");
+    }
+    s.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .fleets
+        .push(body);
+    http::json(StatusCode::OK, &json!({"ok": true}))
 }
 
 async fn ingest_stages(

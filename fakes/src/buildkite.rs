@@ -59,6 +59,7 @@ struct Inner {
     token: String,
     scopes: Vec<String>,
     builds: Vec<Value>,
+    agents: Vec<Value>,
     /// Pages past this answer 400 "too deep".
     max_page: u32,
     window: Duration,
@@ -99,6 +100,7 @@ impl FakeBuildkite {
             .map(String::from)
             .to_vec(),
             builds: Vec::new(),
+            agents: Vec::new(),
             max_page: 10,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
@@ -120,6 +122,7 @@ impl FakeBuildkite {
                 "/v2/organizations/{org}/pipelines/{pipeline}/builds",
                 get(list_pipeline_builds),
             )
+            .route("/v2/organizations/{org}/agents", get(list_agents))
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
         FakeBuildkite { url, inner }
@@ -132,6 +135,11 @@ impl FakeBuildkite {
     /// Replaces every build.
     pub fn set_builds(&self, builds: Vec<Value>) {
         self.lock().builds = builds;
+    }
+
+    /// Replaces every agent (the list shows only the connected and stopping ones).
+    pub fn set_agents(&self, agents: Vec<Value>) {
+        self.lock().agents = agents;
     }
 
     /// Adds builds.
@@ -214,7 +222,32 @@ async fn list_builds(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    list(s, org, None, headers, uri).await
+    list(s, org, Listing::Builds(None), headers, uri).await
+}
+
+async fn list_agents(
+    State(s): State<Shared>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, Listing::Agents, headers, uri).await
+}
+
+/// What a list request asks for.
+enum Listing {
+    /// Builds, of one pipeline or of all.
+    Builds(Option<String>),
+    Agents,
+}
+
+impl Listing {
+    fn scope(&self) -> &'static str {
+        match self {
+            Listing::Builds(_) => "read_builds",
+            Listing::Agents => "read_agents",
+        }
+    }
 }
 
 async fn list_pipeline_builds(
@@ -223,16 +256,10 @@ async fn list_pipeline_builds(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    list(s, org, Some(pipeline), headers, uri).await
+    list(s, org, Listing::Builds(Some(pipeline)), headers, uri).await
 }
 
-async fn list(
-    s: Shared,
-    org: String,
-    pipeline: Option<String>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn list(s: Shared, org: String, listing: Listing, headers: HeaderMap, uri: Uri) -> Response {
     let latency = {
         let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
         inner.in_flight += 1;
@@ -252,7 +279,7 @@ async fn list(
     let mut response = answer(
         &mut inner,
         &org,
-        pipeline.as_deref(),
+        &listing,
         &headers,
         &uri,
         authorization.as_deref(),
@@ -273,7 +300,7 @@ async fn list(
 fn answer(
     inner: &mut Inner,
     org: &str,
-    pipeline: Option<&str>,
+    listing: &Listing,
     headers: &HeaderMap,
     uri: &Uri,
     authorization: Option<&str>,
@@ -303,10 +330,11 @@ fn answer(
                     "scope": scope, "limit": limit, "current": current, "reset": reset_secs(inner)}),
         );
     }
-    if !inner.scopes.iter().any(|s| s == "read_builds") {
+    let scope = listing.scope();
+    if !inner.scopes.iter().any(|s| s == scope) {
         return http::json(
             StatusCode::FORBIDDEN,
-            &json!({"message": "Your access token doesn't have the read_builds scope"}),
+            &json!({"message": format!("Your access token doesn't have the {scope} scope")}),
         );
     }
     if org != inner.org {
@@ -344,16 +372,37 @@ fn answer(
     if query.page > inner.max_page {
         return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
     }
-    let mut matching: Vec<&Value> = inner
-        .builds
-        .iter()
-        .filter(|b| pipeline.is_none_or(|p| b["pipeline"]["slug"] == p) && query.matches(b))
-        .collect();
-    // Newest first, by creation time, whatever the filter.
-    matching.sort_by(|a, b| {
-        let key = |v: &Value| (time(&v["created_at"]), v["number"].as_u64());
-        key(b).cmp(&key(a))
-    });
+    let matching: Vec<&Value> = match listing {
+        Listing::Builds(pipeline) => {
+            let mut builds: Vec<&Value> = inner
+                .builds
+                .iter()
+                .filter(|b| {
+                    pipeline
+                        .as_deref()
+                        .is_none_or(|p| b["pipeline"]["slug"] == p)
+                        && query.matches(b)
+                })
+                .collect();
+            // Newest first, by creation time, whatever the filter.
+            builds.sort_by(|a, b| {
+                let key = |v: &Value| (time(&v["created_at"]), v["number"].as_u64());
+                key(b).cmp(&key(a))
+            });
+            builds
+        }
+        // Only connected and stopping agents are listed.
+        Listing::Agents => inner
+            .agents
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a["connection_state"].as_str(),
+                    Some("connected" | "stopping")
+                )
+            })
+            .collect(),
+    };
     let total = matching.len();
     let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
     let page: Vec<&Value> = matching

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use super::budget::Budget;
-use super::model::Build;
+use super::model::{Agent, Build};
 use crate::config::{BuildkiteConfig, Secret};
 use crate::retry;
 
@@ -153,6 +153,22 @@ impl Client {
             }
         }
         url
+    }
+
+    /// Every connected agent of the organization, following the `Link` pages (on the API's
+    /// own host only).
+    pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
+        let mut url = Some(self.endpoint(&["organizations", &self.org, "agents"]));
+        if let Some(u) = url.as_mut() {
+            u.query_pairs_mut().append_pair("per_page", "100");
+        }
+        let mut all = Vec::new();
+        while let Some(page_url) = url {
+            let page = self.list(&page_url, "read_agents").await?;
+            all.extend(page.items);
+            url = page.next;
+        }
+        Ok(all)
     }
 
     /// Fetches one page of builds. Builds that do not decode are returned as such, so one odd

@@ -66,6 +66,44 @@ pub struct AgentRef {
     pub meta_data: Option<Vec<String>>,
 }
 
+/// An agent, as the agents list shows it (connected and stopping agents only).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: Option<String>,
+    /// never_connected, connected, disconnected, stopping, stopped, lost.
+    pub connection_state: Option<String>,
+    pub hostname: Option<String>,
+    /// e.g. `buildkite-agent/3.80.0.10637 (linux; amd64)`.
+    pub user_agent: Option<String>,
+    pub arch: Option<String>,
+    /// The job it is running, if any.
+    pub job: Option<serde_json::Value>,
+    /// `"key=value"` tags, e.g. `"queue=default"`.
+    pub meta_data: Option<Vec<String>>,
+}
+
+impl Agent {
+    /// The value of the `key=value` tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.meta_data
+            .iter()
+            .flatten()
+            .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// The OS and architecture the agent reports in its user agent: `(linux; amd64)`.
+    pub fn platform(&self) -> (Option<&str>, Option<&str>) {
+        let inside = self
+            .user_agent
+            .as_deref()
+            .and_then(|ua| ua.split_once('(')?.1.split_once(')'))
+            .map(|(inside, _)| inside);
+        let mut parts = inside.into_iter().flat_map(|s| s.split(';')).map(str::trim);
+        (parts.next(), parts.next())
+    }
+}
+
 /// Build states in which the build is still going, whatever `finished_at` says.
 const ACTIVE_STATES: [&str; 6] = [
     "creating",
@@ -138,6 +176,19 @@ mod tests {
         assert!(b.finished().is_some());
         let names: Vec<_> = b.steps().map(Job::display_name).collect();
         assert_eq!(names, [":rspec: Specs", "Deploy?"]);
+    }
+
+    #[test]
+    fn agent_platform_and_tags() {
+        let a: Agent = serde_json::from_str(
+            r#"{"id": "a", "name": "ci-1", "connection_state": "connected",
+                "user_agent": "buildkite-agent/3.80.0.10637 (linux; amd64)",
+                "meta_data": ["queue=default", "os=linux"], "job": null, "extra": 1}"#,
+        )
+        .expect("decodes");
+        assert_eq!(a.platform(), (Some("linux"), Some("amd64")));
+        assert_eq!(a.tag("queue"), Some("default"));
+        assert_eq!(a.tag("que"), None);
     }
 
     #[test]

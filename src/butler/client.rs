@@ -94,6 +94,7 @@ impl Sink {
         match (self.mode, row.kind.as_str()) {
             (Mode::Ingest, "build") => self.ingest_build(&row.payload).await,
             (Mode::Webhook, "build") => self.webhook_build(&row.payload).await,
+            (Mode::Ingest, "agents") => self.ingest_raw("agents", &row.payload).await,
             (_, other) => Err(SendError::Reject(format!(
                 "unknown outbox item kind {other:?}"
             ))),
@@ -160,6 +161,16 @@ impl Sink {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| SendError::Reject(format!("cannot encode the body: {e}")))?;
         self.post(&url, &shown_route, bytes, HeaderMap::new()).await
+    }
+
+    /// POSTs an already encoded JSON body to `{url}{ingest_prefix}/{route}`.
+    async fn ingest_raw(&self, route: &str, body: &str) -> Result<(), SendError> {
+        let url = format!("{}{}/{route}", self.server, self.prefix);
+        let shown_route = format!("{}/{route}", self.prefix.trim_start_matches('/'));
+        let bytes = body.as_bytes().to_vec();
+        self.post(&url, &shown_route, bytes, HeaderMap::new())
+            .await
+            .map(drop)
     }
 
     /// POSTs a JSON `body` to `url` (named `route` in messages, never with its query).

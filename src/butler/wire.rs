@@ -16,7 +16,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::buildkite::model::{Build, Job};
+use crate::buildkite::model::{Agent, Build, Job};
 use crate::config::StatusCase;
 
 /// The body of `POST {prefix}/builds`.
@@ -80,6 +80,74 @@ pub struct WireStage<'a> {
     pub completed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<&'a str>,
+}
+
+/// One agent of the fleet snapshot (`POST {prefix}/agents`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAgent {
+    pub name: String,
+    /// ONLINE (connected, idle), BUILDING (running a job), OFFLINE (gone from the list) or
+    /// UNKNOWN (never connected).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_job: Option<String>,
+    /// The agent's `meta_data` tags, comma-joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// A Buildkite agent runs one job at a time.
+    pub executors: u32,
+}
+
+/// The body of `POST {prefix}/agents`: the whole fleet.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireFleet<'a> {
+    pub jenkins_instance_id: &'a str,
+    pub agents: Vec<WireAgent>,
+    pub queue_items: [(); 0],
+}
+
+/// An agent as BuildButler's fleet snapshot shows it.
+pub fn agent(a: &Agent) -> WireAgent {
+    let job = a.job.as_ref().filter(|j| !j.is_null());
+    let status = match a.connection_state.as_deref() {
+        Some("connected" | "stopping") if job.is_some() => "BUILDING",
+        Some("connected" | "stopping") => "ONLINE",
+        Some("never_connected") => "UNKNOWN",
+        _ => "OFFLINE",
+    };
+    let (ua_os, ua_arch) = a.platform();
+    let tags = a.meta_data.as_deref().unwrap_or_default();
+    WireAgent {
+        name: a
+            .name
+            .clone()
+            .or_else(|| a.hostname.clone())
+            .unwrap_or_else(|| a.id.clone()),
+        status: status.to_string(),
+        current_job: job.and_then(|j| {
+            j.get("name")
+                .or_else(|| j.get("id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        }),
+        labels: (!tags.is_empty()).then(|| tags.join(",")),
+        os: a.tag("os").or(ua_os).map(str::to_string),
+        arch: a.arch.as_deref().or(ua_arch).map(str::to_string),
+        executors: 1,
+    }
+}
+
+/// The same agent once it has left the list: OFFLINE, with no job.
+pub fn gone(mut agent: WireAgent) -> WireAgent {
+    agent.status = "OFFLINE".to_string();
+    agent.current_job = None;
+    agent
 }
 
 /// A finished build as BuildButler's ingest API takes it.
@@ -241,6 +309,31 @@ mod tests {
         assert_eq!(status("not_run", false, StatusCase::Upper), "NOT_BUILT");
         assert_eq!(status("failed", false, StatusCase::Lower), "failure");
         assert_eq!(status("skipped", false, StatusCase::Lower), "aborted");
+    }
+
+    #[test]
+    fn agents_map_to_fleet_statuses() {
+        let decode = |v: serde_json::Value| -> Agent { serde_json::from_value(v).expect("agent") };
+        let busy = agent(&decode(json!({
+            "id": "a1", "name": "ci-1", "connection_state": "connected",
+            "user_agent": "buildkite-agent/3.80.0 (linux; arm64)",
+            "meta_data": ["queue=default", "docker=true"],
+            "job": {"id": "j1", "name": ":rspec: Specs", "state": "running"}
+        })));
+        assert_eq!(
+            serde_json::to_value(&busy).expect("json"),
+            json!({"name": "ci-1", "status": "BUILDING", "currentJob": ":rspec: Specs",
+                   "labels": "queue=default,docker=true", "os": "linux", "arch": "arm64",
+                   "executors": 1})
+        );
+        let idle = agent(&decode(
+            json!({"id": "a2", "hostname": "box", "connection_state": "connected", "job": null}),
+        ));
+        assert_eq!(
+            (idle.name.as_str(), idle.status.as_str()),
+            ("box", "ONLINE")
+        );
+        assert_eq!(gone(busy).status, "OFFLINE");
     }
 
     #[test]

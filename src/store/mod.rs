@@ -3,6 +3,7 @@
 //! It is the only hand-over point between polling and delivery. Every write is one short
 //! transaction, so a `kill -9` at any moment leaves either the state before or after it.
 
+pub mod agents;
 pub mod backfill;
 pub mod cursor;
 pub mod outbox;
@@ -61,6 +62,12 @@ const MIGRATIONS: &[&str] = &[
          builds     INTEGER NOT NULL DEFAULT 0,
          updated_at TEXT NOT NULL,
          PRIMARY KEY (since, until)
+     ) WITHOUT ROWID;",
+    // 3: the agent fleet as last sent (or about to be sent) to BuildButler.
+    "CREATE TABLE agents (
+         id         TEXT PRIMARY KEY,
+         wire       TEXT NOT NULL,
+         gone_since TEXT
      ) WITHOUT ROWID;",
 ];
 

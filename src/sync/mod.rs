@@ -1,5 +1,6 @@
 //! One poll cycle: read Buildkite, diff against the store, queue what is new.
 
+pub mod agents;
 pub mod backfill;
 pub mod builds;
 pub mod walk;
