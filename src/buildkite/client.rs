@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LINK, LOCATION, RANGE};
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use url::Url;
 
 use super::budget::Budget;
-use super::model::{Agent, Build};
+use super::model::{Agent, Artifact, Build};
 use crate::config::{BuildkiteConfig, Secret};
 use crate::retry;
 
@@ -45,7 +45,7 @@ pub enum SourceError {
         attempts: u32,
         reason: String,
     },
-    #[error("Buildkite's next-page link for {endpoint} points at another host ({host}); refusing to send the token there")]
+    #[error("Buildkite's answer at {endpoint} points at another host ({host}) for more: refusing to send the token there")]
     ForeignLink { endpoint: String, host: String },
 }
 
@@ -94,9 +94,18 @@ pub struct Client {
     requests: AtomicU64,
 }
 
+/// One kind of GET: the token's scope it needs (named when Buildkite answers 403), extra
+/// headers, and statuses besides 2xx that are answers rather than errors.
+struct Get<'a> {
+    url: &'a Url,
+    scope: &'a str,
+    headers: HeaderMap,
+    also_ok: &'a [StatusCode],
+}
+
 /// What one attempt came to.
 enum Attempt {
-    Done(Vec<u8>, HeaderMap),
+    Done(StatusCode, Vec<u8>, HeaderMap),
     Transient(String),
     RateLimited(Duration),
     Failed(SourceError),
@@ -177,13 +186,128 @@ impl Client {
         self.list(url, "read_builds").await
     }
 
+    /// Every artifact of a build, following the `Link` pages.
+    pub async fn artifacts(
+        &self,
+        pipeline: &str,
+        number: u64,
+    ) -> Result<Vec<Item<Artifact>>, SourceError> {
+        let number = number.to_string();
+        let mut url = self.endpoint(&[
+            "organizations",
+            &self.org,
+            "pipelines",
+            pipeline,
+            "builds",
+            &number,
+            "artifacts",
+        ]);
+        url.query_pairs_mut().append_pair("per_page", "100");
+        let mut all = Vec::new();
+        let mut next = Some(url);
+        while let Some(page_url) = next {
+            let page = self.list(&page_url, "read_artifacts").await?;
+            all.extend(page.items);
+            next = page.next;
+        }
+        Ok(all)
+    }
+
+    /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
+    /// to a presigned storage URL (valid for about a minute). The token goes to Buildkite
+    /// only; fetch the returned URL without it.
+    pub async fn artifact_location(&self, download_url: &str) -> Result<Url, SourceError> {
+        let url = self.own_url(download_url)?;
+        let redirects = [
+            StatusCode::FOUND,
+            StatusCode::SEE_OTHER,
+            StatusCode::TEMPORARY_REDIRECT,
+            StatusCode::MOVED_PERMANENTLY,
+        ];
+        let get = Get {
+            url: &url,
+            scope: "read_artifacts",
+            headers: HeaderMap::new(),
+            also_ok: &redirects,
+        };
+        let (location, _) = self
+            .get(&get, |status, headers, body| {
+                let target = if status.is_redirection() {
+                    headers
+                        .get(LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .map(str::to_string)
+                } else {
+                    serde_json::from_slice::<serde_json::Value>(body)
+                        .ok()
+                        .and_then(|v| v.get("url")?.as_str().map(str::to_string))
+                };
+                let target = target.ok_or("no Location and no url in the download answer")?;
+                url.join(&target)
+                    .map_err(|e| format!("bad download location: {e}"))
+            })
+            .await?;
+        Ok(location)
+    }
+
+    /// The last `max_bytes` of a job's log (empty when the log is).
+    pub async fn log_tail(
+        &self,
+        pipeline: &str,
+        number: u64,
+        job: &str,
+        max_bytes: u64,
+    ) -> Result<String, SourceError> {
+        let number = number.to_string();
+        let url = self.endpoint(&[
+            "organizations",
+            &self.org,
+            "pipelines",
+            pipeline,
+            "builds",
+            &number,
+            "jobs",
+            job,
+            "log",
+        ]);
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
+        if let Ok(range) = HeaderValue::from_str(&format!("bytes=-{max_bytes}")) {
+            headers.insert(RANGE, range);
+        }
+        let get = Get {
+            url: &url,
+            scope: "read_build_logs",
+            headers,
+            also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
+        };
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let (text, _) = self
+            .get(&get, |status, _, body| {
+                if status == StatusCode::RANGE_NOT_SATISFIABLE {
+                    return Ok(String::new());
+                }
+                // A server that ignores Range sends it all: keep the tail.
+                let tail = &body[body.len().saturating_sub(max)..];
+                Ok(String::from_utf8_lossy(tail).into_owned())
+            })
+            .await?;
+        Ok(text)
+    }
+
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
         scope: &str,
     ) -> Result<Page<T>, SourceError> {
+        let get = Get {
+            url,
+            scope,
+            headers: HeaderMap::new(),
+            also_ok: &[],
+        };
         let (items, headers) = self
-            .get(url, scope, |body| {
+            .get(&get, |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
                     .map_err(|e| format!("the answer is not a JSON list ({e})"))
             })
@@ -204,21 +328,20 @@ impl Client {
         Ok(Page { items, next, date })
     }
 
-    /// GETs `url` until it succeeds and `parse` accepts the body, or fails for good.
+    /// GETs until the answer succeeds and `parse` accepts it, or fails for good.
     async fn get<T>(
         &self,
-        url: &Url,
-        scope: &str,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        get: &Get<'_>,
+        parse: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, String>,
     ) -> Result<(T, HeaderMap), SourceError> {
-        let endpoint = endpoint_name(url);
+        let endpoint = endpoint_name(get.url);
         let mut failures = 0;
         let mut rate_limited = 0;
         loop {
             self.budget.acquire().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let reason = match self.attempt(url, &endpoint, scope).await {
-                Attempt::Done(body, headers) => match parse(&body) {
+            let reason = match self.attempt(get, &endpoint).await {
+                Attempt::Done(status, body, headers) => match parse(status, &headers, &body) {
                     Ok(value) => return Ok((value, headers)),
                     Err(e) => format!("malformed answer: {e}"),
                 },
@@ -275,10 +398,11 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, url: &Url, endpoint: &str, scope: &str) -> Attempt {
+    async fn attempt(&self, get: &Get<'_>, endpoint: &str) -> Attempt {
         let sent = self
             .http
-            .get(url.clone())
+            .get(get.url.clone())
+            .headers(get.headers.clone())
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await;
@@ -294,9 +418,9 @@ impl Client {
                 return Attempt::Transient(format!("body cut short: {}", retry::describe(&e)))
             }
         };
-        if status.is_success() {
+        if status.is_success() || get.also_ok.contains(&status) {
             self.budget.observe(&headers);
-            return Attempt::Done(body, headers);
+            return Attempt::Done(status, body, headers);
         }
         let endpoint = endpoint.to_string();
         let message = error_message(&body);
@@ -307,7 +431,7 @@ impl Client {
             StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
             StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
                 endpoint,
-                scope: missing_scope(&message).unwrap_or(scope).to_string(),
+                scope: missing_scope(&message).unwrap_or(get.scope).to_string(),
             }),
             StatusCode::NOT_FOUND => Attempt::Failed(SourceError::NotFound { endpoint }),
             StatusCode::BAD_REQUEST if message.contains("this deep") => {
@@ -347,6 +471,23 @@ impl Client {
             });
         }
         Ok(Some(next))
+    }
+
+    /// A URL Buildkite gave (e.g. an artifact's `download_url`), accepted only on the API's
+    /// own host, since the token goes with it.
+    fn own_url(&self, given: &str) -> Result<Url, SourceError> {
+        let url = self.api.join(given).map_err(|e| SourceError::Rejected {
+            endpoint: given.chars().take(100).collect(),
+            status: 200,
+            message: format!("unparseable URL from Buildkite: {e}"),
+        })?;
+        if url.origin() != self.api.origin() {
+            return Err(SourceError::ForeignLink {
+                endpoint: endpoint_name(&self.api),
+                host: url.host_str().unwrap_or("?").to_string(),
+            });
+        }
+        Ok(url)
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {

@@ -6,4 +6,4 @@ pub mod model;
 
 pub use budget::Budget;
 pub use client::{BuildQuery, Client, SourceError};
-pub use model::{Agent, Build};
+pub use model::{Agent, Artifact, Build};

@@ -55,6 +55,8 @@ pub struct Job {
     /// True on an attempt that was retried (a later attempt of the same step exists).
     pub retried: Option<bool>,
     pub agent: Option<AgentRef>,
+    /// The step's `artifact_paths` glob(s); a build none of whose jobs has any has no artifacts.
+    pub artifact_paths: Option<String>,
 }
 
 /// The agent that ran a job.
@@ -64,6 +66,19 @@ pub struct AgentRef {
     pub hostname: Option<String>,
     /// `"key=value"` tags, e.g. `"queue=default"`.
     pub meta_data: Option<Vec<String>>,
+}
+
+/// A build artifact.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Artifact {
+    pub id: String,
+    pub job_id: Option<String>,
+    pub path: String,
+    /// new, error, finished, deleted, expired: only finished ones can be downloaded.
+    pub state: Option<String>,
+    pub file_size: Option<u64>,
+    /// The API URL that answers 302 to the storage host.
+    pub download_url: Option<String>,
 }
 
 /// An agent, as the agents list shows it (connected and stopping agents only).

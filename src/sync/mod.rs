@@ -3,4 +3,5 @@
 pub mod agents;
 pub mod backfill;
 pub mod builds;
+pub mod junit;
 pub mod walk;
