@@ -14,6 +14,8 @@ pub struct App {
     pub store: Store,
     pub client: Client,
     pub sink: Arc<Sink>,
+    /// `[tests] junit_artifact_globs`, compiled.
+    pub junit_globs: globset::GlobSet,
 }
 
 impl App {
@@ -27,6 +29,7 @@ impl App {
         let client = Client::new(&config.buildkite, budget)?;
         let sink = Arc::new(Sink::new(&config)?);
         Ok(App {
+            junit_globs: config.junit_globs(),
             config,
             store,
             client,

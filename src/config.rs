@@ -17,12 +17,13 @@ use url::Url;
 pub const ENV_PREFIX: &str = "KITESYNC_";
 
 /// The top-level keys and sections of the config.
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "state_path",
     "buildkite",
     "buildbutler",
     "schedule",
     "tests",
+    "logs",
 ];
 
 /// A configuration problem, worded for the operator. Its `Display` is the whole message.
@@ -94,6 +95,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub tests: TestsConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
 }
 
 /// `[buildkite]`: the source.
@@ -208,12 +211,51 @@ pub struct ScheduleConfig {
 }
 
 /// `[tests]`: JUnit results from artifacts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestsConfig {
     /// Artifact path globs read as JUnit XML (empty: off).
     #[serde(default)]
     pub junit_artifact_globs: Vec<String>,
+    /// Larger JUnit files are skipped with a warning.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+impl Default for TestsConfig {
+    fn default() -> Self {
+        TestsConfig {
+            junit_artifact_globs: Vec::new(),
+            max_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+/// `[logs]`: the tail of each failed job's log, for failed builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// How much of the end of each failed job's log to send (and of all of them together).
+    #[serde(default = "default_log_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            enabled: false,
+            max_bytes: default_log_bytes(),
+        }
+    }
+}
+
+fn default_max_file_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_log_bytes() -> u64 {
+    64 * 1024
 }
 
 impl Default for ScheduleConfig {
@@ -297,6 +339,27 @@ impl ButlerConfig {
 }
 
 impl Config {
+    /// True when JUnit results are read from artifacts (ingest mode only).
+    pub fn tests_enabled(&self) -> bool {
+        !self.tests.junit_artifact_globs.is_empty() && self.buildbutler.mode == Mode::Ingest
+    }
+
+    /// True when failed jobs' log tails are sent (ingest mode only).
+    pub fn logs_enabled(&self) -> bool {
+        self.logs.enabled && self.buildbutler.mode == Mode::Ingest
+    }
+
+    /// The JUnit artifact globs, compiled (validated by [`Config::load`]).
+    pub fn junit_globs(&self) -> globset::GlobSet {
+        let mut set = globset::GlobSetBuilder::new();
+        for glob in &self.tests.junit_artifact_globs {
+            if let Ok(g) = globset::Glob::new(glob) {
+                set.add(g);
+            }
+        }
+        set.build().unwrap_or_else(|_| globset::GlobSet::empty())
+    }
+
     /// True when agents are synced: a schedule is set and the mode can carry them.
     pub fn agents_enabled(&self) -> bool {
         !self.schedule.agents.is_empty() && self.buildbutler.mode == Mode::Ingest
@@ -444,6 +507,28 @@ impl Config {
             }
         }
         check_cron(file, "builds", &self.schedule.builds)?;
+        for glob in &self.tests.junit_artifact_globs {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(file.error(
+                    "tests",
+                    "junit_artifact_globs",
+                    &format!("has an invalid glob {glob:?}: {}", e.kind()),
+                ));
+            }
+        }
+        let sizes = [
+            ("tests", "max_file_bytes", self.tests.max_file_bytes),
+            ("logs", "max_bytes", self.logs.max_bytes),
+        ];
+        for (section, key, value) in sizes {
+            if !(1..=1 << 30).contains(&value) {
+                return Err(file.error(
+                    section,
+                    key,
+                    &format!("= {value} is out of range: it must be from 1 to 1073741824"),
+                ));
+            }
+        }
         if !self.schedule.agents.is_empty() {
             check_cron(file, "agents", &self.schedule.agents)?;
         }

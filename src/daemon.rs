@@ -19,8 +19,8 @@ use crate::app::App;
 use crate::deliver::{self, DeliverError};
 use crate::store::now_ms;
 use crate::store::outbox;
-use crate::sync::agents;
 use crate::sync::builds::{self, PollError};
+use crate::sync::{agents, enrich};
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
@@ -160,7 +160,8 @@ impl Poller {
             return;
         }
         let app = &self.app;
-        let poll = builds::poll(&app.client, &app.store, &app.config.buildkite);
+        let filter = builds::Filter::new(&app.config);
+        let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter);
         let result = tokio::select! {
             r = poll => r,
             _ = stop.wait_for(|s| *s == Stop::Now) => return,
@@ -177,6 +178,19 @@ impl Poller {
                 if report.queued > 0 {
                     tracing::info!("{} newly finished builds queued", report.queued);
                     self.queued.notify_one();
+                }
+                let enriching = enrich::run(app);
+                let enriched = tokio::select! {
+                    r = enriching => r,
+                    _ = stop.wait_for(|s| *s == Stop::Now) => return,
+                };
+                match enriched {
+                    Ok(r) if r.items > 0 => self.queued.notify_one(),
+                    Ok(_) => {}
+                    Err(PollError::Source(e)) if e.is_configuration() => {
+                        let _ = self.fatal.send(Some(e.to_string()));
+                    }
+                    Err(e) => health.failed(&e.to_string()),
                 }
             }
             Err(PollError::Source(e)) if e.is_configuration() => {

@@ -195,6 +195,9 @@ fn report_once(report: &OnceReport) -> ExitCode {
     if let Err(e) = &report.poll {
         eprintln!("kitesync: poll failed: {e}");
     }
+    if let Err(e) = &report.enrich {
+        eprintln!("kitesync: fetching test results or logs failed: {e}");
+    }
     if let Some(Err(e)) = &report.agents {
         eprintln!("kitesync: agent poll failed: {e} (set [schedule] agents = \"\" to turn agent sync off)");
     }
@@ -248,6 +251,10 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
         cp.builds,
         walk.queued,
     );
+    if let Some(Err(e)) = &outcome.enrich {
+        eprintln!("kitesync: fetching test results or logs failed: {e}");
+        return ExitCode::from(EXIT_INCOMPLETE);
+    }
     if let Err(e) = &outcome.delivery {
         eprintln!("kitesync: delivery stopped: {e}");
         let config = matches!(e, kitesync::deliver::DeliverError::Fatal(_));

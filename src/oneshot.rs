@@ -17,6 +17,7 @@ use crate::store::outbox::{self, Summary};
 use crate::sync::agents::{self, AgentsReport};
 use crate::sync::backfill::{self, BackfillReport, Observer};
 use crate::sync::builds::{self, PollError, PollReport};
+use crate::sync::enrich::{self, EnrichReport};
 
 /// What a `--once` run did and left.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct OnceReport {
     pub poll: Result<PollReport, PollError>,
     /// The agent poll, when it was due.
     pub agents: Option<Result<AgentsReport, PollError>>,
+    /// Fetching test results and logs.
+    pub enrich: Result<EnrichReport, PollError>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     /// Buildkite requests sent.
     pub requests: u64,
@@ -36,6 +39,7 @@ impl OnceReport {
     pub fn complete(&self) -> bool {
         self.poll.is_ok()
             && !matches!(self.agents, Some(Err(_)))
+            && self.enrich.is_ok()
             && self.delivery.is_ok()
             && self.outbox.pending == 0
             && self.outbox.dead == 0
@@ -46,6 +50,7 @@ impl OnceReport {
         let config = |r: &PollError| matches!(r, PollError::Source(e) if e.is_configuration());
         self.poll.as_ref().err().is_some_and(config)
             || matches!(&self.agents, Some(Err(e)) if config(e))
+            || self.enrich.as_ref().err().is_some_and(config)
             || matches!(self.delivery, Err(DeliverError::Fatal(_)))
     }
 }
@@ -54,7 +59,8 @@ impl OnceReport {
 /// delivery problems are in the report.
 pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
     let app = App::new(config.clone())?;
-    let poll = builds::poll(&app.client, &app.store, &app.config.buildkite).await;
+    let filter = builds::Filter::new(&app.config);
+    let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter).await;
     let agents = if app.config.agents_enabled() {
         let last = app
             .store
@@ -72,10 +78,12 @@ pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
     } else {
         None
     };
+    let enrich = enrich::run(&app).await;
     let (delivery, outbox) = deliver_all(&app).await?;
     Ok(OnceReport {
         poll,
         agents,
+        enrich,
         delivery,
         requests: app.client.requests(),
         outbox,
@@ -87,6 +95,8 @@ pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
 pub struct BackfillOutcome {
     /// The walk; `None` when it was interrupted (it resumes from its checkpoint next time).
     pub walk: Option<Result<BackfillReport, PollError>>,
+    /// Fetching test results and logs, after a complete walk.
+    pub enrich: Option<Result<EnrichReport, PollError>>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     pub requests: u64,
     pub budget_waits: u64,
@@ -128,13 +138,18 @@ pub async fn run_backfill(
         Stop::Now
     });
     let _ = delivering.await;
+    let mut enriched = None;
     let (delivery, outbox) = match (&walk, fatal_rx.borrow().clone()) {
         (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),
         (None, None) => (Ok(DeliveryReport::default()), summary(&app).await?),
-        (Some(_), None) => deliver_all(&app).await?,
+        (Some(_), None) => {
+            enriched = Some(enrich::run(&app).await);
+            deliver_all(&app).await?
+        }
     };
     Ok(BackfillOutcome {
         walk,
+        enrich: enriched,
         delivery,
         requests: app.client.requests(),
         budget_waits: app.client.budget().waits(),

@@ -55,6 +55,8 @@ struct Inner {
     auth_seen: Vec<(Option<String>, Option<String>)>,
     webhooks: Vec<Webhook>,
     fleets: Vec<Value>,
+    suites: Vec<Value>,
+    logs: Vec<Value>,
 }
 
 /// A webhook delivery the fake received.
@@ -87,6 +89,8 @@ impl FakeButler {
             .route("/api/v1/ingest/builds", post(ingest_build))
             .route("/api/v1/ingest/pipeline-stages", post(ingest_stages))
             .route("/api/v1/ingest/agents", post(ingest_agents))
+            .route("/api/v1/ingest/tests", post(ingest_tests))
+            .route("/api/v1/ingest/build-logs", post(ingest_logs))
             .route("/webhooks/buildkite", post(webhook))
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
@@ -135,6 +139,16 @@ impl FakeButler {
     /// Delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Every test suite received, in order.
+    pub fn suites(&self) -> Vec<Value> {
+        self.lock().suites.clone()
+    }
+
+    /// Every build log received, in order.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lock().logs.clone()
     }
 
     /// Every agent fleet snapshot received, in order.
@@ -346,6 +360,59 @@ async fn ingest_agents(
         .fleets
         .push(body);
     http::json(StatusCode::OK, &json!({"ok": true}))
+}
+
+async fn ingest_tests(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = gate(&s, &headers).await {
+        return r;
+    }
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let known = inner.builds.values().any(|b| b["id"] == body["buildId"]);
+    let counts = [
+        "totalCount",
+        "passCount",
+        "failCount",
+        "skipCount",
+        "duration",
+    ]
+    .iter()
+    .all(|k| body[*k].is_u64());
+    let cases = body["testCases"].as_array().is_some_and(|cases| {
+        cases.iter().all(|c| {
+            c["testName"].is_string()
+                && c["className"].is_string()
+                && matches!(
+                    c["status"].as_str(),
+                    Some("PASSED" | "FAILED" | "SKIPPED" | "ERROR")
+                )
+        })
+    });
+    if !known || !counts || !cases || !body["name"].is_string() {
+        return bad_request("tests need a known buildId, name, counts and testCases");
+    }
+    inner.suites.push(body);
+    http::json(StatusCode::CREATED, &json!({"ok": true}))
+}
+
+async fn ingest_logs(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Err(r) = gate(&s, &headers).await {
+        return r;
+    }
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let known = inner.builds.values().any(|b| b["id"] == body["buildId"]);
+    if !known || !body["logContent"].is_string() || !body["buildNumber"].is_u64() {
+        return bad_request("build-logs need a known buildId, buildNumber and logContent");
+    }
+    inner.logs.push(body);
+    http::json(StatusCode::CREATED, &json!({"ok": true}))
 }
 
 async fn ingest_stages(

@@ -1,6 +1,6 @@
 //! A fake Buildkite REST API (v2) for one organization.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,12 @@ struct Inner {
     scopes: Vec<String>,
     builds: Vec<Value>,
     agents: Vec<Value>,
+    /// Artifacts by build number.
+    artifacts: BTreeMap<u64, Vec<FakeArtifact>>,
+    /// Job logs by job id.
+    logs: BTreeMap<String, String>,
+    /// Base URL of the artifact storage host (another port: another host).
+    storage_url: String,
     /// Pages past this answer 400 "too deep".
     max_page: u32,
     window: Duration,
@@ -101,6 +107,9 @@ impl FakeBuildkite {
             .to_vec(),
             builds: Vec::new(),
             agents: Vec::new(),
+            artifacts: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            storage_url: String::new(),
             max_page: 10,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
@@ -123,8 +132,25 @@ impl FakeBuildkite {
                 get(list_pipeline_builds),
             )
             .route("/v2/organizations/{org}/agents", get(list_agents))
+            .route(
+                "/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/artifacts",
+                get(list_artifacts),
+            )
+            .route(
+                "/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/artifacts/{id}/download",
+                get(download_artifact),
+            )
+            .route(
+                "/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/jobs/{job}/log",
+                get(job_log),
+            )
             .with_state(Arc::clone(&inner));
         let url = http::serve(app).await;
+        let storage = Router::new()
+            .route("/artifacts/{id}", get(storage_get))
+            .with_state(Arc::clone(&inner));
+        let storage_url = http::serve(storage).await;
+        inner.lock().unwrap_or_else(|e| e.into_inner()).storage_url = storage_url;
         FakeBuildkite { url, inner }
     }
 
@@ -135,6 +161,38 @@ impl FakeBuildkite {
     /// Replaces every build.
     pub fn set_builds(&self, builds: Vec<Value>) {
         self.lock().builds = builds;
+    }
+
+    /// Gives build `number` these artifacts (path, content), as uploaded by its first job.
+    pub fn set_artifacts(&self, number: u64, files: Vec<(String, Vec<u8>)>) {
+        let mut inner = self.lock();
+        let next = inner.artifacts.values().map(Vec::len).sum::<usize>();
+        let artifacts = files
+            .into_iter()
+            .enumerate()
+            .map(|(i, (path, content))| FakeArtifact {
+                id: format!("artifact-{}", next + i),
+                path,
+                content,
+                storage_requests: Vec::new(),
+            })
+            .collect();
+        inner.artifacts.insert(number, artifacts);
+    }
+
+    /// The Authorization header (if any) of every request the storage host received.
+    pub fn storage_authorizations(&self) -> Vec<Option<String>> {
+        self.lock()
+            .artifacts
+            .values()
+            .flatten()
+            .flat_map(|a| a.storage_requests.clone())
+            .collect()
+    }
+
+    /// Sets the log of job `job`.
+    pub fn set_log(&self, job: &str, text: &str) {
+        self.lock().logs.insert(job.to_string(), text.to_string());
     }
 
     /// Replaces every agent (the list shows only the connected and stopping ones).
@@ -234,11 +292,17 @@ async fn list_agents(
     list(s, org, Listing::Agents, headers, uri).await
 }
 
-/// What a list request asks for.
+/// What a request asks for.
 enum Listing {
     /// Builds, of one pipeline or of all.
     Builds(Option<String>),
     Agents,
+    /// The artifacts of a build.
+    Artifacts(u64),
+    /// The 302 to an artifact's storage URL.
+    Download(u64, String),
+    /// A job's log.
+    Log(String),
 }
 
 impl Listing {
@@ -246,8 +310,132 @@ impl Listing {
         match self {
             Listing::Builds(_) => "read_builds",
             Listing::Agents => "read_agents",
+            Listing::Artifacts(_) | Listing::Download(..) => "read_artifacts",
+            Listing::Log(_) => "read_build_logs",
         }
     }
+}
+
+/// An uploaded artifact.
+#[derive(Debug, Clone)]
+struct FakeArtifact {
+    id: String,
+    path: String,
+    content: Vec<u8>,
+    /// The Authorization header of each request for it at the storage host.
+    storage_requests: Vec<Option<String>>,
+}
+
+type BuildPath = Path<(String, String, u64)>;
+
+async fn list_artifacts(
+    State(s): State<Shared>,
+    Path((org, _pipeline, number)): BuildPath,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, Listing::Artifacts(number), headers, uri).await
+}
+
+async fn download_artifact(
+    State(s): State<Shared>,
+    Path((org, _pipeline, number, id)): Path<(String, String, u64, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, Listing::Download(number, id), headers, uri).await
+}
+
+async fn job_log(
+    State(s): State<Shared>,
+    Path((org, _pipeline, _number, job)): Path<(String, String, u64, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    list(s, org, Listing::Log(job), headers, uri).await
+}
+
+/// The storage host: serves artifact bytes to anyone with the (presigned) URL, and notes
+/// whether a token came along.
+async fn storage_get(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let found = inner.artifacts.values_mut().flatten().find(|a| a.id == id);
+    match found {
+        Some(a) => {
+            a.storage_requests.push(auth);
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/xml")
+                .body(axum::body::Body::from(a.content.clone()))
+                .expect("valid response")
+        }
+        None => http::json(StatusCode::NOT_FOUND, &json!({"error": "NoSuchKey"})),
+    }
+}
+
+/// The 302 Buildkite answers for an artifact download.
+fn download(inner: &Inner, number: u64, id: &str) -> Response {
+    let exists = inner
+        .artifacts
+        .get(&number)
+        .is_some_and(|a| a.iter().any(|a| a.id == id));
+    if !exists {
+        return http::json(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
+    }
+    let location = format!(
+        "{}/artifacts/{id}?X-Amz-Signature=presigned",
+        inner.storage_url
+    );
+    let mut r = http::json(StatusCode::FOUND, &json!({"url": location}));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert("location", v);
+    }
+    r
+}
+
+/// A job's log: plain text with `Accept: text/plain` (a suffix `Range` gives its tail, 416
+/// when it is empty), else JSON.
+fn log(inner: &Inner, job: &str, headers: &HeaderMap) -> Response {
+    let Some(text) = inner.logs.get(job) else {
+        return http::json(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
+    };
+    let plain = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/plain"));
+    if !plain {
+        return http::json(
+            StatusCode::OK,
+            &json!({"content": text, "size": text.len()}),
+        );
+    }
+    let bytes = text.as_bytes();
+    let suffix = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes=-"))
+        .and_then(|n| n.parse::<usize>().ok());
+    let (status, body) = match suffix {
+        Some(_) if bytes.is_empty() => (StatusCode::RANGE_NOT_SATISFIABLE, &bytes[..0]),
+        Some(n) => (
+            StatusCode::PARTIAL_CONTENT,
+            &bytes[bytes.len().saturating_sub(n)..],
+        ),
+        None => (StatusCode::OK, bytes),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(axum::body::Body::from(body.to_vec()))
+        .expect("valid response")
 }
 
 async fn list_pipeline_builds(
@@ -368,6 +556,11 @@ fn answer(
     if fault == Some(Fault::Malformed) {
         return http::json(StatusCode::OK, &json!("<html>502 Bad Gateway</html>"));
     }
+    match listing {
+        Listing::Download(number, id) => return download(inner, *number, id),
+        Listing::Log(job) => return log(inner, job, headers),
+        _ => {}
+    }
     let query = Query::parse(uri);
     if query.page > inner.max_page {
         return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
@@ -391,6 +584,10 @@ fn answer(
             });
             builds
         }
+        Listing::Artifacts(number) => {
+            return artifacts_page(inner, *number, &query, headers, uri);
+        }
+        Listing::Download(..) | Listing::Log(_) => Vec::new(),
         // Only connected and stopping agents are listed.
         Listing::Agents => inner
             .agents
@@ -549,4 +746,43 @@ fn glob(pattern: &str, s: &str) -> bool {
             (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
         }
     }
+}
+
+/// A page of a build's artifacts, with `Link` headers.
+fn artifacts_page(
+    inner: &Inner,
+    number: u64,
+    query: &Query,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Response {
+    let org = &inner.org;
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let all: Vec<Value> = inner
+        .artifacts
+        .get(&number)
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let (dirname, filename) = a.path.rsplit_once('/').unwrap_or(("", &a.path));
+            json!({
+                "id": a.id, "job_id": "job-1", "path": a.path, "dirname": dirname,
+                "filename": filename, "mime_type": "application/xml", "state": "finished",
+                "file_size": a.content.len(), "sha1sum": "0000",
+                "url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}", a.id),
+                "download_url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}/download", a.id),
+            })
+        })
+        .collect();
+    let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
+    let page: Vec<&Value> = all.iter().skip(start).take(query.per_page).collect();
+    let mut response = http::json(StatusCode::OK, &json!(page));
+    let last_page = all.len().div_ceil(query.per_page).max(1) as u32;
+    if let Ok(v) = HeaderValue::from_str(&links(headers, uri, query.page, last_page)) {
+        response.headers_mut().insert("link", v);
+    }
+    response
 }

@@ -61,6 +61,15 @@ impl SourceError {
     }
 }
 
+/// Why an artifact could not be fetched from its storage host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("larger than [tests] max_file_bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// One page of a list: each item's raw JSON and its decoded form, the next page, and the
 /// server's time of the answer (its `Date` header).
 pub struct Page<T> {
@@ -87,6 +96,8 @@ pub struct BuildQuery {
 /// A Buildkite REST client for one organization.
 pub struct Client {
     http: reqwest::Client,
+    /// For artifact storage hosts: no token, ever.
+    storage: reqwest::Client,
     api: Url,
     org: String,
     auth: HeaderValue,
@@ -121,8 +132,15 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let storage = reqwest::Client::builder()
+            .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout())
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(Client {
             http,
+            storage,
             api: config.api_url.clone(),
             org: config.organization.clone(),
             auth: bearer(&config.token())?,
@@ -248,6 +266,37 @@ impl Client {
             })
             .await?;
         Ok(location)
+    }
+
+    /// Downloads what an artifact's `/download` pointed at, from the storage host, without
+    /// the token; refuses more than `cap` bytes.
+    pub async fn fetch_storage(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
+        let host = url.host_str().unwrap_or("?").to_string();
+        let failed = |what: String| FetchError::Failed(format!("{host}: {what}"));
+        let mut response = self
+            .storage
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| failed(retry::describe(&e)))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("answered {}", response.status())));
+        }
+        if response.content_length().is_some_and(|n| n > cap) {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed(format!("cut short: {}", retry::describe(&e))))?
+        {
+            if (body.len() + chunk.len()) as u64 > cap {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The last `max_bytes` of a job's log (empty when the log is).

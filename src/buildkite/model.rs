@@ -147,6 +147,26 @@ impl Build {
             .unwrap_or("unknown")
     }
 
+    /// True when a step of the build uploads artifacts (has `artifact_paths`).
+    pub fn has_artifacts(&self) -> bool {
+        self.jobs.iter().flatten().any(|j| {
+            j.artifact_paths
+                .as_deref()
+                .is_some_and(|p| !p.trim().is_empty())
+        })
+    }
+
+    /// The steps that failed (not soft-failed), for a failed build.
+    pub fn failed_steps(&self) -> impl Iterator<Item = &Job> {
+        let failed = self.state == "failed";
+        self.steps().filter(move |j| {
+            failed
+                && j.kind == "script"
+                && matches!(j.state.as_deref(), Some("failed" | "timed_out"))
+                && j.soft_failed != Some(true)
+        })
+    }
+
     /// The jobs a person would call the build's steps: no waiters, latest attempts only.
     pub fn steps(&self) -> impl Iterator<Item = &Job> {
         self.jobs

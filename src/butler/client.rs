@@ -95,6 +95,8 @@ impl Sink {
             (Mode::Ingest, "build") => self.ingest_build(&row.payload).await,
             (Mode::Webhook, "build") => self.webhook_build(&row.payload).await,
             (Mode::Ingest, "agents") => self.ingest_raw("agents", &row.payload).await,
+            (Mode::Ingest, "tests") => self.ingest_raw("tests", &row.payload).await,
+            (Mode::Ingest, "log") => self.ingest_raw("build-logs", &row.payload).await,
             (_, other) => Err(SendError::Reject(format!(
                 "unknown outbox item kind {other:?}"
             ))),

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::buildkite::model::{Agent, Build, Job};
 use crate::config::StatusCase;
+use crate::sync::junit::{Status as TestStatus, Suite};
 
 /// The body of `POST {prefix}/builds`.
 #[derive(Debug, Serialize)]
@@ -80,6 +81,101 @@ pub struct WireStage<'a> {
     pub completed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_name: Option<&'a str>,
+}
+
+/// The body of `POST {prefix}/tests`: one JUnit suite of a build.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireSuite<'a> {
+    pub build_id: &'a str,
+    pub name: &'a str,
+    pub total_count: usize,
+    pub pass_count: usize,
+    /// Failures and errors, as BuildButler's Action counts them.
+    pub fail_count: usize,
+    pub skip_count: usize,
+    pub duration: i64,
+    pub test_cases: Vec<WireCase<'a>>,
+}
+
+/// One test case of a suite.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireCase<'a> {
+    pub class_name: &'a str,
+    pub test_name: &'a str,
+    /// PASSED, FAILED, SKIPPED or ERROR.
+    pub status: &'static str,
+    pub duration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_trace: Option<&'a str>,
+}
+
+/// A JUnit suite for the BuildButler build `build_id`.
+pub fn suite<'a>(build_id: &'a str, s: &'a Suite) -> WireSuite<'a> {
+    let count = |status: TestStatus| s.cases.iter().filter(|c| c.status == status).count();
+    WireSuite {
+        build_id,
+        name: &s.name,
+        total_count: s.cases.len(),
+        pass_count: count(TestStatus::Passed),
+        fail_count: count(TestStatus::Failed) + count(TestStatus::Error),
+        skip_count: count(TestStatus::Skipped),
+        duration: s.duration_ms,
+        test_cases: s
+            .cases
+            .iter()
+            .map(|c| WireCase {
+                class_name: &c.class_name,
+                test_name: &c.name,
+                status: match c.status {
+                    TestStatus::Passed => "PASSED",
+                    TestStatus::Failed => "FAILED",
+                    TestStatus::Skipped => "SKIPPED",
+                    TestStatus::Error => "ERROR",
+                },
+                duration: c.duration_ms,
+                error_message: c.message.as_deref(),
+                stack_trace: c.trace.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+/// The body of `POST {prefix}/build-logs`: the tails of a failed build's failed jobs.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireLog<'a> {
+    pub build_id: &'a str,
+    pub job_name: &'a str,
+    pub build_number: u64,
+    pub status: String,
+    pub jenkins_instance_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'a str>,
+    pub duration: i64,
+    pub started_at: String,
+    pub completed_at: String,
+    pub log_content: &'a str,
+}
+
+/// A failed build's log text as BuildButler takes it.
+pub fn log<'a>(org: &'a str, b: &'a Build, content: &'a str, case: StatusCase) -> WireLog<'a> {
+    let head = build(org, b, case);
+    WireLog {
+        build_id: &b.id,
+        job_name: b.pipeline_slug(),
+        build_number: b.number,
+        status: head.status,
+        jenkins_instance_id: org,
+        branch: b.branch.as_deref(),
+        duration: head.duration,
+        started_at: head.started_at,
+        completed_at: head.completed_at,
+        log_content: content,
+    }
 }
 
 /// One agent of the fleet snapshot (`POST {prefix}/agents`).

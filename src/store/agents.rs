@@ -88,6 +88,7 @@ pub fn record(
             label: &format!("{org} agents"),
             payload: &payload,
             dead: None,
+            parent: None,
         };
         outbox::upsert(&tx, &item, now.timestamp_millis())?;
     }

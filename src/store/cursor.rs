@@ -10,7 +10,7 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{backfill, outbox};
+use super::{backfill, enrich, outbox};
 
 /// One finished build of a page, ready for the outbox.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Entry {
     pub payload: String,
     /// Set when the build cannot be delivered as it is (it goes straight to dead letters).
     pub dead: Option<String>,
+    /// True when its test results or logs are to be fetched too.
+    pub enrich: bool,
 }
 
 /// The canonical text form of a time in the state database.
@@ -84,8 +86,12 @@ pub fn record_page(
                 label: &e.label,
                 payload: &e.payload,
                 dead: e.dead.as_deref(),
+                parent: None,
             };
             outbox::upsert(&tx, &item, now_ms)?;
+            if e.enrich && e.dead.is_none() {
+                enrich::add(&tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
+            }
         }
     }
     if let Progress::Backfill(checkpoint) = progress {
@@ -138,6 +144,7 @@ mod tests {
             label: format!("acme/web#{id}"),
             payload: "{}".into(),
             dead: None,
+            enrich: false,
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod backfill;
 pub mod cursor;
+pub mod enrich;
 pub mod outbox;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,17 @@ const MIGRATIONS: &[&str] = &[
          wire       TEXT NOT NULL,
          gone_since TEXT
      ) WITHOUT ROWID;",
+    // 4: builds waiting for their test results and logs; items that must follow their build.
+    "CREATE TABLE enrich (
+         build_id        TEXT PRIMARY KEY,
+         version         TEXT NOT NULL,
+         label           TEXT NOT NULL,
+         payload         TEXT NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT
+     ) WITHOUT ROWID;
+     ALTER TABLE outbox ADD COLUMN parent TEXT;",
 ];
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking

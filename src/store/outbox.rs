@@ -39,17 +39,20 @@ pub struct NewItem<'a> {
     pub payload: &'a str,
     /// Queue it as a dead letter straight away, with this error (e.g. undecodable).
     pub dead: Option<&'a str>,
+    /// The build this item belongs to: it is delivered only once that build is.
+    pub parent: Option<&'a str>,
 }
 
 /// Queues an item, or replaces the queued version of it with a newer one.
 pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO outbox (kind, key, version, label, payload, state, last_error, enqueued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 IS NULL THEN 'pending' ELSE 'dead' END, ?6, ?7)
+        "INSERT INTO outbox
+             (kind, key, version, label, payload, state, last_error, enqueued_at, parent)
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?6 IS NULL THEN 'pending' ELSE 'dead' END, ?6, ?7, ?8)
          ON CONFLICT (kind, key) DO UPDATE SET
              version = excluded.version, label = excluded.label, payload = excluded.payload,
              state = excluded.state, last_error = excluded.last_error,
-             attempts = 0, next_attempt_at = 0
+             attempts = 0, next_attempt_at = 0, parent = excluded.parent
          WHERE excluded.version >= outbox.version",
     )?
     .execute(params![
@@ -59,16 +62,22 @@ pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite
         item.label,
         item.payload,
         item.dead,
-        now_ms
+        now_ms,
+        item.parent
     ])?;
     Ok(())
 }
 
-/// Up to `limit` pending rows due by `now_ms`, oldest first.
+/// Up to `limit` pending rows due by `now_ms`, oldest first; items whose build is still
+/// waiting to be delivered wait with it.
 pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, kind, version, label, payload, attempts FROM outbox
-         WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+         WHERE state = 'pending' AND next_attempt_at <= ?1
+           AND (parent IS NULL OR NOT EXISTS (
+               SELECT 1 FROM outbox b WHERE b.kind = 'build' AND b.key = outbox.parent
+                                        AND b.state = 'pending'))
+         ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
         Ok(Row {

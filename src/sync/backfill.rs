@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::builds::PollError;
+use super::builds::{Filter, PollError};
 use super::walk::Walk;
 use crate::app::App;
 use crate::buildkite::BuildQuery;
@@ -68,10 +68,7 @@ pub async fn run(
         ..BuildQuery::default()
     });
     while !cp.done {
-        let Some(page) = walk
-            .next(&app.client, &bk.organization, &bk.pipelines)
-            .await?
-        else {
+        let Some(page) = walk.next(&app.client, &Filter::new(&app.config)).await? else {
             break;
         };
         let entries = page.entries;

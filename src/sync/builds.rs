@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::walk::Walk;
 use crate::buildkite::client::Item;
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
-use crate::config::BuildkiteConfig;
+use crate::config::{BuildkiteConfig, Config};
 use crate::store::cursor::{self, Entry, Progress};
 use crate::store::{now_ms, Store, StoreError};
 
@@ -41,6 +41,7 @@ pub async fn poll(
     client: &Client,
     store: &Store,
     config: &BuildkiteConfig,
+    filter: &Filter<'_>,
 ) -> Result<PollReport, PollError> {
     let mark = store.call(|c| cursor::high_water_mark(c)).await?;
     let from = match mark {
@@ -56,10 +57,7 @@ pub async fn poll(
     let mut report = PollReport::default();
     let mut latest: Option<DateTime<Utc>> = None;
     let mut started: Option<DateTime<Utc>> = None;
-    while let Some(page) = walk
-        .next(client, &config.organization, &config.pipelines)
-        .await?
-    {
+    while let Some(page) = walk.next(client, filter).await? {
         report.pages += 1;
         started = started.or(page.date).or_else(|| Some(Utc::now()));
         latest = latest.max(page.latest_finish);
@@ -80,14 +78,48 @@ pub async fn poll(
     Ok(report)
 }
 
-/// The finished builds of a page as outbox entries (filtered by pipeline), and the page's
-/// latest `finished_at`.
+/// Which builds a walk keeps, and what is fetched for them besides the build.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    pub org: &'a str,
+    /// Only these pipelines (empty: all).
+    pub pipelines: &'a [String],
+    /// Fetch JUnit results from the artifacts of builds that have any.
+    pub tests: bool,
+    /// Fetch the log tails of failed builds' failed jobs.
+    pub logs: bool,
+}
+
+impl<'a> Filter<'a> {
+    /// The filter `config` asks for.
+    pub fn new(config: &'a Config) -> Filter<'a> {
+        Filter {
+            org: &config.buildkite.organization,
+            pipelines: &config.buildkite.pipelines,
+            tests: config.tests_enabled(),
+            logs: config.logs_enabled(),
+        }
+    }
+
+    fn keeps(&self, build: &Build) -> bool {
+        self.pipelines.is_empty() || self.pipelines.iter().any(|p| p == build.pipeline_slug())
+    }
+
+    /// Whether anything is to be fetched for `build`: artifacts are listed only for builds
+    /// with a step that uploads some, logs only for failed builds with failed steps.
+    fn enriches(&self, build: &Build) -> bool {
+        (self.tests && build.has_artifacts())
+            || (self.logs && build.failed_steps().next().is_some())
+    }
+}
+
+/// The finished builds of a page as outbox entries, and the page's latest `finished_at`.
 pub(crate) fn select(
-    org: &str,
-    pipelines: &[String],
+    filter: &Filter<'_>,
     items: Vec<Item<Build>>,
     url: &url::Url,
 ) -> (Vec<Entry>, Option<DateTime<Utc>>) {
+    let org = filter.org;
     let mut page_max: Option<DateTime<Utc>> = None;
     let mut entries = Vec::with_capacity(items.len());
     for item in items {
@@ -97,11 +129,12 @@ pub(crate) fn select(
                     continue;
                 };
                 page_max = page_max.max(Some(finished));
-                if !pipelines.is_empty() && !pipelines.iter().any(|p| p == build.pipeline_slug()) {
+                if !filter.keeps(&build) {
                     continue;
                 }
                 Entry {
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
+                    enrich: filter.enriches(&build),
                     build_id: build.id,
                     finished_at: cursor::timestamp(finished),
                     payload: item.raw,
@@ -161,5 +194,6 @@ fn undecodable(org: &str, raw: &str, error: &str, url: &url::Url) -> Option<Entr
         finished_at: key.finished_at.map(cursor::timestamp).unwrap_or_default(),
         payload: raw.to_string(),
         dead: Some(format!("cannot decode the build from Buildkite: {error}")),
+        enrich: false,
     })
 }

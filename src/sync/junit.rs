@@ -70,14 +70,14 @@ pub fn parse(xml: &[u8]) -> Result<Vec<Suite>, String> {
             }
             Event::Start(e) if e.name().as_ref() == b"testsuite" => {
                 seen_junit = true;
-                let name = attr(&e, b"name").unwrap_or_default();
+                let name = attr(e, b"name").unwrap_or_default();
                 let name = match (stack.last(), name.is_empty()) {
                     (Some(parent), true) => parent.name.clone(),
                     _ => name,
                 };
                 stack.push(Open {
                     name,
-                    time: attr(&e, b"time").map(|t| millis(&t)),
+                    time: attr(e, b"time").map(|t| millis(&t)),
                     cases: Vec::new(),
                 });
             }
@@ -109,7 +109,7 @@ pub fn parse(xml: &[u8]) -> Result<Vec<Suite>, String> {
                     push_case(&mut stack, c);
                 }
             }
-            Event::Start(e) | Event::Empty(e) if case.is_some() && is_outcome(&e) => {
+            Event::Start(e) | Event::Empty(e) if case.is_some() && is_outcome(e) => {
                 let self_closing = matches!(event, Event::Empty(_));
                 if let Some(c) = case.as_mut() {
                     let status = match e.name().as_ref() {

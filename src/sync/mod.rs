@@ -3,5 +3,8 @@
 pub mod agents;
 pub mod backfill;
 pub mod builds;
+pub mod enrich;
 pub mod junit;
+pub mod logs;
+pub mod tests;
 pub mod walk;

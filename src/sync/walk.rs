@@ -12,7 +12,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-use super::builds::select;
+use super::builds::{select, Filter};
 use crate::buildkite::{BuildQuery, Client, SourceError};
 use crate::store::cursor::Entry;
 
@@ -65,8 +65,7 @@ impl Walk {
     pub async fn next(
         &mut self,
         client: &Client,
-        org: &str,
-        pipelines: &[String],
+        filter: &Filter<'_>,
     ) -> Result<Option<WalkPage>, SourceError> {
         if self.done {
             return Ok(None);
@@ -84,7 +83,7 @@ impl Walk {
         let oldest = created.iter().map(|(_, t)| *t).min();
         let more = page.next.is_some();
         let date = page.date;
-        let (mut entries, latest_finish) = select(org, pipelines, page.items, &url);
+        let (mut entries, latest_finish) = select(filter, page.items, &url);
         entries.retain(|e| !self.boundary.contains(&e.build_id));
         self.boundary = created
             .into_iter()

@@ -1,0 +1,104 @@
+//! Fetches what goes with a finished build besides the build itself: test results and
+//! logs. Builds wait in the store's `enrich` table; each is done in one transaction, retried
+//! with backoff when Buildkite or the storage host fails, and given up (with a warning) after
+//! a few tries: the build itself is delivered regardless.
+
+use std::time::Duration;
+
+use super::builds::PollError;
+use super::{logs, tests};
+use crate::app::App;
+use crate::buildkite::Build;
+use crate::retry;
+use crate::store::enrich::{self, Pending};
+use crate::store::now_ms;
+
+/// Tries per build before its test results and logs are given up.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// What an enrichment pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EnrichReport {
+    pub builds: usize,
+    /// Test suites and logs queued.
+    pub items: usize,
+    /// Builds to be tried again later.
+    pub retried: usize,
+}
+
+/// Enriches every build that is due. Stops at a configuration error (token, scope).
+pub async fn run(app: &App) -> Result<EnrichReport, PollError> {
+    let mut report = EnrichReport::default();
+    loop {
+        let due = app.store.call(|c| enrich::due(c, now_ms(), 16)).await?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        for pending in due {
+            match fetch(app, &pending).await {
+                Ok(fetched) => {
+                    report.builds += 1;
+                    report.items += fetched.len();
+                    app.store
+                        .call(move |c| enrich::complete(c, &pending, &fetched, now_ms()))
+                        .await?;
+                }
+                Err(Failure::Configuration(e)) => return Err(e),
+                Err(Failure::Transient(e)) if pending.attempts + 1 >= MAX_ATTEMPTS => {
+                    tracing::warn!(
+                        build = pending.label,
+                        "giving up its test results and logs after {MAX_ATTEMPTS} tries: {e}"
+                    );
+                    app.store
+                        .call(move |c| enrich::complete(c, &pending, &[], now_ms()))
+                        .await?;
+                }
+                Err(Failure::Transient(e)) => {
+                    report.retried += 1;
+                    let wait = retry::backoff(
+                        pending.attempts + 1,
+                        Duration::from_secs(30),
+                        Duration::from_secs(1800),
+                    );
+                    let at = now_ms() + wait.as_millis() as i64;
+                    tracing::debug!(
+                        build = pending.label,
+                        "test results or logs not fetched, retrying later: {e}"
+                    );
+                    app.store
+                        .call(move |c| enrich::retry_at(c, &pending, at, &e))
+                        .await?;
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    Configuration(PollError),
+    Transient(String),
+}
+
+async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Failure> {
+    let Ok(build) = serde_json::from_str::<Build>(&pending.payload) else {
+        return Ok(Vec::new());
+    };
+    let mut fetched = Vec::new();
+    if app.config.tests_enabled() && build.has_artifacts() {
+        match tests::collect(app, &build, &pending.label).await {
+            Ok(items) => fetched.extend(items),
+            Err(tests::TestsError::Source(e)) if e.is_configuration() => {
+                return Err(Failure::Configuration(e.into()))
+            }
+            Err(e) => return Err(Failure::Transient(e.to_string())),
+        }
+    }
+    if app.config.logs_enabled() {
+        match logs::collect(app, &build).await {
+            Ok(item) => fetched.extend(item),
+            Err(e) if e.is_configuration() => return Err(Failure::Configuration(e.into())),
+            Err(e) => return Err(Failure::Transient(e.to_string())),
+        }
+    }
+    Ok(fetched)
+}

@@ -1,0 +1,76 @@
+//! Test results: a build's JUnit artifacts, downloaded through Buildkite's `/download`
+//! redirect (the storage host never sees the token), parsed, one BuildButler suite each.
+//!
+//! A file that is malformed, too large or not JUnit is skipped with a warning naming the
+//! build and the path; it never holds back the build.
+
+use crate::app::App;
+use crate::buildkite::client::FetchError;
+use crate::buildkite::{Build, SourceError};
+use crate::butler::wire;
+use crate::store::enrich::Fetched;
+use crate::sync::junit;
+
+/// Why test results could not be fetched now (the build is tried again later).
+#[derive(Debug, thiserror::Error)]
+pub enum TestsError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("artifact storage: {0}")]
+    Storage(String),
+}
+
+/// The JUnit suites of `build`'s matching artifacts, as outbox items.
+pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetched>, TestsError> {
+    let cap = app.config.tests.max_file_bytes;
+    let artifacts = app
+        .client
+        .artifacts(build.pipeline_slug(), build.number)
+        .await?;
+    let mut fetched = Vec::new();
+    for artifact in artifacts.into_iter().filter_map(|a| a.decoded.ok()) {
+        if !app.junit_globs.is_match(&artifact.path)
+            || artifact.state.as_deref().is_some_and(|s| s != "finished")
+        {
+            continue;
+        }
+        let skip = |why: &str| {
+            tracing::warn!(
+                build = label,
+                path = artifact.path,
+                "JUnit file skipped: {why}"
+            );
+        };
+        if artifact.file_size.is_some_and(|n| n > cap) {
+            skip("larger than [tests] max_file_bytes");
+            continue;
+        }
+        let Some(download) = &artifact.download_url else {
+            skip("Buildkite gave no download_url");
+            continue;
+        };
+        let location = app.client.artifact_location(download).await?;
+        let bytes = match app.client.fetch_storage(&location, cap).await {
+            Ok(bytes) => bytes,
+            Err(FetchError::TooLarge) => {
+                skip("larger than [tests] max_file_bytes");
+                continue;
+            }
+            Err(FetchError::Failed(e)) => return Err(TestsError::Storage(e)),
+        };
+        match junit::parse(&bytes) {
+            Ok(suites) => {
+                for (i, suite) in suites.iter().enumerate() {
+                    let body = wire::suite(&build.id, suite);
+                    fetched.push(Fetched {
+                        kind: "tests",
+                        key: format!("{}/{}/{i}", build.id, artifact.id),
+                        payload: serde_json::to_string(&body).unwrap_or_default(),
+                    });
+                }
+            }
+            Err(e) => skip(&e),
+        }
+    }
+    Ok(fetched)
+}
