@@ -31,6 +31,30 @@ const SECTIONS: [&str; 6] = [
 #[error("{0}")]
 pub struct ConfigError(String);
 
+impl ConfigError {
+    /// A message, with the password of any URL in it (`scheme://user:password@host`) hidden.
+    fn new(message: String) -> ConfigError {
+        let mut shown = String::with_capacity(message.len());
+        let mut rest = message.as_str();
+        while let Some(at) = rest.find("://") {
+            let (head, tail) = rest.split_at(at + 3);
+            shown.push_str(head);
+            let authority_end = tail.find(['/', '"', '`', ' ', '\'']).unwrap_or(tail.len());
+            match tail[..authority_end].rfind('@') {
+                Some(userinfo_end) => {
+                    let user = tail[..userinfo_end].split(':').next().unwrap_or("");
+                    shown.push_str(user);
+                    shown.push_str(":***");
+                    rest = &tail[userinfo_end..];
+                }
+                None => rest = tail,
+            }
+        }
+        shown.push_str(rest);
+        ConfigError(shown)
+    }
+}
+
 /// A secret (API token or key). It never prints: `Debug` shows `***`, and it is read from any
 /// scalar, so that a token that happens to look like a number is not echoed in a type error.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -369,7 +393,7 @@ impl Config {
     /// secret files; validates everything.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
+            ConfigError::new(format!(
                 "cannot read config file {}: {}",
                 path.display(),
                 io_reason(&e)
@@ -654,7 +678,7 @@ impl ConfigFile {
             Err(e) => {
                 let at = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
                 let reason = e.message().trim().trim_end_matches('.').replace('\n', "; ");
-                Err(ConfigError(format!(
+                Err(ConfigError::new(format!(
                     "{} line {at}: TOML syntax error: {reason}",
                     path.display()
                 )))
@@ -664,7 +688,7 @@ impl ConfigFile {
 
     /// "FILE line N: [section] key <problem>", or without the line when the key is not in the file.
     fn error(&self, section: &str, key: &str, problem: &str) -> ConfigError {
-        ConfigError(format!(
+        ConfigError::new(format!(
             "{}: [{section}] {key} {problem}",
             self.locate(&[section, key])
         ))
@@ -721,7 +745,7 @@ impl ConfigFile {
             figment::error::Kind::MissingField(field) => format!("`{field}` is missing"),
             kind => kind.to_string(),
         };
-        ConfigError(format!("{whence}: {key}{}", kind.trim_end_matches('.')))
+        ConfigError::new(format!("{whence}: {key}{}", kind.trim_end_matches('.')))
     }
 }
 
@@ -829,6 +853,17 @@ api_key = "bb-key"
         let text = GOOD.replace("http://127.0.0.1:3000", "ftp://user:hunter2@host");
         let m = load(&text).unwrap_err().to_string();
         assert!(!m.contains("hunter2"), "{m}");
+    }
+
+    #[test]
+    fn passwords_in_urls_never_reach_config_errors() {
+        let text = GOOD.replace(
+            "http://127.0.0.1:3000",
+            "http://user:hunter2@bb.example:99999",
+        );
+        let m = load(&text).unwrap_err().to_string();
+        assert!(!m.contains("hunter2"), "{m}");
+        assert!(m.contains("[buildbutler] url"), "{m}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ use crate::sync::{agents, enrich};
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
+/// How long delivery pauses when BuildButler refuses the API key or the URL.
+const FATAL_PAUSE: Duration = Duration::from_secs(300);
 /// How often a lasting outage is logged again.
 const REMIND_EVERY: Duration = Duration::from_secs(600);
 
@@ -100,6 +102,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         Arc::clone(&queued),
         stop_rx.clone(),
         fatal_tx,
+        OnFatal::StopIfNeverDelivered,
     ));
     // Poll at once on start, then on the schedule.
     tokio::spawn({
@@ -247,41 +250,57 @@ impl AgentPoller {
     }
 }
 
+/// What the delivery loop does when BuildButler refuses everything (API key, URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnFatal {
+    /// Report it to `fatal` and stop.
+    Stop,
+    /// Stop only if nothing was delivered yet (a mistake in the config); later, ride it out
+    /// as an outage (a proxy answering 404 during a redeploy, say).
+    StopIfNeverDelivered,
+}
+
 /// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
-/// or [`IDLE_WAKE`] passes; until `stop` says so. A fatal error (API key, URL) is sent to
-/// `fatal`.
+/// or [`IDLE_WAKE`] passes; until `stop` says so. Returns how many items it delivered.
 pub(crate) async fn deliver_loop(
     app: Arc<App>,
     queued: Arc<Notify>,
     mut stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
-) {
+    on_fatal: OnFatal,
+) -> u64 {
     let mut health = Health::new("BuildButler delivery");
     let bb = &app.config.buildbutler;
+    let mut delivered: u64 = 0;
     loop {
         let drain = deliver::drain(&app.store, &app.sink, bb.concurrency, Instant::now());
         let result = tokio::select! {
             r = drain => r,
-            _ = stop.wait_for(|s| *s == Stop::Now) => return,
+            _ = stop.wait_for(|s| *s == Stop::Now) => return delivered,
         };
+        let mut wait_at_least = Duration::ZERO;
         match result {
-            Ok(report) if report.retried > 0 => {
-                health.failed("deliveries are failing and will be retried")
-            }
             Ok(report) => {
-                if report.delivered > 0 {
+                delivered += report.delivered as u64;
+                if report.retried > 0 {
+                    health.failed("deliveries are failing and will be retried");
+                } else if report.delivered > 0 {
                     health.ok();
                     tracing::debug!(delivered = report.delivered, "delivered");
                 }
             }
             Err(DeliverError::Fatal(e)) => {
-                let _ = fatal.send(Some(e));
-                return;
+                if on_fatal == OnFatal::Stop || delivered == 0 {
+                    let _ = fatal.send(Some(e));
+                    return delivered;
+                }
+                health.failed(&e);
+                wait_at_least = FATAL_PAUSE;
             }
             Err(e) => health.failed(&e.to_string()),
         }
         if *stop.borrow() != Stop::No {
-            return;
+            return delivered;
         }
         let next = app
             .store
@@ -292,10 +311,18 @@ pub(crate) async fn deliver_loop(
         let wait = next.map_or(IDLE_WAKE, |at| {
             Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
         });
+        if !wait_at_least.is_zero() {
+            // BuildButler refuses everything: new builds must not wake us up sooner.
+            tokio::select! {
+                () = tokio::time::sleep(wait_at_least) => {}
+                _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
+            }
+            continue;
+        }
         tokio::select! {
             () = queued.notified() => {}
             () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s != Stop::No) => return,
+            _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
         }
     }
 }
@@ -362,7 +389,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 /// Pings systemd's watchdog at half its interval, while the runtime is alive.
 async fn watchdog() {
     let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec < 2 {
         return;
     }
     let mut every = tokio::time::interval(Duration::from_micros(usec / 2));

@@ -105,7 +105,7 @@ async fn once(config: &Config) -> ExitCode {
         Ok(report) => report_once(&report),
         Err(e) => {
             eprintln!("kitesync: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(EXIT_INCOMPLETE)
         }
     }
 }
@@ -115,7 +115,7 @@ async fn serve(config: Config) -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             eprintln!("kitesync: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(EXIT_INCOMPLETE);
         }
     };
     match daemon::run(app, shutdown_signal()).await {
@@ -148,7 +148,7 @@ async fn backfill(config: &Config, since: DateTime<Utc>, until: Option<DateTime<
         Ok(outcome) => report_backfill(&outcome),
         Err(e) => {
             eprintln!("kitesync: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(EXIT_INCOMPLETE)
         }
     }
 }
@@ -224,11 +224,18 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
         outcome.outbox.pending,
         outcome.outbox.dead
     );
+    if outcome.interrupted {
+        println!("kitesync: backfill interrupted: {tail}");
+        eprintln!("kitesync: run the same command again to resume from its checkpoint");
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
     let walk = match &outcome.walk {
         None => {
-            println!("kitesync: backfill interrupted: {tail}");
-            eprintln!("kitesync: run the same command again to resume from its checkpoint");
-            return ExitCode::from(EXIT_INTERRUPTED);
+            println!("kitesync: backfill stopped: {tail}");
+            if let Err(e) = &outcome.delivery {
+                eprintln!("kitesync: delivery stopped: {e}; run the same command again to resume");
+            }
+            return ExitCode::from(EXIT_CONFIG);
         }
         Some(Err(e)) => {
             println!("kitesync: backfill stopped: {tail}");

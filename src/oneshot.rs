@@ -95,6 +95,8 @@ pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
 pub struct BackfillOutcome {
     /// The walk; `None` when it was interrupted (it resumes from its checkpoint next time).
     pub walk: Option<Result<BackfillReport, PollError>>,
+    /// True when Ctrl-C or SIGTERM stopped it (it resumes from its checkpoint next time).
+    pub interrupted: bool,
     /// Fetching test results and logs, after a complete walk.
     pub enrich: Option<Result<EnrichReport, PollError>>,
     pub delivery: Result<DeliveryReport, DeliverError>,
@@ -114,22 +116,28 @@ pub async fn run_backfill(
 ) -> Result<BackfillOutcome, String> {
     let app = Arc::new(App::new(config.clone())?);
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
-    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let (fatal_tx, mut fatal_rx) = watch::channel(None);
     let queued = Arc::new(Notify::new());
     let delivering = tokio::spawn(daemon::deliver_loop(
         Arc::clone(&app),
         Arc::clone(&queued),
         stop_rx,
         fatal_tx,
+        daemon::OnFatal::Stop,
     ));
     let mut observer = Notifying {
         inner: observer,
         queued: Arc::clone(&queued),
     };
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Stops at Ctrl-C or SIGTERM, or when BuildButler refuses everything: walking on would
+    // only spend the organization's budget.
     let walk = tokio::select! {
         r = backfill::run(&app, since, until, &mut observer) => Some(r),
-        () = shutdown => None,
+        () = &mut shutdown => None,
+        _ = fatal_rx.wait_for(Option::is_some) => None,
     };
+    let mut interrupted = walk.is_none() && fatal_rx.borrow().is_none();
     // After the walk, let the pass under way finish (abandoning it would re-send its
     // deliveries); after an interruption, stop at once.
     let _ = stop_tx.send(if walk.is_some() {
@@ -137,18 +145,38 @@ pub async fn run_backfill(
     } else {
         Stop::Now
     });
-    let _ = delivering.await;
+    let delivered_while_walking = delivering.await.unwrap_or(0) as usize;
     let mut enriched = None;
-    let (delivery, outbox) = match (&walk, fatal_rx.borrow().clone()) {
+    let fatal = fatal_rx.borrow().clone();
+    let (delivery, outbox) = match (&walk, fatal) {
         (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),
         (None, None) => (Ok(DeliveryReport::default()), summary(&app).await?),
         (Some(_), None) => {
-            enriched = Some(enrich::run(&app).await);
-            deliver_all(&app).await?
+            // Ctrl-C still works while the rest is fetched and delivered.
+            let rest = async {
+                enriched = Some(enrich::run(&app).await);
+                deliver_all(&app).await
+            };
+            let finished = tokio::select! {
+                r = rest => Some(r?),
+                () = &mut shutdown => None,
+            };
+            match finished {
+                Some(done) => done,
+                None => {
+                    interrupted = true;
+                    (Ok(DeliveryReport::default()), summary(&app).await?)
+                }
+            }
         }
     };
+    let delivery = delivery.map(|mut d| {
+        d.delivered += delivered_while_walking;
+        d
+    });
     Ok(BackfillOutcome {
-        walk,
+        walk: if interrupted { None } else { walk },
+        interrupted,
         enrich: enriched,
         delivery,
         requests: app.client.requests(),

@@ -57,6 +57,10 @@ async fn polls_on_schedule_delivers_new_builds_and_stops_on_sigterm() {
         stderr.lock().map(|s| s.clone()).unwrap_or_default()
     );
     println!("daemon stopped {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(5),
+        "a clean stop takes a few seconds at most: {took:?}"
+    );
     assert_eq!(integrity(&h), "ok");
 
     // A restart picks up where it stopped: nothing is delivered again.
@@ -71,10 +75,12 @@ async fn polls_on_schedule_delivers_new_builds_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_poll_does_not_stack_up() {
-    let h = Harness::start().await;
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "kitesync=debug");
     h.bk.set_builds(recent_builds(10));
     h.bk.set_latency(Duration::from_millis(2500));
     let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
     tokio::time::sleep(Duration::from_secs(6)).await;
     terminate(&daemon);
     daemon.wait().await.expect("reaped");
@@ -83,6 +89,14 @@ async fn a_slow_poll_does_not_stack_up() {
         h.bk_requests() <= 3,
         "ticks during a slow poll are skipped: {}",
         h.bk_requests()
+    );
+    let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+    let skipped = log
+        .matches("the previous poll is still running: skipping this tick")
+        .count();
+    assert!(
+        skipped >= 2,
+        "ticks are skipped, not queued: {skipped} skipped\n{log}"
     );
 }
 
@@ -158,5 +172,23 @@ async fn kill_9_at_random_moments_loses_nothing() {
     assert!(
         posts <= total + 6 * 72,
         "re-sends bounded by what was in flight: {posts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_buildbutler_key_at_start_stops_the_daemon_with_exit_2() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_WRONG");
+    h.bk.set_builds(recent_builds(3));
+    let daemon = h.spawn_daemon();
+    let out = tokio::time::timeout(Duration::from_secs(20), daemon.wait_with_output())
+        .await
+        .expect("exited by itself")
+        .expect("reaped");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BuildButler rejected the API key"),
+        "{stderr}"
     );
 }

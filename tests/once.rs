@@ -329,6 +329,44 @@ async fn a_poll_deeper_than_buildkite_pages_is_walked_by_narrowing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn more_than_a_page_of_builds_created_in_one_millisecond_are_all_delivered() {
+    let h = Harness::start().await;
+    let created = ago(20);
+    let fan_out = (1..=250).map(|n| data::build(ORG, n, "deploy", "passed", created, Some(ago(5))));
+    h.bk.set_builds(
+        recent_builds(30)
+            .into_iter()
+            .map(|mut b| {
+                // Renumber the ordinary builds out of the way.
+                let n = b["number"].as_u64().unwrap_or(0) + 1000;
+                b["number"] = json!(n);
+                b["id"] = json!(data::build_id(n));
+                b
+            })
+            .chain(fan_out)
+            .collect(),
+    );
+    h.once_ok().await;
+    assert_eq!(
+        h.bb.builds().len(),
+        280,
+        "all 250 of the fan-out and the 30 others"
+    );
+    assert!(h.bk_requests() <= 6, "{} requests", h.bk_requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_created_to_fails_the_poll_instead_of_looping() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(250));
+    h.bk.set_ignore_created_to(true);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("did not narrow"), "{}", run.stderr);
+    assert!(h.bk_requests() < 10, "{} requests", h.bk_requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_build_that_leaves_the_list_mid_poll_does_not_hide_its_neighbours() {
     let h = Harness::start().await;
     h.bk.set_builds(recent_builds(250));
@@ -354,7 +392,7 @@ async fn the_cursor_never_moves_past_the_start_of_a_slow_poll() {
     let mut h = Harness::start().await;
     h.set_env("KITESYNC_BUILDKITE__OVERLAP_SECONDS", "10");
     h.bk.set_builds(recent_builds(150));
-    h.bk.delay_next([Duration::ZERO, Duration::from_secs(12)]);
+    h.bk.delay_next([Duration::ZERO, Duration::from_secs(14)]);
     let mut child = h.spawn(&["--once"]);
     until(|| h.bk_requests() >= 1).await;
     // Page 1 is read. Build A, among the newest, finishes: this poll will not see it.

@@ -66,6 +66,8 @@ struct Inner {
     logs: BTreeMap<String, String>,
     /// Base URL of the artifact storage host (another port: another host).
     storage_url: String,
+    /// A broken server: `created_to` is ignored.
+    ignore_created_to: bool,
     /// Pages past this answer 400 "too deep".
     max_page: u32,
     window: Duration,
@@ -111,6 +113,7 @@ impl FakeBuildkite {
             logs: BTreeMap::new(),
             storage_url: String::new(),
             max_page: 10,
+            ignore_created_to: false,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
             org_budget: Budget {
@@ -216,6 +219,11 @@ impl FakeBuildkite {
     /// The token's scopes.
     pub fn set_scopes(&self, scopes: &[&str]) {
         self.lock().scopes = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Makes the server ignore `created_to`, as a broken proxy or API change might.
+    pub fn set_ignore_created_to(&self, ignore: bool) {
+        self.lock().ignore_created_to = ignore;
     }
 
     /// The deepest page that may be listed.
@@ -561,7 +569,10 @@ fn answer(
         Listing::Log(job) => return log(inner, job, headers),
         _ => {}
     }
-    let query = Query::parse(uri);
+    let mut query = Query::parse(uri);
+    if inner.ignore_created_to {
+        query.created_to = None;
+    }
     if query.page > inner.max_page {
         return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
     }

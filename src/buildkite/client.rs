@@ -91,6 +91,8 @@ pub struct BuildQuery {
     pub created_from: Option<DateTime<Utc>>,
     pub created_to: Option<DateTime<Utc>>,
     pub branches: Vec<String>,
+    /// A page number, only for walking the builds of one millisecond.
+    pub page: Option<u32>,
 }
 
 /// A Buildkite REST client for one organization.
@@ -177,6 +179,9 @@ impl Client {
             time("created_to", &query.created_to);
             for branch in &query.branches {
                 q.append_pair("branch[]", branch);
+            }
+            if let Some(page) = query.page {
+                q.append_pair("page", &page.to_string());
             }
         }
         url

@@ -47,6 +47,21 @@ fn set(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn newer_seen(tx: &Transaction<'_>, build_id: &str, finished_at: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM seen WHERE build_id = ?1 AND finished_at > ?2 LIMIT 1")?
+        .exists(params![build_id, finished_at])
+}
+
+/// Sets the high-water mark if there is none yet (a backfill that ends now, before the
+/// daemon ever ran, hands over to it this way).
+pub fn seed_high_water_mark(conn: &Connection, mark: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO state (key, value) VALUES ('high_water_mark', ?1)",
+        [mark],
+    )?;
+    Ok(())
+}
+
 /// The latest `finished_at` of a fully walked poll, if any.
 pub fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(get(conn, "high_water_mark")?
@@ -74,6 +89,11 @@ pub fn record_page(
     let tx = conn.transaction()?;
     let mut new = 0;
     for e in entries {
+        if newer_seen(&tx, &e.build_id, &e.finished_at)? {
+            // Fetched before the build finished again (by another process, a moment ago):
+            // never queue an older result over a newer one.
+            continue;
+        }
         let inserted = tx
             .prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
             .execute(params![e.build_id, e.finished_at])?;
@@ -166,6 +186,22 @@ mod tests {
         assert_eq!((n.0, n.1, n.2), (1, 0, 1));
         assert_eq!(n.3.len(), 1, "one outbox row per build");
         assert_eq!(n.3[0].version, "2026-01-01T01:00:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn an_older_version_fetched_late_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let (queued, rows) = store
+            .call(|c| {
+                record_page(c, &[entry("b1", "2026-01-01T01:00:00.000Z")], NONE, 0)?;
+                let late = record_page(c, &[entry("b1", "2026-01-01T00:00:00.000Z")], NONE, 0)?;
+                Ok((late, outbox::due(c, 0, 10)?))
+            })
+            .await
+            .expect("db");
+        assert_eq!(queued, 0);
+        assert_eq!(rows[0].version, "2026-01-01T01:00:00.000Z");
     }
 
     #[tokio::test]

@@ -100,6 +100,9 @@ impl Store {
         };
         let new = !path.exists();
         let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
+        // Every write transaction takes the write lock when it begins, so that one that read
+        // first waits for a backfill's or the daemon's write instead of failing at once.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.busy_timeout(Duration::from_secs(10))
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
@@ -122,18 +125,14 @@ impl Store {
     /// the outbox again: an older version of a build can never overwrite a newer one, even
     /// with a backfill running beside the daemon. Released when dropped.
     pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".deliver.lock");
         let fail = |reason: String| StoreError {
             path: self.path.display().to_string(),
             reason,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| fail(format!("cannot open its delivery lock file: {e}")))?;
+        // An flock on the database file itself: read access is enough, and it is separate
+        // from the fcntl locks SQLite takes on the same file.
+        let file = std::fs::File::open(&self.path)
+            .map_err(|e| fail(format!("cannot open it to take the delivery lock: {e}")))?;
         let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
         match locked {
             Ok(Ok(file)) => Ok(DeliveryLock { _file: file }),

@@ -93,6 +93,14 @@ pub async fn run(
             app.client.budget().waits(),
         );
     }
+    if cp.done && cp.open_ended {
+        // Everything created up to `until` is queued: a daemon that never ran yet takes
+        // over from there rather than from its first-poll lookback.
+        let until = cp.until.clone();
+        app.store
+            .call(move |c| cursor::seed_high_water_mark(c, &until))
+            .await?;
+    }
     report.checkpoint = cp;
     Ok(report)
 }

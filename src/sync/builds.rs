@@ -68,9 +68,10 @@ pub async fn poll(
             .call(move |c| cursor::record_page(c, &entries, Progress::Poll, now_ms()))
             .await?;
     }
-    let mark = latest
-        .zip(started)
-        .map(|(l, s)| cursor::timestamp(l.min(s)));
+    // Nothing finished in the window: everything up to the first answer has been seen.
+    let mark = started
+        .map(|s| latest.map_or(s, |l| l.min(s)))
+        .map(cursor::timestamp);
     let keep = config.overlap() * 2;
     store
         .call(move |c| cursor::complete_cycle(c, mark.as_deref(), keep))
