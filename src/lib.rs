@@ -13,5 +13,6 @@ pub mod deliver;
 pub mod oneshot;
 pub mod progress;
 pub mod retry;
+pub mod status;
 pub mod store;
 pub mod sync;

@@ -28,8 +28,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(version, about)]
 struct Cli {
     /// The TOML config file (every key may also be set as KITESYNC_SECTION__KEY).
-    #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, short, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Poll once, deliver, and exit: 0 when everything was delivered.
     #[arg(long, conflicts_with = "backfill")]
     once: bool,
@@ -44,6 +46,33 @@ struct Cli {
     /// (same --since) started, so that running the same command again resumes it.
     #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
     until: Option<DateTime<Utc>>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Show the cursor, the outbox, dead letters, backfills and the last rate budget seen,
+    /// from the state database alone (no network).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send again, as upserts, on the next poll or --once: dead letters, one build still in
+    /// the outbox, or every finished build created in a time range.
+    Replay {
+        /// Every dead letter.
+        #[arg(long, conflicts_with_all = ["build", "since"])]
+        dead: bool,
+        /// One build, by its Buildkite UUID.
+        #[arg(long, value_name = "UUID", conflicts_with = "since")]
+        build: Option<String>,
+        /// Every finished build created from this time (fetched from Buildkite now).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// ...until this time, exclusive (default: now).
+        #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "since")]
+        until: Option<DateTime<Utc>>,
+    },
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -69,7 +98,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = match Config::load(&cli.config) {
+    let Some(config_path) = &cli.config else {
+        eprintln!("kitesync: --config FILE is required (see config.example.toml)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kitesync: config error: {e}");
@@ -87,6 +120,17 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
+        if let Some(command) = cli.command {
+            return match command {
+                Command::Status { json } => status(&config, json).await,
+                Command::Replay {
+                    dead,
+                    build,
+                    since,
+                    until,
+                } => replay(&config, dead, build, since, until).await,
+            };
+        }
         if cli.once {
             once(&config).await
         } else if let Some(since) = cli.since {
@@ -146,6 +190,86 @@ async fn backfill(config: &Config, since: DateTime<Utc>, until: Option<DateTime<
     reporter.finish();
     match outcome {
         Ok(outcome) => report_backfill(&outcome),
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            ExitCode::from(EXIT_INCOMPLETE)
+        }
+    }
+}
+
+async fn status(config: &Config, json: bool) -> ExitCode {
+    match kitesync::status::read(&config.state_path).await {
+        Ok(s) if json => match serde_json::to_string_pretty(&s) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kitesync: {e}");
+                ExitCode::from(EXIT_INCOMPLETE)
+            }
+        },
+        Ok(s) => {
+            print!("{}", kitesync::status::render(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            ExitCode::from(EXIT_INCOMPLETE)
+        }
+    }
+}
+
+async fn replay(
+    config: &Config,
+    dead: bool,
+    build: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> ExitCode {
+    let app = match App::new(config.clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
+    };
+    let queued = match (dead, build, since) {
+        (true, _, _) => app
+            .store
+            .call(|c| kitesync::store::outbox::replay_dead(c))
+            .await
+            .map_err(|e| e.to_string()),
+        (_, Some(id), _) => {
+            let key = id.clone();
+            match app
+                .store
+                .call(move |c| kitesync::store::outbox::replay_build(c, &key))
+                .await
+            {
+                Ok(0) => Err(format!(
+                    "build {id} is not in the outbox (delivered, or never seen): replay it with --since <its creation time>"
+                )),
+                other => other.map_err(|e| e.to_string()),
+            }
+        }
+        (_, _, Some(since)) => {
+            let until = until.unwrap_or_else(Utc::now);
+            kitesync::sync::backfill::replay(&app, since, until)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("say what to replay: --dead, --build UUID or --since TIME".into()),
+    };
+    match queued {
+        Ok(n) => {
+            println!(
+                "kitesync: {n} {} queued again; the daemon or the next --once delivers {}",
+                plural(n as u64, "item"),
+                if n == 1 { "it" } else { "them" }
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("kitesync: {e}");
             ExitCode::from(EXIT_INCOMPLETE)

@@ -131,6 +131,11 @@ impl FakeButler {
         self.lock().reject.extend(numbers);
     }
 
+    /// Accepts every build again.
+    pub fn clear_rejections(&self) {
+        self.lock().reject.clear();
+    }
+
     /// While down, every request gets a 503.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;

@@ -5,7 +5,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Where a backfill of one range stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
     pub since: String,
     pub until: String,
@@ -59,6 +59,26 @@ pub fn load(
         },
     )
     .optional()
+}
+
+/// Every backfill checkpoint, newest range first.
+pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Checkpoint>> {
+    let mut stmt = conn.prepare(
+        "SELECT since, until, open_ended, upper, done, pages, builds FROM backfill
+         ORDER BY updated_at DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Checkpoint {
+            since: r.get(0)?,
+            until: r.get(1)?,
+            open_ended: r.get(2)?,
+            upper: r.get(3)?,
+            done: r.get(4)?,
+            pages: r.get(5)?,
+            builds: r.get(6)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// Saves a checkpoint (inside the page's transaction).

@@ -52,6 +52,32 @@ fn newer_seen(tx: &Transaction<'_>, build_id: &str, finished_at: &str) -> rusqli
         .exists(params![build_id, finished_at])
 }
 
+/// Queues builds again whether or not they were delivered (`replay`), in one transaction.
+pub fn requeue(conn: &mut Connection, entries: &[Entry], now_ms: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for e in entries {
+        if newer_seen(&tx, &e.build_id, &e.finished_at)? {
+            continue;
+        }
+        tx.prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
+            .execute(params![e.build_id, e.finished_at])?;
+        let item = outbox::NewItem {
+            kind: "build",
+            key: &e.build_id,
+            version: &e.finished_at,
+            label: &e.label,
+            payload: &e.payload,
+            dead: e.dead.as_deref(),
+            parent: None,
+        };
+        outbox::upsert(&tx, &item, now_ms)?;
+        if e.enrich && e.dead.is_none() {
+            enrich::add(&tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
+        }
+    }
+    tx.commit()
+}
+
 /// Sets the high-water mark if there is none yet (a backfill that ends now, before the
 /// daemon ever ran, hands over to it this way).
 pub fn seed_high_water_mark(conn: &Connection, mark: &str) -> rusqlite::Result<()> {
@@ -60,6 +86,18 @@ pub fn seed_high_water_mark(conn: &Connection, mark: &str) -> rusqlite::Result<(
         [mark],
     )?;
     Ok(())
+}
+
+/// A value of the `state` table (cursor, last successes, last rate-limit figures).
+pub fn state_value(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    get(conn, key)
+}
+
+/// Saves a value in the `state` table.
+pub fn set_state_value(conn: &mut Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    set(&tx, key, value)?;
+    tx.commit()
 }
 
 /// The latest `finished_at` of a fully walked poll, if any.

@@ -115,7 +115,70 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
                 .execute(params![row.id, row.version, error])?,
         };
     }
+    if results.iter().any(|(_, o)| matches!(o, Outcome::Delivered)) {
+        tx.execute(
+            "INSERT INTO state (key, value) VALUES ('last_delivery_ok_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [],
+        )?;
+    }
     tx.commit()
+}
+
+/// Sends dead letters again: back to pending, tried at once. Returns how many.
+pub fn replay_dead(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL
+         WHERE state = 'dead'",
+        [],
+    )
+}
+
+/// Sends a build (and what belongs to it) again, if it is in the outbox. Returns how many
+/// items were re-queued.
+pub fn replay_build(conn: &Connection, build_id: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL
+         WHERE (kind = 'build' AND key = ?1) OR parent = ?1",
+        [build_id],
+    )
+}
+
+/// One dead letter, for `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub kind: String,
+    pub key: String,
+    pub label: String,
+    pub attempts: u32,
+    pub error: String,
+}
+
+/// Every dead letter, oldest first.
+pub fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<DeadLetter>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, key, label, attempts, coalesce(last_error, '') FROM outbox
+         WHERE state = 'dead' ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DeadLetter {
+            kind: r.get(0)?,
+            key: r.get(1)?,
+            label: r.get(2)?,
+            attempts: r.get(3)?,
+            error: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Outbox depth by kind and state: (kind, state, count).
+pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
 }
 
 /// How the outbox stands.

@@ -105,6 +105,32 @@ pub async fn run(
     Ok(report)
 }
 
+/// `replay --since`: queues again every finished build created in `[since, until)`,
+/// whether or not it was delivered before (a re-send is an upsert). Returns how many.
+pub async fn replay(
+    app: &App,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<usize, PollError> {
+    let bk = &app.config.buildkite;
+    let mut walk = Walk::new(BuildQuery {
+        created_from: Some(since),
+        created_to: Some(until),
+        branches: bk.branches.clone(),
+        ..BuildQuery::default()
+    });
+    let filter = Filter::new(&app.config);
+    let mut queued = 0;
+    while let Some(page) = walk.next(&app.client, &filter).await? {
+        let entries = page.entries;
+        queued += entries.len();
+        app.store
+            .call(move |c| cursor::requeue(c, &entries, now_ms()))
+            .await?;
+    }
+    Ok(queued)
+}
+
 fn parse(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()

@@ -73,10 +73,28 @@ pub async fn poll(
         .map(|s| latest.map_or(s, |l| l.min(s)))
         .map(cursor::timestamp);
     let keep = config.overlap() * 2;
+    let budget = rate_limit_json(client);
     store
-        .call(move |c| cursor::complete_cycle(c, mark.as_deref(), keep))
+        .call(move |c| {
+            cursor::complete_cycle(c, mark.as_deref(), keep)?;
+            cursor::set_state_value(c, "rate_limit", &budget)
+        })
         .await?;
     Ok(report)
+}
+
+/// The budgets as Buildkite last reported them, for `status`.
+fn rate_limit_json(client: &Client) -> String {
+    let scope = |s: Option<crate::buildkite::budget::Scope>| {
+        s.map(|s| serde_json::json!({"remaining": s.remaining, "limit": s.limit, "reset_seconds": s.reset.as_secs()}))
+    };
+    let seen = client.budget().last_seen();
+    serde_json::json!({
+        "at": cursor::timestamp(Utc::now()),
+        "organization": scope(seen.org),
+        "user": scope(seen.user),
+    })
+    .to_string()
 }
 
 /// Which builds a walk keeps, and what is fetched for them besides the build.

@@ -1,0 +1,182 @@
+//! `kitesync status`: how things stand, from the state database alone (no network).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::store::backfill::{self, Checkpoint};
+use crate::store::outbox::{self, DeadLetter};
+use crate::store::{cursor, enrich, Store};
+
+/// Everything `status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub state_path: String,
+    /// The poll cursor: builds that finished from this time, less the overlap, are asked for.
+    pub high_water_mark: Option<String>,
+    pub last_poll_ok_at: Option<String>,
+    pub last_delivery_ok_at: Option<String>,
+    pub agents_polled_at: Option<String>,
+    /// Items in the outbox, by kind and state.
+    pub outbox: Vec<Depth>,
+    pub pending: u64,
+    pub dead: u64,
+    /// When the next pending item may be tried (RFC 3339).
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Builds whose test results or logs are still to be fetched.
+    pub enrich_waiting: u64,
+    pub backfills: Vec<Checkpoint>,
+    /// The Buildkite budgets as last seen.
+    pub rate_limit: Option<serde_json::Value>,
+}
+
+/// Outbox items of one kind in one state.
+#[derive(Debug, Serialize)]
+pub struct Depth {
+    pub kind: String,
+    pub state: String,
+    pub count: u64,
+}
+
+/// Reads the status of the state database at `path`.
+pub async fn read(path: &Path) -> Result<Status, String> {
+    if !path.exists() {
+        return Err(format!(
+            "no state database at {}: kitesync has not run with this config yet",
+            path.display()
+        ));
+    }
+    let store = Store::open(path).map_err(|e| e.to_string())?;
+    let state_path = path.display().to_string();
+    store
+        .call(move |c| {
+            let value = |k: &str| cursor::state_value(c, k);
+            let summary = outbox::summary(c)?;
+            Ok(Status {
+                state_path,
+                high_water_mark: value("high_water_mark")?,
+                last_poll_ok_at: value("last_poll_ok_at")?,
+                last_delivery_ok_at: value("last_delivery_ok_at")?,
+                agents_polled_at: value("agents_polled_at")?,
+                outbox: outbox::depth(c)?
+                    .into_iter()
+                    .map(|(kind, state, count)| Depth { kind, state, count })
+                    .collect(),
+                pending: summary.pending,
+                dead: summary.dead,
+                next_attempt_at: summary
+                    .next_attempt_at
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(cursor::timestamp),
+                last_error: summary.last_error,
+                dead_letters: outbox::dead_letters(c)?,
+                enrich_waiting: enrich::count(c)?,
+                backfills: backfill::all(c)?,
+                rate_limit: value("rate_limit")?.and_then(|v| serde_json::from_str(&v).ok()),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The status as a table for people.
+pub fn render(s: &Status) -> String {
+    let none = || "never".to_string();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "{k:<22} {v}");
+    };
+    line("state database", s.state_path.clone());
+    line(
+        "cursor (finished at)",
+        s.high_water_mark
+            .clone()
+            .unwrap_or_else(|| "not set: the first poll looks back".into()),
+    );
+    line(
+        "last poll ok",
+        s.last_poll_ok_at.clone().unwrap_or_else(none),
+    );
+    line(
+        "last delivery ok",
+        s.last_delivery_ok_at.clone().unwrap_or_else(none),
+    );
+    line(
+        "last agent poll",
+        s.agents_polled_at.clone().unwrap_or_else(none),
+    );
+    let depth = if s.outbox.is_empty() {
+        "empty".to_string()
+    } else {
+        s.outbox
+            .iter()
+            .map(|d| format!("{} {} {}", d.count, d.kind, d.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    line("outbox", depth);
+    if s.pending > 0 {
+        line(
+            "next attempt",
+            s.next_attempt_at.clone().unwrap_or_else(|| "now".into()),
+        );
+        line(
+            "last error",
+            s.last_error.clone().unwrap_or_else(|| "none".into()),
+        );
+    }
+    line(
+        "test results/logs due",
+        format!("{} builds", s.enrich_waiting),
+    );
+    if let Some(rl) = &s.rate_limit {
+        let scope = |k: &str| {
+            rl.get(k)
+                .filter(|v| !v.is_null())
+                .map_or("not reported".to_string(), |v| {
+                    format!("{} of {} left", v["remaining"], v["limit"])
+                })
+        };
+        line(
+            "rate budget (last seen)",
+            format!(
+                "organization {}, user {} (at {})",
+                scope("organization"),
+                scope("user"),
+                rl["at"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+    for b in &s.backfills {
+        let state = if b.done {
+            "done".to_string()
+        } else {
+            format!("resumes below {}", b.upper)
+        };
+        line(
+            "backfill",
+            format!(
+                "{} to {}: {state}, {} pages, {} builds",
+                b.since, b.until, b.pages, b.builds
+            ),
+        );
+    }
+    if !s.dead_letters.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndead letters ({}), re-send with `kitesync replay --dead`:",
+            s.dead_letters.len()
+        );
+        for d in &s.dead_letters {
+            let _ = writeln!(
+                out,
+                "  {} {} ({} tries): {}",
+                d.kind, d.label, d.attempts, d.error
+            );
+        }
+    }
+    out
+}

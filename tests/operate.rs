@@ -1,0 +1,95 @@
+//! Operating kitesync: `status` (from the state database alone) and `replay`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_dead_letters_and_replay_sends_them_again() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(10));
+    h.bb.reject_build_numbers([3]);
+    assert_eq!(h.run(&["--once"]).await.code, 1);
+
+    let table = h.run(&["status"]).await;
+    assert_eq!(table.code, 0, "{}", table.output());
+    assert!(table.stdout.contains("1 build dead"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("dead letters (1)"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("acme/web#3"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("kitesync replay --dead"),
+        "{}",
+        table.stdout
+    );
+
+    let json = h.run(&["status", "--json"]).await;
+    let s: Value = serde_json::from_str(&json.stdout).expect("status --json is JSON");
+    assert_eq!(s["dead"], 1);
+    assert_eq!(s["pending"], 0);
+    assert_eq!(s["dead_letters"][0]["label"], "acme/web#3");
+    assert!(s["dead_letters"][0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("400")));
+    assert!(s["high_water_mark"].is_string());
+    assert!(s["last_delivery_ok_at"].is_string());
+    assert_eq!(s["rate_limit"]["user"]["limit"], 50);
+
+    // BuildButler is fixed; the dead letter goes again.
+    h.bb.clear_rejections();
+    let replay = h.run(&["replay", "--dead"]).await;
+    assert_eq!(replay.code, 0, "{}", replay.output());
+    assert!(
+        replay.stdout.contains("1 item queued again"),
+        "{}",
+        replay.stdout
+    );
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 10);
+    let s: Value = serde_json::from_str(&h.run(&["status", "--json"]).await.stdout).expect("json");
+    assert_eq!(s["dead"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_of_a_time_range_sends_delivered_builds_again_as_upserts() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(12));
+    h.once_ok().await;
+    assert_eq!(h.bb.build_posts(), 12);
+    let since = ago(120).to_rfc3339();
+    let replay = h.run(&["replay", "--since", &since]).await;
+    assert_eq!(replay.code, 0, "{}", replay.output());
+    assert!(
+        replay.stdout.contains("12 items queued again"),
+        "{}",
+        replay.stdout
+    );
+    h.once_ok().await;
+    assert_eq!(h.bb.build_posts(), 24);
+    assert_eq!(h.bb.builds().len(), 12, "upserts, not duplicates");
+
+    let unknown = h.run(&["replay", "--build", "no-such-build"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("not in the outbox"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_before_any_run_says_so() {
+    let h = Harness::start().await;
+    let run = h.run(&["status"]).await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("has not run with this config yet"),
+        "{}",
+        run.stderr
+    );
+    assert!(!h.state_path().exists(), "status creates nothing");
+}
