@@ -7,6 +7,7 @@
 pub mod app;
 pub mod buildkite;
 pub mod butler;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

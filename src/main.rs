@@ -50,6 +50,9 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Check the config, the Buildkite token and its scopes against the enabled features,
+    /// the organization, the rate budget and BuildButler's API key; stores nothing.
+    Check,
     /// Show the cursor, the outbox, dead letters, backfills and the last rate budget seen,
     /// from the state database alone (no network).
     Status {
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         if let Some(command) = cli.command {
             return match command {
+                Command::Check => check(config).await,
                 Command::Status { json } => status(&config, json).await,
                 Command::Replay {
                     dead,
@@ -194,6 +198,36 @@ async fn backfill(config: &Config, since: DateTime<Utc>, until: Option<DateTime<
             eprintln!("kitesync: {e}");
             ExitCode::from(EXIT_INCOMPLETE)
         }
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    // Checking must not create a state database either.
+    let mut config = config;
+    let scratch = std::env::temp_dir().join(format!("kitesync-check-{}.db", std::process::id()));
+    config.state_path = scratch.clone();
+    let app = App::new(config);
+    let findings = match &app {
+        Ok(app) => kitesync::check::run(app).await,
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
+    };
+    drop(app);
+    for ext in ["", "-wal", "-shm"] {
+        let mut p = scratch.clone().into_os_string();
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+    println!("ok    the config is valid");
+    for f in &findings {
+        println!("{:<4}  {}", if f.ok { "ok" } else { "FAIL" }, f.text);
+    }
+    if findings.iter().all(|f| f.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 

@@ -93,3 +93,66 @@ async fn status_before_any_run_says_so() {
     );
     assert!(!h.state_path().exists(), "status creates nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_when_all_is_well_and_stores_nothing() {
+    let h = Harness::start().await;
+    let run = h.run(&["check"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stdout.contains("ok    token has read_builds (builds)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("can list the builds of acme"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("rate budget: organization"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("accepted the API key"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("FAIL"), "{}", run.stdout);
+    assert!(
+        h.bb.builds().is_empty(),
+        "check stored nothing in BuildButler"
+    );
+    assert!(!h.state_path().exists(), "check created no state database");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_each_missing_scope_and_a_wrong_api_key() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_SCHEDULE__AGENTS", "0 */5 * * * *");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[**/junit.xml]");
+    h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_WRONG");
+    h.bk.set_scopes(&["read_builds", "read_artifacts"]);
+    let run = h.run(&["check"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(
+        run.stdout
+            .contains("ok    token has read_artifacts (test results)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("FAIL  token lacks read_agents: the agent sync will fail"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("FAIL  BuildButler: BuildButler rejected the API key"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.output().contains("WRONG"), "the key is never printed");
+}

@@ -135,6 +135,7 @@ impl FakeBuildkite {
                 get(list_pipeline_builds),
             )
             .route("/v2/organizations/{org}/agents", get(list_agents))
+            .route("/v2/access-token", get(access_token))
             .route(
                 "/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/artifacts",
                 get(list_artifacts),
@@ -300,8 +301,15 @@ async fn list_agents(
     list(s, org, Listing::Agents, headers, uri).await
 }
 
+async fn access_token(State(s): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    let org = s.lock().unwrap_or_else(|e| e.into_inner()).org.clone();
+    list(s, org, Listing::AccessToken, headers, uri).await
+}
+
 /// What a request asks for.
 enum Listing {
+    /// The token itself (needs no scope).
+    AccessToken,
     /// Builds, of one pipeline or of all.
     Builds(Option<String>),
     Agents,
@@ -320,6 +328,7 @@ impl Listing {
             Listing::Agents => "read_agents",
             Listing::Artifacts(_) | Listing::Download(..) => "read_artifacts",
             Listing::Log(_) => "read_build_logs",
+            Listing::AccessToken => "",
         }
     }
 }
@@ -527,7 +536,7 @@ fn answer(
         );
     }
     let scope = listing.scope();
-    if !inner.scopes.iter().any(|s| s == scope) {
+    if !scope.is_empty() && !inner.scopes.iter().any(|s| s == scope) {
         return http::json(
             StatusCode::FORBIDDEN,
             &json!({"message": format!("Your access token doesn't have the {scope} scope")}),
@@ -565,6 +574,14 @@ fn answer(
         return http::json(StatusCode::OK, &json!("<html>502 Bad Gateway</html>"));
     }
     match listing {
+        Listing::AccessToken => {
+            return http::json(
+                StatusCode::OK,
+                &json!({"uuid": "b63254c0-3271-4a98-8270-7cfbd6c2f14e", "scopes": inner.scopes,
+                        "description": "kitesync", "created_at": "2026-01-01T00:00:00Z",
+                        "user": {"name": "CI Bot", "email": "ci@example.com"}}),
+            )
+        }
         Listing::Download(number, id) => return download(inner, *number, id),
         Listing::Log(job) => return log(inner, job, headers),
         _ => {}
@@ -598,7 +615,7 @@ fn answer(
         Listing::Artifacts(number) => {
             return artifacts_page(inner, *number, &query, headers, uri);
         }
-        Listing::Download(..) | Listing::Log(_) => Vec::new(),
+        Listing::Download(..) | Listing::Log(_) | Listing::AccessToken => Vec::new(),
         // Only connected and stopping agents are listed.
         Listing::Agents => inner
             .agents

@@ -187,6 +187,39 @@ impl Client {
         url
     }
 
+    /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
+    /// answer reported.
+    pub async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
+        let url = self.endpoint(&["access-token"]);
+        let get = Get {
+            url: &url,
+            scope: "(none)",
+            headers: HeaderMap::new(),
+            also_ok: &[],
+        };
+        let (scopes, _) = self
+            .get(&get, |_, _, body| {
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    scopes: Vec<String>,
+                }
+                serde_json::from_slice::<Token>(body)
+                    .map(|t| t.scopes)
+                    .map_err(|e| format!("not an access-token answer ({e})"))
+            })
+            .await?;
+        Ok(scopes)
+    }
+
+    /// One build of the organization, to prove the token can list them.
+    pub async fn probe_builds(&self) -> Result<(), SourceError> {
+        let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
+        url.query_pairs_mut().append_pair("per_page", "1");
+        self.list::<serde_json::Value>(&url, "read_builds")
+            .await
+            .map(drop)
+    }
+
     /// Every connected agent of the organization, following the `Link` pages (on the API's
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {

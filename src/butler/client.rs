@@ -103,6 +103,53 @@ impl Sink {
         }
     }
 
+    /// Checks that BuildButler answers and accepts the API key, storing nothing: an empty
+    /// build (ingest) is refused for its content, a `ping` event (webhook) is skipped.
+    pub async fn check(&self) -> Result<String, SendError> {
+        let (url, route, body, mut headers) = match self.mode {
+            Mode::Ingest => (
+                format!("{}{}/builds", self.server, self.prefix),
+                format!("{}/builds", self.prefix.trim_start_matches('/')),
+                b"{}".to_vec(),
+                HeaderMap::new(),
+            ),
+            Mode::Webhook => {
+                let mut h = HeaderMap::new();
+                h.insert("x-buildkite-event", HeaderValue::from_static("ping"));
+                (
+                    format!("{}/webhooks/buildkite", self.server),
+                    "webhooks/buildkite".to_string(),
+                    br#"{"event":"ping"}"#.to_vec(),
+                    h,
+                )
+            }
+        };
+        if self.mode == Mode::Webhook {
+            if self.sign {
+                let ts = chrono::Utc::now().timestamp();
+                let sig = webhook::signature(&self.key, ts, &body);
+                headers.insert(
+                    "x-buildkite-signature",
+                    sensitive(&sig).map_err(SendError::Fatal)?,
+                );
+            } else {
+                headers.insert(
+                    "x-buildkite-token",
+                    sensitive(self.key.expose()).map_err(SendError::Fatal)?,
+                );
+            }
+        }
+        match self.post(&url, &route, body, headers).await {
+            Ok(_) => Ok(format!("{} answered and accepted the API key", self.shown)),
+            // Refused for its (empty) content: the key itself was accepted.
+            Err(SendError::Reject(_)) => Ok(format!(
+                "{} answered and accepted the API key (the empty test build was refused, as it should be)",
+                self.shown
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn ingest_build(&self, payload: &str) -> Result<(), SendError> {
         let build: Build = serde_json::from_str(payload)
             .map_err(|e| SendError::Reject(format!("cannot decode the queued build: {e}")))?;
