@@ -18,7 +18,42 @@ pub struct App {
     pub junit_globs: globset::GlobSet,
 }
 
+/// A throw-away copy of the state database, removed when dropped (`--dry-run`).
+pub struct Scratch {
+    path: std::path::PathBuf,
+}
+
+impl Scratch {
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 impl App {
+    /// An app that works on a copy of the state database and prints what it would deliver
+    /// as NDJSON instead of sending it: nothing it does changes any state.
+    pub fn dry_run(mut config: Config) -> Result<(App, Scratch), String> {
+        let scratch = Scratch {
+            path: std::env::temp_dir().join(format!("kitesync-dry-run-{}.db", std::process::id())),
+        };
+        scratch.remove(); // a leftover of a crashed dry run
+        Store::copy(&config.state_path, &scratch.path).map_err(|e| e.to_string())?;
+        config.state_path = scratch.path.clone();
+        let mut app = App::new(config)?;
+        app.sink = Arc::new(Sink::new(&app.config)?.printing());
+        Ok((app, scratch))
+    }
+
     /// Opens the state database and sets up both HTTP clients.
     pub fn new(config: Config) -> Result<App, String> {
         let store = Store::open(&config.state_path).map_err(|e| e.to_string())?;

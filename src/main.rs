@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
-use kitesync::app::App;
+use kitesync::app::{App, Scratch};
 use kitesync::config::Config;
 use kitesync::daemon::{self, DaemonError};
 use kitesync::oneshot::{self, BackfillOutcome, OnceReport};
@@ -35,6 +35,10 @@ struct Cli {
     /// Poll once, deliver, and exit: 0 when everything was delivered.
     #[arg(long, conflicts_with = "backfill")]
     once: bool,
+    /// With --once or --backfill: poll as usual, but print what would be delivered as NDJSON
+    /// on stdout instead of sending it, and change no state.
+    #[arg(long)]
+    dry_run: bool,
     /// Deliver every finished build created from --since to --until, then exit. Resumable:
     /// run the same command again after an interruption.
     #[arg(long, requires = "since")]
@@ -136,9 +140,9 @@ fn main() -> ExitCode {
             };
         }
         if cli.once {
-            once(&config).await
+            once(config, cli.dry_run).await
         } else if let Some(since) = cli.since {
-            backfill(&config, since, cli.until).await
+            backfill(config, since, cli.until, cli.dry_run).await
         } else {
             serve(config).await
         }
@@ -148,9 +152,32 @@ fn main() -> ExitCode {
     code
 }
 
-async fn once(config: &Config) -> ExitCode {
-    match oneshot::run_once(config).await {
-        Ok(report) => report_once(&report),
+/// The app for a one-shot run; with `dry_run`, one that works on a throw-away copy of the
+/// state and prints instead of sending.
+fn one_shot_app(config: Config, dry_run: bool) -> Result<(App, Option<Scratch>), String> {
+    if dry_run {
+        App::dry_run(config).map(|(app, scratch)| (app, Some(scratch)))
+    } else {
+        App::new(config).map(|app| (app, None))
+    }
+}
+
+/// A summary line: on stdout, or on stderr when stdout carries a dry run's NDJSON.
+fn summary(dry_run: bool, line: &str) {
+    if dry_run {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+async fn once(config: Config, dry_run: bool) -> ExitCode {
+    let report = match one_shot_app(config, dry_run) {
+        Ok((app, _scratch)) => oneshot::run_once(&app).await,
+        Err(e) => Err(e),
+    };
+    match report {
+        Ok(report) => report_once(&report, dry_run),
         Err(e) => {
             eprintln!("kitesync: {e}");
             ExitCode::from(EXIT_INCOMPLETE)
@@ -182,18 +209,29 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-async fn backfill(config: &Config, since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> ExitCode {
+async fn backfill(
+    config: Config,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    dry_run: bool,
+) -> ExitCode {
     let end = until.unwrap_or_else(Utc::now);
     if since >= end {
         eprintln!("kitesync: --since ({since}) must be before --until ({end})");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let (app, _scratch) = match one_shot_app(config, dry_run) {
+        Ok(parts) => parts,
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
+    };
     let mut reporter = Reporter::new(std::io::stderr().is_terminal());
-    let outcome =
-        oneshot::run_backfill(config, since, until, &mut reporter, shutdown_signal()).await;
+    let outcome = oneshot::run_backfill(app, since, until, &mut reporter, shutdown_signal()).await;
     reporter.finish();
     match outcome {
-        Ok(outcome) => report_backfill(&outcome),
+        Ok(outcome) => report_backfill(&outcome, dry_run),
         Err(e) => {
             eprintln!("kitesync: {e}");
             ExitCode::from(EXIT_INCOMPLETE)
@@ -328,7 +366,7 @@ async fn shutdown_signal() {
 }
 
 /// Prints the one-line summary of `--once` and picks the exit code.
-fn report_once(report: &OnceReport) -> ExitCode {
+fn report_once(report: &OnceReport, dry_run: bool) -> ExitCode {
     let delivered = report.delivery.as_ref().map_or(0, |d| d.delivered);
     let polled = match &report.poll {
         Ok(p) => format!(
@@ -340,13 +378,19 @@ fn report_once(report: &OnceReport) -> ExitCode {
         ),
         Err(_) => "poll failed".to_string(),
     };
-    println!(
-        "kitesync: {polled} ({} Buildkite {}); delivered {delivered}; outbox: {} pending, {} dead",
+    let line = format!(
+        "kitesync: {polled} ({} Buildkite {}); {} {delivered}; outbox: {} pending, {} dead",
         report.requests,
         plural(report.requests, "request"),
+        if dry_run {
+            "would deliver"
+        } else {
+            "delivered"
+        },
         report.outbox.pending,
         report.outbox.dead
     );
+    summary(dry_run, &line);
     if report.complete() {
         return ExitCode::SUCCESS;
     }
@@ -371,7 +415,7 @@ fn report_once(report: &OnceReport) -> ExitCode {
 }
 
 /// Prints the summary of `--backfill` and picks the exit code.
-fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
+fn report_backfill(outcome: &BackfillOutcome, dry_run: bool) -> ExitCode {
     let delivered = outcome.delivery.as_ref().map_or(0, |d| d.delivered);
     let tail = format!(
         "{} Buildkite {}, {} budget {}; delivered {delivered}; outbox: {} pending, {} dead",
@@ -383,20 +427,20 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
         outcome.outbox.dead
     );
     if outcome.interrupted {
-        println!("kitesync: backfill interrupted: {tail}");
+        summary(dry_run, &format!("kitesync: backfill interrupted: {tail}"));
         eprintln!("kitesync: run the same command again to resume from its checkpoint");
         return ExitCode::from(EXIT_INTERRUPTED);
     }
     let walk = match &outcome.walk {
         None => {
-            println!("kitesync: backfill stopped: {tail}");
+            summary(dry_run, &format!("kitesync: backfill stopped: {tail}"));
             if let Err(e) = &outcome.delivery {
                 eprintln!("kitesync: delivery stopped: {e}; run the same command again to resume");
             }
             return ExitCode::from(EXIT_CONFIG);
         }
         Some(Err(e)) => {
-            println!("kitesync: backfill stopped: {tail}");
+            summary(dry_run, &format!("kitesync: backfill stopped: {tail}"));
             eprintln!("kitesync: backfill failed: {e}; run the same command again to resume");
             explain_outbox(&outcome.outbox);
             let config =
@@ -406,7 +450,7 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
         Some(Ok(walk)) => walk,
     };
     let cp = &walk.checkpoint;
-    println!(
+    summary(dry_run, &format!(
         "kitesync: backfill from {} to {} done{}: {} {}, {} finished builds ({} newly queued); {tail}",
         cp.since,
         cp.until,
@@ -415,7 +459,7 @@ fn report_backfill(outcome: &BackfillOutcome) -> ExitCode {
         plural(cp.pages, "page"),
         cp.builds,
         walk.queued,
-    );
+    ));
     if let Some(Err(e)) = &outcome.enrich {
         eprintln!("kitesync: fetching test results or logs failed: {e}");
         return ExitCode::from(EXIT_INCOMPLETE);

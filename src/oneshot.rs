@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use crate::app::App;
-use crate::config::Config;
 use crate::daemon::{self, Stop};
 use crate::deliver::{self, DeliverError, DeliveryReport};
 use crate::store;
@@ -57,8 +56,7 @@ impl OnceReport {
 
 /// Polls once and delivers. Fails only if the state database or HTTP setup fails; poll and
 /// delivery problems are in the report.
-pub async fn run_once(config: &Config) -> Result<OnceReport, String> {
-    let app = App::new(config.clone())?;
+pub async fn run_once(app: &App) -> Result<OnceReport, String> {
     let filter = builds::Filter::new(&app.config);
     let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter).await;
     let agents = if app.config.agents_enabled() {
@@ -108,13 +106,13 @@ pub struct BackfillOutcome {
 /// Walks `[since, until)`, delivering as it goes, then delivers what is left. Stops early,
 /// with the checkpoint saved, when `shutdown` resolves.
 pub async fn run_backfill(
-    config: &Config,
+    app: App,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     observer: &mut dyn Observer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillOutcome, String> {
-    let app = Arc::new(App::new(config.clone())?);
+    let app = Arc::new(app);
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, mut fatal_rx) = watch::channel(None);
     let queued = Arc::new(Notify::new());

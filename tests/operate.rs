@@ -156,3 +156,66 @@ async fn check_names_each_missing_scope_and_a_wrong_api_key() {
     );
     assert!(!run.output().contains("WRONG"), "the key is never printed");
 }
+
+fn ndjson(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_ndjson_sends_nothing_and_changes_no_state() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(5));
+    let run = h.run(&["--once", "--dry-run"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let lines = ndjson(&run.stdout);
+    let builds: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["route"] == "api/v1/ingest/builds")
+        .collect();
+    assert_eq!(builds.len(), 5);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["route"] == "api/v1/ingest/pipeline-stages")
+            .count(),
+        5
+    );
+    assert_eq!(builds[0]["body"]["jenkinsInstanceId"], ORG);
+    assert!(run.stderr.contains("would deliver 5"), "{}", run.stderr);
+    assert!(h.bb.auth_seen().is_empty(), "nothing sent to BuildButler");
+    assert!(!h.state_path().exists(), "no state written");
+    for secret in [TOKEN, API_KEY] {
+        assert!(!run.output().contains(secret));
+    }
+
+    // After a real run, a dry run shows only what is new and leaves the state as it was.
+    h.once_ok().await;
+    let before = h.run(&["status", "--json"]).await.stdout;
+    h.bk.add_builds([kitesync_fakes::data::build(
+        ORG,
+        99,
+        "web",
+        "passed",
+        ago(3),
+        Some(ago(1)),
+    )]);
+    let run = h.run(&["--once", "--dry-run"]).await;
+    let lines = ndjson(&run.stdout);
+    assert_eq!(lines.len(), 2, "build 99 and its stages: {lines:?}");
+    assert_eq!(lines[0]["body"]["buildNumber"], 99);
+    let after = h.run(&["status", "--json"]).await.stdout;
+    let strip = |s: &str| -> Value {
+        let mut v: Value = serde_json::from_str(s).expect("json");
+        v["rate_limit"] = Value::Null;
+        v
+    };
+    assert_eq!(
+        strip(&before),
+        strip(&after),
+        "the dry run changed the state"
+    );
+    assert_eq!(h.bb.build_posts(), 5);
+}

@@ -43,6 +43,8 @@ pub struct Sink {
     sign: bool,
     /// Webhook mode, opt-in: the Buildkite token for the `buildkiteToken` query parameter.
     buildkite_token: Option<Secret>,
+    /// `--dry-run`: print each request body as an NDJSON line instead of sending it.
+    print: bool,
 }
 
 impl Sink {
@@ -86,7 +88,15 @@ impl Sink {
             buildkite_token: bb
                 .webhook_send_buildkite_token
                 .then(|| config.buildkite.token()),
+            print: false,
         })
+    }
+
+    /// This sink, printing `{"route", "body"}` lines on stdout instead of sending: no
+    /// headers, so no secret, ever.
+    pub fn printing(mut self) -> Sink {
+        self.print = true;
+        self
     }
 
     /// Delivers one outbox row.
@@ -230,6 +240,11 @@ impl Sink {
         body: Vec<u8>,
         headers: HeaderMap,
     ) -> Result<serde_json::Value, SendError> {
+        if self.print {
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            println!("{}", serde_json::json!({"route": route, "body": body}));
+            return Ok(serde_json::Value::Null);
+        }
         let request = self
             .http
             .post(url)

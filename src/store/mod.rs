@@ -141,6 +141,22 @@ impl Store {
         }
     }
 
+    /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
+    /// another process writes to it: for `--dry-run`, which must change nothing.
+    pub fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
+        let fail = |reason: String| StoreError {
+            path: from.display().to_string(),
+            reason,
+        };
+        if !from.exists() {
+            return Ok(());
+        }
+        let src = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(format!("cannot open it to copy: {e}")))?;
+        src.backup(rusqlite::MAIN_DB, to, None)
+            .map_err(|e| fail(format!("cannot copy it to {}: {e}", to.display())))
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
