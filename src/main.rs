@@ -30,6 +30,9 @@ struct Cli {
     /// The TOML config file (every key may also be set as KITESYNC_SECTION__KEY).
     #[arg(long, short, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    /// Log lines as text (default) or as JSON objects, one per line (level from RUST_LOG).
+    #[arg(long, value_name = "FORMAT", global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     /// Poll once, deliver, and exit: 0 when everything was delivered.
@@ -50,6 +53,12 @@ struct Cli {
     /// (same --since) started, so that running the same command again resumes it.
     #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
     until: Option<DateTime<Utc>>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -97,14 +106,16 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let Some(config_path) = &cli.config else {
         eprintln!("kitesync: --config FILE is required (see config.example.toml)");
         return ExitCode::from(EXIT_CONFIG);

@@ -219,3 +219,22 @@ async fn dry_run_prints_ndjson_sends_nothing_and_changes_no_state() {
     );
     assert_eq!(h.bb.build_posts(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(3));
+    h.bb.reject_build_numbers([2]);
+    let run = h.run(&["--once", "--log-format", "json"]).await;
+    let logs: Vec<Value> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    let dead = logs
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .expect("the dead letter is logged");
+    assert_eq!(dead["fields"]["item"], "acme/mobile#2");
+}
