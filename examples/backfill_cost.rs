@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let since = now - chrono::Duration::days(731);
     let started = std::time::Instant::now();
     let outcome = kitesync::oneshot::run_backfill(
-        &config,
+        kitesync::app::App::new(config)?,
         since,
         Some(now),
         &mut Quiet,

@@ -39,7 +39,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Fake BuildButler at {}.\n", butler.url);
     let config = Config::load(&config_path)?;
 
-    let first = kitesync::oneshot::run_once(&config).await?;
+    let app = kitesync::app::App::new(config.clone())?;
+    let first = kitesync::oneshot::run_once(&app).await?;
     println!(
         "First --once: {} Buildkite requests, {} builds delivered, outbox {} pending / {} dead.",
         first.requests,
@@ -76,7 +77,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(b)?);
     }
 
-    let second = kitesync::oneshot::run_once(&config).await?;
+    let app = kitesync::app::App::new(config)?;
+    let second = kitesync::oneshot::run_once(&app).await?;
     println!(
         "\nSecond --once (nothing new): {} Buildkite request, {} delivered; BuildButler holds {} builds from {} posts.",
         second.requests,

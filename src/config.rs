@@ -161,6 +161,12 @@ pub struct BuildkiteConfig {
     /// Per-request timeout, connect included.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy, say).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[buildbutler]`: the sink.
@@ -198,6 +204,12 @@ pub struct ButlerConfig {
     /// call Buildkite back. This hands your Buildkite token to BuildButler.
     #[serde(default)]
     pub webhook_send_buildkite_token: bool,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// A PEM file of extra CA certificates to trust (a self-hosted BuildButler, say).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// How long `--once` keeps retrying failed deliveries before leaving them for the next run.
     #[serde(default = "default_retry_window_seconds")]
     pub retry_window_seconds: u64,
@@ -311,6 +323,9 @@ fn default_lookback_minutes() -> u64 {
 }
 fn default_timeout_seconds() -> u64 {
     30
+}
+fn default_connect_timeout_seconds() -> u64 {
+    10
 }
 fn default_retry_window_seconds() -> u64 {
     30
@@ -468,7 +483,7 @@ impl Config {
                 "must start with '/', e.g. \"/api/v1/ingest\"",
             ));
         }
-        let ranges: [(&str, &str, u64, u64, u64); 9] = [
+        let ranges: [(&str, &str, u64, u64, u64); 11] = [
             (
                 "buildkite",
                 "requests_per_minute",
@@ -498,6 +513,20 @@ impl Config {
                 525_600,
             ),
             ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
+            (
+                "buildkite",
+                "connect_timeout_seconds",
+                bk.connect_timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "buildbutler",
+                "connect_timeout_seconds",
+                bb.connect_timeout_seconds,
+                1,
+                600,
+            ),
             ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
             (
                 "buildbutler",
@@ -531,6 +560,28 @@ impl Config {
             }
         }
         check_cron(file, "builds", &self.schedule.builds)?;
+        for (section, ca) in [("buildkite", &bk.ca_file), ("buildbutler", &bb.ca_file)] {
+            if let Some(path) = ca {
+                let pem = std::fs::read(path).map_err(|e| {
+                    file.error(
+                        section,
+                        "ca_file",
+                        &format!(
+                            "names {}, which cannot be read: {}",
+                            path.display(),
+                            io_reason(&e)
+                        ),
+                    )
+                })?;
+                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                    return Err(file.error(
+                        section,
+                        "ca_file",
+                        &format!("names {}, which holds no PEM certificate", path.display()),
+                    ));
+                }
+            }
+        }
         for glob in &self.tests.junit_artifact_globs {
             if let Err(e) = globset::Glob::new(glob) {
                 return Err(file.error(

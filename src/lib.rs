@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod net;
 pub mod oneshot;
 pub mod progress;
 pub mod retry;

@@ -76,8 +76,8 @@ pub async fn run_once(app: &App) -> Result<OnceReport, String> {
     } else {
         None
     };
-    let enrich = enrich::run(&app).await;
-    let (delivery, outbox) = deliver_all(&app).await?;
+    let enrich = enrich::run(app).await;
+    let (delivery, outbox) = deliver_all(app).await?;
     Ok(OnceReport {
         poll,
         agents,

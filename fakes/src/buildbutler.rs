@@ -71,8 +71,10 @@ pub struct Webhook {
 /// A running fake BuildButler. Cheap to clone; all clones share the state.
 #[derive(Clone)]
 pub struct FakeButler {
-    /// Base URL (`http://127.0.0.1:PORT`).
+    /// Base URL (`http://127.0.0.1:PORT`, or `https://` when started with TLS).
     pub url: String,
+    /// With TLS: the server's certificate (PEM), for the client to trust.
+    pub ca_pem: Option<String>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -81,6 +83,15 @@ type Shared = Arc<Mutex<Inner>>;
 impl FakeButler {
     /// Starts a fake that accepts `api_key`.
     pub async fn start(api_key: &str) -> FakeButler {
+        Self::start_with(api_key, false).await
+    }
+
+    /// Starts a fake that accepts `api_key`, over TLS with a certificate of its own.
+    pub async fn start_tls(api_key: &str) -> FakeButler {
+        Self::start_with(api_key, true).await
+    }
+
+    async fn start_with(api_key: &str, tls: bool) -> FakeButler {
         let inner = Arc::new(Mutex::new(Inner {
             api_key: api_key.to_string(),
             ..Inner::default()
@@ -93,8 +104,13 @@ impl FakeButler {
             .route("/api/v1/ingest/build-logs", post(ingest_logs))
             .route("/webhooks/buildkite", post(webhook))
             .with_state(Arc::clone(&inner));
-        let url = http::serve(app).await;
-        FakeButler { url, inner }
+        let (url, ca_pem) = if tls {
+            let (url, pem) = http::serve_tls(app).await;
+            (url, Some(pem))
+        } else {
+            (http::serve(app).await, None)
+        };
+        FakeButler { url, ca_pem, inner }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

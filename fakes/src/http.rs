@@ -46,3 +46,48 @@ pub fn broken(full: String, keep: usize) -> Response {
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
         .expect("valid response")
 }
+
+/// Serves `app` over TLS on a fresh loopback port, with a certificate made for 127.0.0.1
+/// now; returns the base URL (`https://127.0.0.1:PORT`) and the certificate (PEM) a client
+/// must trust.
+pub async fn serve_tls(app: Router) -> (String, String) {
+    use std::sync::Arc;
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("a test certificate");
+    let cert_pem = made.cert.pem();
+    let cert = made.cert.der().clone();
+    let key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(made.key_pair.serialize_der())
+            .expect("a test key");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("a TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (format!("https://{addr}"), cert_pem)
+}

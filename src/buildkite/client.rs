@@ -127,16 +127,13 @@ enum Attempt {
 impl Client {
     /// A client paced by `budget`.
     pub fn new(config: &BuildkiteConfig, budget: Arc<Budget>) -> Result<Client, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout())
-            .connect_timeout(config.timeout().min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
+        let connect = Duration::from_secs(config.connect_timeout_seconds);
+        let ca = config.ca_file.as_deref();
+        let http = crate::net::client(config.timeout(), connect, ca)?
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let storage = reqwest::Client::builder()
-            .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout())
+        // Storage hosts get no token, so following their redirects is safe.
+        let storage = crate::net::client(config.timeout(), connect, ca)?
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;

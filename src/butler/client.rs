@@ -60,11 +60,9 @@ impl Sink {
             );
             headers.insert("x-api-key", sensitive(key.expose())?);
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
+        let connect = std::time::Duration::from_secs(bb.connect_timeout_seconds);
+        let http = crate::net::client(bb.timeout(), connect, bb.ca_file.as_deref())?
             .default_headers(headers)
-            .timeout(bb.timeout())
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         let url = &bb.url;

@@ -1,0 +1,82 @@
+//! Networks behind firewalls: a corporate CA for a self-hosted BuildButler, and proxies
+//! from the environment (HTTPS_PROXY/HTTP_PROXY with NO_PROXY).
+
+mod common;
+
+use common::*;
+use kitesync_fakes::FakeButler;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
+    let mut h = Harness::start().await;
+    let tls = FakeButler::start_tls(API_KEY).await;
+    h.bk.set_builds(recent_builds(4));
+    h.set_env("KITESYNC_BUILDBUTLER__URL", &tls.url);
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
+
+    // Without the CA, the certificate is refused: nothing delivered, the reason given.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(tls.builds().is_empty());
+
+    let ca = h.dir.path().join("corporate-ca.pem");
+    std::fs::write(&ca, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write CA");
+    h.set_env("KITESYNC_BUILDBUTLER__CA_FILE", &ca.display().to_string());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the retry backoff
+    h.once_ok().await;
+    assert_eq!(tls.builds().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buildkite_is_reached_through_the_proxy_from_the_environment() {
+    let mut h = Harness::start().await;
+    h.bk.set_builds(recent_builds(3));
+    // A name that does not resolve: only the proxy (here the fake itself) can answer it.
+    h.set_env("KITESYNC_BUILDKITE__API_URL", "http://buildkite.invalid");
+    h.set_env("http_proxy", &h.bk.url.clone());
+    h.set_env("no_proxy", "127.0.0.1");
+    h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 3);
+    assert!(h
+        .bk
+        .requests()
+        .iter()
+        .all(|r| r.uri.starts_with("http://buildkite.invalid/v2/")));
+
+    // NO_PROXY is honoured too: then the name must resolve, and does not.
+    h.set_env("no_proxy", "127.0.0.1,buildkite.invalid");
+    h.set_env("KITESYNC_BUILDKITE__TIMEOUT_SECONDS", "2");
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("buildkite.invalid"), "{}", run.stderr);
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").expect("write");
+    let config = dir.path().join("kitesync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[buildkite]\norganization = \"acme\"\ntoken = \"t\"\n\n[buildbutler]\nurl = \"https://bb.example\"\napi_key = \"k\"\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kitesync"))
+        .args(["--once", "--config"])
+        .arg(&config)
+        .output()
+        .expect("ran");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 8: [buildbutler] ca_file"), "{stderr}");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+}
