@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
     println!(
-        "Fake Buildkite at {} holds 250 finished builds and 1 running.",
+        "Fake Buildkite at {} holds 250 finished builds, 1 running, and no agents.",
         buildkite.url
     );
     println!("Fake BuildButler at {}.\n", butler.url);
