@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::buildkite::{Budget, Client};
 use crate::butler::Sink;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What a run of kitesync works with.
@@ -14,6 +15,7 @@ pub struct App {
     pub store: Store,
     pub client: Client,
     pub sink: Arc<Sink>,
+    pub metrics: Arc<Metrics>,
     /// `[tests] junit_artifact_globs`, compiled.
     pub junit_globs: globset::GlobSet,
 }
@@ -61,9 +63,11 @@ impl App {
             config.buildkite.requests_per_minute,
             config.buildkite.reserve_percent,
         ));
-        let client = Client::new(&config.buildkite, budget)?;
+        let metrics = Arc::new(Metrics::new());
+        let client = Client::new(&config.buildkite, budget, Arc::clone(&metrics))?;
         let sink = Arc::new(Sink::new(&config)?);
         Ok(App {
+            metrics,
             junit_globs: config.junit_globs(),
             config,
             store,

@@ -17,7 +17,8 @@ use url::Url;
 pub const ENV_PREFIX: &str = "KITESYNC_";
 
 /// The top-level keys and sections of the config.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
+    "metrics",
     "state_path",
     "buildkite",
     "buildbutler",
@@ -121,6 +122,33 @@ pub struct Config {
     pub tests: TestsConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics on `/metrics` and a health check on `/healthz`, served
+/// by the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Address and port to listen on (loopback unless you open it up).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9187".to_string()
 }
 
 /// `[buildkite]`: the source.
@@ -603,6 +631,16 @@ impl Config {
                     &format!("= {value} is out of range: it must be from 1 to 1073741824"),
                 ));
             }
+        }
+        if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(file.error(
+                "metrics",
+                "listen",
+                &format!(
+                    "= {:?} is not an address and port, e.g. \"127.0.0.1:9187\"",
+                    self.metrics.listen
+                ),
+            ));
         }
         if !self.schedule.agents.is_empty() {
             check_cron(file, "agents", &self.schedule.agents)?;

@@ -115,6 +115,9 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = tokio::spawn(watchdog());
+    if app.config.metrics.enabled {
+        serve_metrics(Arc::clone(&app), stop_rx.clone()).await?;
+    }
     tracing::info!(
         schedule = app.config.schedule.builds,
         "kitesync started: polling {} and delivering to {}",
@@ -165,10 +168,23 @@ impl Poller {
         let app = &self.app;
         let filter = builds::Filter::new(&app.config);
         let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter);
+        let started = Instant::now();
         let result = tokio::select! {
             r = poll => r,
             _ = stop.wait_for(|s| *s == Stop::Now) => return,
         };
+        let metrics = &app.metrics;
+        metrics
+            .poll_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(report) => {
+                metrics.builds_polled.inc_by(report.finished as u64);
+                metrics.builds_queued.inc_by(report.queued as u64);
+                metrics.succeeded("poll");
+            }
+            Err(e) => metrics.failed("poll", &e.to_string()),
+        }
         match result {
             Ok(report) => {
                 health.ok();
@@ -274,10 +290,27 @@ pub(crate) async fn deliver_loop(
     let mut delivered: u64 = 0;
     loop {
         let drain = deliver::drain(&app.store, &app.sink, bb.concurrency, Instant::now());
+        let started = Instant::now();
         let result = tokio::select! {
             r = drain => r,
             _ = stop.wait_for(|s| *s == Stop::Now) => return delivered,
         };
+        let metrics = &app.metrics;
+        match &result {
+            Ok(report) => {
+                metrics.delivered.inc_by(report.delivered as u64);
+                metrics.dead_lettered.inc_by(report.dead as u64);
+                if report.delivered > 0 || report.dead > 0 || report.retried > 0 {
+                    metrics
+                        .delivery_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                if report.delivered > 0 {
+                    metrics.succeeded("delivery");
+                }
+            }
+            Err(e) => metrics.failed("delivery", &e.to_string()),
+        }
         let mut wait_at_least = Duration::ZERO;
         match result {
             Ok(report) => {
@@ -302,12 +335,11 @@ pub(crate) async fn deliver_loop(
         if *stop.borrow() != Stop::No {
             return delivered;
         }
-        let next = app
-            .store
-            .call(|c| outbox::summary(c))
-            .await
-            .ok()
-            .and_then(|s| s.next_attempt_at);
+        let summary = app.store.call(|c| outbox::summary(c)).await.ok();
+        let next = summary.as_ref().and_then(|s| s.next_attempt_at);
+        if let Some(error) = summary.and_then(|s| s.last_error) {
+            metrics.failed("delivery", &error);
+        }
         let wait = next.map_or(IDLE_WAKE, |at| {
             Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
         });
@@ -376,6 +408,101 @@ impl Health {
             );
         }
         self.failures = 0;
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `[metrics] listen` until the daemon stops.
+async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
+    use axum::routing::get;
+    let listen = app.config.metrics.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
+    })?;
+    // Healthy while polls and deliveries succeed within three poll intervals.
+    let allowed =
+        (crate::schedule::interval(&app.config.schedule.builds) * 3).max(Duration::from_secs(5));
+    let state = MetricsState {
+        app,
+        started: Instant::now(),
+        allowed,
+    };
+    let router = axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .with_state(Arc::new(state));
+    tracing::info!("metrics on http://{listen}/metrics, health on http://{listen}/healthz");
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s != Stop::No).await;
+        };
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await;
+    });
+    Ok(())
+}
+
+struct MetricsState {
+    app: Arc<App>,
+    started: Instant,
+    allowed: Duration,
+}
+
+type Answer = (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+);
+
+/// Refreshes the outbox gauges from the store; the number of pending items.
+async fn outbox_gauges(app: &App) -> i64 {
+    let summary = app
+        .store
+        .call(|c| outbox::summary(c))
+        .await
+        .unwrap_or_default();
+    let set = |state: &str, n: u64| {
+        app.metrics
+            .outbox
+            .get_or_create(&crate::metrics::StateLabels {
+                state: state.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    };
+    set("pending", summary.pending);
+    set("dead", summary.dead);
+    i64::try_from(summary.pending).unwrap_or(i64::MAX)
+}
+
+async fn metrics_page(axum::extract::State(s): axum::extract::State<Arc<MetricsState>>) -> Answer {
+    outbox_gauges(&s.app).await;
+    (
+        axum::http::StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.app.metrics.encode(),
+    )
+}
+
+async fn healthz(axum::extract::State(s): axum::extract::State<Arc<MetricsState>>) -> Answer {
+    let pending = outbox_gauges(&s.app).await;
+    let text = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    )];
+    match s
+        .app
+        .metrics
+        .unhealthy(s.allowed, s.started.elapsed(), pending)
+    {
+        None => (axum::http::StatusCode::OK, text, "ok\n".into()),
+        Some(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            format!("{why}\n"),
+        ),
     }
 }
 

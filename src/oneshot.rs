@@ -66,7 +66,7 @@ pub async fn run_once(app: &App) -> Result<OnceReport, String> {
             .await
             .map_err(|e| e.to_string())?;
         // Agents follow their own, slower schedule even when cron runs --once every minute.
-        let due = agents::due(&app.config.schedule.agents, last, Utc::now());
+        let due = crate::schedule::due(&app.config.schedule.agents, last, Utc::now());
         if due {
             let org = &app.config.buildkite.organization;
             Some(agents::poll(&app.client, &app.store, org).await)

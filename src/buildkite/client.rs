@@ -14,6 +14,7 @@ use url::Url;
 use super::budget::Budget;
 use super::model::{Agent, Artifact, Build};
 use crate::config::{BuildkiteConfig, Secret};
+use crate::metrics::Metrics;
 use crate::retry;
 
 /// Attempts at one request before a transient fault (5xx, timeout, reset, cut-short body,
@@ -105,6 +106,7 @@ pub struct Client {
     auth: HeaderValue,
     budget: Arc<Budget>,
     requests: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// One kind of GET: the token's scope it needs (named when Buildkite answers 403), extra
@@ -126,7 +128,11 @@ enum Attempt {
 
 impl Client {
     /// A client paced by `budget`.
-    pub fn new(config: &BuildkiteConfig, budget: Arc<Budget>) -> Result<Client, String> {
+    pub fn new(
+        config: &BuildkiteConfig,
+        budget: Arc<Budget>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Client, String> {
         let connect = Duration::from_secs(config.connect_timeout_seconds);
         let ca = config.ca_file.as_deref();
         let http = crate::net::client(config.timeout(), connect, ca)?
@@ -145,6 +151,7 @@ impl Client {
             auth: bearer(&config.token())?,
             budget,
             requests: AtomicU64::new(0),
+            metrics,
         })
     }
 
@@ -490,11 +497,16 @@ impl Client {
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await;
+        let kind = metric_name(get.scope);
         let response = match sent {
             Ok(r) => r,
-            Err(e) => return Attempt::Transient(retry::describe(&e)),
+            Err(e) => {
+                self.metrics.request(kind, "error");
+                return Attempt::Transient(retry::describe(&e));
+            }
         };
         let status = response.status();
+        self.metrics.request(kind, status.as_str());
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
@@ -504,13 +516,17 @@ impl Client {
         };
         if status.is_success() || get.also_ok.contains(&status) {
             self.budget.observe(&headers);
+            self.report_budget();
             return Attempt::Done(status, body, headers);
         }
         let endpoint = endpoint.to_string();
         let message = error_message(&body);
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
-                Attempt::RateLimited(self.budget.rate_limited(&headers, &body))
+                self.metrics.rate_limited.inc();
+                let wait = self.budget.rate_limited(&headers, &body);
+                self.report_budget();
+                Attempt::RateLimited(wait)
             }
             StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
             StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
@@ -557,6 +573,21 @@ impl Client {
         Ok(Some(next))
     }
 
+    /// Copies the budgets Buildkite last reported into the metrics.
+    fn report_budget(&self) {
+        let seen = self.budget.last_seen();
+        for (scope, s) in [("organization", seen.org), ("user", seen.user)] {
+            if let Some(s) = s {
+                self.metrics
+                    .remaining
+                    .get_or_create(&crate::metrics::ScopeLabels {
+                        scope: scope.into(),
+                    })
+                    .set(s.remaining.into());
+            }
+        }
+    }
+
     /// A URL Buildkite gave (e.g. an artifact's `download_url`), accepted only on the API's
     /// own host, since the token goes with it.
     fn own_url(&self, given: &str) -> Result<Url, SourceError> {
@@ -580,6 +611,17 @@ impl Client {
             path.pop_if_empty().push("v2").extend(segments);
         }
         url
+    }
+}
+
+/// The `endpoint` label of a request, by the scope it needs: a handful of values.
+fn metric_name(scope: &str) -> &'static str {
+    match scope {
+        "read_builds" => "builds",
+        "read_agents" => "agents",
+        "read_artifacts" => "artifacts",
+        "read_build_logs" => "logs",
+        _ => "access-token",
     }
 }
 

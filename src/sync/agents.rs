@@ -1,7 +1,7 @@
 //! The agent poll: list the organization's agents, and queue a fleet snapshot for
 //! BuildButler when anything changed (no change, no POST).
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::builds::PollError;
 use crate::buildkite::Client;
@@ -38,44 +38,4 @@ pub async fn poll(client: &Client, store: &Store, org: &str) -> Result<AgentsRep
         listed: count,
         changed,
     })
-}
-
-/// True when a poll on the cron `schedule` is due, the last one having been at `last`.
-pub fn due(schedule: &str, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    let Some(last) = last else { return true };
-    let parsed = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(schedule);
-    match parsed.and_then(|cron| cron.find_next_occurrence(&last, false)) {
-        Ok(next) => next <= now,
-        Err(_) => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn due_follows_the_cron() {
-        let t = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .expect("time")
-                .with_timezone(&Utc)
-        };
-        let every5 = "0 */5 * * * *";
-        assert!(due(every5, None, t("2026-01-01T00:01:00Z")));
-        assert!(!due(
-            every5,
-            Some(t("2026-01-01T00:00:00Z")),
-            t("2026-01-01T00:04:59Z")
-        ));
-        assert!(due(
-            every5,
-            Some(t("2026-01-01T00:00:00Z")),
-            t("2026-01-01T00:05:00Z")
-        ));
-    }
 }
