@@ -881,8 +881,8 @@ api_key = "bb-key"
     #[test]
     fn example_config_loads_and_shows_the_defaults() {
         let example = include_str!("../config.example.toml")
-            .replace("token = \"bkua_...\"", "token = \"bk-token\"")
-            .replace("api_key = \"bb_live_...\"", "api_key = \"bb-key\"")
+            .replace("# token = \"bkua_...\"", "token = \"bk-token\"")
+            .replace("# api_key = \"bb_live_...\"", "api_key = \"bb-key\"")
             .replace(
                 "url = \"http://buildbutler:3000\"",
                 "url = \"http://127.0.0.1:3000\"",
