@@ -164,7 +164,9 @@ impl FakeBuildkite {
 
     /// Replaces every build.
     pub fn set_builds(&self, builds: Vec<Value>) {
-        self.lock().builds = builds;
+        let mut inner = self.lock();
+        inner.builds = builds;
+        sort_newest_first(&mut inner.builds);
     }
 
     /// Gives build `number` these artifacts (path, content), as uploaded by its first job.
@@ -206,7 +208,9 @@ impl FakeBuildkite {
 
     /// Adds builds.
     pub fn add_builds(&self, builds: impl IntoIterator<Item = Value>) {
-        self.lock().builds.extend(builds);
+        let mut inner = self.lock();
+        inner.builds.extend(builds);
+        sort_newest_first(&mut inner.builds);
     }
 
     /// Changes the build with this UUID in place (e.g. to re-finish it).
@@ -215,6 +219,7 @@ impl FakeBuildkite {
         if let Some(b) = inner.builds.iter_mut().find(|b| b["id"] == id) {
             f(b);
         }
+        sort_newest_first(&mut inner.builds);
     }
 
     /// The token's scopes.
@@ -593,51 +598,55 @@ fn answer(
     if query.page > inner.max_page {
         return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
     }
-    let matching: Vec<&Value> = match listing {
+    let (page, more): (Vec<&Value>, bool) = match listing {
         Listing::Builds(pipeline) => {
-            let mut builds: Vec<&Value> = inner
-                .builds
+            // Kept newest first by creation time: start below `created_to`, stop at
+            // `created_from`, and read only as far as the page (and one more) needs.
+            let builds = &inner.builds;
+            let first = query
+                .created_to
+                .map_or(0, |to| builds.partition_point(|b| time(&b["created_at"]).is_none_or(|t| t >= to)));
+            let mut matches = builds[first..]
                 .iter()
+                .take_while(|b| {
+                    query
+                        .created_from
+                        .is_none_or(|from| time(&b["created_at"]).is_some_and(|t| t >= from))
+                })
                 .filter(|b| {
                     pipeline
                         .as_deref()
                         .is_none_or(|p| b["pipeline"]["slug"] == p)
                         && query.matches(b)
                 })
-                .collect();
-            // Newest first, by creation time, whatever the filter.
-            builds.sort_by(|a, b| {
-                let key = |v: &Value| (time(&v["created_at"]), v["number"].as_u64());
-                key(b).cmp(&key(a))
-            });
-            builds
+                .skip(((query.page - 1) as usize).saturating_mul(query.per_page));
+            let page: Vec<&Value> = matches.by_ref().take(query.per_page).collect();
+            let more = matches.next().is_some();
+            (page, more)
         }
         Listing::Artifacts(number) => {
             return artifacts_page(inner, *number, &query, headers, uri);
         }
-        Listing::Download(..) | Listing::Log(_) | Listing::AccessToken => Vec::new(),
+        Listing::Download(..) | Listing::Log(_) | Listing::AccessToken => (Vec::new(), false),
         // Only connected and stopping agents are listed.
-        Listing::Agents => inner
-            .agents
-            .iter()
-            .filter(|a| {
-                matches!(
-                    a["connection_state"].as_str(),
-                    Some("connected" | "stopping")
-                )
-            })
-            .collect(),
+        Listing::Agents => {
+            let connected: Vec<&Value> = inner
+                .agents
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a["connection_state"].as_str(),
+                        Some("connected" | "stopping")
+                    )
+                })
+                .collect();
+            let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
+            let page = connected.iter().skip(start).take(query.per_page).copied().collect();
+            (page, connected.len() > start + query.per_page)
+        }
     };
-    let total = matching.len();
-    let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
-    let page: Vec<&Value> = matching
-        .iter()
-        .skip(start)
-        .take(query.per_page)
-        .copied()
-        .collect();
     let body = serde_json::to_string(&page).expect("serializable");
-    let last_page = total.div_ceil(query.per_page).max(1) as u32;
+    let last_page = if more { query.page + 1 } else { query.page };
     let mut response = match fault {
         Some(Fault::Truncated) => http::broken(body.clone(), body.len() / 2),
         Some(Fault::Dropped) => http::broken(body, 0),
@@ -813,4 +822,9 @@ fn artifacts_page(
         response.headers_mut().insert("link", v);
     }
     response
+}
+
+/// Newest first by creation time (then by number), as Buildkite lists builds.
+fn sort_newest_first(builds: &mut [Value]) {
+    builds.sort_by_cached_key(|b| std::cmp::Reverse((time(&b["created_at"]), b["number"].as_u64())));
 }
