@@ -55,6 +55,8 @@ struct Inner {
     auth_seen: Vec<(Option<String>, Option<String>)>,
     webhooks: Vec<Webhook>,
     fleets: Vec<Value>,
+    /// When each build (by `externalRunId`) first arrived.
+    first_seen: BTreeMap<String, std::time::Instant>,
     suites: Vec<Value>,
     logs: Vec<Value>,
 }
@@ -172,6 +174,16 @@ impl FakeButler {
         self.lock().logs.clone()
     }
 
+    /// When each build (by `externalRunId`) first arrived.
+    pub fn first_seen(&self) -> BTreeMap<String, std::time::Instant> {
+        self.lock().first_seen.clone()
+    }
+
+    /// How many builds are stored (cheaper than [`FakeButler::builds`]).
+    pub fn build_count(&self) -> usize {
+        self.lock().builds.len()
+    }
+
     /// Every agent fleet snapshot received, in order.
     pub fn fleets(&self) -> Vec<Value> {
         self.lock().fleets.clone()
@@ -281,6 +293,10 @@ async fn ingest_build(
         .map_or_else(|| format!("bb-{key}"), str::to_string);
     let mut stored = body;
     stored["id"] = json!(id);
+    inner
+        .first_seen
+        .entry(key.clone())
+        .or_insert_with(std::time::Instant::now);
     inner.builds.insert(key, stored.clone());
     inner.build_posts += 1;
     match fault {

@@ -603,9 +603,9 @@ fn answer(
             // Kept newest first by creation time: start below `created_to`, stop at
             // `created_from`, and read only as far as the page (and one more) needs.
             let builds = &inner.builds;
-            let first = query
-                .created_to
-                .map_or(0, |to| builds.partition_point(|b| time(&b["created_at"]).is_none_or(|t| t >= to)));
+            let first = query.created_to.map_or(0, |to| {
+                builds.partition_point(|b| time(&b["created_at"]).is_none_or(|t| t >= to))
+            });
             let mut matches = builds[first..]
                 .iter()
                 .take_while(|b| {
@@ -641,7 +641,12 @@ fn answer(
                 })
                 .collect();
             let start = ((query.page - 1) as usize).saturating_mul(query.per_page);
-            let page = connected.iter().skip(start).take(query.per_page).copied().collect();
+            let page = connected
+                .iter()
+                .skip(start)
+                .take(query.per_page)
+                .copied()
+                .collect();
             (page, connected.len() > start + query.per_page)
         }
     };
@@ -826,5 +831,6 @@ fn artifacts_page(
 
 /// Newest first by creation time (then by number), as Buildkite lists builds.
 fn sort_newest_first(builds: &mut [Value]) {
-    builds.sort_by_cached_key(|b| std::cmp::Reverse((time(&b["created_at"]), b["number"].as_u64())));
+    builds
+        .sort_by_cached_key(|b| std::cmp::Reverse((time(&b["created_at"]), b["number"].as_u64())));
 }

@@ -81,6 +81,8 @@ const MIGRATIONS: &[&str] = &[
          last_error      TEXT
      ) WITHOUT ROWID;
      ALTER TABLE outbox ADD COLUMN parent TEXT;",
+    // 5: reading the outbox in id order stops after a batch instead of sorting all of it.
+    "CREATE INDEX outbox_pending ON outbox (state, id);",
 ];
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking

@@ -72,7 +72,7 @@ pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite
 /// waiting to be delivered wait with it.
 pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, version, label, payload, attempts FROM outbox
+        "SELECT id, kind, version, label, payload, attempts FROM outbox INDEXED BY outbox_pending
          WHERE state = 'pending' AND next_attempt_at <= ?1
            AND (parent IS NULL OR NOT EXISTS (
                SELECT 1 FROM outbox b WHERE b.kind = 'build' AND b.key = outbox.parent

@@ -1,0 +1,250 @@
+//! End-to-end benchmark: the real `kitesync` binary, as a separate process, against the
+//! fakes on loopback, with realistic generated builds (jobs, a mix of states).
+//!
+//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady]
+//!
+//! Prints a table: builds delivered per second, Buildkite requests against the minimum
+//! ceil(N/100), 429s, peak RSS of the kitesync process, requests per idle daemon cycle, and
+//! the delay from a build's finish to its delivery while builds finish at 10 a second.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kitesync_fakes::{data, FakeBuildkite, FakeButler};
+use tokio::process::{Child, Command};
+
+const ORG: &str = "acme";
+
+struct Env {
+    bk: FakeBuildkite,
+    bb: FakeButler,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn env(schedule: &str) -> Env {
+    let bk = FakeBuildkite::start(ORG, "bench-token").await;
+    let bb = FakeButler::start("bench-key").await;
+    bk.set_budgets(10_000_000, 10_000_000, Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("kitesync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_path = \"{}\"\n\n[buildkite]\norganization = \"{ORG}\"\napi_url = \"{}\"\ntoken = \"bench-token\"\nrequests_per_minute = 10000\n\n[buildbutler]\nurl = \"{}\"\napi_key = \"bench-key\"\nconcurrency = 16\n\n[schedule]\nbuilds = \"{schedule}\"\nagents = \"\"\n",
+            dir.path().join("state.db").display(),
+            bk.url,
+            bb.url
+        ),
+    )
+    .expect("config");
+    Env {
+        bk,
+        bb,
+        _dir: dir,
+        config,
+    }
+}
+
+fn kitesync(config: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kitesync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kitesync started")
+}
+
+/// Peak resident memory of a process so far (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Waits for `child`, sampling its peak RSS; returns (wall time, peak RSS MiB, success).
+async fn watch(mut child: Child) -> (Duration, f64, bool) {
+    let started = Instant::now();
+    let pid = child.id().unwrap_or(0);
+    let mut peak: f64 = 0.0;
+    loop {
+        if let Some(rss) = peak_rss_mib(pid) {
+            peak = peak.max(rss);
+        }
+        match tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
+            Ok(status) => return (started.elapsed(), peak, status.is_ok_and(|s| s.success())),
+            Err(_) => continue,
+        }
+    }
+}
+
+fn row(name: &str, value: String, target: &str) {
+    println!("| {name:<52} | {value:>16} | {target:<28} |");
+}
+
+async fn backfill(builds: u64) {
+    let e = env("*/30 * * * * *").await;
+    let now = Utc::now();
+    let spacing = chrono::Duration::milliseconds(730 * 86_400_000 / builds.max(1) as i64);
+    let generated =
+        data::finished_builds(ORG, 1, builds, now - chrono::Duration::hours(1), spacing);
+    e.bk.set_builds(generated);
+    let since = (now - chrono::Duration::days(731)).to_rfc3339();
+    let child = kitesync(&e.config, &["--backfill", "--since", &since]);
+    let (took, peak, ok) = watch(child).await;
+    let delivered = e.bb.build_count();
+    let requests = e.bk.requests();
+    let limited = requests.iter().filter(|r| r.status == 429).count();
+    let minimum = builds.div_ceil(100);
+    println!(
+        "\nbackfill of {builds} builds ({})",
+        if ok { "exit 0" } else { "FAILED" }
+    );
+    row(
+        "builds delivered (build + stages)",
+        delivered.to_string(),
+        &builds.to_string(),
+    );
+    row(
+        "builds delivered per second, end to end",
+        format!("{:.0}", delivered as f64 / took.as_secs_f64()),
+        "> 5,000",
+    );
+    row("wall time", format!("{:.1} s", took.as_secs_f64()), "");
+    row(
+        "Buildkite requests (minimum ceil(N/100))",
+        format!("{} ({minimum})", requests.len()),
+        &format!("<= {:.0}", 1.05 * minimum as f64),
+    );
+    row("429 answers", limited.to_string(), "0");
+    row("peak RSS of kitesync", format!("{peak:.1} MiB"), "< 40 MB");
+}
+
+async fn idle() {
+    let e = env("* * * * * *").await;
+    e.bk.set_builds(data::finished_builds(
+        ORG,
+        1,
+        300,
+        Utc::now(),
+        chrono::Duration::seconds(5),
+    ));
+    let mut daemon = kitesync(&e.config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while e.bb.build_count() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = e.bk.requests().len();
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let cycles = 10;
+    let per_cycle = (e.bk.requests().len() - before) as f64 / cycles as f64;
+    let pid = daemon.id().unwrap_or(0);
+    let rss = peak_rss_mib(pid).unwrap_or(0.0);
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    println!("\nidle daemon, 10 cycles of a 1 s schedule");
+    row(
+        "Buildkite requests per idle cycle",
+        format!("{per_cycle:.1}"),
+        "1",
+    );
+    row("peak RSS of kitesync", format!("{rss:.1} MiB"), "");
+}
+
+async fn steady() {
+    let e = env("*/2 * * * * *").await;
+    let mut daemon = kitesync(&e.config, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut finished = std::collections::BTreeMap::new();
+    let seconds = 30u64;
+    for i in 0..seconds * 10 {
+        let n = 10_000 + i;
+        let now = Utc::now();
+        e.bk.add_builds([data::build(
+            ORG,
+            n,
+            "web",
+            "passed",
+            now - chrono::Duration::minutes(2),
+            Some(now),
+        )]);
+        finished.insert(data::build_id(n), Instant::now());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while e.bb.build_count() < finished.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = e.bb.first_seen();
+    let mut delays: Vec<f64> = finished
+        .iter()
+        .filter_map(|(id, at)| Some(seen.get(id)?.duration_since(*at).as_secs_f64()))
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        delays
+            .get(((delays.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    println!("\nsteady state: 10 builds finishing per second for {seconds} s, 2 s poll schedule");
+    row(
+        "builds delivered",
+        format!("{} of {}", delays.len(), finished.len()),
+        "all",
+    );
+    row(
+        "finish -> delivered, median",
+        format!("{:.2} s", pct(0.5)),
+        "<= poll interval + 1 s = 3 s",
+    );
+    row(
+        "finish -> delivered, p99",
+        format!("{:.2} s", pct(0.99)),
+        "<= 3 s",
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let builds: u64 = value("--builds")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(100_000);
+    let only = value("--only");
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    println!(
+        "| {:<52} | {:>16} | {:<28} |",
+        "figure", "measured", "target"
+    );
+    println!("|{}|{}|{}|", "-".repeat(54), "-".repeat(18), "-".repeat(30));
+    if run("backfill") {
+        backfill(builds).await;
+    }
+    if run("idle") {
+        idle().await;
+    }
+    if run("steady") {
+        steady().await;
+    }
+}
