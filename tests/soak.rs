@@ -72,7 +72,7 @@ async fn the_daemon_survives_minutes_of_faults_without_losing_or_growing() {
         }
         let elapsed = started.elapsed().as_secs();
         h.bb.set_down(elapsed >= outage.0 && elapsed < outage.0 + outage.1);
-        if tick % 10 == 0 {
+        if tick.is_multiple_of(10) {
             curve.push((elapsed, rss_mib(pid)));
         }
         tick += 1;
