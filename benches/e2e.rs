@@ -74,17 +74,30 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Waits for `child`, sampling its peak RSS; returns (wall time, peak RSS MiB, success).
-async fn watch(mut child: Child) -> (Duration, f64, bool) {
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Waits for `child`, sampling its peak RSS and CPU time; returns (wall time, peak RSS MiB,
+/// CPU seconds, success).
+async fn watch(mut child: Child) -> (Duration, f64, f64, bool) {
     let started = Instant::now();
     let pid = child.id().unwrap_or(0);
-    let mut peak: f64 = 0.0;
+    let (mut peak, mut cpu): (f64, f64) = (0.0, 0.0);
     loop {
         if let Some(rss) = peak_rss_mib(pid) {
             peak = peak.max(rss);
         }
+        if let Some(c) = cpu_seconds(pid) {
+            cpu = cpu.max(c);
+        }
         match tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
-            Ok(status) => return (started.elapsed(), peak, status.is_ok_and(|s| s.success())),
+            Ok(status) => return (started.elapsed(), peak, cpu, status.is_ok_and(|s| s.success())),
             Err(_) => continue,
         }
     }
@@ -103,7 +116,7 @@ async fn backfill(builds: u64) {
     e.bk.set_builds(generated);
     let since = (now - chrono::Duration::days(731)).to_rfc3339();
     let child = kitesync(&e.config, &["--backfill", "--since", &since]);
-    let (took, peak, ok) = watch(child).await;
+    let (took, peak, cpu, ok) = watch(child).await;
     let delivered = e.bb.build_count();
     let requests = e.bk.requests();
     let limited = requests.iter().filter(|r| r.status == 429).count();
@@ -123,6 +136,8 @@ async fn backfill(builds: u64) {
         "> 5,000",
     );
     row("wall time", format!("{:.1} s", took.as_secs_f64()), "");
+    row("kitesync CPU time (the fakes share the cores)", format!("{cpu:.1} s"), "");
+    row("builds per kitesync CPU-second", format!("{:.0}", delivered as f64 / cpu.max(0.01)), "");
     row(
         "Buildkite requests (minimum ceil(N/100))",
         format!("{} ({minimum})", requests.len()),
