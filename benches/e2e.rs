@@ -97,7 +97,14 @@ async fn watch(mut child: Child) -> (Duration, f64, f64, bool) {
             cpu = cpu.max(c);
         }
         match tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
-            Ok(status) => return (started.elapsed(), peak, cpu, status.is_ok_and(|s| s.success())),
+            Ok(status) => {
+                return (
+                    started.elapsed(),
+                    peak,
+                    cpu,
+                    status.is_ok_and(|s| s.success()),
+                )
+            }
             Err(_) => continue,
         }
     }
@@ -136,8 +143,16 @@ async fn backfill(builds: u64) {
         "> 5,000",
     );
     row("wall time", format!("{:.1} s", took.as_secs_f64()), "");
-    row("kitesync CPU time (the fakes share the cores)", format!("{cpu:.1} s"), "");
-    row("builds per kitesync CPU-second", format!("{:.0}", delivered as f64 / cpu.max(0.01)), "");
+    row(
+        "kitesync CPU time (the fakes share the cores)",
+        format!("{cpu:.1} s"),
+        "",
+    );
+    row(
+        "builds per kitesync CPU-second",
+        format!("{:.0}", delivered as f64 / cpu.max(0.01)),
+        "",
+    );
     row(
         "Buildkite requests (minimum ceil(N/100))",
         format!("{} ({minimum})", requests.len()),

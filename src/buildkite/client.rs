@@ -227,15 +227,24 @@ impl Client {
     /// Every connected agent of the organization, following the `Link` pages (on the API's
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
-        let mut url = Some(self.endpoint(&["organizations", &self.org, "agents"]));
-        if let Some(u) = url.as_mut() {
-            u.query_pairs_mut().append_pair("per_page", "100");
-        }
+        let url = self.endpoint(&["organizations", &self.org, "agents"]);
+        self.list_all(url, "read_agents").await
+    }
+
+    /// Every item of a small list (agents, a build's artifacts), following `Link` pages
+    /// (on the API's own host only).
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        mut url: Url,
+        scope: &str,
+    ) -> Result<Vec<Item<T>>, SourceError> {
+        url.query_pairs_mut().append_pair("per_page", "100");
         let mut all = Vec::new();
-        while let Some(page_url) = url {
-            let page = self.list(&page_url, "read_agents").await?;
+        let mut next = Some(url);
+        while let Some(page_url) = next {
+            let page = self.list(&page_url, scope).await?;
             all.extend(page.items);
-            url = page.next;
+            next = page.next;
         }
         Ok(all)
     }
@@ -253,7 +262,7 @@ impl Client {
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
         let number = number.to_string();
-        let mut url = self.endpoint(&[
+        let url = self.endpoint(&[
             "organizations",
             &self.org,
             "pipelines",
@@ -262,15 +271,7 @@ impl Client {
             &number,
             "artifacts",
         ]);
-        url.query_pairs_mut().append_pair("per_page", "100");
-        let mut all = Vec::new();
-        let mut next = Some(url);
-        while let Some(page_url) = next {
-            let page = self.list(&page_url, "read_artifacts").await?;
-            all.extend(page.items);
-            next = page.next;
-        }
-        Ok(all)
+        self.list_all(url, "read_artifacts").await
     }
 
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302

@@ -133,19 +133,7 @@ impl Sink {
             }
         };
         if self.mode == Mode::Webhook {
-            if self.sign {
-                let ts = chrono::Utc::now().timestamp();
-                let sig = webhook::signature(&self.key, ts, &body);
-                headers.insert(
-                    "x-buildkite-signature",
-                    sensitive(&sig).map_err(SendError::Fatal)?,
-                );
-            } else {
-                headers.insert(
-                    "x-buildkite-token",
-                    sensitive(self.key.expose()).map_err(SendError::Fatal)?,
-                );
-            }
+            self.webhook_auth(&mut headers, &body)?;
         }
         match self.post(&url, &route, body, headers).await {
             Ok(_) => Ok(format!("{} answered and accepted the API key", self.shown)),
@@ -182,19 +170,7 @@ impl Sink {
             "x-buildkite-event",
             HeaderValue::from_static("build.finished"),
         );
-        if self.sign {
-            let timestamp = chrono::Utc::now().timestamp();
-            let signature = webhook::signature(&self.key, timestamp, &body);
-            headers.insert(
-                "x-buildkite-signature",
-                sensitive(&signature).map_err(SendError::Fatal)?,
-            );
-        } else {
-            headers.insert(
-                "x-buildkite-token",
-                sensitive(self.key.expose()).map_err(SendError::Fatal)?,
-            );
-        }
+        self.webhook_auth(&mut headers, &body)?;
         let mut url = format!("{}/webhooks/buildkite", self.server);
         if let Some(token) = &self.buildkite_token {
             let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -205,6 +181,24 @@ impl Sink {
         self.post(&url, "webhooks/buildkite", body, headers)
             .await
             .map(drop)
+    }
+
+    /// The webhook's authentication: the API key as `X-Buildkite-Token`, or a signature of
+    /// `body` with it.
+    fn webhook_auth(&self, headers: &mut HeaderMap, body: &[u8]) -> Result<(), SendError> {
+        if self.sign {
+            let signature = webhook::signature(&self.key, chrono::Utc::now().timestamp(), body);
+            headers.insert(
+                "x-buildkite-signature",
+                sensitive(&signature).map_err(SendError::Fatal)?,
+            );
+        } else {
+            headers.insert(
+                "x-buildkite-token",
+                sensitive(self.key.expose()).map_err(SendError::Fatal)?,
+            );
+        }
+        Ok(())
     }
 
     /// POSTs JSON to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).

@@ -46,19 +46,21 @@ pub fn load(
          WHERE since = ?1 AND (until = ?2 OR (?2 IS NULL AND open_ended))
          ORDER BY until DESC LIMIT 1",
         params![since, until],
-        |r| {
-            Ok(Checkpoint {
-                since: r.get(0)?,
-                until: r.get(1)?,
-                open_ended: r.get(2)?,
-                upper: r.get(3)?,
-                done: r.get(4)?,
-                pages: r.get(5)?,
-                builds: r.get(6)?,
-            })
-        },
+        checkpoint,
     )
     .optional()
+}
+
+fn checkpoint(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint {
+        since: r.get(0)?,
+        until: r.get(1)?,
+        open_ended: r.get(2)?,
+        upper: r.get(3)?,
+        done: r.get(4)?,
+        pages: r.get(5)?,
+        builds: r.get(6)?,
+    })
 }
 
 /// Every backfill checkpoint, newest range first.
@@ -67,17 +69,7 @@ pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Checkpoint>> {
         "SELECT since, until, open_ended, upper, done, pages, builds FROM backfill
          ORDER BY updated_at DESC",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Checkpoint {
-            since: r.get(0)?,
-            until: r.get(1)?,
-            open_ended: r.get(2)?,
-            upper: r.get(3)?,
-            done: r.get(4)?,
-            pages: r.get(5)?,
-            builds: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map([], checkpoint)?;
     rows.collect()
 }
 

@@ -56,26 +56,41 @@ fn newer_seen(tx: &Transaction<'_>, build_id: &str, finished_at: &str) -> rusqli
 pub fn requeue(conn: &mut Connection, entries: &[Entry], now_ms: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for e in entries {
-        if newer_seen(&tx, &e.build_id, &e.finished_at)? {
-            continue;
-        }
-        tx.prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
-            .execute(params![e.build_id, e.finished_at])?;
-        let item = outbox::NewItem {
-            kind: "build",
-            key: &e.build_id,
-            version: &e.finished_at,
-            label: &e.label,
-            payload: &e.payload,
-            dead: e.dead.as_deref(),
-            parent: None,
-        };
-        outbox::upsert(&tx, &item, now_ms)?;
-        if e.enrich && e.dead.is_none() {
-            enrich::add(&tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
-        }
+        queue(&tx, e, now_ms, true)?;
     }
     tx.commit()
+}
+
+/// Queues one build (and its test results and logs to fetch) unless a newer finish of it
+/// was seen, or — unless `again` — this very finish was already queued once. Returns
+/// whether it was queued.
+fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite::Result<bool> {
+    if newer_seen(tx, &e.build_id, &e.finished_at)? {
+        // Fetched before the build finished again (by another process, a moment ago):
+        // never queue an older result over a newer one.
+        return Ok(false);
+    }
+    let first = tx
+        .prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
+        .execute(params![e.build_id, e.finished_at])?
+        == 1;
+    if !first && !again {
+        return Ok(false);
+    }
+    let item = outbox::NewItem {
+        kind: "build",
+        key: &e.build_id,
+        version: &e.finished_at,
+        label: &e.label,
+        payload: &e.payload,
+        dead: e.dead.as_deref(),
+        parent: None,
+    };
+    outbox::upsert(tx, &item, now_ms)?;
+    if e.enrich && e.dead.is_none() {
+        enrich::add(tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
+    }
+    Ok(true)
 }
 
 /// Sets the high-water mark if there is none yet (a backfill that ends now, before the
@@ -127,29 +142,8 @@ pub fn record_page(
     let tx = conn.transaction()?;
     let mut new = 0;
     for e in entries {
-        if newer_seen(&tx, &e.build_id, &e.finished_at)? {
-            // Fetched before the build finished again (by another process, a moment ago):
-            // never queue an older result over a newer one.
-            continue;
-        }
-        let inserted = tx
-            .prepare_cached("INSERT OR IGNORE INTO seen (build_id, finished_at) VALUES (?1, ?2)")?
-            .execute(params![e.build_id, e.finished_at])?;
-        if inserted == 1 {
+        if queue(&tx, e, now_ms, false)? {
             new += 1;
-            let item = outbox::NewItem {
-                kind: "build",
-                key: &e.build_id,
-                version: &e.finished_at,
-                label: &e.label,
-                payload: &e.payload,
-                dead: e.dead.as_deref(),
-                parent: None,
-            };
-            outbox::upsert(&tx, &item, now_ms)?;
-            if e.enrich && e.dead.is_none() {
-                enrich::add(&tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
-            }
         }
     }
     if let Progress::Backfill(checkpoint) = progress {
