@@ -116,6 +116,10 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
     }
+    if cli.dry_run && !(cli.once || cli.backfill) {
+        eprintln!("kitesync: --dry-run goes with --once or --backfill");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let Some(config_path) = &cli.config else {
         eprintln!("kitesync: --config FILE is required (see config.example.toml)");
         return ExitCode::from(EXIT_CONFIG);
