@@ -21,23 +21,25 @@ pub struct App {
 }
 
 /// A throw-away copy of the state database, removed when dropped (`--dry-run`).
+/// A private temporary directory (mode 0700, random name) for a throw-away state database,
+/// removed when dropped.
 pub struct Scratch {
-    path: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    fn remove(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+    /// A new, empty scratch directory.
+    pub fn new() -> Result<Scratch, String> {
+        tempfile::Builder::new()
+            .prefix("kitesync-")
+            .tempdir()
+            .map(|dir| Scratch { dir })
+            .map_err(|e| format!("cannot make a temporary directory: {e}"))
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        self.remove();
+    /// Where a scratch state database goes.
+    pub fn state_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.db")
     }
 }
 
@@ -45,12 +47,9 @@ impl App {
     /// An app that works on a copy of the state database and prints what it would deliver
     /// as NDJSON instead of sending it: nothing it does changes any state.
     pub fn dry_run(mut config: Config) -> Result<(App, Scratch), String> {
-        let scratch = Scratch {
-            path: std::env::temp_dir().join(format!("kitesync-dry-run-{}.db", std::process::id())),
-        };
-        scratch.remove(); // a leftover of a crashed dry run
-        Store::copy(&config.state_path, &scratch.path).map_err(|e| e.to_string())?;
-        config.state_path = scratch.path.clone();
+        let scratch = Scratch::new()?;
+        Store::copy(&config.state_path, &scratch.state_path()).map_err(|e| e.to_string())?;
+        config.state_path = scratch.state_path();
         let mut app = App::new(config)?;
         app.sink = Arc::new(Sink::new(&app.config)?.printing());
         Ok((app, scratch))

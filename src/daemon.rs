@@ -203,13 +203,11 @@ impl Poller {
                     r = enriching => r,
                     _ = stop.wait_for(|s| *s == Stop::Now) => return,
                 };
+                // Builds keep flowing whatever happens to their test results and logs.
                 match enriched {
                     Ok(r) if r.items > 0 => self.queued.notify_one(),
                     Ok(_) => {}
-                    Err(PollError::Source(e)) if e.is_configuration() => {
-                        let _ = self.fatal.send(Some(e.to_string()));
-                    }
-                    Err(e) => health.failed(&e.to_string()),
+                    Err(e) => health.failed(&format!("fetching test results and logs: {e}")),
                 }
             }
             Err(PollError::Source(e)) if e.is_configuration() => {

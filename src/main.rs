@@ -257,8 +257,14 @@ async fn backfill(
 async fn check(config: Config) -> ExitCode {
     // Checking must not create a state database either.
     let mut config = config;
-    let scratch = std::env::temp_dir().join(format!("kitesync-check-{}.db", std::process::id()));
-    config.state_path = scratch.clone();
+    let scratch = match Scratch::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kitesync: {e}");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
+    };
+    config.state_path = scratch.state_path();
     let app = App::new(config);
     let findings = match &app {
         Ok(app) => kitesync::check::run(app).await,
@@ -268,11 +274,7 @@ async fn check(config: Config) -> ExitCode {
         }
     };
     drop(app);
-    for ext in ["", "-wal", "-shm"] {
-        let mut p = scratch.clone().into_os_string();
-        p.push(ext);
-        let _ = std::fs::remove_file(p);
-    }
+    drop(scratch);
     println!("ok    the config is valid");
     for f in &findings {
         println!("{:<4}  {}", if f.ok { "ok" } else { "FAIL" }, f.text);
@@ -433,17 +435,26 @@ fn report_once(report: &OnceReport, dry_run: bool) -> ExitCode {
 fn report_backfill(outcome: &BackfillOutcome, dry_run: bool) -> ExitCode {
     let delivered = outcome.delivery.as_ref().map_or(0, |d| d.delivered);
     let tail = format!(
-        "{} Buildkite {}, {} budget {}; delivered {delivered}; outbox: {} pending, {} dead",
+        "{} Buildkite {}, {} budget {}; {} {delivered}; outbox: {} pending, {} dead",
         outcome.requests,
         plural(outcome.requests, "request"),
         outcome.budget_waits,
         plural(outcome.budget_waits, "wait"),
+        if dry_run {
+            "would deliver"
+        } else {
+            "delivered"
+        },
         outcome.outbox.pending,
         outcome.outbox.dead
     );
     if outcome.interrupted {
         summary(dry_run, &format!("kitesync: backfill interrupted: {tail}"));
-        eprintln!("kitesync: run the same command again to resume from its checkpoint");
+        if dry_run {
+            eprintln!("kitesync: a dry run saves no checkpoint");
+        } else {
+            eprintln!("kitesync: run the same command again to resume from its checkpoint");
+        }
         return ExitCode::from(EXIT_INTERRUPTED);
     }
     let walk = match &outcome.walk {

@@ -49,7 +49,7 @@ pub async fn read(path: &Path) -> Result<Status, String> {
             path.display()
         ));
     }
-    let store = Store::open(path).map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(path).map_err(|e| e.to_string())?;
     let state_path = path.display().to_string();
     store
         .call(move |c| {

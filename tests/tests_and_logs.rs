@@ -161,3 +161,27 @@ async fn failed_builds_send_the_capped_tail_of_their_failed_jobs_logs() {
         "two failed jobs in each of two failed builds, nothing else"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_artifact_or_a_missing_route_costs_only_that_item() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    h.bk.set_builds(recent_builds(3));
+    for n in 1..=3 {
+        h.bk.set_artifacts(
+            n,
+            vec![(format!("tmp/junit-{n}.xml"), fixture("rspec.xml"))],
+        );
+    }
+    // Build 2's artifacts expired: its download answers 404.
+    h.bk.expire_artifacts(2);
+    let run = h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 3);
+    assert_eq!(h.bb.suites().len(), 2, "builds 1 and 3 have their suites");
+    assert!(
+        run.stderr.contains("test results skipped"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("acme/mobile#2"), "{}", run.stderr);
+}

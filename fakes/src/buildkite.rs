@@ -181,9 +181,17 @@ impl FakeBuildkite {
                 path,
                 content,
                 storage_requests: Vec::new(),
+                expired: false,
             })
             .collect();
         inner.artifacts.insert(number, artifacts);
+    }
+
+    /// Expires the artifacts of build `number`: still listed, but `/download` answers 404.
+    pub fn expire_artifacts(&self, number: u64) {
+        if let Some(artifacts) = self.lock().artifacts.get_mut(&number) {
+            artifacts.iter_mut().for_each(|a| a.expired = true);
+        }
     }
 
     /// The Authorization header (if any) of every request the storage host received.
@@ -346,6 +354,8 @@ struct FakeArtifact {
     content: Vec<u8>,
     /// The Authorization header of each request for it at the storage host.
     storage_requests: Vec<Option<String>>,
+    /// Expired: its `/download` answers 404.
+    expired: bool,
 }
 
 type BuildPath = Path<(String, String, u64)>;
@@ -408,7 +418,7 @@ fn download(inner: &Inner, number: u64, id: &str) -> Response {
     let exists = inner
         .artifacts
         .get(&number)
-        .is_some_and(|a| a.iter().any(|a| a.id == id));
+        .is_some_and(|a| a.iter().any(|a| a.id == id && !a.expired));
     if !exists {
         return http::json(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
     }

@@ -137,8 +137,8 @@ impl Sink {
         }
         match self.post(&url, &route, body, headers).await {
             Ok(_) => Ok(format!("{} answered and accepted the API key", self.shown)),
-            // Refused for its (empty) content: the key itself was accepted.
-            Err(SendError::Reject(_)) => Ok(format!(
+            // Refused for its (empty) content, as a validating API does: the key was accepted.
+            Err(SendError::Reject(m)) if m.contains("(400 ") || m.contains("(422 ") => Ok(format!(
                 "{} answered and accepted the API key (the empty test build was refused, as it should be)",
                 self.shown
             )),
@@ -265,9 +265,13 @@ impl Sink {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SendError::Fatal(format!(
                 "BuildButler rejected the API key ({status} at {path}): check [buildbutler] api_key or api_key_file"
             )),
-            StatusCode::NOT_FOUND if route.ends_with("pipeline-stages") => SendError::Reject(format!(
-                "BuildButler has no pipeline-stages route (404 at {path}); the build itself was delivered without its stages"
-            )),
+            StatusCode::NOT_FOUND
+                if !(route == "builds" || route.ends_with("/builds") || route.starts_with("webhooks")) =>
+            {
+                SendError::Reject(format!(
+                    "BuildButler answered 404 at {path}: it has no such route, or not the build this belongs to"
+                ))
+            }
             StatusCode::NOT_FOUND => SendError::Fatal(format!(
                 "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
             )),

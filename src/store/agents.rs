@@ -59,6 +59,7 @@ pub fn record(
                 )?;
             }
             Some(since) if since.as_str() < timestamp(now - KEEP_GONE).as_str() => {
+                changed = true;
                 tx.execute("DELETE FROM agents WHERE id = ?1", [id])?;
             }
             Some(_) => {}
@@ -109,4 +110,46 @@ pub fn last_polled(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>>
     Ok(text
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{outbox, Store};
+
+    fn agent(name: &str) -> WireAgent {
+        WireAgent {
+            name: name.into(),
+            status: "ONLINE".into(),
+            current_job: None,
+            labels: None,
+            os: None,
+            arch: None,
+            executors: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_gone_for_a_day_leaves_the_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let t0 = Utc::now() - Duration::days(3);
+        let changes = store
+            .call(move |c| {
+                let listed = vec![("a1".to_string(), agent("ci-1"))];
+                let first = record(c, "acme", &listed, t0)?;
+                let gone = record(c, "acme", &[], t0 + Duration::hours(1))?;
+                let still_gone = record(c, "acme", &[], t0 + Duration::hours(2))?;
+                let dropped = record(c, "acme", &[], t0 + Duration::days(2))?;
+                let fleet = outbox::due(c, i64::MAX, 10)?.remove(0).payload;
+                Ok((first, gone, still_gone, dropped, fleet))
+            })
+            .await
+            .expect("db");
+        assert_eq!(
+            (changes.0, changes.1, changes.2, changes.3),
+            (true, true, false, true)
+        );
+        assert!(changes.4.contains("\"agents\":[]"), "{}", changes.4);
+    }
 }

@@ -75,6 +75,13 @@ pub fn complete(
         params![build.build_id, build.version],
     )?;
     if removed == 1 {
+        // Children of a build that is already a dead letter are kept with it.
+        let parent_dead = tx
+            .prepare_cached(
+                "SELECT 1 FROM outbox WHERE kind = 'build' AND key = ?1 AND state = 'dead'",
+            )?
+            .exists([&build.build_id])?;
+        let dead = parent_dead.then_some("its build is a dead letter");
         for item in fetched {
             let new = NewItem {
                 kind: item.kind,
@@ -82,7 +89,7 @@ pub fn complete(
                 version: &build.version,
                 label: &build.label,
                 payload: &item.payload,
-                dead: None,
+                dead,
                 parent: Some(&build.build_id),
             };
             outbox::upsert(&tx, &new, now_ms)?;
@@ -109,4 +116,60 @@ pub fn retry_at(
 /// How many builds wait to be enriched.
 pub fn count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT count(*) FROM enrich", [], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::outbox::{self, Outcome};
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn what_belongs_to_a_dead_build_waits_and_dies_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let (due_before, due_after, dead) = store
+            .call(|c| {
+                let tx = c.transaction()?;
+                let build = NewItem {
+                    kind: "build",
+                    key: "b1",
+                    version: "v",
+                    label: "acme/web#1",
+                    payload: "{}",
+                    dead: None,
+                    parent: None,
+                };
+                outbox::upsert(&tx, &build, 0)?;
+                tx.commit()?;
+                let pending = Pending {
+                    build_id: "b1".into(),
+                    version: "v".into(),
+                    label: "acme/web#1".into(),
+                    payload: "{}".into(),
+                    attempts: 0,
+                };
+                let tx = c.transaction()?;
+                add(&tx, "b1", "v", "acme/web#1", "{}")?;
+                tx.commit()?;
+                let suite = Fetched {
+                    kind: "tests",
+                    key: "b1/a/0".into(),
+                    payload: "{}".into(),
+                };
+                complete(c, &pending, &[suite], 0)?;
+                let due_before: Vec<String> =
+                    outbox::due(c, 0, 10)?.into_iter().map(|r| r.kind).collect();
+                let row = outbox::due(c, 0, 10)?.remove(0);
+                outbox::settle(c, &[(row, Outcome::Dead("400".into()))])?;
+                let due_after = outbox::due(c, 0, 10)?.len();
+                let dead = outbox::summary(c)?.dead;
+                Ok((due_before, due_after, dead))
+            })
+            .await
+            .expect("db");
+        assert_eq!(due_before, ["build"], "the suite waits for its build");
+        assert_eq!(due_after, 0, "nothing of a dead build is sent");
+        assert_eq!(dead, 2, "the suite is a dead letter with its build");
+    }
 }

@@ -122,6 +122,29 @@ impl Store {
         })
     }
 
+    /// Opens the database at `path` only to read it (`status`): no migration, no write.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let fail = |reason: String| StoreError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| fail(format!("cannot open it: {e}")))?;
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if version != MIGRATIONS.len() {
+            return Err(fail(format!(
+                "it has schema version {version}, this kitesync expects {}: run the matching kitesync (or let the daemon migrate it) first",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Waits for the right to deliver. Only one process delivers from this database at a
     /// time, one batch at a time, so that a batch in flight always lands before anyone reads
     /// the outbox again: an older version of a build can never overwrite a newer one, even

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 pub struct Row {
     pub id: i64,
     pub kind: String,
+    pub key: String,
     /// Which version of the item this is (for a build: its `finished_at`).
     pub version: String,
     /// For people: `org/pipeline#number`.
@@ -72,21 +73,22 @@ pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite
 /// waiting to be delivered wait with it.
 pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, version, label, payload, attempts FROM outbox INDEXED BY outbox_pending
+        "SELECT id, kind, key, version, label, payload, attempts FROM outbox INDEXED BY outbox_pending
          WHERE state = 'pending' AND next_attempt_at <= ?1
            AND (parent IS NULL OR NOT EXISTS (
                SELECT 1 FROM outbox b WHERE b.kind = 'build' AND b.key = outbox.parent
-                                        AND b.state = 'pending'))
+                                        AND b.state IN ('pending', 'dead')))
          ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
         Ok(Row {
             id: r.get(0)?,
             kind: r.get(1)?,
-            version: r.get(2)?,
-            label: r.get(3)?,
-            payload: r.get(4)?,
-            attempts: r.get(5)?,
+            key: r.get(2)?,
+            version: r.get(3)?,
+            label: r.get(4)?,
+            payload: r.get(5)?,
+            attempts: r.get(6)?,
         })
     })?;
     rows.collect()
@@ -107,12 +109,21 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
                      WHERE id = ?1 AND version = ?2",
                 )?
                 .execute(params![row.id, row.version, at, error])?,
-            Outcome::Dead(error) => tx
-                .prepare_cached(
+            Outcome::Dead(error) => {
+                // What belongs to a dead build goes with it: `replay` re-sends them together.
+                if row.kind == "build" {
+                    tx.prepare_cached(
+                        "UPDATE outbox SET state = 'dead', last_error = 'its build is a dead letter'
+                         WHERE parent = ?1 AND state = 'pending'",
+                    )?
+                    .execute([&row.key])?;
+                }
+                tx.prepare_cached(
                     "UPDATE outbox SET attempts = attempts + 1, state = 'dead', last_error = ?3
                      WHERE id = ?1 AND version = ?2",
                 )?
-                .execute(params![row.id, row.version, error])?,
+                .execute(params![row.id, row.version, error])?
+            }
         };
     }
     if results.iter().any(|(_, o)| matches!(o, Outcome::Delivered)) {

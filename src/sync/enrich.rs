@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::builds::PollError;
 use super::{logs, tests};
 use crate::app::App;
-use crate::buildkite::Build;
+use crate::buildkite::{Build, SourceError};
 use crate::retry;
 use crate::store::enrich::{self, Pending};
 use crate::store::now_ms;
@@ -84,20 +84,27 @@ async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Fai
         return Ok(Vec::new());
     };
     let mut fetched = Vec::new();
+    // A 404 belongs to this build alone (deleted, expired artifacts, a log that is gone):
+    // go on without what is missing. A bad token or a missing scope stops the pass.
+    let judge = |e: SourceError, what: &str| match e {
+        SourceError::NotFound { .. } => {
+            tracing::warn!(build = pending.label, "{what} skipped: {e}");
+            Ok(())
+        }
+        e if e.is_configuration() => Err(Failure::Configuration(e.into())),
+        e => Err(Failure::Transient(e.to_string())),
+    };
     if app.config.tests_enabled() && build.has_artifacts() {
         match tests::collect(app, &build, &pending.label).await {
             Ok(items) => fetched.extend(items),
-            Err(tests::TestsError::Source(e)) if e.is_configuration() => {
-                return Err(Failure::Configuration(e.into()))
-            }
+            Err(tests::TestsError::Source(e)) => judge(e, "test results")?,
             Err(e) => return Err(Failure::Transient(e.to_string())),
         }
     }
     if app.config.logs_enabled() {
         match logs::collect(app, &build).await {
             Ok(item) => fetched.extend(item),
-            Err(e) if e.is_configuration() => return Err(Failure::Configuration(e.into())),
-            Err(e) => return Err(Failure::Transient(e.to_string())),
+            Err(e) => judge(e, "logs")?,
         }
     }
     Ok(fetched)

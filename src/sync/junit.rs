@@ -180,7 +180,10 @@ fn close(open: Open, done: &mut Vec<Suite>) {
     if open.cases.is_empty() {
         return;
     }
-    let sum: i64 = open.cases.iter().map(|c| c.duration_ms).sum();
+    let sum = open
+        .cases
+        .iter()
+        .fold(0i64, |total, c| total.saturating_add(c.duration_ms));
     done.push(Suite {
         name: open.name,
         duration_ms: open.time.unwrap_or(sum),
