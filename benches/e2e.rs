@@ -201,15 +201,7 @@ async fn steady() {
     let seconds = 30u64;
     for i in 0..seconds * 10 {
         let n = 10_000 + i;
-        let now = Utc::now();
-        e.bk.add_builds([data::build(
-            ORG,
-            n,
-            "web",
-            "passed",
-            now - chrono::Duration::minutes(2),
-            Some(now),
-        )]);
+        e.bk.add_builds([data::just_finished(ORG, n, "web")]);
         finished.insert(data::build_id(n), Instant::now());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -18,15 +18,7 @@ async fn polls_on_schedule_delivers_new_builds_and_stops_on_sigterm() {
     until(|| h.bb.builds().len() == 30).await;
 
     // A build finishes while the daemon runs: delivered within a poll interval or two.
-    let now = chrono::Utc::now();
-    h.bk.add_builds([data::build(
-        ORG,
-        31,
-        "web",
-        "passed",
-        now - chrono::Duration::minutes(2),
-        Some(now),
-    )]);
+    h.bk.add_builds([data::just_finished(ORG, 31, "web")]);
     let added = Instant::now();
     until(|| h.bb.builds().len() == 31).await;
     assert!(

@@ -84,15 +84,7 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     // BuildButler goes down while builds keep finishing: after three poll intervals (the
     // floor is 5 s), the health check says so.
     h.bb.set_down(true);
-    let now = chrono::Utc::now();
-    h.bk.add_builds([data::build(
-        ORG,
-        50,
-        "web",
-        "passed",
-        now - chrono::Duration::minutes(1),
-        Some(now),
-    )]);
+    h.bk.add_builds([data::just_finished(ORG, 50, "web")]);
     tokio::time::sleep(Duration::from_secs(7)).await;
     let (status, why) = get(&format!("{base}/healthz")).await;
     assert_eq!(status, 503, "{why}");

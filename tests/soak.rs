@@ -46,17 +46,7 @@ async fn the_daemon_survives_minutes_of_faults_without_losing_or_growing() {
     let mut tick = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         // 5 builds finish every second.
-        let now = chrono::Utc::now();
-        h.bk.add_builds((0..5).map(|i| {
-            data::build(
-                ORG,
-                next + i,
-                "web",
-                "passed",
-                now - chrono::Duration::minutes(1),
-                Some(now),
-            )
-        }));
+        h.bk.add_builds((0..5).map(|i| data::just_finished(ORG, next + i, "web")));
         next += 5;
         // Faults, now and then.
         match rng.random_range(0..10) {

@@ -85,6 +85,19 @@ pub fn build(
     })
 }
 
+/// A build of `pipeline` that passed just now, created two minutes ago.
+pub fn just_finished(org: &str, number: u64, pipeline: &str) -> Value {
+    let now = Utc::now();
+    build(
+        org,
+        number,
+        pipeline,
+        "passed",
+        now - Duration::minutes(2),
+        Some(now),
+    )
+}
+
 /// `count` finished builds numbered from `first`, the last finishing at `end` and each
 /// `spacing` before the next; a mix of pipelines and of passed, failed, canceled, skipped
 /// and soft-failed results. Each was created five minutes before it finished.

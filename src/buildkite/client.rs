@@ -261,16 +261,7 @@ impl Client {
         pipeline: &str,
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
-        let number = number.to_string();
-        let url = self.endpoint(&[
-            "organizations",
-            &self.org,
-            "pipelines",
-            pipeline,
-            "builds",
-            &number,
-            "artifacts",
-        ]);
+        let url = self.build_endpoint(pipeline, number, &["artifacts"]);
         self.list_all(url, "read_artifacts").await
     }
 
@@ -350,18 +341,7 @@ impl Client {
         job: &str,
         max_bytes: u64,
     ) -> Result<String, SourceError> {
-        let number = number.to_string();
-        let url = self.endpoint(&[
-            "organizations",
-            &self.org,
-            "pipelines",
-            pipeline,
-            "builds",
-            &number,
-            "jobs",
-            job,
-            "log",
-        ]);
+        let url = self.build_endpoint(pipeline, number, &["jobs", job, "log"]);
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
         if let Ok(range) = HeaderValue::from_str(&format!("bytes=-{max_bytes}")) {
@@ -604,6 +584,23 @@ impl Client {
             });
         }
         Ok(url)
+    }
+
+    /// `/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/{rest...}`.
+    fn build_endpoint(&self, pipeline: &str, number: u64, rest: &[&str]) -> Url {
+        let number = number.to_string();
+        let mut url = self.endpoint(&[
+            "organizations",
+            &self.org,
+            "pipelines",
+            pipeline,
+            "builds",
+            &number,
+        ]);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.extend(rest);
+        }
+        url
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {
