@@ -428,7 +428,9 @@ async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .with_state(Arc::new(state));
-    tracing::info!("metrics on http://{listen}/metrics, health on http://{listen}/healthz");
+    // The address actually bound: with port 0 the system picks a free port.
+    let bound = listener.local_addr().map_or(listen, |a| a.to_string());
+    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s != Stop::No).await;
