@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
@@ -20,9 +18,35 @@ fn agent(n: u32, state: &str, job: Option<&str>) -> Value {
     })
 }
 
-/// Runs `--once` with the agent sync on; each run's agent poll is due (every second).
+/// When the agents were last polled, as the state database says.
+fn agents_polled_at(h: &Harness) -> Option<chrono::DateTime<chrono::Utc>> {
+    use rusqlite::OptionalExtension;
+    if !h.state_path().exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT value FROM state WHERE key = 'agents_polled_at'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .expect("read the state");
+    text.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(&t)
+            .expect("an RFC 3339 time")
+            .with_timezone(&chrono::Utc)
+    })
+}
+
+/// Runs `--once` with the agent sync on (every second), once its agent poll is due: a
+/// second after the last agent poll.
 async fn once_with_agents(h: &mut Harness) -> Run {
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    until(|| {
+        agents_polled_at(h).is_none_or(|at| at + chrono::Duration::seconds(1) <= chrono::Utc::now())
+    })
+    .await;
     h.set_env("KITESYNC_SCHEDULE__AGENTS", "* * * * * *");
     h.once_ok().await
 }

@@ -3,89 +3,139 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use kitesync_fakes::data;
 use rand::Rng;
 
+/// A completed poll, from the daemon's `poll done` debug line (`RUST_LOG=kitesync=debug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PollDone {
+    pages: u64,
+    queued: u64,
+    /// Buildkite requests the daemon has made since it started, this poll's included.
+    requests: u64,
+}
+
+/// Every `poll done` line of `log`, in order.
+fn polls_done(log: &str) -> Vec<PollDone> {
+    log.lines()
+        .filter(|l| l.contains(" poll done "))
+        .map(|line| {
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            };
+            PollDone {
+                pages: field("pages"),
+                queued: field("queued"),
+                requests: field("requests"),
+            }
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_on_schedule_delivers_new_builds_and_stops_on_sigterm() {
-    let h = Harness::start().await;
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "kitesync=debug");
     h.bk.set_builds(recent_builds(30));
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
     until(|| h.bb.builds().len() == 30).await;
 
-    // A build finishes while the daemon runs: delivered within a poll interval or two.
+    // A build finishes while the daemon runs: the next poll queues it (or the one after, if
+    // a poll had already been answered), and it is delivered without a restart. While idle,
+    // a poll is one Buildkite request, so the poll that queued it made request r + 1 or
+    // r + 2, r being the requests answered before the build finished.
+    let answered = h.bk_requests() as u64;
     h.bk.add_builds([data::just_finished(ORG, 31, "web")]);
-    let added = Instant::now();
     until(|| h.bb.builds().len() == 31).await;
+    let found = until_some(|| {
+        let polls = polls_done(&log_text(&stderr));
+        std::future::ready(polls.iter().position(|p| p.queued == 1))
+    })
+    .await;
+    let polls = polls_done(&log_text(&stderr));
     assert!(
-        added.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        added.elapsed()
+        polls[found].requests <= answered + 2,
+        "build 31 was queued by the poll that made request {}, not by one of the two polls \
+         after request {answered}: {polls:?}",
+        polls[found].requests
     );
 
-    // Scheduled cycles keep coming, one request each while idle.
-    let before = h.bk_requests();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let cycles = h.bk_requests() - before;
-    assert!(
-        (2..=5).contains(&cycles),
-        "{cycles} polls in 3.5 s on a 1 s schedule"
-    );
+    // Scheduled polls keep coming, one request each while idle.
+    until(|| polls_done(&log_text(&stderr)).len() >= found + 4).await;
+    let polls = polls_done(&log_text(&stderr));
+    for pair in polls[found..].windows(2) {
+        let (before, idle) = (pair[0], pair[1]);
+        assert_eq!(idle.queued, 0, "{polls:?}");
+        assert_eq!(idle.pages, 1, "an idle poll reads one page: {polls:?}");
+        assert_eq!(
+            idle.requests,
+            before.requests + 1,
+            "an idle poll is one request: {polls:?}"
+        );
+    }
 
     terminate(&daemon);
-    let stopping = Instant::now();
-    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait())
+    let stopping = std::time::Instant::now();
+    // The deadline of the stop is generous (it is not a benchmark; the README's figure is);
+    // what matters is that it stops by itself, cleanly, with exit 0.
+    let status = tokio::time::timeout(DEADLINE, daemon.wait())
         .await
-        .expect("stopped within 10 s")
+        .expect("stopped by itself after SIGTERM")
         .expect("reaped");
-    let took = stopping.elapsed();
+    println!("daemon stopped {:?} after SIGTERM", stopping.elapsed());
     assert!(
         status.success(),
         "exit 0 on SIGTERM: {status:?}\n{}",
-        stderr.lock().map(|s| s.clone()).unwrap_or_default()
+        log_text(&stderr)
     );
-    println!("daemon stopped {took:?} after SIGTERM");
-    assert!(
-        took < Duration::from_secs(5),
-        "a clean stop takes a few seconds at most: {took:?}"
-    );
+    wait_for_log(&stderr, "stopping: finishing the current transaction").await;
     assert_eq!(integrity(&h), "ok");
 
     // A restart picks up where it stopped: nothing is delivered again.
     let posts = h.bb.build_posts();
     let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
     let before = h.bk_requests();
     until(|| h.bk_requests() >= before + 2).await;
     assert_eq!(h.bb.build_posts(), posts);
     terminate(&daemon);
-    assert!(daemon.wait().await.expect("reaped").success());
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_poll_does_not_stack_up() {
+    const SKIPPED: &str = "the previous poll is still running: skipping this tick";
     let mut h = Harness::start().await;
     h.set_env("RUST_LOG", "kitesync=debug");
     h.bk.set_builds(recent_builds(10));
+    // Every Buildkite answer takes 2.5 s, on a schedule of one poll a second.
     h.bk.set_latency(Duration::from_millis(2500));
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Two slow polls done, and ticks skipped while they ran.
+    wait_for_logs(&stderr, " poll done ", 2).await;
+    wait_for_logs(&stderr, SKIPPED, 2).await;
     terminate(&daemon);
     daemon.wait().await.expect("reaped");
-    assert_eq!(h.bk.max_in_flight(), 1, "polls overlapped");
+    let log = log_text(&stderr);
+    assert_eq!(h.bk.max_in_flight(), 1, "polls overlapped\n{log}");
+    let done = polls_done(&log);
+    // Every request was a poll's: the ones logged done, and perhaps one cut short by SIGTERM.
     assert!(
-        h.bk_requests() <= 3,
-        "ticks during a slow poll are skipped: {}",
-        h.bk_requests()
+        h.bk_requests() <= done.len() + 1,
+        "{} requests for {} polls done\n{log}",
+        h.bk_requests(),
+        done.len()
     );
-    let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
-    let skipped = log
-        .matches("the previous poll is still running: skipping this tick")
-        .count();
+    let skipped = log.matches(SKIPPED).count();
     assert!(
         skipped >= 2,
         "ticks are skipped, not queued: {skipped} skipped\n{log}"
@@ -99,14 +149,14 @@ async fn an_outage_is_logged_when_it_starts_and_when_it_ends() {
     h.bb.set_down(true);
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(h.bb.auth_seen().len() > 5, "it kept retrying");
+    // It keeps retrying while BuildButler is down.
+    until(|| h.bb.auth_seen().len() > 5).await;
     h.bb.set_down(false);
     until(|| h.bb.builds().len() == 5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_log(&stderr, "BuildButler delivery recovered").await;
     terminate(&daemon);
     daemon.wait().await.expect("reaped");
-    let log = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+    let log = log_text(&stderr);
     assert_eq!(
         log.matches("BuildButler delivery failing").count(),
         1,
@@ -124,7 +174,7 @@ async fn a_revoked_token_stops_the_daemon_with_exit_2() {
     let h = Harness::start().await;
     h.bk.set_scopes(&[]);
     let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(Duration::from_secs(10), daemon.wait_with_output())
+    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
         .await
         .expect("exited by itself")
         .expect("reaped");
@@ -173,7 +223,7 @@ async fn a_wrong_buildbutler_key_at_start_stops_the_daemon_with_exit_2() {
     h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_WRONG");
     h.bk.set_builds(recent_builds(3));
     let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(Duration::from_secs(20), daemon.wait_with_output())
+    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
         .await
         .expect("exited by itself")
         .expect("reaped");

@@ -7,14 +7,60 @@ use std::time::Duration;
 use common::*;
 use kitesync_fakes::data;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// The status and body of a GET, or `None` if nothing answered (in time).
+async fn get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let r = client.get(url).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
 }
 
-async fn get(url: &str) -> (u16, String) {
-    let r = reqwest::get(url).await.expect("answered");
-    (r.status().as_u16(), r.text().await.expect("body"))
+/// `/metrics`, read by a Prometheus text parser.
+async fn scrape(base: &str) -> Option<(String, prometheus_parse::Scrape)> {
+    let (status, text) = get(&format!("{base}/metrics")).await?;
+    assert_eq!(status, 200, "{text}");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    Some((text, scrape))
+}
+
+/// Waits until `/metrics` shows what `ready` looks for, and returns that scrape.
+async fn scrape_until(
+    base: &str,
+    ready: impl Fn(&prometheus_parse::Scrape) -> bool,
+) -> (String, prometheus_parse::Scrape) {
+    let ready = &ready;
+    until_some(|| async move { scrape(base).await.filter(|(_, s)| ready(s)) }).await
+}
+
+/// Waits until `/healthz` answers `status`, and returns what it said.
+async fn healthz_until(base: &str, status: u16) -> String {
+    let url = format!("{base}/healthz");
+    let url = url.as_str();
+    until_some(|| async move {
+        get(url)
+            .await
+            .and_then(|(s, body)| (s == status).then_some(body))
+    })
+    .await
+}
+
+/// The address the daemon's metrics server bound (it listens on port 0), from its log.
+async fn metrics_base(stderr: &Log) -> String {
+    const SAYS: &str = "metrics on http://";
+    let log = wait_for_log(stderr, SAYS).await;
+    let at = log.find(SAYS).expect("logged") + SAYS.len();
+    let addr = &log[at..at + log[at..].find("/metrics").expect("the /metrics path")];
+    let port: u16 = addr
+        .strip_prefix("127.0.0.1:")
+        .unwrap_or_else(|| panic!("metrics bound to {addr}, not 127.0.0.1"))
+        .parse()
+        .expect("a port");
+    assert_ne!(port, 0, "the port actually bound is logged, not 0");
+    format!("http://{addr}")
 }
 
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -33,22 +79,25 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down() {
     let mut h = Harness::start().await;
-    let port = free_port();
     h.set_env("KITESYNC_METRICS__ENABLED", "true");
-    h.set_env("KITESYNC_METRICS__LISTEN", &format!("127.0.0.1:{port}"));
+    // Port 0: the system picks a free port, which the daemon logs (no port picked here and
+    // then raced for).
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
     h.bk.set_builds(recent_builds(5));
     let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
     until(|| h.bb.builds().len() == 5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let base = format!("http://127.0.0.1:{port}");
-    let (status, text) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200);
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    // The counters move once the delivery loop has settled its batch.
+    let (text, scrape) = scrape_until(&base, |s| {
+        sample(s, "kitesync_items_delivered_total", &[]).is_some_and(|n| n >= 5.0)
+    })
+    .await;
     assert_eq!(
         sample(&scrape, "kitesync_items_delivered_total", &[]),
-        Some(5.0)
+        Some(5.0),
+        "{text}"
     );
     assert_eq!(
         sample(&scrape, "kitesync_builds_queued_total", &[]),
@@ -78,22 +127,21 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     .is_some_and(|t| t > 1.0e9));
     assert_eq!(
         get(&format!("{base}/healthz")).await,
-        (200, "ok\n".to_string())
+        Some((200, "ok\n".to_string()))
     );
 
     // BuildButler goes down while builds keep finishing: after three poll intervals (the
-    // floor is 5 s), the health check says so.
+    // floor is 5 s), the health check says so, and why.
     h.bb.set_down(true);
     h.bk.add_builds([data::just_finished(ORG, 50, "web")]);
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let (status, why) = get(&format!("{base}/healthz")).await;
-    assert_eq!(status, 503, "{why}");
+    let why = healthz_until(&base, 503).await;
     assert!(why.contains("pending") && why.contains("503"), "{why}");
 
+    // Once it is back, the build goes out and the health check recovers.
     h.bb.set_down(false);
     until(|| h.bb.builds().len() == 6).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(healthz_until(&base, 200).await, "ok\n");
     terminate(&daemon);
-    assert!(daemon.wait().await.expect("reaped").success());
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
 }

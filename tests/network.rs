@@ -27,7 +27,7 @@ async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
     let ca = h.dir.path().join("corporate-ca.pem");
     std::fs::write(&ca, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write CA");
     h.set_env("KITESYNC_BUILDBUTLER__CA_FILE", &ca.display().to_string());
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the retry backoff
+    until_retries_due(&h).await; // the retry backoff
     h.once_ok().await;
     assert_eq!(tls.builds().len(), 4);
 }

@@ -235,8 +235,9 @@ async fn a_buildbutler_outage_leaves_builds_pending_for_the_next_run() {
     );
 
     h.bb.set_down(false);
-    // Pending rows wait for their backoff (about a second) before the next try.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Pending rows wait for their backoff (a second or two) before the next try: wait until
+    // the state database says they are due, then the next run delivers them all.
+    until_retries_due(&h).await;
     h.once_ok().await;
     assert_eq!(h.bb.builds().len(), 12);
     assert_eq!(h.bb.build_posts(), 12);
@@ -392,25 +393,34 @@ async fn the_cursor_never_moves_past_the_start_of_a_slow_poll() {
     let mut h = Harness::start().await;
     h.set_env("KITESYNC_BUILDKITE__OVERLAP_SECONDS", "10");
     h.bk.set_builds(recent_builds(150));
-    h.bk.delay_next([Duration::ZERO, Duration::from_secs(14)]);
+    // Page 2 is answered 5 s after it is asked for: time enough to add A and B below.
+    h.bk.delay_next([Duration::ZERO, Duration::from_secs(5)]);
     let mut child = h.spawn(&["--once"]);
     until(|| h.bk_requests() >= 1).await;
     // Page 1 is read. Build A, among the newest, finishes: this poll will not see it.
     let a = data::build(ORG, 901, "web", "passed", ago(1), Some(chrono::Utc::now()));
     h.bk.add_builds([a]);
-    // More than the overlap later, build B, created long ago, finishes: page 2 shows it.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // More than the overlap after A, build B, created long ago, finishes: page 2 shows it.
+    // Its finish is stamped 11 s ahead rather than waited for: the cursor only compares
+    // timestamps (B's finish against the poll's start), so the test need not sleep 11 s.
     let b = data::build(
         ORG,
         902,
         "api",
         "passed",
         ago(600),
-        Some(chrono::Utc::now()),
+        Some(chrono::Utc::now() + chrono::Duration::seconds(11)),
     );
     h.bk.add_builds([b]);
     assert!(child.wait().await.expect("reaped").success());
-    assert!(h.bb.builds().contains_key(&data::build_id(902)));
+    assert!(
+        h.bb.builds().contains_key(&data::build_id(902)),
+        "page 2 was answered before B was added"
+    );
+    assert!(
+        !h.bb.builds().contains_key(&data::build_id(901)),
+        "page 1 was answered after A was added: this test proves nothing"
+    );
     // B's late finish must not move the cursor past A: the next poll still asks for A.
     h.once_ok().await;
     assert!(

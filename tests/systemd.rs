@@ -1,15 +1,18 @@
 //! The systemd units pass `systemd-analyze verify` without a warning.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::tool_available;
+
 #[test]
 fn units_verify_cleanly() {
-    let found = Command::new("systemd-analyze").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "systemd-analyze is needed for this test: apt-get install systemd"
-    );
+    // Skipped without systemd-analyze, except in CI (CI set), where that is a failure.
+    if !tool_available("systemd-analyze", "systemd") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     for entry in std::fs::read_dir(&units).expect("systemd/") {

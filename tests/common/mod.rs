@@ -168,15 +168,46 @@ pub fn terminate(child: &tokio::process::Child) {
     assert!(status.success());
 }
 
-/// Waits until `done()` holds (checking every 10 ms), up to 60 s.
+/// How long a wait on a condition may take before the test fails: generous, so that a slow
+/// or busy machine cannot make a test fail, while a condition that never comes still does.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until `done()` holds (checking every 10 ms), up to [`DEADLINE`].
 pub async fn until(mut done: impl FnMut() -> bool) {
-    for _ in 0..6000 {
-        if done() {
-            return;
+    until_some(|| std::future::ready(done().then_some(()))).await;
+}
+
+/// Waits until the future `done()` makes answers true (for conditions that need an HTTP
+/// request, say), up to [`DEADLINE`].
+pub async fn until_async<F, Fut>(mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    until_some(|| {
+        let check = done();
+        async move { check.await.then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until the future `check()` makes answers `Some`, and returns what it holds (checking
+/// every 10 ms), up to [`DEADLINE`].
+pub async fn until_some<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition not reached in {} s", DEADLINE.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached in 60 s");
 }
 
 /// `PRAGMA integrity_check` of the state database.
@@ -186,10 +217,11 @@ pub fn integrity(h: &Harness) -> String {
         .expect("integrity_check")
 }
 
+/// A child's stderr, collected as it comes (see [`capture_stderr`]).
+pub type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
 /// Collects a child's stderr in the background.
-pub fn capture_stderr(
-    child: &mut tokio::process::Child,
-) -> std::sync::Arc<std::sync::Mutex<String>> {
+pub fn capture_stderr(child: &mut tokio::process::Child) -> Log {
     use tokio::io::AsyncReadExt;
     let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     if let Some(mut stderr) = child.stderr.take() {
@@ -212,4 +244,77 @@ pub fn capture_stderr(
 /// A time `minutes` ago.
 pub fn ago(minutes: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::minutes(minutes)
+}
+
+/// What the child has written to stderr so far.
+pub fn log_text(log: &Log) -> String {
+    log.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+/// Waits until `needle` appears in the captured stderr, up to [`DEADLINE`]; returns the log.
+pub async fn wait_for_log(log: &Log, needle: &str) -> String {
+    wait_for_logs(log, needle, 1).await
+}
+
+/// Waits until `needle` appears `count` times in the captured stderr, up to [`DEADLINE`];
+/// returns the log. Fails with the log if it does not.
+pub async fn wait_for_logs(log: &Log, needle: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = log_text(log);
+        if text.matches(needle).count() >= count {
+            return text;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{needle:?} not logged {count} times in {} s:\n{text}",
+                DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the last pending outbox row may be tried (ms since the epoch); `None` when nothing
+/// is pending (or there is no state database yet).
+pub fn last_retry_at_ms(h: &Harness) -> Option<i64> {
+    if !h.state_path().exists() {
+        return None;
+    }
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    conn.query_row(
+        "SELECT max(next_attempt_at) FROM outbox WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("read the outbox")
+}
+
+/// Waits until the retry backoff of every pending delivery has passed (as the state database
+/// records it), so that the next run tries them all.
+pub async fn until_retries_due(h: &Harness) {
+    until(|| last_retry_at_ms(h).is_none_or(|at| at <= Utc::now().timestamp_millis())).await;
+}
+
+/// True when the external tool `tool` (from the apt package `package`) is on the PATH.
+///
+/// A test that needs one runs it only when it is there. Without it, the test is skipped with
+/// a message — unless the environment variable `CI` is set (`.ci/run` installs every tool),
+/// where a missing tool fails the test rather than letting it pass without checking anything.
+pub fn tool_available(tool: &str, package: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{tool} is needed for this test in CI (CI is set): apt-get install {package}");
+    }
+    eprintln!("skipping: {tool} not installed (set CI=1 to make this a failure)");
+    false
 }
