@@ -94,3 +94,16 @@ pub async fn run(app: &App) -> Vec<Finding> {
     }
     found
 }
+
+/// The findings as `ok`/`FAIL` lines, after the config's own.
+pub fn render(findings: &[Finding]) -> String {
+    let mut lines = vec!["ok    the config is valid".to_string()];
+    for f in findings {
+        lines.push(format!(
+            "{:<4}  {}",
+            if f.ok { "ok" } else { "FAIL" },
+            f.text
+        ));
+    }
+    lines.join("\n")
+}

@@ -16,35 +16,18 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
-use crate::deliver::{self, DeliverError};
-use crate::store::now_ms;
+use crate::deliver::{deliver_loop, OnFatal, Stop};
+use crate::metrics::Activity;
+use crate::outage::Outage;
+use crate::schedule::Schedule;
 use crate::store::outbox;
-use crate::sync::builds::{self, PollError};
-use crate::sync::{agents, enrich};
-
-/// The longest the delivery loop sleeps before looking at the outbox again.
-const IDLE_WAKE: Duration = Duration::from_secs(30);
-/// How long delivery pauses when BuildButler refuses the API key or the URL.
-const FATAL_PAUSE: Duration = Duration::from_secs(300);
-/// How often a lasting outage is logged again.
-const REMIND_EVERY: Duration = Duration::from_secs(600);
-
-/// When the background tasks should stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// Keep going.
-    No,
-    /// Finish the delivery pass under way, then stop (nothing in flight is abandoned).
-    AfterThisPass,
-    /// Stop at the next await: no new requests.
-    Now,
-}
+use crate::sync::{agents, builds, enrich, SyncError};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The operator must act (token, scope, organization, API key, URL); retrying is futile.
-    #[error("{0}")]
+    #[error("stopping: {0}")]
     Configuration(String),
     #[error("{0}")]
     Setup(String),
@@ -59,7 +42,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let queued = Arc::new(Notify::new());
     let poller = Arc::new(Poller {
         app: Arc::clone(&app),
-        running: Mutex::new(Health::new("Buildkite poll")),
+        running: Mutex::new(Outage::new("Buildkite poll")),
         queued: Arc::clone(&queued),
         stop: stop_rx.clone(),
         fatal: fatal_tx.clone(),
@@ -69,33 +52,24 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .await
         .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
     let tick = Arc::clone(&poller);
-    let job = Job::new_async(app.config.schedule.builds.as_str(), move |_, _| {
+    add_job(&scheduler, &app.config.schedule.builds, "poll", move || {
         let poller = Arc::clone(&tick);
-        Box::pin(async move { poller.tick().await })
+        async move { poller.tick().await }
     })
-    .map_err(|e| DaemonError::Setup(format!("[schedule] builds: {e}")))?;
-    scheduler
-        .add(job)
-        .await
-        .map_err(|e| DaemonError::Setup(format!("cannot schedule the poll: {e}")))?;
-
-    if app.config.agents_enabled() {
+    .await?;
+    if let (true, Some(schedule)) = (app.config.agents_enabled(), &app.config.schedule.agents) {
         let agents = Arc::new(AgentPoller {
             app: Arc::clone(&app),
             queued: Arc::clone(&queued),
-            running: Mutex::new(Health::new("Buildkite agent poll")),
+            running: Mutex::new(Outage::new("Buildkite agent poll")),
             stop: stop_rx.clone(),
             off: std::sync::atomic::AtomicBool::new(false),
         });
-        let job = Job::new_async(app.config.schedule.agents.as_str(), move |_, _| {
+        add_job(&scheduler, schedule, "agent poll", move || {
             let agents = Arc::clone(&agents);
-            Box::pin(async move { agents.tick().await })
+            async move { agents.tick().await }
         })
-        .map_err(|e| DaemonError::Setup(format!("[schedule] agents: {e}")))?;
-        scheduler
-            .add(job)
-            .await
-            .map_err(|e| DaemonError::Setup(format!("cannot schedule the agent poll: {e}")))?;
+        .await?;
     }
     let delivery = tokio::spawn(deliver_loop(
         Arc::clone(&app),
@@ -119,7 +93,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         serve_metrics(Arc::clone(&app), stop_rx.clone()).await?;
     }
     tracing::info!(
-        schedule = app.config.schedule.builds,
+        schedule = app.config.schedule.builds.as_str(),
         "kitesync started: polling {} and delivering to {}",
         app.config.buildkite.organization,
         crate::config::redacted(&app.config.buildbutler.url)
@@ -145,10 +119,29 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     outcome
 }
 
+/// Runs `tick` on `schedule` (a [`Schedule`] that passed validation).
+async fn add_job<F, T>(
+    scheduler: &JobScheduler,
+    schedule: &Schedule,
+    what: &str,
+    tick: T,
+) -> Result<(), DaemonError>
+where
+    T: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let job = Job::new_async(schedule.as_str(), move |_, _| Box::pin(tick()));
+    let added = match job {
+        Ok(job) => scheduler.add(job).await.map(drop),
+        Err(e) => Err(e),
+    };
+    added.map_err(|e| DaemonError::Setup(format!("cannot schedule the {what}: {e}")))
+}
+
 /// One poll at a time, with its health.
 struct Poller {
     app: Arc<App>,
-    running: Mutex<Health>,
+    running: Mutex<Outage>,
     queued: Arc<Notify>,
     stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
@@ -181,9 +174,9 @@ impl Poller {
             Ok(report) => {
                 metrics.builds_polled.inc_by(report.finished as u64);
                 metrics.builds_queued.inc_by(report.queued as u64);
-                metrics.succeeded("poll");
+                metrics.succeeded(Activity::Poll);
             }
-            Err(e) => metrics.failed("poll", &e.to_string()),
+            Err(e) => metrics.failed(Activity::Poll, &e.to_string()),
         }
         match result {
             Ok(report) => {
@@ -210,7 +203,7 @@ impl Poller {
                     Err(e) => health.failed(&format!("fetching test results and logs: {e}")),
                 }
             }
-            Err(PollError::Source(e)) if e.is_configuration() => {
+            Err(SyncError::Source(e)) if e.is_configuration() => {
                 let _ = self.fatal.send(Some(e.to_string()));
             }
             Err(e) => health.failed(&e.to_string()),
@@ -223,7 +216,7 @@ impl Poller {
 struct AgentPoller {
     app: Arc<App>,
     queued: Arc<Notify>,
-    running: Mutex<Health>,
+    running: Mutex<Outage>,
     stop: watch::Receiver<Stop>,
     off: std::sync::atomic::AtomicBool,
 }
@@ -255,157 +248,12 @@ impl AgentPoller {
                     self.queued.notify_one();
                 }
             }
-            Err(PollError::Source(e)) if e.is_configuration() => {
+            Err(SyncError::Source(e)) if e.is_configuration() => {
                 tracing::error!("agent sync is off until kitesync restarts: {e} (or set [schedule] agents = \"\")");
                 self.off.store(true, Ordering::Relaxed);
             }
             Err(e) => health.failed(&e.to_string()),
         }
-    }
-}
-
-/// What the delivery loop does when BuildButler refuses everything (API key, URL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnFatal {
-    /// Report it to `fatal` and stop.
-    Stop,
-    /// Stop only if nothing was delivered yet (a mistake in the config); later, ride it out
-    /// as an outage (a proxy answering 404 during a redeploy, say).
-    StopIfNeverDelivered,
-}
-
-/// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
-/// or [`IDLE_WAKE`] passes; until `stop` says so. Returns how many items it delivered.
-pub(crate) async fn deliver_loop(
-    app: Arc<App>,
-    queued: Arc<Notify>,
-    mut stop: watch::Receiver<Stop>,
-    fatal: watch::Sender<Option<String>>,
-    on_fatal: OnFatal,
-) -> u64 {
-    let mut health = Health::new("BuildButler delivery");
-    let bb = &app.config.buildbutler;
-    let mut delivered: u64 = 0;
-    loop {
-        let drain = deliver::drain(&app.store, &app.sink, bb.concurrency, Instant::now());
-        let started = Instant::now();
-        let result = tokio::select! {
-            r = drain => r,
-            _ = stop.wait_for(|s| *s == Stop::Now) => return delivered,
-        };
-        let metrics = &app.metrics;
-        match &result {
-            Ok(report) => {
-                metrics.delivered.inc_by(report.delivered as u64);
-                metrics.dead_lettered.inc_by(report.dead as u64);
-                if report.delivered > 0 || report.dead > 0 || report.retried > 0 {
-                    metrics
-                        .delivery_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                if report.delivered > 0 {
-                    metrics.succeeded("delivery");
-                }
-            }
-            Err(e) => metrics.failed("delivery", &e.to_string()),
-        }
-        let mut wait_at_least = Duration::ZERO;
-        match result {
-            Ok(report) => {
-                delivered += report.delivered as u64;
-                if report.retried > 0 {
-                    health.failed("deliveries are failing and will be retried");
-                } else if report.delivered > 0 {
-                    health.ok();
-                    tracing::debug!(delivered = report.delivered, "delivered");
-                }
-            }
-            Err(DeliverError::Fatal(e)) => {
-                if on_fatal == OnFatal::Stop || delivered == 0 {
-                    let _ = fatal.send(Some(e));
-                    return delivered;
-                }
-                health.failed(&e);
-                wait_at_least = FATAL_PAUSE;
-            }
-            Err(e) => health.failed(&e.to_string()),
-        }
-        if *stop.borrow() != Stop::No {
-            return delivered;
-        }
-        let summary = app.store.call(|c| outbox::summary(c)).await.ok();
-        let next = summary.as_ref().and_then(|s| s.next_attempt_at);
-        if let Some(error) = summary.and_then(|s| s.last_error) {
-            metrics.failed("delivery", &error);
-        }
-        let wait = next.map_or(IDLE_WAKE, |at| {
-            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
-        });
-        if !wait_at_least.is_zero() {
-            // BuildButler refuses everything: new builds must not wake us up sooner.
-            tokio::select! {
-                () = tokio::time::sleep(wait_at_least) => {}
-                _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
-            }
-            continue;
-        }
-        tokio::select! {
-            () = queued.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
-        }
-    }
-}
-
-/// Logs an outage when it starts, every [`REMIND_EVERY`] while it lasts, and when it ends.
-struct Health {
-    what: &'static str,
-    failing_since: Option<Instant>,
-    reminded: Instant,
-    failures: u64,
-}
-
-impl Health {
-    fn new(what: &'static str) -> Health {
-        Health {
-            what,
-            failing_since: None,
-            reminded: Instant::now(),
-            failures: 0,
-        }
-    }
-
-    fn failed(&mut self, error: &str) {
-        self.failures += 1;
-        match self.failing_since {
-            None => {
-                self.failing_since = Some(Instant::now());
-                self.reminded = Instant::now();
-                tracing::error!("{} failing: {error}; retrying with backoff", self.what);
-            }
-            Some(since) if self.reminded.elapsed() >= REMIND_EVERY => {
-                self.reminded = Instant::now();
-                tracing::error!(
-                    "{} still failing after {} attempts over {}s: {error}",
-                    self.what,
-                    self.failures,
-                    since.elapsed().as_secs()
-                );
-            }
-            Some(_) => tracing::debug!("{} failed again: {error}", self.what),
-        }
-    }
-
-    fn ok(&mut self) {
-        if let Some(since) = self.failing_since.take() {
-            tracing::info!(
-                "{} recovered after {} failed attempts over {}s",
-                self.what,
-                self.failures,
-                since.elapsed().as_secs()
-            );
-        }
-        self.failures = 0;
     }
 }
 
@@ -417,8 +265,7 @@ async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result
         DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
     })?;
     // Healthy while polls and deliveries succeed within three poll intervals.
-    let allowed =
-        (crate::schedule::interval(&app.config.schedule.builds) * 3).max(Duration::from_secs(5));
+    let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
     let state = MetricsState {
         app,
         started: Instant::now(),

@@ -1,16 +1,28 @@
 //! Drains the outbox into BuildButler: bounded concurrency, a row leaves only after a 2xx,
-//! transient failures back off with jitter, refusals become dead letters.
+//! transient failures back off with jitter, refusals become dead letters. The delivery loops
+//! of every mode live here: [`deliver_loop`] runs beside the daemon's polls and a backfill's
+//! walk; [`deliver_all`] ends `--once` and `--backfill`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
+use crate::app::App;
 use crate::butler::{SendError, Sink};
-use crate::retry;
-use crate::store::outbox::{self, Outcome, Row};
+use crate::item::Item;
+use crate::metrics::Activity;
+use crate::net;
+use crate::outage::Outage;
+use crate::store::outbox::{self, Outcome, Row, Summary};
 use crate::store::{now_ms, Store, StoreError};
 
+/// The longest the delivery loop sleeps before looking at the outbox again.
+const IDLE_WAKE: Duration = Duration::from_secs(30);
+/// How long delivery pauses when BuildButler refuses the API key or the URL.
+const FATAL_PAUSE: Duration = Duration::from_secs(300);
 /// Rows read from the outbox at a time.
 const BATCH: usize = 256;
 /// At most this many outcomes are recorded in one transaction.
@@ -66,7 +78,11 @@ pub async fn drain(
             .map(|row| {
                 let sink = Arc::clone(sink);
                 async move {
-                    let result = sink.deliver(&row).await;
+                    let item = Item {
+                        kind: row.kind,
+                        payload: &row.payload,
+                    };
+                    let result = sink.deliver(item).await;
                     (row, result)
                 }
             })
@@ -102,13 +118,13 @@ fn judge(
                 report.retried += 1;
                 tracing::debug!(item = row.label, "delivery failed, will retry: {e}");
                 first_retry.get_or_insert_with(|| e.clone());
-                let wait = retry::backoff(row.attempts + 1, FIRST_BACKOFF, MAX_BACKOFF);
+                let wait = net::backoff(row.attempts + 1, FIRST_BACKOFF, MAX_BACKOFF);
                 Outcome::RetryAt(now_ms() + wait.as_millis() as i64, e)
             }
-            Err(SendError::Reject(e)) => {
+            Err(SendError::Reject { message, .. }) => {
                 report.dead += 1;
-                tracing::error!(item = row.label, "kept as a dead letter: {e}");
-                Outcome::Dead(e)
+                tracing::error!(item = row.label, "kept as a dead letter: {message}");
+                Outcome::Dead(message)
             }
             Err(SendError::Fatal(e)) => {
                 fatal = Some(e);
@@ -121,4 +137,118 @@ fn judge(
         tracing::debug!("BuildButler delivery failing ({e}); retrying with backoff");
     }
     (settled, fatal)
+}
+
+/// When the background tasks should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep going.
+    No,
+    /// Finish the delivery pass under way, then stop (nothing in flight is abandoned).
+    AfterThisPass,
+    /// Stop at the next await: no new requests.
+    Now,
+}
+
+/// What the delivery loop does when BuildButler refuses everything (API key, URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFatal {
+    /// Report it to `fatal` and stop.
+    Stop,
+    /// Stop only if nothing was delivered yet (a mistake in the config); later, ride it out
+    /// as an outage (a proxy answering 404 during a redeploy, say).
+    StopIfNeverDelivered,
+}
+
+/// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
+/// or [`IDLE_WAKE`] passes; until `stop` says so. Returns how many items it delivered.
+pub async fn deliver_loop(
+    app: Arc<App>,
+    queued: Arc<Notify>,
+    mut stop: watch::Receiver<Stop>,
+    fatal: watch::Sender<Option<String>>,
+    on_fatal: OnFatal,
+) -> u64 {
+    let mut outage = Outage::new("BuildButler delivery");
+    let bb = &app.config.buildbutler;
+    let mut delivered: u64 = 0;
+    loop {
+        let drain = drain(&app.store, &app.sink, bb.concurrency, Instant::now());
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = drain => r,
+            _ = stop.wait_for(|s| *s == Stop::Now) => return delivered,
+        };
+        let metrics = &app.metrics;
+        match &result {
+            Ok(report) => {
+                metrics.delivered.inc_by(report.delivered as u64);
+                metrics.dead_lettered.inc_by(report.dead as u64);
+                if report.delivered > 0 || report.dead > 0 || report.retried > 0 {
+                    metrics
+                        .delivery_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                if report.delivered > 0 {
+                    metrics.succeeded(Activity::Delivery);
+                }
+            }
+            Err(e) => metrics.failed(Activity::Delivery, &e.to_string()),
+        }
+        let mut wait_at_least = Duration::ZERO;
+        match result {
+            Ok(report) => {
+                delivered += report.delivered as u64;
+                if report.retried > 0 {
+                    outage.failed("deliveries are failing and will be retried");
+                } else if report.delivered > 0 {
+                    outage.ok();
+                    tracing::debug!(delivered = report.delivered, "delivered");
+                }
+            }
+            Err(DeliverError::Fatal(e)) => {
+                if on_fatal == OnFatal::Stop || delivered == 0 {
+                    let _ = fatal.send(Some(e));
+                    return delivered;
+                }
+                outage.failed(&e);
+                wait_at_least = FATAL_PAUSE;
+            }
+            Err(e) => outage.failed(&e.to_string()),
+        }
+        if *stop.borrow() != Stop::No {
+            return delivered;
+        }
+        let summary = app.store.call(|c| outbox::summary(c)).await.ok();
+        let next = summary.as_ref().and_then(|s| s.next_attempt_at);
+        if let Some(error) = summary.and_then(|s| s.last_error) {
+            metrics.failed(Activity::Delivery, &error);
+        }
+        let wait = next.map_or(IDLE_WAKE, |at| {
+            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
+        });
+        if !wait_at_least.is_zero() {
+            // BuildButler refuses everything: new builds must not wake us up sooner.
+            tokio::select! {
+                () = tokio::time::sleep(wait_at_least) => {}
+                _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
+            }
+            continue;
+        }
+        tokio::select! {
+            () = queued.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
+        }
+    }
+}
+
+/// Delivers what is due, retrying failures for `retry_window_seconds`; then the outbox's state.
+pub async fn deliver_all(
+    app: &App,
+) -> Result<(Result<DeliveryReport, DeliverError>, Summary), StoreError> {
+    let bb = &app.config.buildbutler;
+    let retry_until = Instant::now() + bb.retry_window();
+    let delivery = drain(&app.store, &app.sink, bb.concurrency, retry_until).await;
+    Ok((delivery, app.store.call(|c| outbox::summary(c)).await?))
 }

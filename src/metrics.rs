@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,10 +30,29 @@ pub struct StateLabels {
     pub state: String,
 }
 
-/// What succeeded: `poll` or `delivery`.
+/// What succeeded or failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Activity {
+    /// The build poll.
+    Poll,
+    /// Delivery to BuildButler.
+    Delivery,
+}
+
+impl EncodeLabelValue for Activity {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let name = match self {
+            Activity::Poll => "poll",
+            Activity::Delivery => "delivery",
+        };
+        EncodeLabelValue::encode(&name, encoder)
+    }
+}
+
+/// The `what` label of the last-success gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WhatLabels {
-    pub what: String,
+    pub what: Activity,
 }
 
 /// Every figure kitesync reports.
@@ -58,6 +77,15 @@ pub struct Metrics {
 struct HealthState {
     poll_error: Option<String>,
     delivery_error: Option<String>,
+}
+
+impl HealthState {
+    fn error(&mut self, what: Activity) -> &mut Option<String> {
+        match what {
+            Activity::Poll => &mut self.poll_error,
+            Activity::Delivery => &mut self.delivery_error,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -165,26 +193,16 @@ impl Metrics {
     }
 
     /// Notes a successful poll or delivery now.
-    pub fn succeeded(&self, what: &str) {
+    pub fn succeeded(&self, what: Activity) {
         self.last_success
-            .get_or_create(&WhatLabels {
-                what: what.to_string(),
-            })
+            .get_or_create(&WhatLabels { what })
             .set(chrono::Utc::now().timestamp());
-        let mut h = self.lock();
-        match what {
-            "poll" => h.poll_error = None,
-            _ => h.delivery_error = None,
-        }
+        *self.lock().error(what) = None;
     }
 
     /// Notes a failed poll or delivery.
-    pub fn failed(&self, what: &str, error: &str) {
-        let mut h = self.lock();
-        match what {
-            "poll" => h.poll_error = Some(error.to_string()),
-            _ => h.delivery_error = Some(error.to_string()),
-        }
+    pub fn failed(&self, what: Activity, error: &str) {
+        *self.lock().error(what) = Some(error.to_string());
     }
 
     /// The OpenMetrics text of every figure.
@@ -200,22 +218,17 @@ impl Metrics {
     /// daemon has been up that long), or pending deliveries and none accepted within it.
     pub fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
         let now = chrono::Utc::now().timestamp();
-        let age = |what: &str| {
-            let at = self
-                .last_success
-                .get_or_create(&WhatLabels {
-                    what: what.to_string(),
-                })
-                .get();
+        let age = |what: Activity| {
+            let at = self.last_success.get_or_create(&WhatLabels { what }).get();
             (at > 0).then_some(now - at)
         };
         let allowed_s = allowed.as_secs() as i64;
         let h = self.lock();
-        let stale = |what: &str| match age(what) {
+        let stale = |what: Activity| match age(what) {
             Some(a) => a > allowed_s,
             None => up > allowed,
         };
-        if stale("poll") {
+        if stale(Activity::Poll) {
             return Some(format!(
                 "no successful Buildkite poll in the last {}s ({})",
                 allowed_s,
@@ -224,7 +237,7 @@ impl Metrics {
                     .unwrap_or("no poll has succeeded yet")
             ));
         }
-        if pending > 0 && stale("delivery") {
+        if pending > 0 && stale(Activity::Delivery) {
             return Some(format!(
                 "{pending} items pending and no delivery to BuildButler accepted in the last {}s ({})",
                 allowed_s,

@@ -5,9 +5,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::buildkite::budget::{Scope, Seen};
+use crate::exit::Error;
+use crate::item::Kind;
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::outbox::{self, DeadLetter};
-use crate::store::{cursor, enrich, Store};
+use crate::store::state::{self, Key};
+use crate::store::{enrich, timestamp, Store};
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
@@ -30,37 +34,37 @@ pub struct Status {
     pub enrich_waiting: u64,
     pub backfills: Vec<Checkpoint>,
     /// The Buildkite budgets as last seen.
-    pub rate_limit: Option<serde_json::Value>,
+    pub rate_limit: Option<Seen>,
 }
 
 /// Outbox items of one kind in one state.
 #[derive(Debug, Serialize)]
 pub struct Depth {
-    pub kind: String,
+    pub kind: Kind,
     pub state: String,
     pub count: u64,
 }
 
 /// Reads the status of the state database at `path`.
-pub async fn read(path: &Path) -> Result<Status, String> {
+pub async fn read(path: &Path) -> Result<Status, Error> {
     if !path.exists() {
-        return Err(format!(
+        return Err(Error::Missing(format!(
             "no state database at {}: kitesync has not run with this config yet",
             path.display()
-        ));
+        )));
     }
-    let store = Store::open_read_only(path).map_err(|e| e.to_string())?;
+    let store = Store::open_read_only(path)?;
     let state_path = path.display().to_string();
     store
         .call(move |c| {
-            let value = |k: &str| cursor::state_value(c, k);
+            let value = |k: Key| state::get(c, k);
             let summary = outbox::summary(c)?;
             Ok(Status {
                 state_path,
-                high_water_mark: value("high_water_mark")?,
-                last_poll_ok_at: value("last_poll_ok_at")?,
-                last_delivery_ok_at: value("last_delivery_ok_at")?,
-                agents_polled_at: value("agents_polled_at")?,
+                high_water_mark: value(Key::HighWaterMark)?,
+                last_poll_ok_at: value(Key::LastPollOkAt)?,
+                last_delivery_ok_at: value(Key::LastDeliveryOkAt)?,
+                agents_polled_at: value(Key::AgentsPolledAt)?,
                 outbox: outbox::depth(c)?
                     .into_iter()
                     .map(|(kind, state, count)| Depth { kind, state, count })
@@ -70,16 +74,16 @@ pub async fn read(path: &Path) -> Result<Status, String> {
                 next_attempt_at: summary
                     .next_attempt_at
                     .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(cursor::timestamp),
+                    .map(timestamp),
                 last_error: summary.last_error,
                 dead_letters: outbox::dead_letters(c)?,
                 enrich_waiting: enrich::count(c)?,
                 backfills: backfill::all(c)?,
-                rate_limit: value("rate_limit")?.and_then(|v| serde_json::from_str(&v).ok()),
+                rate_limit: value(Key::RateLimit)?.and_then(|v| serde_json::from_str(&v).ok()),
             })
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(Error::from)
 }
 
 /// The status as a table for people.
@@ -113,7 +117,7 @@ pub fn render(s: &Status) -> String {
     } else {
         s.outbox
             .iter()
-            .map(|d| format!("{} {} {}", d.count, d.kind, d.state))
+            .map(|d| format!("{} {} {}", d.count, d.kind.as_str(), d.state))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -132,21 +136,20 @@ pub fn render(s: &Status) -> String {
         "test results/logs due",
         format!("{} builds", s.enrich_waiting),
     );
-    if let Some(rl) = &s.rate_limit {
-        let scope = |k: &str| {
-            rl.get(k)
-                .filter(|v| !v.is_null())
-                .map_or("not reported".to_string(), |v| {
-                    format!("{} of {} left", v["remaining"], v["limit"])
-                })
+    if let Some(seen) = &s.rate_limit {
+        let scope = |s: Option<Scope>| {
+            s.map_or("not reported".to_string(), |s| {
+                format!("{} of {} left", s.remaining, s.limit)
+            })
         };
+        let budgets = &seen.budgets;
         line(
             "rate budget (last seen)",
             format!(
                 "organization {}, user {} (at {})",
-                scope("organization"),
-                scope("user"),
-                rl["at"].as_str().unwrap_or("?")
+                scope(budgets.org),
+                scope(budgets.user),
+                seen.at
             ),
         );
     }
@@ -174,7 +177,10 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(
                 out,
                 "  {} {} ({} tries): {}",
-                d.kind, d.label, d.attempts, d.error
+                d.kind.as_str(),
+                d.label,
+                d.attempts,
+                d.error
             );
         }
     }

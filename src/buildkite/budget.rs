@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
 /// The longest wait any header may impose: Buildkite's windows are one minute.
@@ -21,20 +22,42 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
 
 /// One budget as the headers report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {
     pub remaining: u32,
     pub limit: u32,
+    #[serde(
+        rename = "reset_seconds",
+        serialize_with = "secs",
+        deserialize_with = "from_secs"
+    )]
     pub reset: Duration,
 }
 
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn from_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
 /// Both budgets, as of the last answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The organization's budget (`RateLimit-*`).
+    #[serde(rename = "organization")]
     pub org: Option<Scope>,
     /// The token owner's budget (`RateLimit-User-*`).
     pub user: Option<Scope>,
+}
+
+/// The budgets as last seen, and when: what a poll saves for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub at: String,
+    #[serde(flatten)]
+    pub budgets: Snapshot,
 }
 
 impl Snapshot {

@@ -15,7 +15,7 @@ use super::budget::Budget;
 use super::model::{Agent, Artifact, Build};
 use crate::config::{BuildkiteConfig, Secret};
 use crate::metrics::Metrics;
-use crate::retry;
+use crate::net;
 
 /// Attempts at one request before a transient fault (5xx, timeout, reset, cut-short body,
 /// unreadable JSON) is reported as an error.
@@ -32,6 +32,9 @@ pub enum SourceError {
     Forbidden { endpoint: String, scope: String },
     #[error("Buildkite answered 404 for {endpoint}: check [buildkite] organization and that the token's owner belongs to it")]
     NotFound { endpoint: String },
+    /// A build's artifact, log or artifact list that no longer exists: that item alone.
+    #[error("Buildkite answered 404 for {endpoint}: it no longer exists (deleted or expired)")]
+    Gone { endpoint: String },
     #[error("Buildkite refused to list this deep at {endpoint} (400: {message})")]
     TooDeep { endpoint: String, message: String },
     #[error("Buildkite answered {status} at {endpoint}: {message}")]
@@ -48,6 +51,10 @@ pub enum SourceError {
     },
     #[error("Buildkite's answer at {endpoint} points at another host ({host}) for more: refusing to send the token there")]
     ForeignLink { endpoint: String, host: String },
+    /// A successful answer that breaks the API's rules (a list that does not narrow, a link
+    /// that does not parse).
+    #[error("Buildkite's answer at {endpoint} cannot be followed: {problem}")]
+    Protocol { endpoint: String, problem: String },
 }
 
 impl SourceError {
@@ -71,12 +78,13 @@ pub enum FetchError {
     Failed(String),
 }
 
-/// One page of a list: each item's raw JSON and its decoded form, the next page, and the
-/// server's time of the answer (its `Date` header).
+/// One page of a list: each item's raw JSON and its decoded form, the next page, the
+/// server's time of the answer (its `Date` header), and the endpoint for messages.
 pub struct Page<T> {
     pub items: Vec<Item<T>>,
     pub next: Option<Url>,
     pub date: Option<DateTime<Utc>>,
+    pub endpoint: String,
 }
 
 /// A list item: the JSON exactly as Buildkite sent it, and the decoded value or why not.
@@ -94,6 +102,41 @@ pub struct BuildQuery {
     pub branches: Vec<String>,
     /// A page number, only for walking the builds of one millisecond.
     pub page: Option<u32>,
+    /// Items per page (default: Buildkite's largest, 100).
+    pub per_page: Option<u32>,
+}
+
+/// The token scope a request needs (named when Buildkite answers 403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    None,
+    ReadBuilds,
+    ReadAgents,
+    ReadArtifacts,
+    ReadBuildLogs,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::None => "(none)",
+            Scope::ReadBuilds => "read_builds",
+            Scope::ReadAgents => "read_agents",
+            Scope::ReadArtifacts => "read_artifacts",
+            Scope::ReadBuildLogs => "read_build_logs",
+        }
+    }
+
+    /// The `endpoint` label of the request metrics: a handful of values.
+    fn metric(self) -> &'static str {
+        match self {
+            Scope::None => "access-token",
+            Scope::ReadBuilds => "builds",
+            Scope::ReadAgents => "agents",
+            Scope::ReadArtifacts => "artifacts",
+            Scope::ReadBuildLogs => "logs",
+        }
+    }
 }
 
 /// A Buildkite REST client for one organization.
@@ -109,18 +152,33 @@ pub struct Client {
     metrics: Arc<Metrics>,
 }
 
-/// One kind of GET: the token's scope it needs (named when Buildkite answers 403), extra
-/// headers, and statuses besides 2xx that are answers rather than errors.
+/// One kind of GET: the token's scope it needs, extra headers, statuses besides 2xx that are
+/// answers rather than errors, and whether a 404 means the organization is wrong (a list
+/// of the organization's) or only that one build's item is gone.
 struct Get<'a> {
     url: &'a Url,
-    scope: &'a str,
+    scope: Scope,
     headers: HeaderMap,
     also_ok: &'a [StatusCode],
+    build_item: bool,
+}
+
+impl<'a> Get<'a> {
+    fn new(url: &'a Url, scope: Scope) -> Get<'a> {
+        Get {
+            url,
+            scope,
+            headers: HeaderMap::new(),
+            also_ok: &[],
+            build_item: false,
+        }
+    }
 }
 
 /// What one attempt came to.
 enum Attempt {
     Done(StatusCode, Vec<u8>, HeaderMap),
+    /// A transport fault or a 5xx: worth another try.
     Transient(String),
     RateLimited(Duration),
     Failed(SourceError),
@@ -165,13 +223,14 @@ impl Client {
         &self.budget
     }
 
-    /// The first page of the organization-wide builds list, newest first, 100 a page, every
-    /// attempt of every job.
-    pub fn builds_url(&self, query: &BuildQuery) -> Url {
+    /// A page of the organization-wide builds list, newest first, every attempt of every
+    /// job. Builds that do not decode are returned as such, so one odd build never blocks the
+    /// page.
+    pub async fn builds(&self, query: &BuildQuery) -> Result<Page<Build>, SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("per_page", "100");
+            q.append_pair("per_page", &query.per_page.unwrap_or(100).to_string());
             q.append_pair("include_retried_jobs", "true");
             let mut time = |key: &str, t: &Option<DateTime<Utc>>| {
                 if let Some(t) = t {
@@ -188,21 +247,15 @@ impl Client {
                 q.append_pair("page", &page.to_string());
             }
         }
-        url
+        self.list(&url, Scope::ReadBuilds).await
     }
 
     /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
     /// answer reported.
     pub async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
         let url = self.endpoint(&["access-token"]);
-        let get = Get {
-            url: &url,
-            scope: "(none)",
-            headers: HeaderMap::new(),
-            also_ok: &[],
-        };
         let (scopes, _) = self
-            .get(&get, |_, _, body| {
+            .get(&Get::new(&url, Scope::None), |_, _, body| {
                 #[derive(serde::Deserialize)]
                 struct Token {
                     scopes: Vec<String>,
@@ -219,7 +272,7 @@ impl Client {
     pub async fn probe_builds(&self) -> Result<(), SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         url.query_pairs_mut().append_pair("per_page", "1");
-        self.list::<serde_json::Value>(&url, "read_builds")
+        self.list::<serde_json::Value>(&url, Scope::ReadBuilds)
             .await
             .map(drop)
     }
@@ -228,7 +281,7 @@ impl Client {
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
         let url = self.endpoint(&["organizations", &self.org, "agents"]);
-        self.list_all(url, "read_agents").await
+        self.list_all(url, Scope::ReadAgents).await
     }
 
     /// Every item of a small list (agents, a build's artifacts), following `Link` pages
@@ -236,7 +289,7 @@ impl Client {
     async fn list_all<T: serde::de::DeserializeOwned>(
         &self,
         mut url: Url,
-        scope: &str,
+        scope: Scope,
     ) -> Result<Vec<Item<T>>, SourceError> {
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut all = Vec::new();
@@ -249,12 +302,6 @@ impl Client {
         Ok(all)
     }
 
-    /// Fetches one page of builds. Builds that do not decode are returned as such, so one odd
-    /// build never blocks the page.
-    pub async fn builds_page(&self, url: &Url) -> Result<Page<Build>, SourceError> {
-        self.list(url, "read_builds").await
-    }
-
     /// Every artifact of a build, following the `Link` pages.
     pub async fn artifacts(
         &self,
@@ -262,7 +309,7 @@ impl Client {
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
         let url = self.build_endpoint(pipeline, number, &["artifacts"]);
-        self.list_all(url, "read_artifacts").await
+        self.list_all(url, Scope::ReadArtifacts).await
     }
 
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
@@ -277,10 +324,9 @@ impl Client {
             StatusCode::MOVED_PERMANENTLY,
         ];
         let get = Get {
-            url: &url,
-            scope: "read_artifacts",
-            headers: HeaderMap::new(),
             also_ok: &redirects,
+            build_item: true,
+            ..Get::new(&url, Scope::ReadArtifacts)
         };
         let (location, _) = self
             .get(&get, |status, headers, body| {
@@ -312,7 +358,7 @@ impl Client {
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| failed(retry::describe(&e)))?;
+            .map_err(|e| failed(net::describe(&e)))?;
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }
@@ -323,7 +369,7 @@ impl Client {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| failed(format!("cut short: {}", retry::describe(&e))))?
+            .map_err(|e| failed(format!("cut short: {}", net::describe(&e))))?
         {
             if (body.len() + chunk.len()) as u64 > cap {
                 return Err(FetchError::TooLarge);
@@ -348,10 +394,10 @@ impl Client {
             headers.insert(RANGE, range);
         }
         let get = Get {
-            url: &url,
-            scope: "read_build_logs",
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
+            build_item: true,
+            ..Get::new(&url, Scope::ReadBuildLogs)
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let (text, _) = self
@@ -370,13 +416,12 @@ impl Client {
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
         url: &Url,
-        scope: &str,
+        scope: Scope,
     ) -> Result<Page<T>, SourceError> {
+        // A build's artifact list that is gone is that build's problem alone.
         let get = Get {
-            url,
-            scope,
-            headers: HeaderMap::new(),
-            also_ok: &[],
+            build_item: scope == Scope::ReadArtifacts,
+            ..Get::new(url, scope)
         };
         let (items, headers) = self
             .get(&get, |_, _, body| {
@@ -397,7 +442,12 @@ impl Client {
                 raw: raw.get().to_string(),
             })
             .collect();
-        Ok(Page { items, next, date })
+        Ok(Page {
+            items,
+            next,
+            date,
+            endpoint: endpoint_name(url),
+        })
     }
 
     /// GETs until the answer succeeds and `parse` accepts it, or fails for good.
@@ -412,10 +462,10 @@ impl Client {
         loop {
             self.budget.acquire().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let reason = match self.attempt(get, &endpoint).await {
+            let (reason, malformed) = match self.attempt(get, &endpoint).await {
                 Attempt::Done(status, body, headers) => match parse(status, &headers, &body) {
                     Ok(value) => return Ok((value, headers)),
-                    Err(e) => format!("malformed answer: {e}"),
+                    Err(e) => (format!("malformed answer: {e}"), true),
                 },
                 Attempt::Failed(e) => return Err(e),
                 Attempt::RateLimited(wait) => {
@@ -434,7 +484,7 @@ impl Client {
                     }
                     continue;
                 }
-                Attempt::Transient(reason) => reason,
+                Attempt::Transient(reason) => (reason, false),
             };
             failures += 1;
             if failures >= MAX_ATTEMPTS {
@@ -444,14 +494,14 @@ impl Client {
                     reason,
                 });
             }
-            let wait = retry::backoff(
+            let wait = net::backoff(
                 failures,
                 Duration::from_millis(500),
                 Duration::from_secs(30),
             );
             // A malformed answer is worth a warning each time; transport faults are summed up
             // by the caller if they last.
-            if reason.starts_with("malformed") {
+            if malformed {
                 tracing::warn!(
                     endpoint,
                     attempt = failures,
@@ -478,12 +528,12 @@ impl Client {
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await;
-        let kind = metric_name(get.scope);
+        let kind = get.scope.metric();
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.request(kind, "error");
-                return Attempt::Transient(retry::describe(&e));
+                return Attempt::Transient(net::describe(&e));
             }
         };
         let status = response.status();
@@ -491,9 +541,7 @@ impl Client {
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
-            Err(e) => {
-                return Attempt::Transient(format!("body cut short: {}", retry::describe(&e)))
-            }
+            Err(e) => return Attempt::Transient(format!("body cut short: {}", net::describe(&e))),
         };
         if status.is_success() || get.also_ok.contains(&status) {
             self.budget.observe(&headers);
@@ -512,8 +560,13 @@ impl Client {
             StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
             StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
                 endpoint,
-                scope: missing_scope(&message).unwrap_or(get.scope).to_string(),
+                scope: missing_scope(&message)
+                    .unwrap_or(get.scope.name())
+                    .to_string(),
             }),
+            StatusCode::NOT_FOUND if get.build_item => {
+                Attempt::Failed(SourceError::Gone { endpoint })
+            }
             StatusCode::NOT_FOUND => Attempt::Failed(SourceError::NotFound { endpoint }),
             StatusCode::BAD_REQUEST if message.contains("this deep") => {
                 Attempt::Failed(SourceError::TooDeep { endpoint, message })
@@ -540,10 +593,9 @@ impl Client {
         else {
             return Ok(None);
         };
-        let next = current.join(&next).map_err(|_| SourceError::Rejected {
+        let next = current.join(&next).map_err(|_| SourceError::Protocol {
             endpoint: endpoint_name(current),
-            status: 200,
-            message: format!("unparseable next-page link {next:?}"),
+            problem: format!("unparseable next-page link {next:?}"),
         })?;
         if next.origin() != self.api.origin() {
             return Err(SourceError::ForeignLink {
@@ -572,10 +624,9 @@ impl Client {
     /// A URL Buildkite gave (e.g. an artifact's `download_url`), accepted only on the API's
     /// own host, since the token goes with it.
     fn own_url(&self, given: &str) -> Result<Url, SourceError> {
-        let url = self.api.join(given).map_err(|e| SourceError::Rejected {
+        let url = self.api.join(given).map_err(|e| SourceError::Protocol {
             endpoint: given.chars().take(100).collect(),
-            status: 200,
-            message: format!("unparseable URL from Buildkite: {e}"),
+            problem: format!("unparseable URL from Buildkite: {e}"),
         })?;
         if url.origin() != self.api.origin() {
             return Err(SourceError::ForeignLink {
@@ -609,17 +660,6 @@ impl Client {
             path.pop_if_empty().push("v2").extend(segments);
         }
         url
-    }
-}
-
-/// The `endpoint` label of a request, by the scope it needs: a handful of values.
-fn metric_name(scope: &str) -> &'static str {
-    match scope {
-        "read_builds" => "builds",
-        "read_agents" => "agents",
-        "read_artifacts" => "artifacts",
-        "read_build_logs" => "logs",
-        _ => "access-token",
     }
 }
 

@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::{webhook, wire};
 use crate::buildkite::Build;
 use crate::config::{Config, Mode, Secret, StatusCase};
-use crate::retry;
-use crate::store::outbox::Row;
+use crate::item::{Fleet, Item, Kind, Log, TestResults};
+use crate::net;
 
 /// Why a delivery did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,12 +19,26 @@ pub enum SendError {
     /// Worth trying again later: 5xx, 429, timeouts, dropped connections.
     #[error("{0}")]
     Retry(String),
-    /// BuildButler refused this item for good (e.g. 400): it becomes a dead letter.
-    #[error("{0}")]
-    Reject(String),
+    /// This item is refused for good (BuildButler answered `status`, e.g. 400, or it cannot
+    /// be rendered): it becomes a dead letter.
+    #[error("{message}")]
+    Reject {
+        status: Option<StatusCode>,
+        message: String,
+    },
     /// Nothing can be delivered until the operator acts (bad API key, wrong URL).
     #[error("{0}")]
     Fatal(String),
+}
+
+impl SendError {
+    /// An item that cannot be rendered: it can never be delivered as it is.
+    fn unrenderable(what: &str, e: impl std::fmt::Display) -> SendError {
+        SendError::Reject {
+            status: None,
+            message: format!("cannot render the queued {what}: {e}"),
+        }
+    }
 }
 
 /// A BuildButler client.
@@ -97,17 +111,35 @@ impl Sink {
         self
     }
 
-    /// Delivers one outbox row.
-    pub async fn deliver(&self, row: &Row) -> Result<(), SendError> {
-        match (self.mode, row.kind.as_str()) {
-            (Mode::Ingest, "build") => self.ingest_build(&row.payload).await,
-            (Mode::Webhook, "build") => self.webhook_build(&row.payload).await,
-            (Mode::Ingest, "agents") => self.ingest_raw("agents", &row.payload).await,
-            (Mode::Ingest, "tests") => self.ingest_raw("tests", &row.payload).await,
-            (Mode::Ingest, "log") => self.ingest_raw("build-logs", &row.payload).await,
-            (_, other) => Err(SendError::Reject(format!(
-                "unknown outbox item kind {other:?}"
-            ))),
+    /// Renders one item ([`wire`]) and delivers it.
+    pub async fn deliver(&self, item: Item<'_>) -> Result<(), SendError> {
+        let decode = |what| move |e| SendError::unrenderable(what, e);
+        let payload = item.payload;
+        match (self.mode, item.kind) {
+            (Mode::Ingest, Kind::Build) => self.ingest_build(payload).await,
+            (Mode::Webhook, Kind::Build) => self.webhook_build(payload).await,
+            (Mode::Ingest, Kind::Tests) => {
+                let results: TestResults =
+                    serde_json::from_str(payload).map_err(decode("test results"))?;
+                self.ingest("tests", &wire::suite(&results)).await.map(drop)
+            }
+            (Mode::Ingest, Kind::Log) => {
+                let log: Log = serde_json::from_str(payload).map_err(decode("log"))?;
+                let build: Build =
+                    serde_json::from_str(log.build.get()).map_err(decode("log's build"))?;
+                let body = wire::log(&self.org, &build, &log.content, self.case);
+                self.ingest("build-logs", &body).await.map(drop)
+            }
+            (Mode::Ingest, Kind::Agents) => {
+                let fleet: Fleet = serde_json::from_str(payload).map_err(decode("fleet"))?;
+                self.ingest("agents", &wire::fleet(&self.org, &fleet))
+                    .await
+                    .map(drop)
+            }
+            (Mode::Webhook, kind) => Err(SendError::Reject {
+                status: None,
+                message: format!("webhook mode carries builds only, not {}", kind.as_str()),
+            }),
         }
     }
 
@@ -138,7 +170,10 @@ impl Sink {
         match self.post(&url, &route, body, headers).await {
             Ok(_) => Ok(format!("{} answered and accepted the API key", self.shown)),
             // Refused for its (empty) content, as a validating API does: the key was accepted.
-            Err(SendError::Reject(m)) if m.contains("(400 ") || m.contains("(422 ") => Ok(format!(
+            Err(SendError::Reject {
+                status: Some(StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY),
+                ..
+            }) => Ok(format!(
                 "{} answered and accepted the API key (the empty test build was refused, as it should be)",
                 self.shown
             )),
@@ -147,8 +182,8 @@ impl Sink {
     }
 
     async fn ingest_build(&self, payload: &str) -> Result<(), SendError> {
-        let build: Build = serde_json::from_str(payload)
-            .map_err(|e| SendError::Reject(format!("cannot decode the queued build: {e}")))?;
+        let build: Build =
+            serde_json::from_str(payload).map_err(|e| SendError::unrenderable("build", e))?;
         let body = wire::build(&self.org, &build, self.case);
         let answer = self.ingest("builds", &body).await?;
         let build_id = answer
@@ -163,8 +198,7 @@ impl Sink {
     }
 
     async fn webhook_build(&self, payload: &str) -> Result<(), SendError> {
-        let body = webhook::payload(payload)
-            .map_err(|e| SendError::Reject(format!("cannot build the webhook body: {e}")))?;
+        let body = webhook::payload(payload).map_err(|e| SendError::unrenderable("build", e))?;
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-buildkite-event",
@@ -209,19 +243,8 @@ impl Sink {
     ) -> Result<serde_json::Value, SendError> {
         let url = format!("{}{}/{route}", self.server, self.prefix);
         let shown_route = format!("{}/{route}", self.prefix.trim_start_matches('/'));
-        let bytes = serde_json::to_vec(body)
-            .map_err(|e| SendError::Reject(format!("cannot encode the body: {e}")))?;
+        let bytes = serde_json::to_vec(body).map_err(|e| SendError::unrenderable(route, e))?;
         self.post(&url, &shown_route, bytes, HeaderMap::new()).await
-    }
-
-    /// POSTs an already encoded JSON body to `{url}{ingest_prefix}/{route}`.
-    async fn ingest_raw(&self, route: &str, body: &str) -> Result<(), SendError> {
-        let url = format!("{}{}/{route}", self.server, self.prefix);
-        let shown_route = format!("{}/{route}", self.prefix.trim_start_matches('/'));
-        let bytes = body.as_bytes().to_vec();
-        self.post(&url, &shown_route, bytes, HeaderMap::new())
-            .await
-            .map(drop)
     }
 
     /// POSTs a JSON `body` to `url` (named `route` in messages, never with its query).
@@ -243,14 +266,15 @@ impl Sink {
             .header(CONTENT_TYPE, "application/json")
             .headers(headers)
             .body(body);
-        let response = request.send().await.map_err(|e| {
-            SendError::Retry(format!("BuildButler {route}: {}", retry::describe(&e)))
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SendError::Retry(format!("BuildButler {route}: {}", net::describe(&e))))?;
         let status = response.status();
         let text = response.bytes().await.map_err(|e| {
             SendError::Retry(format!(
                 "BuildButler {route}: answer cut short: {}",
-                retry::describe(&e)
+                net::describe(&e)
             ))
         })?;
         if status.is_success() {
@@ -268,9 +292,12 @@ impl Sink {
             StatusCode::NOT_FOUND
                 if !(route == "builds" || route.ends_with("/builds") || route.starts_with("webhooks")) =>
             {
-                SendError::Reject(format!(
-                    "BuildButler answered 404 at {path}: it has no such route, or not the build this belongs to"
-                ))
+                SendError::Reject {
+                    status: Some(status),
+                    message: format!(
+                        "BuildButler answered 404 at {path}: it has no such route, or not the build this belongs to"
+                    ),
+                }
             }
             StatusCode::NOT_FOUND => SendError::Fatal(format!(
                 "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
@@ -281,10 +308,10 @@ impl Sink {
             {
                 SendError::Retry(format!("BuildButler {route} answered {s}"))
             }
-            s => SendError::Reject(format!(
-                "BuildButler refused it ({s} at {route}): {}",
-                detail()
-            )),
+            s => SendError::Reject {
+                status: Some(s),
+                message: format!("BuildButler refused it ({s} at {route}): {}", detail()),
+            },
         })
     }
 }

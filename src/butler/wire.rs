@@ -1,4 +1,6 @@
-//! Every wire choice of the Buildkite -> BuildButler mapping, in one place.
+//! Every wire choice of the Buildkite -> BuildButler mapping, for every item kind, in one
+//! place: the outbox keeps Buildkite's facts ([`crate::item`]) and the sink renders them here,
+//! at delivery.
 //!
 //! | Buildkite | BuildButler |
 //! |---|---|
@@ -16,9 +18,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::buildkite::model::{Agent, Build, Job};
+use crate::buildkite::model::{Build, Job};
 use crate::config::StatusCase;
-use crate::sync::junit::{Status as TestStatus, Suite};
+use crate::item::{Agent, Fleet, TestResults, TestStatus};
 
 /// The body of `POST {prefix}/builds`.
 #[derive(Debug, Serialize)]
@@ -113,11 +115,12 @@ pub struct WireCase<'a> {
     pub stack_trace: Option<&'a str>,
 }
 
-/// A JUnit suite for the BuildButler build `build_id`.
-pub fn suite<'a>(build_id: &'a str, s: &'a Suite) -> WireSuite<'a> {
+/// A JUnit suite of a build.
+pub fn suite(results: &TestResults) -> WireSuite<'_> {
+    let s = &results.suite;
     let count = |status: TestStatus| s.cases.iter().filter(|c| c.status == status).count();
     WireSuite {
-        build_id,
+        build_id: &results.build_id,
         name: &s.name,
         total_count: s.cases.len(),
         pass_count: count(TestStatus::Passed),
@@ -179,22 +182,22 @@ pub fn log<'a>(org: &'a str, b: &'a Build, content: &'a str, case: StatusCase) -
 }
 
 /// One agent of the fleet snapshot (`POST {prefix}/agents`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireAgent {
-    pub name: String,
+pub struct WireAgent<'a> {
+    pub name: &'a str,
     /// ONLINE (connected, idle), BUILDING (running a job), OFFLINE (gone from the list) or
     /// UNKNOWN (never connected).
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_job: Option<String>,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_job: Option<&'a str>,
     /// The agent's `meta_data` tags, comma-joined.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub os: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<&'a str>,
     /// A Buildkite agent runs one job at a time.
     pub executors: u32,
 }
@@ -204,46 +207,38 @@ pub struct WireAgent {
 #[serde(rename_all = "camelCase")]
 pub struct WireFleet<'a> {
     pub jenkins_instance_id: &'a str,
-    pub agents: Vec<WireAgent>,
+    pub agents: Vec<WireAgent<'a>>,
     pub queue_items: [(); 0],
 }
 
-/// An agent as BuildButler's fleet snapshot shows it.
-pub fn agent(a: &Agent) -> WireAgent {
-    let job = a.job.as_ref().filter(|j| !j.is_null());
+/// The fleet snapshot of the organization `org`.
+pub fn fleet<'a>(org: &'a str, fleet: &'a Fleet) -> WireFleet<'a> {
+    WireFleet {
+        jenkins_instance_id: org,
+        agents: fleet.agents.iter().map(agent).collect(),
+        queue_items: [],
+    }
+}
+
+/// An agent as BuildButler's fleet snapshot shows it; one that left the list is OFFLINE.
+pub fn agent(a: &Agent) -> WireAgent<'_> {
+    let job = a.job.as_deref().filter(|_| !a.gone);
     let status = match a.connection_state.as_deref() {
+        _ if a.gone => "OFFLINE",
         Some("connected" | "stopping") if job.is_some() => "BUILDING",
         Some("connected" | "stopping") => "ONLINE",
         Some("never_connected") => "UNKNOWN",
         _ => "OFFLINE",
     };
-    let (ua_os, ua_arch) = a.platform();
-    let tags = a.meta_data.as_deref().unwrap_or_default();
     WireAgent {
-        name: a
-            .name
-            .clone()
-            .or_else(|| a.hostname.clone())
-            .unwrap_or_else(|| a.id.clone()),
-        status: status.to_string(),
-        current_job: job.and_then(|j| {
-            j.get("name")
-                .or_else(|| j.get("id"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        }),
-        labels: (!tags.is_empty()).then(|| tags.join(",")),
-        os: a.tag("os").or(ua_os).map(str::to_string),
-        arch: a.arch.as_deref().or(ua_arch).map(str::to_string),
+        name: &a.name,
+        status,
+        current_job: job,
+        labels: (!a.tags.is_empty()).then(|| a.tags.join(",")),
+        os: a.os.as_deref(),
+        arch: a.arch.as_deref(),
         executors: 1,
     }
-}
-
-/// The same agent once it has left the list: OFFLINE, with no job.
-pub fn gone(mut agent: WireAgent) -> WireAgent {
-    agent.status = "OFFLINE".to_string();
-    agent.current_job = None;
-    agent
 }
 
 /// A finished build as BuildButler's ingest API takes it.
@@ -409,27 +404,31 @@ mod tests {
 
     #[test]
     fn agents_map_to_fleet_statuses() {
-        let decode = |v: serde_json::Value| -> Agent { serde_json::from_value(v).expect("agent") };
-        let busy = agent(&decode(json!({
-            "id": "a1", "name": "ci-1", "connection_state": "connected",
-            "user_agent": "buildkite-agent/3.80.0 (linux; arm64)",
-            "meta_data": ["queue=default", "docker=true"],
-            "job": {"id": "j1", "name": ":rspec: Specs", "state": "running"}
-        })));
+        let busy = Agent {
+            name: "ci-1".into(),
+            connection_state: Some("connected".into()),
+            job: Some(":rspec: Specs".into()),
+            tags: vec!["queue=default".into(), "docker=true".into()],
+            os: Some("linux".into()),
+            arch: Some("arm64".into()),
+            gone: false,
+        };
         assert_eq!(
-            serde_json::to_value(&busy).expect("json"),
+            serde_json::to_value(agent(&busy)).expect("json"),
             json!({"name": "ci-1", "status": "BUILDING", "currentJob": ":rspec: Specs",
                    "labels": "queue=default,docker=true", "os": "linux", "arch": "arm64",
                    "executors": 1})
         );
-        let idle = agent(&decode(
-            json!({"id": "a2", "hostname": "box", "connection_state": "connected", "job": null}),
-        ));
+        let idle = Agent {
+            job: None,
+            ..busy.clone()
+        };
+        assert_eq!(agent(&idle).status, "ONLINE");
+        let gone = Agent { gone: true, ..busy };
         assert_eq!(
-            (idle.name.as_str(), idle.status.as_str()),
-            ("box", "ONLINE")
+            (agent(&gone).status, agent(&gone).current_job),
+            ("OFFLINE", None)
         );
-        assert_eq!(gone(busy).status, "OFFLINE");
     }
 
     #[test]

@@ -1,41 +1,42 @@
 //! The agent fleet: what BuildButler was last told, to send a snapshot only when something
 //! changed. An agent that leaves Buildkite's list (which shows only connected agents) stays
-//! in the snapshot as OFFLINE for a day, then is dropped.
+//! in the snapshot, marked gone, for a day, then is dropped.
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, Connection};
 
-use super::cursor::timestamp;
 use super::outbox::{self, NewItem};
-use crate::butler::wire::{self, WireAgent, WireFleet};
+use super::state::{self, Key};
+use super::timestamp;
+use crate::item::{Agent, Fleet, Kind};
 
-/// How long an agent that left the list is still shown as OFFLINE.
+/// How long an agent that left the list is still shown.
 const KEEP_GONE: Duration = Duration::days(1);
 
-/// Records the agents listed now; when the fleet differs from the one last recorded, queues
-/// a snapshot of it, in the same transaction. Returns whether it changed.
+/// Records the agents listed now (by id); when the fleet differs from the one last recorded,
+/// queues a snapshot of it, in the same transaction. Returns whether it changed.
 pub fn record(
     conn: &mut Connection,
     org: &str,
-    listed: &[(String, WireAgent)],
+    listed: &[(String, Agent)],
     now: DateTime<Utc>,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
     let known: Vec<(String, String, Option<String>)> = tx
-        .prepare("SELECT id, wire, gone_since FROM agents")?
+        .prepare("SELECT id, facts, gone_since FROM agents")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut changed = false;
     for (id, agent) in listed {
-        let text = serde_json::to_string(agent).unwrap_or_default();
+        let text = encode(agent)?;
         let same = known
             .iter()
-            .any(|(k, w, gone)| k == id && *w == text && gone.is_none());
+            .any(|(k, f, gone)| k == id && *f == text && gone.is_none());
         if !same {
             changed = true;
             tx.execute(
-                "INSERT INTO agents (id, wire, gone_since) VALUES (?1, ?2, NULL)
-                 ON CONFLICT (id) DO UPDATE SET wire = excluded.wire, gone_since = NULL",
+                "INSERT INTO agents (id, facts, gone_since) VALUES (?1, ?2, NULL)
+                 ON CONFLICT (id) DO UPDATE SET facts = excluded.facts, gone_since = NULL",
                 params![id, text],
             )?;
         }
@@ -48,14 +49,17 @@ pub fn record(
         match gone {
             None => {
                 changed = true;
-                let offline = serde_json::from_str::<WireAgent>(text)
-                    .map(wire::gone)
-                    .ok()
-                    .and_then(|a| serde_json::to_string(&a).ok())
-                    .unwrap_or_else(|| text.clone());
+                let left = match serde_json::from_str::<Agent>(text) {
+                    Ok(agent) => encode(&Agent {
+                        gone: true,
+                        job: None,
+                        ..agent
+                    })?,
+                    Err(_) => text.clone(),
+                };
                 tx.execute(
-                    "UPDATE agents SET wire = ?2, gone_since = ?3 WHERE id = ?1",
-                    params![id, offline, now_text],
+                    "UPDATE agents SET facts = ?2, gone_since = ?3 WHERE id = ?1",
+                    params![id, left, now_text],
                 )?;
             }
             Some(since) if since.as_str() < timestamp(now - KEEP_GONE).as_str() => {
@@ -65,29 +69,19 @@ pub fn record(
             Some(_) => {}
         }
     }
-    tx.execute(
-        "INSERT INTO state (key, value) VALUES ('agents_polled_at', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [&now_text],
-    )?;
+    state::set(&tx, Key::AgentsPolledAt, &now_text)?;
     if changed {
-        let agents: Vec<WireAgent> = tx
-            .prepare("SELECT wire FROM agents ORDER BY wire")?
+        let agents: Vec<Agent> = tx
+            .prepare("SELECT facts FROM agents ORDER BY facts")?
             .query_map([], |r| r.get::<_, String>(0))?
-            .filter_map(|w| serde_json::from_str(&w.ok()?).ok())
+            .filter_map(|f| serde_json::from_str(&f.ok()?).ok())
             .collect();
-        let fleet = WireFleet {
-            jenkins_instance_id: org,
-            agents,
-            queue_items: [],
-        };
-        let payload = serde_json::to_string(&fleet).unwrap_or_default();
         let item = NewItem {
-            kind: "agents",
+            kind: Kind::Agents,
             key: "fleet",
             version: &now_text,
             label: &format!("{org} agents"),
-            payload: &payload,
+            payload: &encode(&Fleet { agents })?,
             dead: None,
             parent: None,
         };
@@ -97,17 +91,14 @@ pub fn record(
     Ok(changed)
 }
 
+/// JSON for the database; a failure is SQLite's to report.
+fn encode<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
 /// When the agents were last polled.
 pub fn last_polled(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    use rusqlite::OptionalExtension;
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM state WHERE key = 'agents_polled_at'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(text
+    Ok(state::get(conn, Key::AgentsPolledAt)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc)))
 }
@@ -117,15 +108,15 @@ mod tests {
     use super::*;
     use crate::store::{outbox, Store};
 
-    fn agent(name: &str) -> WireAgent {
-        WireAgent {
+    fn agent(name: &str) -> Agent {
+        Agent {
             name: name.into(),
-            status: "ONLINE".into(),
-            current_job: None,
-            labels: None,
+            connection_state: Some("connected".into()),
+            job: None,
+            tags: Vec::new(),
             os: None,
             arch: None,
-            executors: 1,
+            gone: false,
         }
     }
 

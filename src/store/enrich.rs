@@ -5,6 +5,7 @@
 use rusqlite::{params, Connection, Transaction};
 
 use super::outbox::{self, NewItem};
+use crate::item::Kind;
 
 /// A build to enrich.
 #[derive(Debug, Clone)]
@@ -16,10 +17,10 @@ pub struct Pending {
     pub attempts: u32,
 }
 
-/// An item fetched for a build: its outbox kind, key within the kind, and body.
+/// An item fetched for a build: its outbox kind, key within the kind, and payload.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub key: String,
     pub payload: String,
 }
@@ -77,10 +78,8 @@ pub fn complete(
     if removed == 1 {
         // Children of a build that is already a dead letter are kept with it.
         let parent_dead = tx
-            .prepare_cached(
-                "SELECT 1 FROM outbox WHERE kind = 'build' AND key = ?1 AND state = 'dead'",
-            )?
-            .exists([&build.build_id])?;
+            .prepare_cached("SELECT 1 FROM outbox WHERE kind = ?2 AND key = ?1 AND state = 'dead'")?
+            .exists(params![build.build_id, Kind::Build])?;
         let dead = parent_dead.then_some("its build is a dead letter");
         for item in fetched {
             let new = NewItem {
@@ -132,7 +131,7 @@ mod tests {
             .call(|c| {
                 let tx = c.transaction()?;
                 let build = NewItem {
-                    kind: "build",
+                    kind: Kind::Build,
                     key: "b1",
                     version: "v",
                     label: "acme/web#1",
@@ -153,12 +152,12 @@ mod tests {
                 add(&tx, "b1", "v", "acme/web#1", "{}")?;
                 tx.commit()?;
                 let suite = Fetched {
-                    kind: "tests",
+                    kind: Kind::Tests,
                     key: "b1/a/0".into(),
                     payload: "{}".into(),
                 };
                 complete(c, &pending, &[suite], 0)?;
-                let due_before: Vec<String> =
+                let due_before: Vec<Kind> =
                     outbox::due(c, 0, 10)?.into_iter().map(|r| r.kind).collect();
                 let row = outbox::due(c, 0, 10)?.remove(0);
                 outbox::settle(c, &[(row, Outcome::Dead("400".into()))])?;
@@ -168,7 +167,7 @@ mod tests {
             })
             .await
             .expect("db");
-        assert_eq!(due_before, ["build"], "the suite waits for its build");
+        assert_eq!(due_before, [Kind::Build], "the suite waits for its build");
         assert_eq!(due_after, 0, "nothing of a dead build is sent");
         assert_eq!(dead, 2, "the suite is a dead letter with its build");
     }

@@ -1,89 +1,50 @@
-//! The state database (SQLite, WAL): the cursor, the builds already seen, and the outbox.
+//! The state database (SQLite, WAL): the cursor, the builds already seen, the outbox, the
+//! enrich queue, backfill checkpoints and the agent fleet.
 //!
 //! It is the only hand-over point between polling and delivery. Every write is one short
-//! transaction, so a `kill -9` at any moment leaves either the state before or after it.
+//! transaction, so a `kill -9` at any moment leaves either the state before or after it. It
+//! knows nothing of BuildButler: what it keeps is Buildkite's facts ([`crate::item`]).
 
 pub mod agents;
 pub mod backfill;
+pub mod builds;
 pub mod cursor;
 pub mod enrich;
+mod migrate;
 pub mod outbox;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
-/// A state-database failure, naming the file.
+/// A state-database failure: the file, what kitesync was doing, and why it failed.
 #[derive(Debug, thiserror::Error)]
-#[error("state database {path}: {reason}")]
+#[error("state database {}: {doing}: {cause}", path.display())]
 pub struct StoreError {
-    path: String,
-    reason: String,
+    pub path: PathBuf,
+    pub doing: &'static str,
+    #[source]
+    pub cause: Cause,
 }
 
-/// Schema migrations, applied in order; `PRAGMA user_version` is how many have run.
-const MIGRATIONS: &[&str] = &[
-    // 1: cursor, seen builds, outbox.
-    "CREATE TABLE state (
-         key   TEXT PRIMARY KEY,
-         value TEXT NOT NULL
-     ) WITHOUT ROWID;
-     CREATE TABLE seen (
-         build_id    TEXT NOT NULL,
-         finished_at TEXT NOT NULL,
-         PRIMARY KEY (build_id, finished_at)
-     ) WITHOUT ROWID;
-     CREATE INDEX seen_by_finish ON seen (finished_at);
-     CREATE TABLE outbox (
-         id              INTEGER PRIMARY KEY,
-         kind            TEXT NOT NULL,
-         key             TEXT NOT NULL,
-         version         TEXT NOT NULL,
-         label           TEXT NOT NULL,
-         payload         TEXT NOT NULL,
-         state           TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
-         attempts        INTEGER NOT NULL DEFAULT 0,
-         next_attempt_at INTEGER NOT NULL DEFAULT 0,
-         last_error      TEXT,
-         enqueued_at     INTEGER NOT NULL,
-         UNIQUE (kind, key)
-     );
-     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);",
-    // 2: backfill checkpoints, one per (since, until) range; `open_ended` when the run had
-    // no --until (its until is when it first started).
-    "CREATE TABLE backfill (
-         since      TEXT NOT NULL,
-         until      TEXT NOT NULL,
-         open_ended INTEGER NOT NULL,
-         upper      TEXT NOT NULL,
-         done       INTEGER NOT NULL DEFAULT 0,
-         pages      INTEGER NOT NULL DEFAULT 0,
-         builds     INTEGER NOT NULL DEFAULT 0,
-         updated_at TEXT NOT NULL,
-         PRIMARY KEY (since, until)
-     ) WITHOUT ROWID;",
-    // 3: the agent fleet as last sent (or about to be sent) to BuildButler.
-    "CREATE TABLE agents (
-         id         TEXT PRIMARY KEY,
-         wire       TEXT NOT NULL,
-         gone_since TEXT
-     ) WITHOUT ROWID;",
-    // 4: builds waiting for their test results and logs; items that must follow their build.
-    "CREATE TABLE enrich (
-         build_id        TEXT PRIMARY KEY,
-         version         TEXT NOT NULL,
-         label           TEXT NOT NULL,
-         payload         TEXT NOT NULL,
-         attempts        INTEGER NOT NULL DEFAULT 0,
-         next_attempt_at INTEGER NOT NULL DEFAULT 0,
-         last_error      TEXT
-     ) WITHOUT ROWID;
-     ALTER TABLE outbox ADD COLUMN parent TEXT;",
-    // 5: reading the outbox in id order stops after a batch instead of sorting all of it.
-    "CREATE INDEX outbox_pending ON outbox (state, id);",
-];
+/// Why a state-database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Its schema is not the one this kitesync knows.
+    #[error("it has schema version {found}, this kitesync knows {known}: {}",
+        if found > known { "upgrade kitesync" } else { "let kitesync (the daemon or --once) migrate it first" })]
+    Schema { found: usize, known: usize },
+    #[error("the task running it failed: {0}")]
+    Task(String),
+}
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking
 /// pool, one at a time.
@@ -96,53 +57,49 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let fail = |reason: String| StoreError {
-            path: path.display().to_string(),
-            reason,
-        };
         let new = !path.exists();
-        let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
+        let mut conn = Connection::open(path).map_err(failing(path, "cannot open it"))?;
         // Every write transaction takes the write lock when it begins, so that one that read
         // first waits for a backfill's or the daemon's write instead of failing at once.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.busy_timeout(Duration::from_secs(10))
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
-            .map_err(|e| fail(format!("cannot set it up: {e}")))?;
-        migrate(&mut conn).map_err(fail)?;
+            .map_err(failing(path, "cannot set it up"))?;
+        migrate::run(&mut conn).map_err(|(doing, cause)| StoreError {
+            path: path.to_path_buf(),
+            doing,
+            cause,
+        })?;
         if new {
             tracing::info!(
                 "created a new state database at {}: the first poll looks back [buildkite] first_poll_lookback_minutes",
                 path.display()
             );
         }
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-        })
+        Ok(Store::with(conn, path))
     }
 
     /// Opens the database at `path` only to read it (`status`): no migration, no write.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        let fail = |reason: String| StoreError {
-            path: path.display().to_string(),
-            reason,
-        };
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| fail(format!("cannot open it: {e}")))?;
-        let version: usize = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| fail(format!("cannot read it: {e}")))?;
-        if version != MIGRATIONS.len() {
-            return Err(fail(format!(
-                "it has schema version {version}, this kitesync expects {}: run the matching kitesync (or let the daemon migrate it) first",
-                MIGRATIONS.len()
-            )));
+            .map_err(failing(path, "cannot open it"))?;
+        let found = migrate::version(&conn).map_err(failing(path, "cannot read it"))?;
+        if found != migrate::LATEST {
+            let schema = Cause::Schema {
+                found,
+                known: migrate::LATEST,
+            };
+            return Err(failing(path, "cannot read it")(schema));
         }
-        Ok(Store {
+        Ok(Store::with(conn, path))
+    }
+
+    fn with(conn: Connection, path: &Path) -> Store {
+        Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
-        })
+        }
     }
 
     /// Waits for the right to deliver. Only one process delivers from this database at a
@@ -150,36 +107,30 @@ impl Store {
     /// the outbox again: an older version of a build can never overwrite a newer one, even
     /// with a backfill running beside the daemon. Released when dropped.
     pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
-        let fail = |reason: String| StoreError {
-            path: self.path.display().to_string(),
-            reason,
-        };
         // An flock on the database file itself: read access is enough, and it is separate
         // from the fcntl locks SQLite takes on the same file.
         let file = std::fs::File::open(&self.path)
-            .map_err(|e| fail(format!("cannot open it to take the delivery lock: {e}")))?;
+            .map_err(failing(&self.path, "cannot take its delivery lock"))?;
         let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
         match locked {
             Ok(Ok(file)) => Ok(DeliveryLock { _file: file }),
-            Ok(Err(e)) => Err(fail(format!("cannot take its delivery lock: {e}"))),
-            Err(e) => Err(fail(format!("a lock task failed: {e}"))),
+            Ok(Err(e)) => Err(failing(&self.path, "cannot take its delivery lock")(e)),
+            Err(e) => Err(failing(&self.path, "cannot take its delivery lock")(
+                Cause::Task(e.to_string()),
+            )),
         }
     }
 
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
     /// another process writes to it: for `--dry-run`, which must change nothing.
     pub fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
-        let fail = |reason: String| StoreError {
-            path: from.display().to_string(),
-            reason,
-        };
         if !from.exists() {
             return Ok(());
         }
         let src = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| fail(format!("cannot open it to copy: {e}")))?;
+            .map_err(failing(from, "cannot open it to copy"))?;
         src.backup(rusqlite::MAIN_DB, to, None)
-            .map_err(|e| fail(format!("cannot copy it to {}: {e}", to.display())))
+            .map_err(failing(from, "cannot copy it for the dry run"))
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -194,14 +145,22 @@ impl Store {
             f(&mut conn)
         })
         .await;
-        let fail = |reason: String| StoreError {
-            path: self.path.display().to_string(),
-            reason,
-        };
         match joined {
-            Ok(result) => result.map_err(|e| fail(e.to_string())),
-            Err(e) => Err(fail(format!("a database task failed: {e}"))),
+            Ok(result) => result.map_err(failing(&self.path, "cannot read or write it")),
+            Err(e) => Err(failing(&self.path, "cannot read or write it")(Cause::Task(
+                e.to_string(),
+            ))),
         }
+    }
+}
+
+/// Turns a failure while `doing` something to the database at `path` into a [`StoreError`].
+fn failing<E: Into<Cause>>(path: &Path, doing: &'static str) -> impl FnOnce(E) -> StoreError {
+    let path = path.to_path_buf();
+    move |cause| StoreError {
+        path,
+        doing,
+        cause: cause.into(),
     }
 }
 
@@ -210,33 +169,15 @@ pub struct DeliveryLock {
     _file: std::fs::File,
 }
 
-/// Applies the missing migrations in one write transaction, so that two processes opening a
-/// new database at once (a backfill next to the daemon) do not both migrate it.
-fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| format!("cannot lock it to migrate: {e}"))?;
-    let version: usize = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| format!("cannot read its schema version: {e}"))?;
-    if version > MIGRATIONS.len() {
-        return Err(format!(
-            "it has schema version {version}, newer than this kitesync knows ({}): upgrade kitesync",
-            MIGRATIONS.len()
-        ));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(sql)
-            .and_then(|_| tx.pragma_update(None, "user_version", i + 1))
-            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
-    }
-    tx.commit()
-        .map_err(|e| format!("cannot save its migration: {e}"))
-}
-
 /// Milliseconds since the Unix epoch, the unit of the outbox's times.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    Utc::now().timestamp_millis()
+}
+
+/// The canonical text form of a time in the state database: RFC 3339 with milliseconds, so
+/// that text order is time order.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -1,13 +1,31 @@
 //! The outbox: what must still reach BuildButler. A row leaves only after a 2xx; a row that
 //! BuildButler refuses becomes a dead letter, kept with its error.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::state::{self, Key};
+use crate::item::Kind;
+
+impl ToSql for Kind {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for Kind {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Kind> {
+        let name = value.as_str()?;
+        Kind::from_name(name)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown item kind {name:?}").into()))
+    }
+}
 
 /// A row due for delivery.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub id: i64,
-    pub kind: String,
+    pub kind: Kind,
     pub key: String,
     /// Which version of the item this is (for a build: its `finished_at`).
     pub version: String,
@@ -30,8 +48,7 @@ pub enum Outcome {
 /// An item to queue.
 #[derive(Debug, Clone, Copy)]
 pub struct NewItem<'a> {
-    /// What it is, e.g. `build`.
-    pub kind: &'a str,
+    pub kind: Kind,
     /// Its identity within the kind: one outbox row per key.
     pub key: &'a str,
     /// Which version of it this is; only a version at least as new replaces a queued one.
@@ -76,11 +93,11 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec
         "SELECT id, kind, key, version, label, payload, attempts FROM outbox INDEXED BY outbox_pending
          WHERE state = 'pending' AND next_attempt_at <= ?1
            AND (parent IS NULL OR NOT EXISTS (
-               SELECT 1 FROM outbox b WHERE b.kind = 'build' AND b.key = outbox.parent
+               SELECT 1 FROM outbox b WHERE b.kind = ?3 AND b.key = outbox.parent
                                         AND b.state IN ('pending', 'dead')))
          ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+    let rows = stmt.query_map(params![now_ms, limit as i64, Kind::Build], |r| {
         Ok(Row {
             id: r.get(0)?,
             kind: r.get(1)?,
@@ -111,7 +128,7 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
                 .execute(params![row.id, row.version, at, error])?,
             Outcome::Dead(error) => {
                 // What belongs to a dead build goes with it: `replay` re-sends them together.
-                if row.kind == "build" {
+                if row.kind == Kind::Build {
                     tx.prepare_cached(
                         "UPDATE outbox SET state = 'dead', last_error = 'its build is a dead letter'
                          WHERE parent = ?1 AND state = 'pending'",
@@ -127,11 +144,8 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
         };
     }
     if results.iter().any(|(_, o)| matches!(o, Outcome::Delivered)) {
-        tx.execute(
-            "INSERT INTO state (key, value) VALUES ('last_delivery_ok_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [],
-        )?;
+        let now = super::timestamp(chrono::Utc::now());
+        state::set(&tx, Key::LastDeliveryOkAt, &now)?;
     }
     tx.commit()
 }
@@ -150,15 +164,15 @@ pub fn replay_dead(conn: &Connection) -> rusqlite::Result<usize> {
 pub fn replay_build(conn: &Connection, build_id: &str) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL
-         WHERE (kind = 'build' AND key = ?1) OR parent = ?1",
-        [build_id],
+         WHERE (kind = ?2 AND key = ?1) OR parent = ?1",
+        params![build_id, Kind::Build],
     )
 }
 
 /// One dead letter, for `status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeadLetter {
-    pub kind: String,
+    pub kind: Kind,
     pub key: String,
     pub label: String,
     pub attempts: u32,
@@ -184,7 +198,7 @@ pub fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<DeadLetter>> {
 }
 
 /// Outbox depth by kind and state: (kind, state, count).
-pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
+pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
     let mut stmt = conn.prepare(
         "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
     )?;

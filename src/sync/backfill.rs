@@ -8,13 +8,14 @@
 
 use chrono::{DateTime, Utc};
 
-use super::builds::{Filter, PollError};
+use super::builds::{select, Filter};
 use super::walk::Walk;
+use super::SyncError;
 use crate::app::App;
 use crate::buildkite::BuildQuery;
 use crate::store::backfill::{self, Checkpoint};
-use crate::store::cursor::{self, timestamp, Progress};
-use crate::store::now_ms;
+use crate::store::builds::{record_page, requeue, Progress};
+use crate::store::{cursor, now_ms, timestamp};
 
 /// Reports progress as the walk goes; called after each page.
 pub trait Observer {
@@ -41,7 +42,7 @@ pub async fn run(
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     observer: &mut dyn Observer,
-) -> Result<BackfillReport, PollError> {
+) -> Result<BackfillReport, SyncError> {
     let from = timestamp(since);
     let key = (from.clone(), until.map(timestamp));
     let saved = app
@@ -61,17 +62,18 @@ pub async fn run(
     let end = parse(&cp.until).unwrap_or_else(Utc::now);
     let span = (end - since).num_milliseconds().max(1) as f64;
     let bk = &app.config.buildkite;
-    let mut walk = Walk::new(BuildQuery {
+    let filter = Filter::new(&app.config);
+    let mut walk = Walk::buildkite(BuildQuery {
         created_from: Some(since),
         created_to: parse(&cp.upper).or(Some(end)),
         branches: bk.branches.clone(),
         ..BuildQuery::default()
     });
     while !cp.done {
-        let Some(page) = walk.next(&app.client, &Filter::new(&app.config)).await? else {
+        let Some(page) = walk.next(&app.client).await? else {
             break;
         };
-        let entries = page.entries;
+        let (entries, _) = select(&filter, page.items, &page.endpoint);
         cp.pages += 1;
         cp.builds += entries.len() as u64;
         cp.done = walk.is_done();
@@ -83,7 +85,7 @@ pub async fn run(
         let saved = cp.clone();
         report.queued += app
             .store
-            .call(move |c| cursor::record_page(c, &entries, Progress::Backfill(&saved), now_ms()))
+            .call(move |c| record_page(c, &entries, Progress::Backfill(&saved), now_ms()))
             .await?;
         let walked = parse(&cp.upper).map_or(span, |u| (end - u).num_milliseconds() as f64);
         observer.page(
@@ -111,9 +113,9 @@ pub async fn replay(
     app: &App,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-) -> Result<usize, PollError> {
+) -> Result<usize, SyncError> {
     let bk = &app.config.buildkite;
-    let mut walk = Walk::new(BuildQuery {
+    let mut walk = Walk::buildkite(BuildQuery {
         created_from: Some(since),
         created_to: Some(until),
         branches: bk.branches.clone(),
@@ -121,11 +123,11 @@ pub async fn replay(
     });
     let filter = Filter::new(&app.config);
     let mut queued = 0;
-    while let Some(page) = walk.next(&app.client, &filter).await? {
-        let entries = page.entries;
+    while let Some(page) = walk.next(&app.client).await? {
+        let (entries, _) = select(&filter, page.items, &page.endpoint);
         queued += entries.len();
         app.store
-            .call(move |c| cursor::requeue(c, &entries, now_ms()))
+            .call(move |c| requeue(c, &entries, now_ms()))
             .await?;
     }
     Ok(queued)

@@ -4,11 +4,14 @@
 use chrono::{DateTime, Utc};
 
 use super::walk::Walk;
+use super::SyncError;
+use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
-use crate::buildkite::{Build, BuildQuery, Client, SourceError};
+use crate::buildkite::{Build, BuildQuery, Client};
 use crate::config::{BuildkiteConfig, Config};
-use crate::store::cursor::{self, Entry, Progress};
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::builds::{self, Entry, Progress};
+use crate::store::state::{self, Key};
+use crate::store::{cursor, now_ms, timestamp, Store};
 
 /// What a poll found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,15 +25,6 @@ pub struct PollReport {
     pub undecodable: usize,
 }
 
-/// Why a poll stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Polls once: walks every build finished since the cursor and queues the new ones.
 ///
 /// Each page is recorded in one transaction (seen-set and outbox). The high-water mark moves
@@ -42,14 +36,14 @@ pub async fn poll(
     store: &Store,
     config: &BuildkiteConfig,
     filter: &Filter<'_>,
-) -> Result<PollReport, PollError> {
+) -> Result<PollReport, SyncError> {
     let mark = store.call(|c| cursor::high_water_mark(c)).await?;
     let from = match mark {
         Some(mark) => mark - config.overlap(),
         None => Utc::now() - config.first_poll_lookback(),
     };
     tracing::debug!(finished_from = %from, "polling builds");
-    let mut walk = Walk::new(BuildQuery {
+    let mut walk = Walk::buildkite(BuildQuery {
         finished_from: Some(from),
         branches: config.branches.clone(),
         ..BuildQuery::default()
@@ -57,44 +51,35 @@ pub async fn poll(
     let mut report = PollReport::default();
     let mut latest: Option<DateTime<Utc>> = None;
     let mut started: Option<DateTime<Utc>> = None;
-    while let Some(page) = walk.next(client, filter).await? {
+    while let Some(page) = walk.next(client).await? {
         report.pages += 1;
         started = started.or(page.date).or_else(|| Some(Utc::now()));
-        latest = latest.max(page.latest_finish);
-        let entries = page.entries;
+        let (entries, latest_finish) = select(filter, page.items, &page.endpoint);
+        latest = latest.max(latest_finish);
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
         report.queued += store
-            .call(move |c| cursor::record_page(c, &entries, Progress::Poll, now_ms()))
+            .call(move |c| builds::record_page(c, &entries, Progress::Poll, now_ms()))
             .await?;
     }
     // Nothing finished in the window: everything up to the first answer has been seen.
     let mark = started
         .map(|s| latest.map_or(s, |l| l.min(s)))
-        .map(cursor::timestamp);
+        .map(timestamp);
     let keep = config.overlap() * 2;
-    let budget = rate_limit_json(client);
+    // The budgets as Buildkite last reported them, for `status`.
+    let seen = Seen {
+        at: timestamp(Utc::now()),
+        budgets: client.budget().last_seen(),
+    };
+    let seen = serde_json::to_string(&seen).map_err(SyncError::encode("the rate budgets"))?;
     store
         .call(move |c| {
             cursor::complete_cycle(c, mark.as_deref(), keep)?;
-            cursor::set_state_value(c, "rate_limit", &budget)
+            state::set(c, Key::RateLimit, &seen)
         })
         .await?;
     Ok(report)
-}
-
-/// The budgets as Buildkite last reported them, for `status`.
-fn rate_limit_json(client: &Client) -> String {
-    let scope = |s: Option<crate::buildkite::budget::Scope>| {
-        s.map(|s| serde_json::json!({"remaining": s.remaining, "limit": s.limit, "reset_seconds": s.reset.as_secs()}))
-    };
-    let seen = client.budget().last_seen();
-    serde_json::json!({
-        "at": cursor::timestamp(Utc::now()),
-        "organization": scope(seen.org),
-        "user": scope(seen.user),
-    })
-    .to_string()
 }
 
 /// Which builds a walk keeps, and what is fetched for them besides the build.
@@ -132,11 +117,12 @@ impl<'a> Filter<'a> {
     }
 }
 
-/// The finished builds of a page as outbox entries, and the page's latest `finished_at`.
-pub(crate) fn select(
+/// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
+/// latest `finished_at`.
+pub fn select(
     filter: &Filter<'_>,
     items: Vec<Item<Build>>,
-    url: &url::Url,
+    endpoint: &str,
 ) -> (Vec<Entry>, Option<DateTime<Utc>>) {
     let org = filter.org;
     let mut page_max: Option<DateTime<Utc>> = None;
@@ -155,12 +141,12 @@ pub(crate) fn select(
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
                     enrich: filter.enriches(&build),
                     build_id: build.id,
-                    finished_at: cursor::timestamp(finished),
+                    finished_at: timestamp(finished),
                     payload: item.raw,
                     dead: None,
                 }
             }
-            Err(error) => match undecodable(org, &item.raw, &error, url) {
+            Err(error) => match undecodable(org, &item.raw, &error, endpoint) {
                 Some(entry) => entry,
                 None => continue,
             },
@@ -173,7 +159,7 @@ pub(crate) fn select(
 /// A build that does not decode becomes a dead letter (shown by `status`, re-driven by
 /// `replay`) instead of blocking the page. It is keyed by its id and finish time when those
 /// can be read, else by a hash of its text, so that later polls do not queue it again.
-fn undecodable(org: &str, raw: &str, error: &str, url: &url::Url) -> Option<Entry> {
+fn undecodable(org: &str, raw: &str, error: &str, endpoint: &str) -> Option<Entry> {
     #[derive(serde::Deserialize)]
     struct Key {
         id: Option<String>,
@@ -190,14 +176,14 @@ fn undecodable(org: &str, raw: &str, error: &str, url: &url::Url) -> Option<Entr
     if key.finished_at.is_none() && key.state.is_some() {
         // Not finished yet (or not readable as finished): a later poll sees it again.
         tracing::warn!(
-            endpoint = url.path(),
+            endpoint,
             build = key.id.as_deref().unwrap_or("?"),
             "cannot decode an unfinished build from Buildkite: {error}"
         );
         return None;
     }
     tracing::error!(
-        endpoint = url.path(),
+        endpoint,
         build = key.id.as_deref().unwrap_or("?"),
         "cannot decode a build from Buildkite: {error}"
     );
@@ -210,7 +196,7 @@ fn undecodable(org: &str, raw: &str, error: &str, url: &url::Url) -> Option<Entr
     Some(Entry {
         label: format!("{org}/?#{}", key.number.unwrap_or(0)),
         build_id,
-        finished_at: key.finished_at.map(cursor::timestamp).unwrap_or_default(),
+        finished_at: key.finished_at.map(timestamp).unwrap_or_default(),
         payload: raw.to_string(),
         dead: Some(format!("cannot decode the build from Buildkite: {error}")),
         enrich: false,

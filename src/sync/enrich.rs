@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use super::builds::PollError;
-use super::{logs, tests};
+use super::{logs, test_results, SyncError};
 use crate::app::App;
 use crate::buildkite::{Build, SourceError};
-use crate::retry;
+use crate::net;
 use crate::store::enrich::{self, Pending};
 use crate::store::now_ms;
 
@@ -27,7 +26,7 @@ pub struct EnrichReport {
 }
 
 /// Enriches every build that is due. Stops at a configuration error (token, scope).
-pub async fn run(app: &App) -> Result<EnrichReport, PollError> {
+pub async fn run(app: &App) -> Result<EnrichReport, SyncError> {
     let mut report = EnrichReport::default();
     loop {
         let due = app.store.call(|c| enrich::due(c, now_ms(), 16)).await?;
@@ -55,7 +54,7 @@ pub async fn run(app: &App) -> Result<EnrichReport, PollError> {
                 }
                 Err(Failure::Transient(e)) => {
                     report.retried += 1;
-                    let wait = retry::backoff(
+                    let wait = net::backoff(
                         pending.attempts + 1,
                         Duration::from_secs(30),
                         Duration::from_secs(1800),
@@ -75,7 +74,7 @@ pub async fn run(app: &App) -> Result<EnrichReport, PollError> {
 }
 
 enum Failure {
-    Configuration(PollError),
+    Configuration(SyncError),
     Transient(String),
 }
 
@@ -87,7 +86,7 @@ async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Fai
     // A 404 belongs to this build alone (deleted, expired artifacts, a log that is gone):
     // go on without what is missing. A bad token or a missing scope stops the pass.
     let judge = |e: SourceError, what: &str| match e {
-        SourceError::NotFound { .. } => {
+        SourceError::Gone { .. } => {
             tracing::warn!(build = pending.label, "{what} skipped: {e}");
             Ok(())
         }
@@ -95,16 +94,17 @@ async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Fai
         e => Err(Failure::Transient(e.to_string())),
     };
     if app.config.tests_enabled() && build.has_artifacts() {
-        match tests::collect(app, &build, &pending.label).await {
+        match test_results::collect(app, &build, &pending.label).await {
             Ok(items) => fetched.extend(items),
-            Err(tests::TestsError::Source(e)) => judge(e, "test results")?,
+            Err(test_results::TestsError::Source(e)) => judge(e, "test results")?,
             Err(e) => return Err(Failure::Transient(e.to_string())),
         }
     }
     if app.config.logs_enabled() {
-        match logs::collect(app, &build).await {
+        match logs::collect(app, &build, &pending.payload).await {
             Ok(item) => fetched.extend(item),
-            Err(e) => judge(e, "logs")?,
+            Err(SyncError::Source(e)) => judge(e, "logs")?,
+            Err(e) => return Err(Failure::Transient(e.to_string())),
         }
     }
     Ok(fetched)

@@ -6,39 +6,12 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use crate::item::{Case, Suite, TestStatus as Status};
+
 /// The most of a failure's message kept.
 const MAX_MESSAGE: usize = 4 * 1024;
 /// The most of a failure's text (stack trace) kept.
 const MAX_TRACE: usize = 64 * 1024;
-
-/// How a test case ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Passed,
-    Failed,
-    Skipped,
-    Error,
-}
-
-/// One test case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Case {
-    pub class_name: String,
-    pub name: String,
-    pub status: Status,
-    pub duration_ms: i64,
-    pub message: Option<String>,
-    pub trace: Option<String>,
-}
-
-/// One suite with its cases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suite {
-    pub name: String,
-    /// The suite's own `time`, else the sum of its cases'.
-    pub duration_ms: i64,
-    pub cases: Vec<Case>,
-}
 
 /// A suite being read.
 struct Open {

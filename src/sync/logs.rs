@@ -1,13 +1,16 @@
 //! Logs: for a failed build, the tail of each failed job's log (a suffix `Range` request),
 //! joined under a header per job and capped at `[logs] max_bytes` in all.
 
+use serde_json::value::RawValue;
+
+use super::SyncError;
 use crate::app::App;
-use crate::buildkite::{Build, SourceError};
-use crate::butler::wire;
+use crate::buildkite::Build;
+use crate::item::{Kind, Log};
 use crate::store::enrich::Fetched;
 
-/// The build-logs item for a failed build, if it has failed steps.
-pub async fn collect(app: &App, build: &Build) -> Result<Option<Fetched>, SourceError> {
+/// The log item for a failed build (listed as `raw`), if it has failed steps.
+pub async fn collect(app: &App, build: &Build, raw: &str) -> Result<Option<Fetched>, SyncError> {
     let max = app.config.logs.max_bytes;
     let mut content = String::new();
     for job in build.failed_steps() {
@@ -32,11 +35,14 @@ pub async fn collect(app: &App, build: &Build) -> Result<Option<Fetched>, Source
         }
         content.drain(..cut);
     }
-    let org = &app.config.buildkite.organization;
-    let body = wire::log(org, build, &content, app.config.buildbutler.status_case);
+    let build_json = RawValue::from_string(raw.to_string()).map_err(SyncError::encode("a log"))?;
+    let log = Log {
+        build: build_json,
+        content,
+    };
     Ok(Some(Fetched {
-        kind: "log",
+        kind: Kind::Log,
         key: build.id.clone(),
-        payload: serde_json::to_string(&body).unwrap_or_default(),
+        payload: serde_json::to_string(&log).map_err(SyncError::encode("a log"))?,
     }))
 }

@@ -1,4 +1,6 @@
-//! One poll cycle: read Buildkite, diff against the store, queue what is new.
+//! What to fetch from Buildkite, and what to keep of it: polls, backfills and replays walk the
+//! builds listing; enrichment fetches test results and logs; the agent poll lists agents.
+//! Each diffs what it read against the store and queues what is new.
 
 pub mod agents;
 pub mod backfill;
@@ -6,5 +8,36 @@ pub mod builds;
 pub mod enrich;
 pub mod junit;
 pub mod logs;
-pub mod tests;
+pub mod test_results;
 pub mod walk;
+
+use crate::buildkite::SourceError;
+use crate::store::StoreError;
+
+/// Why a poll, a backfill, a replay or an enrichment pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An item could not be encoded for the outbox.
+    #[error("cannot encode {what} for the outbox: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl SyncError {
+    /// True when no retry can help: the token, its scopes or the organization are wrong.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, SyncError::Source(e) if e.is_configuration())
+    }
+
+    /// An encoding failure of `what`.
+    pub fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> SyncError {
+        move |source| SyncError::Encode { what, source }
+    }
+}

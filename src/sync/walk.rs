@@ -6,41 +6,58 @@
 //! boundaries, and a build that shifts onto a page already read is never seen. So every
 //! request here is the *first* page of the query, narrowed with `created_to` to just above
 //! the oldest build seen so far: what was read can never shift into what is still to read,
-//! and no listing is ever deep. Builds created in that same millisecond come again on the
-//! next page and are skipped. The `Link` header says whether there is more.
+//! and no listing is ever deep. Builds created in that same step of time come again on the
+//! next page and are skipped; when more than a page of builds share one step, that step is
+//! paged through on its own. The `Link` header (or a full page) says whether there is more.
+//!
+//! The walk reads pages through [`Pages`], so that its cases are unit-tested without HTTP;
+//! the time granularity of its bounds and its page size are parameters.
 
-use chrono::{DateTime, Duration, Utc};
+use std::future::Future;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
 
-use super::builds::{select, Filter};
-use crate::buildkite::{BuildQuery, Client, SourceError};
-use crate::store::cursor::Entry;
+use crate::buildkite::client::{Item, Page};
+use crate::buildkite::{Build, BuildQuery, Client, SourceError};
 
-/// One page of a walk.
-pub struct WalkPage {
-    /// The page's finished builds (filtered by pipeline), without repeats from the last page.
-    pub entries: Vec<Entry>,
-    /// The latest `finished_at` on the page.
-    pub latest_finish: Option<DateTime<Utc>>,
-    /// The server's time of the answer.
-    pub date: Option<DateTime<Utc>>,
+/// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
+pub trait Pages {
+    /// The page `query` asks for.
+    fn page(
+        &self,
+        query: &BuildQuery,
+    ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send;
+}
+
+impl Pages for Client {
+    fn page(
+        &self,
+        query: &BuildQuery,
+    ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
+        self.builds(query)
+    }
 }
 
 /// A walk through every build a query lists, newest first.
 pub struct Walk {
     query: BuildQuery,
-    /// Set while walking the builds of one millisecond that fills pages by itself.
+    /// The granularity of the `created_*` bounds the server compares at.
+    step: Duration,
+    /// Items in a full page.
+    per_page: u32,
+    /// Set while walking the builds of one step that fills pages by itself.
     tie: Option<Tie>,
-    /// Ids already read of the millisecond the next page starts with.
+    /// Ids already read of the step the next page starts with.
     boundary: Vec<String>,
-    /// The oldest creation time read so far.
+    /// The step of the oldest build read so far.
     oldest: Option<DateTime<Utc>>,
-    /// The last millisecond walked as a [`Tie`].
+    /// The last step walked as a [`Tie`].
     tied: Option<DateTime<Utc>>,
     done: bool,
 }
 
-/// Paging through the builds created in one millisecond: `[at, at + 1 ms)`, page by page.
+/// Paging through the builds created in one step: `[at, at + step)`, page by page.
 struct Tie {
     at: DateTime<Utc>,
     page: u32,
@@ -53,14 +70,23 @@ struct Created {
     created_at: Option<DateTime<Utc>>,
 }
 
-/// Buildkite's largest page.
-const PER_PAGE: usize = 100;
-
 impl Walk {
-    /// A walk from the newest build `query` lists (below `query.created_to`, if set).
-    pub fn new(query: BuildQuery) -> Walk {
+    /// A walk of Buildkite's listing as kitesync walks it: bounds to the millisecond, pages
+    /// of Buildkite's largest size.
+    pub fn buildkite(query: BuildQuery) -> Walk {
+        Walk::new(query, Duration::milliseconds(1), 100)
+    }
+
+    /// A walk from the newest build `query` lists (below `query.created_to`, if set), with
+    /// bounds in multiples of `step` and pages of `per_page` items.
+    pub fn new(query: BuildQuery, step: Duration, per_page: u32) -> Walk {
         Walk {
-            query,
+            query: BuildQuery {
+                per_page: Some(per_page),
+                ..query
+            },
+            step,
+            per_page,
             tie: None,
             boundary: Vec::new(),
             oldest: None,
@@ -72,7 +98,7 @@ impl Walk {
     /// The `created_to` bound of what is still to walk (`None` before the first page).
     pub fn upper(&self) -> Option<DateTime<Utc>> {
         match &self.tie {
-            Some(tie) => Some(tie.at + Duration::milliseconds(1)),
+            Some(tie) => Some(tie.at + self.step),
             None => self.query.created_to,
         }
     }
@@ -82,12 +108,8 @@ impl Walk {
         self.done
     }
 
-    /// The next page, or `None` when the walk is over.
-    pub async fn next(
-        &mut self,
-        client: &Client,
-        filter: &Filter<'_>,
-    ) -> Result<Option<WalkPage>, SourceError> {
+    /// The next page, without the builds already read; `None` when the walk is over.
+    pub async fn next(&mut self, pages: &impl Pages) -> Result<Option<Page<Build>>, SourceError> {
         if self.done {
             return Ok(None);
         }
@@ -95,35 +117,33 @@ impl Walk {
             None => self.query.clone(),
             Some(tie) => BuildQuery {
                 created_from: Some(self.query.created_from.map_or(tie.at, |f| f.max(tie.at))),
-                created_to: Some(tie.at + Duration::milliseconds(1)),
+                created_to: Some(tie.at + self.step),
                 page: Some(tie.page),
                 ..self.query.clone()
             },
         };
-        let url = client.builds_url(&query);
-        let page = client.builds_page(&url).await?;
+        let mut page = pages.page(&query).await?;
         // A proxy may strip `Link`: a full page means there may be more.
-        let more = page.next.is_some() || page.items.len() >= PER_PAGE;
+        let more = page.next.is_some() || page.items.len() >= self.per_page as usize;
         let created: Vec<(String, DateTime<Utc>)> = page
             .items
             .iter()
             .filter_map(|i| {
                 let c = serde_json::from_str::<Created>(&i.raw).ok()?;
-                Some((c.id, c.created_at?))
+                Some((c.id, self.floor(c.created_at?)))
             })
             .collect();
-        let date = page.date;
-        let (mut entries, latest_finish) = select(filter, page.items, &url);
-        entries.retain(|e| !self.boundary.contains(&e.build_id));
+        page.items
+            .retain(|i| !self.boundary.iter().any(|b| read(i, b)));
         let oldest = created.iter().map(|(_, t)| *t).min();
         match (&mut self.tie, oldest) {
             (Some(tie), _) if more => {
-                // Still within the millisecond: remember every id read, go on.
+                // Still within the step: remember every id read, go on.
                 self.boundary.extend(created.into_iter().map(|(id, _)| id));
                 tie.page += 1;
             }
             (Some(tie), _) => {
-                // That millisecond is done: continue below it.
+                // That step is done: continue below it.
                 self.query.created_to = Some(tie.at);
                 self.tied = Some(tie.at);
                 self.tie = None;
@@ -132,17 +152,16 @@ impl Walk {
             (None, Some(oldest)) if more => {
                 let stuck = self.tied == Some(oldest);
                 if stuck || self.oldest.is_some_and(|before| oldest > before) {
-                    return Err(SourceError::Rejected {
-                        endpoint: url.path().to_string(),
-                        status: 200,
-                        message:
+                    return Err(SourceError::Protocol {
+                        endpoint: page.endpoint,
+                        problem:
                             "the list did not narrow with created_to; refusing to walk it forever"
                                 .into(),
                     });
                 }
                 if self.oldest == Some(oldest) {
-                    // A whole page created in one millisecond: page through that
-                    // millisecond alone (never deep), then go on below it.
+                    // A whole page created in one step: page through that step alone
+                    // (never deep), then go on below it.
                     tracing::debug!("more than a page of builds created at {oldest}");
                     self.boundary.extend(created.into_iter().map(|(id, _)| id));
                     self.tie = Some(Tie {
@@ -155,16 +174,25 @@ impl Walk {
                         .filter(|(_, t)| *t == oldest)
                         .map(|(id, _)| id)
                         .collect();
-                    self.query.created_to = Some(oldest + Duration::milliseconds(1));
+                    self.query.created_to = Some(oldest + self.step);
                 }
                 self.oldest = Some(oldest);
             }
             (None, _) => self.done = true,
         }
-        Ok(Some(WalkPage {
-            entries,
-            latest_finish,
-            date,
-        }))
+        Ok(Some(page))
+    }
+
+    /// The step `t` falls in.
+    fn floor(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        t.duration_trunc(self.step).unwrap_or(t)
+    }
+}
+
+/// True when `item` is the build `id` (read from its JSON, so even an undecodable one).
+fn read(item: &Item<Build>, id: &str) -> bool {
+    match &item.decoded {
+        Ok(build) => build.id == id,
+        Err(_) => serde_json::from_str::<Created>(&item.raw).is_ok_and(|c| c.id == id),
     }
 }

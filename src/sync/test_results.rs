@@ -4,12 +4,12 @@
 //! A file that is malformed, too large or not JUnit is skipped with a warning naming the
 //! build and the path; it never holds back the build.
 
+use super::{junit, SyncError};
 use crate::app::App;
 use crate::buildkite::client::FetchError;
 use crate::buildkite::{Build, SourceError};
-use crate::butler::wire;
+use crate::item::{Kind, TestResults};
 use crate::store::enrich::Fetched;
-use crate::sync::junit;
 
 /// Why test results could not be fetched now (the build is tried again later).
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum TestsError {
     Source(#[from] SourceError),
     #[error("artifact storage: {0}")]
     Storage(String),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
 }
 
 /// The JUnit suites of `build`'s matching artifacts, as outbox items.
@@ -60,12 +62,17 @@ pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetche
         };
         match junit::parse(&bytes) {
             Ok(suites) => {
-                for (i, suite) in suites.iter().enumerate() {
-                    let body = wire::suite(&build.id, suite);
+                for (i, suite) in suites.into_iter().enumerate() {
+                    let results = TestResults {
+                        build_id: build.id.clone(),
+                        suite,
+                    };
+                    let payload = serde_json::to_string(&results)
+                        .map_err(SyncError::encode("test results"))?;
                     fetched.push(Fetched {
-                        kind: "tests",
+                        kind: Kind::Tests,
                         key: format!("{}/{}/{i}", build.id, artifact.id),
-                        payload: serde_json::to_string(&body).unwrap_or_default(),
+                        payload,
                     });
                 }
             }

@@ -1,0 +1,90 @@
+//! How a command ends: what it prints, its exit code, and the one mapping of errors to codes.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done: everything delivered |
+//! | 1 | not everything delivered (yet), or a transient failure: run again |
+//! | 2 | the operator must fix something: configuration, credentials, scopes |
+//! | 130 | a backfill stopped by Ctrl-C or SIGTERM (it resumes when run again) |
+
+use crate::buildkite::SourceError;
+use crate::config::ConfigError;
+use crate::daemon::DaemonError;
+use crate::deliver::DeliverError;
+use crate::store::StoreError;
+use crate::sync::SyncError;
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    Incomplete,
+    Configuration,
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Incomplete => 1,
+            Exit::Configuration => 2,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+/// What a command that ran has to say: its summary (stdout, or stderr next to a dry run's
+/// NDJSON), explanations for stderr, and how it ended.
+#[derive(Debug)]
+pub struct Ending {
+    pub summary: Option<String>,
+    pub notes: Vec<String>,
+    pub exit: Exit,
+}
+
+/// Why a command could not run, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    /// Wrong arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// What was asked for is not there (a build not in the outbox, no state database yet).
+    #[error("{0}")]
+    Missing(String),
+    /// The runtime, a temporary directory or an HTTP client could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Deliver(#[from] DeliverError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+impl Error {
+    /// The one place an error becomes an exit code.
+    pub fn exit(&self) -> Exit {
+        let configuration = match self {
+            Error::Config(_) | Error::Usage(_) => true,
+            Error::Sync(e) => e.is_configuration(),
+            Error::Source(e) => e.is_configuration(),
+            Error::Deliver(e) => matches!(e, DeliverError::Fatal(_)),
+            Error::Daemon(e) => matches!(e, DaemonError::Configuration(_)),
+            Error::Missing(_) | Error::Setup(_) | Error::Store(_) => false,
+        };
+        if configuration {
+            Exit::Configuration
+        } else {
+            Exit::Incomplete
+        }
+    }
+}

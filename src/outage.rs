@@ -1,0 +1,64 @@
+//! Outages logged as people want to read them: when they start, every ten minutes while
+//! they last, and when they end — not on every attempt.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How often a lasting outage is logged again.
+const REMIND_EVERY: Duration = Duration::from_secs(600);
+
+/// Logs an outage when it starts, every [`REMIND_EVERY`] while it lasts, and when it ends.
+pub struct Outage {
+    what: &'static str,
+    failing_since: Option<Instant>,
+    reminded: Instant,
+    failures: u64,
+}
+
+impl Outage {
+    /// An outage logger for `what` (e.g. "BuildButler delivery").
+    pub fn new(what: &'static str) -> Outage {
+        Outage {
+            what,
+            failing_since: None,
+            reminded: Instant::now(),
+            failures: 0,
+        }
+    }
+
+    /// Notes a failure: logged when the outage starts and every ten minutes.
+    pub fn failed(&mut self, error: &str) {
+        self.failures += 1;
+        match self.failing_since {
+            None => {
+                self.failing_since = Some(Instant::now());
+                self.reminded = Instant::now();
+                tracing::error!("{} failing: {error}; retrying with backoff", self.what);
+            }
+            Some(since) if self.reminded.elapsed() >= REMIND_EVERY => {
+                self.reminded = Instant::now();
+                tracing::error!(
+                    "{} still failing after {} attempts over {}s: {error}",
+                    self.what,
+                    self.failures,
+                    since.elapsed().as_secs()
+                );
+            }
+            Some(_) => tracing::debug!("{} failed again: {error}", self.what),
+        }
+    }
+
+    /// Notes a success: logged when it ends an outage.
+    pub fn ok(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                "{} recovered after {} failed attempts over {}s",
+                self.what,
+                self.failures,
+                since.elapsed().as_secs()
+            );
+        }
+        self.failures = 0;
+    }
+}

@@ -1,0 +1,211 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` is how many have run.
+
+use rusqlite::{params, Connection, Transaction};
+use serde_json::{json, Value};
+
+use super::Cause;
+
+/// One migration: SQL, or code for what SQL cannot say plainly.
+enum Step {
+    Sql(&'static str),
+    Code(fn(&Transaction<'_>) -> rusqlite::Result<()>),
+}
+use Step::{Code, Sql};
+
+const STEPS: &[Step] = &[
+    // 1: cursor, seen builds, outbox.
+    Sql("CREATE TABLE state (
+         key   TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE seen (
+         build_id    TEXT NOT NULL,
+         finished_at TEXT NOT NULL,
+         PRIMARY KEY (build_id, finished_at)
+     ) WITHOUT ROWID;
+     CREATE INDEX seen_by_finish ON seen (finished_at);
+     CREATE TABLE outbox (
+         id              INTEGER PRIMARY KEY,
+         kind            TEXT NOT NULL,
+         key             TEXT NOT NULL,
+         version         TEXT NOT NULL,
+         label           TEXT NOT NULL,
+         payload         TEXT NOT NULL,
+         state           TEXT NOT NULL CHECK (state IN ('pending', 'dead')),
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT,
+         enqueued_at     INTEGER NOT NULL,
+         UNIQUE (kind, key)
+     );
+     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);"),
+    // 2: backfill checkpoints, one per (since, until) range; `open_ended` when the run had
+    // no --until (its until is when it first started).
+    Sql("CREATE TABLE backfill (
+         since      TEXT NOT NULL,
+         until      TEXT NOT NULL,
+         open_ended INTEGER NOT NULL,
+         upper      TEXT NOT NULL,
+         done       INTEGER NOT NULL DEFAULT 0,
+         pages      INTEGER NOT NULL DEFAULT 0,
+         builds     INTEGER NOT NULL DEFAULT 0,
+         updated_at TEXT NOT NULL,
+         PRIMARY KEY (since, until)
+     ) WITHOUT ROWID;"),
+    // 3: the agent fleet as last sent (or about to be sent) to BuildButler.
+    Sql("CREATE TABLE agents (
+         id         TEXT PRIMARY KEY,
+         wire       TEXT NOT NULL,
+         gone_since TEXT
+     ) WITHOUT ROWID;"),
+    // 4: builds waiting for their test results and logs; items that must follow their build.
+    Sql("CREATE TABLE enrich (
+         build_id        TEXT PRIMARY KEY,
+         version         TEXT NOT NULL,
+         label           TEXT NOT NULL,
+         payload         TEXT NOT NULL,
+         attempts        INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL DEFAULT 0,
+         last_error      TEXT
+     ) WITHOUT ROWID;
+     ALTER TABLE outbox ADD COLUMN parent TEXT;"),
+    // 5: reading the outbox in id order stops after a batch instead of sorting all of it.
+    Sql("CREATE INDEX outbox_pending ON outbox (state, id);"),
+    // 6: every outbox kind keeps Buildkite's facts (0.1 kept test results, logs and fleets
+    // in BuildButler's wire format, rendered at poll time); the fleet table likewise.
+    Sql("ALTER TABLE agents RENAME COLUMN wire TO facts;"),
+    Code(facts_not_wire),
+];
+
+/// The schema version this kitesync writes.
+pub const LATEST: usize = STEPS.len();
+
+/// The schema version of a database.
+pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Applies the missing migrations in one write transaction, so that two processes opening a
+/// new database at once (a backfill next to the daemon) do not both migrate it. On failure,
+/// what it was doing and why.
+pub fn run(conn: &mut Connection) -> Result<(), (&'static str, Cause)> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| ("cannot lock it to migrate", e.into()))?;
+    let found = version(&tx).map_err(|e| ("cannot read its schema version", e.into()))?;
+    if found > LATEST {
+        let known = LATEST;
+        return Err(("cannot use it", Cause::Schema { found, known }));
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(found) {
+        match step {
+            Sql(sql) => tx.execute_batch(sql),
+            Code(f) => f(&tx),
+        }
+        .and_then(|()| tx.pragma_update(None, "user_version", i + 1))
+        .map_err(|e| ("cannot migrate it", e.into()))?;
+    }
+    tx.commit()
+        .map_err(|e| ("cannot save its migration", e.into()))
+}
+
+/// Migration 6: 0.1's wire-format payloads of test results, logs and fleets as facts.
+/// Payloads that are not JSON are left as they are (delivery makes them dead letters).
+fn facts_not_wire(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare("SELECT id, kind, payload FROM outbox WHERE kind IN ('tests', 'log', 'agents')")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, kind, payload) in rows {
+        let Ok(wire) = serde_json::from_str::<Value>(&payload) else {
+            continue;
+        };
+        let facts = match kind.as_str() {
+            "tests" => suite_facts(&wire),
+            "log" => log_facts(&wire),
+            _ => json!({"agents": list(&wire, "agents", |a| agent_facts(a, false))}),
+        };
+        tx.execute(
+            "UPDATE outbox SET payload = ?2 WHERE id = ?1",
+            params![id, facts.to_string()],
+        )?;
+    }
+    let agents: Vec<(String, String, bool)> = tx
+        .prepare("SELECT id, facts, gone_since IS NOT NULL FROM agents")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, wire, gone) in agents {
+        if let Ok(wire) = serde_json::from_str::<Value>(&wire) {
+            let facts = agent_facts(&wire, gone).to_string();
+            tx.execute(
+                "UPDATE agents SET facts = ?2 WHERE id = ?1",
+                params![id, facts],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `wire[key]`, or null.
+fn field(wire: &Value, key: &str) -> Value {
+    wire.get(key).cloned().unwrap_or(Value::Null)
+}
+
+/// `wire[key]` (an array), each element converted by `f`.
+fn list(wire: &Value, key: &str, f: impl Fn(&Value) -> Value) -> Vec<Value> {
+    wire[key]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().map(f).collect())
+}
+
+/// A `POST tests` body of 0.1 as [`crate::item::TestResults`].
+fn suite_facts(wire: &Value) -> Value {
+    let case = |c: &Value| {
+        json!({
+            "class_name": field(c, "className"), "name": field(c, "testName"),
+            "status": c["status"].as_str().map(str::to_ascii_lowercase),
+            "duration_ms": field(c, "duration"), "message": field(c, "errorMessage"),
+            "trace": field(c, "stackTrace"),
+        })
+    };
+    json!({"build_id": field(wire, "buildId"), "suite": {
+        "name": field(wire, "name"), "duration_ms": field(wire, "duration"),
+        "cases": list(wire, "testCases", case),
+    }})
+}
+
+/// A `POST build-logs` body of 0.1 as [`crate::item::Log`]: the build as far as the body
+/// tells it (logs are sent for failed builds only).
+fn log_facts(wire: &Value) -> Value {
+    let state = match wire["status"]
+        .as_str()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("SUCCESS" | "UNSTABLE") => "passed",
+        Some("ABORTED") => "canceled",
+        Some("NOT_BUILT") => "skipped",
+        _ => "failed",
+    };
+    json!({"build": {
+        "id": field(wire, "buildId"), "number": field(wire, "buildNumber"), "state": state,
+        "branch": field(wire, "branch"), "pipeline": {"slug": field(wire, "jobName")},
+        "started_at": field(wire, "startedAt"), "finished_at": field(wire, "completedAt"),
+    }, "content": field(wire, "logContent")})
+}
+
+/// An agent of a 0.1 fleet body as [`crate::item::Agent`].
+fn agent_facts(wire: &Value, gone: bool) -> Value {
+    let state = match wire["status"].as_str() {
+        Some("UNKNOWN") => "never_connected",
+        Some("OFFLINE") => "disconnected",
+        _ => "connected",
+    };
+    let tags = wire["labels"]
+        .as_str()
+        .map_or_else(Vec::new, |l| l.split(',').collect());
+    json!({
+        "name": field(wire, "name"), "connection_state": state, "job": field(wire, "currentJob"),
+        "tags": tags, "os": field(wire, "os"), "arch": field(wire, "arch"), "gone": gone,
+    })
+}

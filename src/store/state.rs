@@ -1,0 +1,54 @@
+//! The `state` table: single values kitesync keeps between runs, by [`Key`].
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// The values of the `state` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// The latest `finished_at` of a fully walked poll (the cursor).
+    HighWaterMark,
+    LastPollOkAt,
+    LastDeliveryOkAt,
+    AgentsPolledAt,
+    /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
+    RateLimit,
+}
+
+impl Key {
+    /// The key as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Key::HighWaterMark => "high_water_mark",
+            Key::LastPollOkAt => "last_poll_ok_at",
+            Key::LastDeliveryOkAt => "last_delivery_ok_at",
+            Key::AgentsPolledAt => "agents_polled_at",
+            Key::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// The value of `key`, if set.
+pub fn get(conn: &Connection, key: Key) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM state WHERE key = ?1")?
+        .query_row([key.as_str()], |r| r.get(0))
+        .optional()
+}
+
+/// Sets `key` (inside the caller's transaction, if any).
+pub fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO state (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key.as_str(), value])?;
+    Ok(())
+}
+
+/// Sets `key` only if it has no value yet.
+pub fn set_if_unset(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO state (key, value) VALUES (?1, ?2)",
+        [key.as_str(), value],
+    )?;
+    Ok(())
+}
