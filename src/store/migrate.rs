@@ -73,7 +73,6 @@ const STEPS: &[Step] = &[
     Sql("CREATE INDEX outbox_pending ON outbox (state, id);"),
     // 6: every outbox kind keeps Buildkite's facts (0.1 kept test results, logs and fleets
     // in BuildButler's wire format, rendered at poll time); the fleet table likewise.
-    Sql("ALTER TABLE agents RENAME COLUMN wire TO facts;"),
     Code(facts_not_wire),
 ];
 
@@ -112,6 +111,7 @@ pub fn run(conn: &mut Connection) -> Result<(), (&'static str, Cause)> {
 /// Migration 6: 0.1's wire-format payloads of test results, logs and fleets as facts.
 /// Payloads that are not JSON are left as they are (delivery makes them dead letters).
 fn facts_not_wire(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE agents RENAME COLUMN wire TO facts")?;
     let rows: Vec<(i64, String, String)> = tx
         .prepare("SELECT id, kind, payload FROM outbox WHERE kind IN ('tests', 'log', 'agents')")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

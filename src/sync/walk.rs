@@ -196,3 +196,220 @@ fn read(item: &Item<Build>, id: &str) -> bool {
         Err(_) => serde_json::from_str::<Created>(&item.raw).is_ok_and(|c| c.id == id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::buildkite::client::Item;
+
+    const T0: i64 = 1_780_000_000_000;
+
+    /// A builds listing in memory, served as Buildkite serves it: newest first by creation,
+    /// `created_from` inclusive, `created_to` exclusive, `page` numbers, `per_page` items,
+    /// a `Link` to the next page when there is one.
+    #[derive(Default)]
+    struct Table {
+        /// (id, created_at in ms), in any order.
+        builds: Mutex<Vec<(String, i64)>>,
+        /// A broken server that ignores `created_to`.
+        ignore_created_to: bool,
+        /// A proxy that strips `Link`.
+        strip_link: bool,
+        /// Applied to the list after each answer: builds arrive and leave while it is read.
+        churn: Mutex<Vec<Vec<(String, i64)>>>,
+        queries: Mutex<Vec<BuildQuery>>,
+    }
+
+    impl Table {
+        fn new(builds: &[(String, i64)]) -> Table {
+            Table {
+                builds: Mutex::new(builds.to_vec()),
+                ..Table::default()
+            }
+        }
+
+        fn serve(&self, q: &BuildQuery) -> Page<Build> {
+            self.queries.lock().expect("lock").push(q.clone());
+            let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+            let (from, to) = (ms(q.created_from), ms(q.created_to));
+            let mut list = self.builds.lock().expect("lock").clone();
+            list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let matching: Vec<_> = list
+                .into_iter()
+                .filter(|(_, t)| from.is_none_or(|f| *t >= f))
+                .filter(|(_, t)| self.ignore_created_to || to.is_none_or(|to| *t < to))
+                .collect();
+            let per_page = q.per_page.unwrap_or(100) as usize;
+            let skip = (q.page.unwrap_or(1) as usize - 1) * per_page;
+            let items: Vec<Item<Build>> = matching
+                .iter()
+                .skip(skip)
+                .take(per_page)
+                .map(|(id, t)| item(id, *t))
+                .collect();
+            let more = matching.len() > skip + per_page;
+            if let Some(next) = self.churn.lock().expect("lock").pop() {
+                *self.builds.lock().expect("lock") = next;
+            }
+            Page {
+                items,
+                next: (more && !self.strip_link)
+                    .then(|| url::Url::parse("http://127.0.0.1/next").expect("url")),
+                date: None,
+                endpoint: "127.0.0.1/v2/organizations/acme/builds".into(),
+            }
+        }
+    }
+
+    impl Pages for Table {
+        fn page(
+            &self,
+            query: &BuildQuery,
+        ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
+            let page = self.serve(query);
+            async move { Ok(page) }
+        }
+    }
+
+    fn item(id: &str, created_ms: i64) -> Item<Build> {
+        let created = DateTime::from_timestamp_millis(created_ms).expect("time");
+        let raw = serde_json::json!({"id": id, "number": 1, "state": "passed",
+            "created_at": created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)})
+        .to_string();
+        Item {
+            decoded: serde_json::from_str(&raw).map_err(|e| e.to_string()),
+            raw,
+        }
+    }
+
+    /// `n` builds from `first` on, created `gap_ms` apart (0: all at once), newest last.
+    fn builds(first: usize, n: usize, start_ms: i64, gap_ms: i64) -> Vec<(String, i64)> {
+        (first..first + n)
+            .map(|i| (format!("b{i}"), start_ms + (i - first) as i64 * gap_ms))
+            .collect()
+    }
+
+    /// Walks everything `table` lists; the ids read, in order.
+    async fn walk(table: &Table, step_ms: i64, per_page: u32) -> Result<Vec<String>, SourceError> {
+        let query = BuildQuery {
+            created_from: DateTime::from_timestamp_millis(T0),
+            ..BuildQuery::default()
+        };
+        let mut walk = Walk::new(query, Duration::milliseconds(step_ms), per_page);
+        let mut read = Vec::new();
+        while let Some(page) = walk.next(table).await? {
+            read.extend(page.items.into_iter().map(|i| i.raw));
+            assert!(read.len() < 100_000, "the walk does not end");
+        }
+        Ok(read
+            .iter()
+            .map(|raw| serde_json::from_str::<Created>(raw).expect("id").id)
+            .collect())
+    }
+
+    fn sorted(mut ids: Vec<String>) -> Vec<String> {
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn every_build_is_read_exactly_once() {
+        // (case, builds, step of the bounds in ms, page size)
+        let cases: Vec<(&str, Vec<(String, i64)>, i64, u32)> = vec![
+            ("one page", builds(0, 7, T0, 1000), 1, 10),
+            ("pages of distinct times", builds(0, 95, T0, 7), 1, 10),
+            (
+                "ties at every boundary",
+                builds(0, 90, T0, 0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (id, _))| (id, T0 + (i as i64 / 3) * 5))
+                    .collect(),
+                1,
+                10,
+            ),
+            (
+                "more than a page in one millisecond",
+                [
+                    builds(0, 5, T0, 1),
+                    builds(5, 35, T0 + 10, 0),
+                    builds(40, 5, T0 + 20, 1),
+                ]
+                .concat(),
+                1,
+                10,
+            ),
+            (
+                "whole seconds, 25 builds in one second",
+                [
+                    builds(0, 6, T0, 1000),
+                    builds(6, 25, T0 + 7_000, 37),
+                    builds(31, 6, T0 + 9_000, 1000),
+                ]
+                .concat(),
+                1000,
+                10,
+            ),
+            ("a page exactly full", builds(0, 20, T0, 3), 1, 10),
+        ];
+        for (case, list, step, per_page) in cases {
+            let table = Table::new(&list);
+            let read = walk(&table, step, per_page).await.expect(case);
+            let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+            assert_eq!(sorted(read.clone()), expected, "{case}: each build once");
+            assert_eq!(read.len(), expected.len(), "{case}: no build twice");
+            let queries = table.queries.lock().expect("lock");
+            assert!(
+                queries.iter().all(|q| q.page.unwrap_or(1) <= 5),
+                "{case}: never deep"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_page_goes_on_when_a_proxy_strips_link() {
+        let list = builds(0, 30, T0, 2);
+        let table = Table {
+            strip_link: true,
+            ..Table::new(&list)
+        };
+        assert_eq!(walk(&table, 1, 10).await.expect("walk").len(), 30);
+    }
+
+    #[tokio::test]
+    async fn builds_that_arrive_or_leave_while_it_is_read_never_hide_others() {
+        let list = builds(0, 40, T0, 10);
+        let table = Table::new(&list);
+        // After the first page: a new build arrives on top, the oldest is retried away.
+        let mut next = list.clone();
+        next.push(("new".into(), T0 + 10_000));
+        next.retain(|(id, _)| id != "b0");
+        *table.churn.lock().expect("lock") = vec![next];
+        let read = walk(&table, 1, 10).await.expect("walk");
+        for i in 1..40 {
+            let id = format!("b{i}");
+            assert_eq!(read.iter().filter(|r| **r == id).count(), 1, "{id}");
+        }
+        assert!(
+            !read.contains(&"new".to_string()),
+            "newer than the walk's start"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_narrow_is_refused_not_walked_forever() {
+        let table = Table {
+            ignore_created_to: true,
+            ..Table::new(&builds(0, 30, T0, 5))
+        };
+        let err = walk(&table, 1, 10).await.expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("did not narrow")),
+            "{err}"
+        );
+        let asked = table.queries.lock().expect("lock").len();
+        assert!(asked <= 6, "refused within a few requests, not {asked}");
+    }
+}

@@ -1,0 +1,94 @@
+//! Upgrading from 0.1: a state database written by kitesync 0.1 (tests/data/state), whose
+//! outbox holds test results, logs and a fleet in BuildButler's wire format, is migrated to
+//! Buildkite's facts and delivered exactly as 0.1 would have sent it.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const DUMP: &str = include_str!("data/state/kitesync-0.1.sql");
+
+/// The 0.1 outbox rows of `kind`: their payloads, as 0.1 would have sent them.
+fn queued_by_0_1(kind: &str) -> Vec<Value> {
+    let conn = rusqlite::Connection::open_in_memory().expect("memory");
+    conn.execute_batch(DUMP).expect("the 0.1 dump loads");
+    let mut stmt = conn
+        .prepare("SELECT payload FROM outbox WHERE kind = ?1 ORDER BY id")
+        .expect("query");
+    let rows = stmt
+        .query_map([kind], |r| r.get::<_, String>(0))
+        .expect("rows");
+    rows.map(|p| serde_json::from_str(&p.expect("row")).expect("json"))
+        .collect()
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(|v| v.to_string());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0_1_outbox_of_every_kind_is_migrated_and_delivered_as_0_1_would_have() {
+    let mut h = Harness::start().await;
+    let conn = rusqlite::Connection::open(h.state_path()).expect("create");
+    conn.execute_batch(DUMP).expect("the 0.1 dump loads");
+    conn.pragma_update(None, "user_version", 5)
+        .expect("0.1's schema version");
+    drop(conn);
+    // As 0.1 ran: lower-case statuses, test results and logs on.
+    h.set_env("KITESYNC_BUILDBUTLER__STATUS_CASE", "lower");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    h.set_env("KITESYNC_LOGS__ENABLED", "true");
+
+    let run = h.once_ok().await;
+    assert!(
+        run.stdout.contains("outbox: 0 pending, 0 dead"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(h.bb.builds().len(), 7, "the queued builds");
+    assert_eq!(sorted(h.bb.suites()), sorted(queued_by_0_1("tests")));
+    assert_eq!(h.bb.logs(), queued_by_0_1("log"));
+    assert_eq!(h.bb.fleets(), queued_by_0_1("agents"));
+
+    // The agents table was migrated too: the same fleet polled again sends nothing new,
+    // a changed one sends a snapshot with the tag that holds a comma intact.
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open");
+    let facts: Vec<String> = conn
+        .prepare("SELECT facts FROM agents ORDER BY id")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("facts");
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 6);
+    let ci2: Value = serde_json::from_str(&facts[1]).expect("json");
+    assert_eq!(ci2["name"], "ci-2");
+    assert_eq!(ci2["connection_state"], "connected");
+    assert_eq!(
+        ci2["tags"],
+        serde_json::json!(["queue=mac", "fast", "os=macos"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_case_changed_while_items_wait_applies_to_them() {
+    let h = Harness::start().await;
+    let conn = rusqlite::Connection::open(h.state_path()).expect("create");
+    conn.execute_batch(DUMP).expect("the 0.1 dump loads");
+    conn.pragma_update(None, "user_version", 5)
+        .expect("0.1's schema version");
+    drop(conn);
+    // 0.1 queued the log in lower case; the config now says upper (the default).
+    h.once_ok().await;
+    let logs = h.bb.logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["status"], "FAILURE");
+    let mut expected = queued_by_0_1("log").remove(0);
+    expected["status"] = "FAILURE".into();
+    assert_eq!(logs[0], expected, "only the case differs");
+}
