@@ -317,7 +317,8 @@ mod tests {
     #[tokio::test]
     async fn every_build_is_read_exactly_once() {
         // (case, builds, step of the bounds in ms, page size)
-        let cases: Vec<(&str, Vec<(String, i64)>, i64, u32)> = vec![
+        type Case = (&'static str, Vec<(String, i64)>, i64, u32);
+        let cases: Vec<Case> = vec![
             ("one page", builds(0, 7, T0, 1000), 1, 10),
             ("pages of distinct times", builds(0, 95, T0, 7), 1, 10),
             (
