@@ -131,71 +131,43 @@ pub struct Config {
 /// `[metrics]`: Prometheus metrics on `/metrics` and a health check on `/healthz`, served
 /// by the daemon.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    #[serde(default)]
     pub enabled: bool,
     /// Address and port to listen on (loopback unless you open it up).
-    #[serde(default = "default_metrics_listen")]
     pub listen: String,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            enabled: false,
-            listen: default_metrics_listen(),
-        }
-    }
-}
-
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9187".to_string()
 }
 
 /// `[buildkite]`: the source.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BuildkiteConfig {
     /// Organization slug, as in `https://buildkite.com/<slug>`.
-    #[serde(default)]
     pub organization: String,
     /// Base URL of the REST API, without `/v2`.
-    #[serde(default = "default_api_url")]
     pub api_url: Url,
     /// API access token (read scopes); or use `token_file`.
-    #[serde(default)]
     pub token: Option<Secret>,
     /// A file holding the token, e.g. a systemd credential.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// kitesync's own pace, well under the token owner's 50 requests a minute.
-    #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
     /// The share of each Buildkite budget (organization and user) kitesync leaves to others:
     /// it pauses until the budget resets when only this much is left.
-    #[serde(default = "default_reserve_percent")]
     pub reserve_percent: u32,
     /// Only these pipeline slugs (empty: every pipeline).
-    #[serde(default)]
     pub pipelines: Vec<String>,
     /// Only these branches, wildcards allowed (empty: every branch).
-    #[serde(default)]
     pub branches: Vec<String>,
     /// How far behind the high-water mark each poll looks again, for late and re-finished builds.
-    #[serde(default = "default_overlap_seconds")]
     pub overlap_seconds: u64,
     /// On the very first poll (empty state), how far back to look for finished builds.
-    #[serde(default = "default_lookback_minutes")]
     pub first_poll_lookback_minutes: u64,
     /// Per-request timeout, connect included.
-    #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
     /// Connect timeout.
-    #[serde(default = "default_connect_timeout_seconds")]
     pub connect_timeout_seconds: u64,
     /// A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy, say).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
 }
 
@@ -268,91 +240,95 @@ pub enum StatusCase {
 /// `[schedule]`: cron expressions with a seconds field. An empty `agents` turns the agent
 /// sync off.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
-    #[serde(default = "default_builds_schedule")]
     pub builds: Schedule,
-    #[serde(
-        default = "default_agents_schedule",
-        deserialize_with = "crate::schedule::optional"
-    )]
+    #[serde(deserialize_with = "crate::schedule::optional")]
     pub agents: Option<Schedule>,
 }
 
 /// `[tests]`: JUnit results from artifacts.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TestsConfig {
     /// Artifact path globs read as JUnit XML (empty: off).
-    #[serde(default)]
     pub junit_artifact_globs: Vec<String>,
     /// Larger JUnit files are skipped with a warning.
-    #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
-}
-
-impl Default for TestsConfig {
-    fn default() -> Self {
-        TestsConfig {
-            junit_artifact_globs: Vec::new(),
-            max_file_bytes: default_max_file_bytes(),
-        }
-    }
 }
 
 /// `[logs]`: the tail of each failed job's log, for failed builds.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
-    #[serde(default)]
     pub enabled: bool,
     /// How much of the end of each failed job's log to send (and of all of them together).
-    #[serde(default = "default_log_bytes")]
     pub max_bytes: u64,
+}
+
+// The defaults, which README.md and config.example.toml show.
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        let listen = "127.0.0.1:9187".to_string();
+        MetricsConfig {
+            enabled: false,
+            listen,
+        }
+    }
+}
+
+impl Default for BuildkiteConfig {
+    fn default() -> Self {
+        BuildkiteConfig {
+            organization: String::new(),
+            api_url: Url::parse("https://api.buildkite.com").expect("a valid literal URL"), // ok: constant
+            token: None,
+            token_file: None,
+            requests_per_minute: 30,
+            reserve_percent: 10,
+            pipelines: Vec::new(),
+            branches: Vec::new(),
+            overlap_seconds: 300,
+            first_poll_lookback_minutes: 60,
+            timeout_seconds: default_timeout_seconds(),
+            connect_timeout_seconds: default_connect_timeout_seconds(),
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        let parse = |s| Schedule::parse(s).expect("a valid literal schedule"); // ok: constant
+        ScheduleConfig {
+            builds: parse("*/30 * * * * *"),
+            agents: Some(parse("0 */5 * * * *")),
+        }
+    }
+}
+
+impl Default for TestsConfig {
+    fn default() -> Self {
+        let max_file_bytes = 10 * 1024 * 1024;
+        TestsConfig {
+            junit_artifact_globs: Vec::new(),
+            max_file_bytes,
+        }
+    }
 }
 
 impl Default for LogsConfig {
     fn default() -> Self {
         LogsConfig {
             enabled: false,
-            max_bytes: default_log_bytes(),
-        }
-    }
-}
-
-fn default_max_file_bytes() -> u64 {
-    10 * 1024 * 1024
-}
-fn default_log_bytes() -> u64 {
-    64 * 1024
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        ScheduleConfig {
-            builds: default_builds_schedule(),
-            agents: default_agents_schedule(),
+            max_bytes: 64 * 1024,
         }
     }
 }
 
 fn default_state_path() -> PathBuf {
     PathBuf::from("kitesync.db")
-}
-fn default_api_url() -> Url {
-    Url::parse("https://api.buildkite.com").expect("a valid literal URL") // ok: constant
-}
-fn default_requests_per_minute() -> u32 {
-    30
-}
-fn default_reserve_percent() -> u32 {
-    10
-}
-fn default_overlap_seconds() -> u64 {
-    300
-}
-fn default_lookback_minutes() -> u64 {
-    60
 }
 fn default_timeout_seconds() -> u64 {
     30
@@ -368,12 +344,6 @@ fn default_ingest_prefix() -> String {
 }
 fn default_concurrency() -> usize {
     8
-}
-fn default_builds_schedule() -> Schedule {
-    Schedule::parse("*/30 * * * * *").expect("a valid literal schedule") // ok: constant
-}
-fn default_agents_schedule() -> Option<Schedule> {
-    Some(Schedule::parse("0 */5 * * * *").expect("a valid literal schedule")) // ok: constant
 }
 
 impl BuildkiteConfig {
@@ -516,72 +486,21 @@ impl Config {
                 "must start with '/', e.g. \"/api/v1/ingest\"",
             ));
         }
-        let ranges: [(&str, &str, u64, u64, u64); 11] = [
-            (
-                "buildkite",
-                "requests_per_minute",
-                bk.requests_per_minute.into(),
-                1,
-                10_000,
-            ),
-            (
-                "buildkite",
-                "reserve_percent",
-                bk.reserve_percent.into(),
-                0,
-                90,
-            ),
-            (
-                "buildkite",
-                "overlap_seconds",
-                bk.overlap_seconds,
-                10,
-                86_400,
-            ),
-            (
-                "buildkite",
-                "first_poll_lookback_minutes",
-                bk.first_poll_lookback_minutes,
-                1,
-                525_600,
-            ),
+        #[rustfmt::skip]
+        let ranges = [
+            ("buildkite", "requests_per_minute", u64::from(bk.requests_per_minute), 1, 10_000),
+            ("buildkite", "reserve_percent", u64::from(bk.reserve_percent), 0, 90),
+            ("buildkite", "overlap_seconds", bk.overlap_seconds, 10, 86_400),
+            ("buildkite", "first_poll_lookback_minutes", bk.first_poll_lookback_minutes, 1, 525_600),
             ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
-            (
-                "buildkite",
-                "connect_timeout_seconds",
-                bk.connect_timeout_seconds,
-                1,
-                600,
-            ),
-            (
-                "buildbutler",
-                "connect_timeout_seconds",
-                bb.connect_timeout_seconds,
-                1,
-                600,
-            ),
+            ("buildkite", "connect_timeout_seconds", bk.connect_timeout_seconds, 1, 600),
+            ("buildbutler", "connect_timeout_seconds", bb.connect_timeout_seconds, 1, 600),
             ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
-            (
-                "buildbutler",
-                "timeout_seconds",
-                bb.timeout_seconds,
-                1,
-                3_600,
-            ),
-            (
-                "buildbutler",
-                "retry_window_seconds",
-                bb.retry_window_seconds,
-                0,
-                86_400,
-            ),
-            (
-                "buildbutler",
-                "ingest_prefix",
-                bb.ingest_prefix.len() as u64,
-                0,
-                200,
-            ),
+            ("buildbutler", "timeout_seconds", bb.timeout_seconds, 1, 3_600),
+            ("buildbutler", "retry_window_seconds", bb.retry_window_seconds, 0, 86_400),
+            ("buildbutler", "ingest_prefix", bb.ingest_prefix.len() as u64, 0, 200),
+            ("tests", "max_file_bytes", self.tests.max_file_bytes, 1, 1 << 30),
+            ("logs", "max_bytes", self.logs.max_bytes, 1, 1 << 30),
         ];
         for (section, key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -620,19 +539,6 @@ impl Config {
                     "tests",
                     "junit_artifact_globs",
                     &format!("has an invalid glob {glob:?}: {}", e.kind()),
-                ));
-            }
-        }
-        let sizes = [
-            ("tests", "max_file_bytes", self.tests.max_file_bytes),
-            ("logs", "max_bytes", self.logs.max_bytes),
-        ];
-        for (section, key, value) in sizes {
-            if !(1..=1 << 30).contains(&value) {
-                return Err(file.error(
-                    section,
-                    key,
-                    &format!("= {value} is out of range: it must be from 1 to 1073741824"),
                 ));
             }
         }

@@ -7,7 +7,7 @@
 //! state is always either before or after a page. Outages are logged when they start, every
 //! ten minutes while they last, and when they end — not on every attempt.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
 use crate::deliver::{deliver_loop, OnFatal, Stop};
-use crate::metrics::Activity;
+use crate::metrics::{Activity, StateLabels};
 use crate::outage::Outage;
 use crate::schedule::Schedule;
 use crate::store::outbox;
@@ -259,47 +259,51 @@ impl AgentPoller {
 
 /// Serves `/metrics` and `/healthz` on `[metrics] listen` until the daemon stops.
 async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
-    use axum::routing::get;
-    let listen = app.config.metrics.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+    use axum::http::{header::CONTENT_TYPE, StatusCode};
+    let listen = &app.config.metrics.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
     })?;
+    // The address actually bound: with port 0 the system picks a free port.
+    let bound = listener
+        .local_addr()
+        .map_or(listen.clone(), |a| a.to_string());
+    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     // Healthy while polls and deliveries succeed within three poll intervals.
     let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
-    let state = MetricsState {
-        app,
-        started: Instant::now(),
-        allowed,
+    let started = Instant::now();
+    let page = Arc::clone(&app);
+    let metrics = move || {
+        let app = Arc::clone(&page);
+        async move {
+            outbox_gauges(&app).await;
+            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(CONTENT_TYPE, kind)], app.metrics.encode())
+        }
+    };
+    let health = move || {
+        let app = Arc::clone(&app);
+        async move {
+            let pending = outbox_gauges(&app).await;
+            match app.metrics.unhealthy(allowed, started.elapsed(), pending) {
+                None => (StatusCode::OK, "ok\n".to_string()),
+                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            }
+        }
     };
     let router = axum::Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/healthz", get(healthz))
-        .with_state(Arc::new(state));
-    // The address actually bound: with port 0 the system picks a free port.
-    let bound = listener.local_addr().map_or(listen, |a| a.to_string());
-    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
-    tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s != Stop::No).await;
-        };
-        let _ = axum::serve(listener, router)
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/healthz", axum::routing::get(health));
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s != Stop::No).await;
+    };
+    tokio::spawn(
+        axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
-            .await;
-    });
+            .into_future(),
+    );
     Ok(())
 }
-
-struct MetricsState {
-    app: Arc<App>,
-    started: Instant,
-    allowed: Duration,
-}
-
-type Answer = (
-    axum::http::StatusCode,
-    [(axum::http::HeaderName, &'static str); 1],
-    String,
-);
 
 /// Refreshes the outbox gauges from the store; the number of pending items.
 async fn outbox_gauges(app: &App) -> i64 {
@@ -308,49 +312,14 @@ async fn outbox_gauges(app: &App) -> i64 {
         .call(|c| outbox::summary(c))
         .await
         .unwrap_or_default();
-    let set = |state: &str, n: u64| {
-        app.metrics
-            .outbox
-            .get_or_create(&crate::metrics::StateLabels {
-                state: state.into(),
-            })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    };
-    set("pending", summary.pending);
-    set("dead", summary.dead);
-    i64::try_from(summary.pending).unwrap_or(i64::MAX)
-}
-
-async fn metrics_page(axum::extract::State(s): axum::extract::State<Arc<MetricsState>>) -> Answer {
-    outbox_gauges(&s.app).await;
-    (
-        axum::http::StatusCode::OK,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.app.metrics.encode(),
-    )
-}
-
-async fn healthz(axum::extract::State(s): axum::extract::State<Arc<MetricsState>>) -> Answer {
-    let pending = outbox_gauges(&s.app).await;
-    let text = [(
-        axum::http::header::CONTENT_TYPE,
-        "text/plain; charset=utf-8",
-    )];
-    match s
-        .app
-        .metrics
-        .unhealthy(s.allowed, s.started.elapsed(), pending)
-    {
-        None => (axum::http::StatusCode::OK, text, "ok\n".into()),
-        Some(why) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            text,
-            format!("{why}\n"),
-        ),
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for (state, n) in [("pending", summary.pending), ("dead", summary.dead)] {
+        let labels = StateLabels {
+            state: state.into(),
+        };
+        app.metrics.outbox.get_or_create(&labels).set(gauge(n));
     }
+    gauge(summary.pending)
 }
 
 /// Tells systemd (when started as `Type=notify`) how the service is doing; a no-op otherwise.

@@ -55,22 +55,52 @@ pub struct WhatLabels {
     pub what: Activity,
 }
 
-/// Every figure kitesync reports.
-pub struct Metrics {
-    registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub rate_limited: Counter,
-    pub remaining: Family<ScopeLabels, Gauge>,
-    pub builds_polled: Counter,
-    pub builds_queued: Counter,
-    pub delivered: Counter,
-    pub dead_lettered: Counter,
-    pub outbox: Family<StateLabels, Gauge>,
-    pub poll_seconds: Histogram,
-    pub delivery_seconds: Histogram,
+/// Declares every metric once: its field, type, name and help; `Metrics::new` registers them.
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty = $init:expr, $name:literal, $help:literal;)*) => {
+        /// Every figure kitesync reports.
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[$doc])* pub $field: $ty,)*
+            health: Mutex<HealthState>,
+        }
+
+        impl Metrics {
+            /// A fresh set of metrics, all at zero.
+            pub fn new() -> Metrics {
+                let mut registry = Registry::default();
+                $(let $field: $ty = $init;
+                registry.register($name, $help, $field.clone());)*
+                Metrics { registry, $($field,)* health: Mutex::default() }
+            }
+        }
+    };
+}
+
+metrics! {
+    requests: Family<RequestLabels, Counter> = Family::default(),
+        "kitesync_buildkite_requests", "Buildkite requests by endpoint and status";
+    rate_limited: Counter = Counter::default(),
+        "kitesync_buildkite_rate_limited", "Buildkite answers 429";
+    remaining: Family<ScopeLabels, Gauge> = Family::default(),
+        "kitesync_buildkite_ratelimit_remaining", "Requests left in each Buildkite budget, as last reported";
+    builds_polled: Counter = Counter::default(),
+        "kitesync_builds_polled", "Finished builds listed by polls";
+    builds_queued: Counter = Counter::default(),
+        "kitesync_builds_queued", "Builds queued for delivery (new or finished again)";
+    delivered: Counter = Counter::default(),
+        "kitesync_items_delivered", "Items BuildButler accepted";
+    dead_lettered: Counter = Counter::default(),
+        "kitesync_items_dead_lettered", "Items BuildButler refused for good";
+    outbox: Family<StateLabels, Gauge> = Family::default(),
+        "kitesync_outbox_items", "Items in the outbox by state";
+    poll_seconds: Histogram = Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+        "kitesync_poll_duration_seconds", "Duration of build polls";
+    delivery_seconds: Histogram = Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        "kitesync_delivery_duration_seconds", "Duration of delivery passes";
     /// Unix time of the last success.
-    pub last_success: Family<WhatLabels, Gauge>,
-    health: Mutex<HealthState>,
+    last_success: Family<WhatLabels, Gauge> = Family::default(),
+        "kitesync_last_success_timestamp_seconds", "Unix time of the last successful poll or delivery";
 }
 
 #[derive(Default)]
@@ -95,93 +125,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh set of metrics, all at zero.
-    pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let rate_limited = Counter::default();
-        let remaining = Family::<ScopeLabels, Gauge>::default();
-        let builds_polled = Counter::default();
-        let builds_queued = Counter::default();
-        let delivered = Counter::default();
-        let dead_lettered = Counter::default();
-        let outbox = Family::<StateLabels, Gauge>::default();
-        let poll_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
-        let delivery_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
-        let last_success = Family::<WhatLabels, Gauge>::default();
-        let r = &mut registry;
-        r.register(
-            "kitesync_buildkite_requests",
-            "Buildkite requests by endpoint and status",
-            requests.clone(),
-        );
-        r.register(
-            "kitesync_buildkite_rate_limited",
-            "Buildkite answers 429",
-            rate_limited.clone(),
-        );
-        r.register(
-            "kitesync_buildkite_ratelimit_remaining",
-            "Requests left in each Buildkite budget, as last reported",
-            remaining.clone(),
-        );
-        r.register(
-            "kitesync_builds_polled",
-            "Finished builds listed by polls",
-            builds_polled.clone(),
-        );
-        r.register(
-            "kitesync_builds_queued",
-            "Builds queued for delivery (new or finished again)",
-            builds_queued.clone(),
-        );
-        r.register(
-            "kitesync_items_delivered",
-            "Items BuildButler accepted",
-            delivered.clone(),
-        );
-        r.register(
-            "kitesync_items_dead_lettered",
-            "Items BuildButler refused for good",
-            dead_lettered.clone(),
-        );
-        r.register(
-            "kitesync_outbox_items",
-            "Items in the outbox by state",
-            outbox.clone(),
-        );
-        r.register(
-            "kitesync_poll_duration_seconds",
-            "Duration of build polls",
-            poll_seconds.clone(),
-        );
-        r.register(
-            "kitesync_delivery_duration_seconds",
-            "Duration of delivery passes",
-            delivery_seconds.clone(),
-        );
-        r.register(
-            "kitesync_last_success_timestamp_seconds",
-            "Unix time of the last successful poll or delivery",
-            last_success.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            rate_limited,
-            remaining,
-            builds_polled,
-            builds_queued,
-            delivered,
-            dead_lettered,
-            outbox,
-            poll_seconds,
-            delivery_seconds,
-            last_success,
-            health: Mutex::new(HealthState::default()),
-        }
-    }
-
     /// Counts one Buildkite request.
     pub fn request(&self, endpoint: &str, status: &str) {
         self.requests
