@@ -30,7 +30,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let app = App::new(config).map_err(Error::Setup)?;
     daemon::run(app, shutdown).await?;
     tracing::info!("stopped");
-    Ok(ending(None, Exit::Success))
+    Ok(Ending::new(String::new(), Vec::new(), Exit::Success))
 }
 
 /// `--once`: one poll, then every delivery that can be made now.
@@ -72,7 +72,7 @@ pub async fn check(mut config: Config) -> Result<Ending, Error> {
     } else {
         Exit::Configuration
     };
-    Ok(ending(Some(check::render(&findings)), exit))
+    Ok(Ending::new(check::render(&findings), Vec::new(), exit))
 }
 
 /// `status`: from the state database alone, as a table or JSON.
@@ -83,7 +83,7 @@ pub async fn status(config: &Config, json: bool) -> Result<Ending, Error> {
     } else {
         status::render(&s).trim_end().to_string()
     };
-    Ok(ending(Some(text), Exit::Success))
+    Ok(Ending::new(text, Vec::new(), Exit::Success))
 }
 
 /// What `replay` sends again.
@@ -118,13 +118,5 @@ pub async fn replay(config: Config, what: Replay) -> Result<Ending, Error> {
         plural(queued as u64, "item"),
         if queued == 1 { "it" } else { "them" }
     );
-    Ok(ending(Some(line), Exit::Success))
-}
-
-fn ending(summary: Option<String>, exit: Exit) -> Ending {
-    Ending {
-        summary,
-        notes: Vec::new(),
-        exit,
-    }
+    Ok(Ending::new(line, Vec::new(), Exit::Success))
 }

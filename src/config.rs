@@ -65,29 +65,13 @@ pub struct Secret(String);
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Scalar;
-        impl serde::de::Visitor<'_> for Scalar {
-            type Value = Secret;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(Secret(s)),
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
                 Ok(Secret(v.to_string()))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
+            _ => Err(serde::de::Error::custom("must be a string")),
         }
-        d.deserialize_any(Scalar)
     }
 }
 

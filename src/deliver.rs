@@ -180,25 +180,20 @@ pub async fn deliver_loop(
             _ = stop.wait_for(|s| *s == Stop::Now) => return delivered,
         };
         let metrics = &app.metrics;
-        match &result {
+        // BuildButler refusing everything pauses delivery: new builds must not wake it.
+        let mut pause = Duration::ZERO;
+        match result {
             Ok(report) => {
+                delivered += report.delivered as u64;
                 metrics.delivered.inc_by(report.delivered as u64);
                 metrics.dead_lettered.inc_by(report.dead as u64);
-                if report.delivered > 0 || report.dead > 0 || report.retried > 0 {
-                    metrics
-                        .delivery_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                if report.delivered + report.dead + report.retried > 0 {
+                    let took = started.elapsed().as_secs_f64();
+                    metrics.delivery_seconds.observe(took);
                 }
                 if report.delivered > 0 {
                     metrics.succeeded(Activity::Delivery);
                 }
-            }
-            Err(e) => metrics.failed(Activity::Delivery, &e.to_string()),
-        }
-        let mut wait_at_least = Duration::ZERO;
-        match result {
-            Ok(report) => {
-                delivered += report.delivered as u64;
                 if report.retried > 0 {
                     outage.failed("deliveries are failing and will be retried");
                 } else if report.delivered > 0 {
@@ -207,14 +202,18 @@ pub async fn deliver_loop(
                 }
             }
             Err(DeliverError::Fatal(e)) => {
+                metrics.failed(Activity::Delivery, &e);
                 if on_fatal == OnFatal::Stop || delivered == 0 {
                     let _ = fatal.send(Some(e));
                     return delivered;
                 }
                 outage.failed(&e);
-                wait_at_least = FATAL_PAUSE;
+                pause = FATAL_PAUSE;
             }
-            Err(e) => outage.failed(&e.to_string()),
+            Err(e) => {
+                metrics.failed(Activity::Delivery, &e.to_string());
+                outage.failed(&e.to_string());
+            }
         }
         if *stop.borrow() != Stop::No {
             return delivered;
@@ -227,17 +226,15 @@ pub async fn deliver_loop(
         let wait = next.map_or(IDLE_WAKE, |at| {
             Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_WAKE)
         });
-        if !wait_at_least.is_zero() {
-            // BuildButler refuses everything: new builds must not wake us up sooner.
-            tokio::select! {
-                () = tokio::time::sleep(wait_at_least) => {}
-                _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
+        let woken = async {
+            match pause.is_zero() {
+                true => queued.notified().await,
+                false => std::future::pending().await,
             }
-            continue;
-        }
+        };
         tokio::select! {
-            () = queued.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            () = woken => {}
+            () = tokio::time::sleep(wait.max(pause)) => {}
             _ = stop.wait_for(|s| *s != Stop::No) => return delivered,
         }
     }

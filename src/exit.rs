@@ -24,6 +24,15 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// A failure: [`Exit::Configuration`] when the operator must act, else [`Exit::Incomplete`].
+    pub fn failed(configuration: bool) -> Exit {
+        if configuration {
+            Exit::Configuration
+        } else {
+            Exit::Incomplete
+        }
+    }
+
     /// The process exit code.
     pub fn code(self) -> u8 {
         match self {
@@ -39,9 +48,21 @@ impl Exit {
 /// NDJSON), explanations for stderr, and how it ended.
 #[derive(Debug)]
 pub struct Ending {
-    pub summary: Option<String>,
+    /// Empty when there is nothing to say.
+    pub summary: String,
     pub notes: Vec<String>,
     pub exit: Exit,
+}
+
+impl Ending {
+    /// A summary with its notes.
+    pub fn new(summary: String, notes: Vec<String>, exit: Exit) -> Ending {
+        Ending {
+            summary,
+            notes,
+            exit,
+        }
+    }
 }
 
 /// Why a command could not run, or stopped.
@@ -73,18 +94,13 @@ pub enum Error {
 impl Error {
     /// The one place an error becomes an exit code.
     pub fn exit(&self) -> Exit {
-        let configuration = match self {
+        Exit::failed(match self {
             Error::Config(_) | Error::Usage(_) => true,
             Error::Sync(e) => e.is_configuration(),
             Error::Source(e) => e.is_configuration(),
             Error::Deliver(e) => matches!(e, DeliverError::Fatal(_)),
             Error::Daemon(e) => matches!(e, DaemonError::Configuration(_)),
             Error::Missing(_) | Error::Setup(_) | Error::Store(_) => false,
-        };
-        if configuration {
-            Exit::Configuration
-        } else {
-            Exit::Incomplete
-        }
+        })
     }
 }

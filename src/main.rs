@@ -179,12 +179,10 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
 fn finish(ended: Result<Ending, Error>, dry_run: bool) -> ExitCode {
     match ended {
         Ok(ending) => {
-            if let Some(summary) = &ending.summary {
-                if dry_run {
-                    eprintln!("{summary}");
-                } else {
-                    println!("{summary}");
-                }
+            match (ending.summary.as_str(), dry_run) {
+                ("", _) => {}
+                (summary, true) => eprintln!("{summary}"),
+                (summary, false) => println!("{summary}"),
             }
             for note in &ending.notes {
                 eprintln!("kitesync: {note}");

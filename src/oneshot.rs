@@ -57,7 +57,6 @@ impl OnceReport {
 
     /// The one-line summary, what went wrong, and the exit code.
     pub fn ending(&self, dry_run: bool) -> Ending {
-        let delivered = self.delivery.as_ref().map_or(0, |d| d.delivered);
         let polled = match &self.poll {
             Ok(p) => format!(
                 "{} newly finished {} in {} {}",
@@ -68,45 +67,39 @@ impl OnceReport {
             ),
             Err(_) => "poll failed".to_string(),
         };
+        let requests = plural(self.requests, "request");
         let summary = format!(
-            "kitesync: {polled} ({} Buildkite {}); {} {delivered}; outbox: {} pending, {} dead",
+            "kitesync: {polled} ({} Buildkite {requests}); {}",
             self.requests,
-            plural(self.requests, "request"),
-            delivered_word(dry_run),
-            self.outbox.pending,
-            self.outbox.dead
+            delivered(&self.delivery, &self.outbox, dry_run)
         );
-        let mut notes = Vec::new();
-        if let Err(e) = &self.poll {
-            notes.push(format!("poll failed: {e}"));
+        if self.complete() {
+            return Ending::new(summary, Vec::new(), Exit::Success);
         }
-        if let Err(e) = &self.enrich {
-            notes.push(format!("fetching test results or logs failed: {e}"));
-        }
-        if let Some(Err(e)) = &self.agents {
-            notes.push(format!(
-                "agent poll failed: {e} (set [schedule] agents = \"\" to turn agent sync off)"
-            ));
-        }
-        if let Err(e) = &self.delivery {
-            notes.push(format!("delivery stopped: {e}"));
-        }
-        let exit = if self.complete() {
-            notes.clear();
-            Exit::Success
-        } else {
-            notes.extend(explain(&self.outbox));
-            if self.needs_configuration() {
-                Exit::Configuration
-            } else {
-                Exit::Incomplete
-            }
-        };
-        Ending {
-            summary: Some(summary),
-            notes,
-            exit,
-        }
+        let agents = self.agents.as_ref().and_then(|a| a.as_ref().err());
+        let notes = [
+            self.poll
+                .as_ref()
+                .err()
+                .map(|e| format!("poll failed: {e}")),
+            (self.enrich.as_ref().err())
+                .map(|e| format!("fetching test results or logs failed: {e}")),
+            agents.map(|e| {
+                format!(
+                    "agent poll failed: {e} (set [schedule] agents = \"\" to turn agent sync off)"
+                )
+            }),
+            self.delivery
+                .as_ref()
+                .err()
+                .map(|e| format!("delivery stopped: {e}")),
+        ];
+        let notes = notes
+            .into_iter()
+            .flatten()
+            .chain(explain(&self.outbox))
+            .collect();
+        Ending::new(summary, notes, Exit::failed(self.needs_configuration()))
     }
 }
 
@@ -256,50 +249,34 @@ async fn summary(app: &App) -> Result<Summary, StoreError> {
 impl BackfillOutcome {
     /// The summary, what went wrong, and the exit code.
     pub fn ending(&self, dry_run: bool) -> Ending {
-        let delivered = self.delivery.as_ref().map_or(0, |d| d.delivered);
         let tail = format!(
-            "{} Buildkite {}, {} budget {}; {} {delivered}; outbox: {} pending, {} dead",
+            "{} Buildkite {}, {} budget {}; {}",
             self.requests,
             plural(self.requests, "request"),
             self.budget_waits,
             plural(self.budget_waits, "wait"),
-            delivered_word(dry_run),
-            self.outbox.pending,
-            self.outbox.dead
+            delivered(&self.delivery, &self.outbox, dry_run)
         );
-        let ending = |summary: String, notes: Vec<String>, exit| Ending {
-            summary: Some(summary),
-            notes,
-            exit,
-        };
         if self.interrupted {
-            let resume = if dry_run {
-                "a dry run saves no checkpoint"
-            } else {
-                "run the same command again to resume from its checkpoint"
+            let resume = match dry_run {
+                true => "a dry run saves no checkpoint",
+                false => "run the same command again to resume from its checkpoint",
             };
             let summary = format!("kitesync: backfill interrupted: {tail}");
-            return ending(summary, vec![resume.to_string()], Exit::Interrupted);
+            return Ending::new(summary, vec![resume.to_string()], Exit::Interrupted);
         }
         let stopped = format!("kitesync: backfill stopped: {tail}");
+        let again = "run the same command again to resume";
         let walk = match &self.walk {
             None => {
-                let notes = self.delivery.as_ref().err().map(|e| {
-                    format!("delivery stopped: {e}; run the same command again to resume")
-                });
-                return ending(stopped, notes.into_iter().collect(), Exit::Configuration);
+                let notes = self.delivery.as_ref().err();
+                let notes = notes.map(|e| format!("delivery stopped: {e}; {again}"));
+                return Ending::new(stopped, notes.into_iter().collect(), Exit::Configuration);
             }
             Some(Err(e)) => {
-                let mut notes = vec![format!(
-                    "backfill failed: {e}; run the same command again to resume"
-                )];
-                notes.extend(explain(&self.outbox));
-                let exit = if e.is_configuration() {
-                    Exit::Configuration
-                } else {
-                    Exit::Incomplete
-                };
-                return ending(stopped, notes, exit);
+                let notes = [format!("backfill failed: {e}; {again}")];
+                let notes = notes.into_iter().chain(explain(&self.outbox)).collect();
+                return Ending::new(stopped, notes, Exit::failed(e.is_configuration()));
             }
             Some(Ok(walk)) => walk,
         };
@@ -314,23 +291,34 @@ impl BackfillOutcome {
             cp.builds,
             walk.queued,
         );
-        if let Some(Err(e)) = &self.enrich {
-            let note = format!("fetching test results or logs failed: {e}");
-            return ending(summary, vec![note], Exit::Incomplete);
-        }
-        if let Err(e) = &self.delivery {
-            let exit = if matches!(e, DeliverError::Fatal(_)) {
-                Exit::Configuration
-            } else {
-                Exit::Incomplete
-            };
-            return ending(summary, vec![format!("delivery stopped: {e}")], exit);
-        }
-        if self.outbox.pending + self.outbox.dead > 0 {
-            return ending(summary, explain(&self.outbox), Exit::Incomplete);
-        }
-        ending(summary, Vec::new(), Exit::Success)
+        let (notes, exit) = match (&self.enrich, &self.delivery) {
+            (Some(Err(e)), _) => (
+                vec![format!("fetching test results or logs failed: {e}")],
+                Exit::Incomplete,
+            ),
+            (_, Err(e)) => {
+                let fatal = matches!(e, DeliverError::Fatal(_));
+                (vec![format!("delivery stopped: {e}")], Exit::failed(fatal))
+            }
+            _ if self.outbox.pending + self.outbox.dead > 0 => {
+                (explain(&self.outbox), Exit::Incomplete)
+            }
+            _ => (Vec::new(), Exit::Success),
+        };
+        Ending::new(summary, notes, exit)
     }
+}
+
+/// "delivered N; outbox: P pending, D dead".
+fn delivered(
+    delivery: &Result<DeliveryReport, DeliverError>,
+    outbox: &Summary,
+    dry: bool,
+) -> String {
+    let n = delivery.as_ref().map_or(0, |d| d.delivered);
+    let verb = if dry { "would deliver" } else { "delivered" };
+    let (pending, dead) = (outbox.pending, outbox.dead);
+    format!("{verb} {n}; outbox: {pending} pending, {dead} dead")
 }
 
 /// Why items are still in the outbox.
@@ -344,7 +332,8 @@ fn explain(outbox: &Summary) -> Vec<String> {
             plural(outbox.pending, "item")
         ));
     }
-    if let Some((label, error)) = outbox.dead_letters.first() {
+    if let Some(first) = outbox.dead_letters.first() {
+        let (label, error) = (&first.label, &first.error);
         notes.push(format!(
             "{} {} kept aside (first: {label}: {error})",
             outbox.dead,
@@ -352,14 +341,6 @@ fn explain(outbox: &Summary) -> Vec<String> {
         ));
     }
     notes
-}
-
-fn delivered_word(dry_run: bool) -> &'static str {
-    if dry_run {
-        "would deliver"
-    } else {
-        "delivered"
-    }
 }
 
 /// `word`, or its plural when `n` is not 1.

@@ -76,7 +76,7 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(timestamp),
                 last_error: summary.last_error,
-                dead_letters: outbox::dead_letters(c)?,
+                dead_letters: outbox::dead_letters(c, u32::MAX)?,
                 enrich_waiting: enrich::count(c)?,
                 backfills: backfill::all(c)?,
                 rate_limit: value(Key::RateLimit)?.and_then(|v| serde_json::from_str(&v).ok()),

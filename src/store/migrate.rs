@@ -112,43 +112,42 @@ pub fn run(conn: &mut Connection) -> Result<(), (&'static str, Cause)> {
 /// Payloads that are not JSON are left as they are (delivery makes them dead letters).
 fn facts_not_wire(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch("ALTER TABLE agents RENAME COLUMN wire TO facts")?;
-    let rows: Vec<(i64, String, String)> = tx
-        .prepare("SELECT id, kind, payload FROM outbox WHERE kind IN ('tests', 'log', 'agents')")?
+    rewrite(
+        tx,
+        "SELECT id, kind, payload FROM outbox WHERE kind IN ('tests', 'log', 'agents')",
+        "UPDATE outbox SET payload = ?2 WHERE id = ?1",
+        |kind, wire| match kind {
+            Some("tests") => suite_facts(wire),
+            Some("log") => log_facts(wire),
+            _ => json!({"agents": list(wire, "agents", |a| agent_facts(a, false))}),
+        },
+    )?;
+    rewrite(
+        tx,
+        "SELECT id, gone_since, facts FROM agents",
+        "UPDATE agents SET facts = ?2 WHERE id = ?1",
+        |gone_since, wire| agent_facts(wire, gone_since.is_some()),
+    )
+}
+
+/// Rewrites the JSON of each row `select` reads as (id, tag, JSON) with `convert(tag, JSON)`.
+fn rewrite(
+    tx: &Transaction<'_>,
+    select: &str,
+    update: &str,
+    convert: impl Fn(Option<&str>, &Value) -> Value,
+) -> rusqlite::Result<()> {
+    let rows: Vec<(rusqlite::types::Value, Option<String>, String)> = tx
+        .prepare(select)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for (id, kind, payload) in rows {
-        let Ok(wire) = serde_json::from_str::<Value>(&payload) else {
-            continue;
-        };
-        let facts = match kind.as_str() {
-            "tests" => suite_facts(&wire),
-            "log" => log_facts(&wire),
-            _ => json!({"agents": list(&wire, "agents", |a| agent_facts(a, false))}),
-        };
-        tx.execute(
-            "UPDATE outbox SET payload = ?2 WHERE id = ?1",
-            params![id, facts.to_string()],
-        )?;
-    }
-    let agents: Vec<(String, String, bool)> = tx
-        .prepare("SELECT id, facts, gone_since IS NOT NULL FROM agents")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, wire, gone) in agents {
-        if let Ok(wire) = serde_json::from_str::<Value>(&wire) {
-            let facts = agent_facts(&wire, gone).to_string();
-            tx.execute(
-                "UPDATE agents SET facts = ?2 WHERE id = ?1",
-                params![id, facts],
-            )?;
+    for (id, tag, text) in rows {
+        if let Ok(wire) = serde_json::from_str::<Value>(&text) {
+            let facts = convert(tag.as_deref(), &wire).to_string();
+            tx.execute(update, params![id, facts])?;
         }
     }
     Ok(())
-}
-
-/// `wire[key]`, or null.
-fn field(wire: &Value, key: &str) -> Value {
-    wire.get(key).cloned().unwrap_or(Value::Null)
 }
 
 /// `wire[key]` (an array), each element converted by `f`.
@@ -162,14 +161,14 @@ fn list(wire: &Value, key: &str, f: impl Fn(&Value) -> Value) -> Vec<Value> {
 fn suite_facts(wire: &Value) -> Value {
     let case = |c: &Value| {
         json!({
-            "class_name": field(c, "className"), "name": field(c, "testName"),
+            "class_name": c["className"], "name": c["testName"],
             "status": c["status"].as_str().map(str::to_ascii_lowercase),
-            "duration_ms": field(c, "duration"), "message": field(c, "errorMessage"),
-            "trace": field(c, "stackTrace"),
+            "duration_ms": c["duration"], "message": c["errorMessage"],
+            "trace": c["stackTrace"],
         })
     };
-    json!({"build_id": field(wire, "buildId"), "suite": {
-        "name": field(wire, "name"), "duration_ms": field(wire, "duration"),
+    json!({"build_id": wire["buildId"], "suite": {
+        "name": wire["name"], "duration_ms": wire["duration"],
         "cases": list(wire, "testCases", case),
     }})
 }
@@ -188,10 +187,10 @@ fn log_facts(wire: &Value) -> Value {
         _ => "failed",
     };
     json!({"build": {
-        "id": field(wire, "buildId"), "number": field(wire, "buildNumber"), "state": state,
-        "branch": field(wire, "branch"), "pipeline": {"slug": field(wire, "jobName")},
-        "started_at": field(wire, "startedAt"), "finished_at": field(wire, "completedAt"),
-    }, "content": field(wire, "logContent")})
+        "id": wire["buildId"], "number": wire["buildNumber"], "state": state,
+        "branch": wire["branch"], "pipeline": {"slug": wire["jobName"]},
+        "started_at": wire["startedAt"], "finished_at": wire["completedAt"],
+    }, "content": wire["logContent"]})
 }
 
 /// An agent of a 0.1 fleet body as [`crate::item::Agent`].
@@ -205,7 +204,7 @@ fn agent_facts(wire: &Value, gone: bool) -> Value {
         .as_str()
         .map_or_else(Vec::new, |l| l.split(',').collect());
     json!({
-        "name": field(wire, "name"), "connection_state": state, "job": field(wire, "currentJob"),
-        "tags": tags, "os": field(wire, "os"), "arch": field(wire, "arch"), "gone": gone,
+        "name": wire["name"], "connection_state": state, "job": wire["currentJob"],
+        "tags": tags, "os": wire["os"], "arch": wire["arch"], "gone": gone,
     })
 }

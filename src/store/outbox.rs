@@ -179,13 +179,13 @@ pub struct DeadLetter {
     pub error: String,
 }
 
-/// Every dead letter, oldest first.
-pub fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<DeadLetter>> {
+/// The first `limit` dead letters, oldest first.
+pub fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
         "SELECT kind, key, label, attempts, coalesce(last_error, '') FROM outbox
-         WHERE state = 'dead' ORDER BY id",
+         WHERE state = 'dead' ORDER BY id LIMIT ?1",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([limit], |r| {
         Ok(DeadLetter {
             kind: r.get(0)?,
             key: r.get(1)?,
@@ -207,7 +207,7 @@ pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
 }
 
 /// How the outbox stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub pending: u64,
     pub dead: u64,
@@ -215,23 +215,17 @@ pub struct Summary {
     pub next_attempt_at: Option<i64>,
     /// The most recent error of a pending row, if any failed.
     pub last_error: Option<String>,
-    /// The first dead letters: label and error.
-    pub dead_letters: Vec<(String, String)>,
+    /// The first dead letters.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// Counts and the errors worth showing.
 pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
-    let count = |state: &str| -> rusqlite::Result<u64> {
-        conn.query_row(
-            "SELECT count(*) FROM outbox WHERE state = ?1",
-            [state],
-            |r| r.get(0),
-        )
-    };
-    let next_attempt_at = conn.query_row(
-        "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'",
+    let (pending, dead, next_attempt_at) = conn.query_row(
+        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),
+                min(next_attempt_at) FILTER (WHERE state = 'pending') FROM outbox",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let last_error = conn
         .query_row(
@@ -241,17 +235,11 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
             |r| r.get(0),
         )
         .optional()?;
-    let mut stmt = conn.prepare(
-        "SELECT label, coalesce(last_error, '') FROM outbox WHERE state = 'dead' ORDER BY id LIMIT 5",
-    )?;
-    let dead_letters = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
     Ok(Summary {
-        pending: count("pending")?,
-        dead: count("dead")?,
+        pending,
+        dead,
         next_attempt_at,
         last_error,
-        dead_letters,
+        dead_letters: dead_letters(conn, 5)?,
     })
 }
