@@ -159,8 +159,7 @@ impl Poller {
             return;
         }
         let app = &self.app;
-        let filter = builds::Filter::new(&app.config);
-        let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter);
+        let poll = builds::poll(&app.client, &app.store, &app.config);
         let started = Instant::now();
         let result = tokio::select! {
             r = poll => r,

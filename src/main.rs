@@ -1,5 +1,4 @@
 //! The `kitesync` command.
-
 //!
 //! Argument parsing, dispatch to [`kitesync::command`], and the exit-code policy
 //! ([`finish`]); nothing else.

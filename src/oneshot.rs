@@ -106,8 +106,7 @@ impl OnceReport {
 /// Polls once and delivers. Fails only if the state database fails; poll and delivery
 /// problems are in the report.
 pub async fn run_once(app: &App) -> Result<OnceReport, StoreError> {
-    let filter = builds::Filter::new(&app.config);
-    let poll = builds::poll(&app.client, &app.store, &app.config.buildkite, &filter).await;
+    let poll = builds::poll(&app.client, &app.store, &app.config).await;
     let due = match (app.config.agents_enabled(), &app.config.schedule.agents) {
         (true, Some(schedule)) => {
             let last = app.store.call(|c| store::agents::last_polled(c)).await?;

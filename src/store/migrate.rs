@@ -3,8 +3,6 @@
 use rusqlite::{params, Connection, Transaction};
 use serde_json::{json, Value};
 
-use super::Cause;
-
 /// One migration: SQL, or code for what SQL cannot say plainly.
 enum Step {
     Sql(&'static str),
@@ -85,27 +83,20 @@ pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 /// Applies the missing migrations in one write transaction, so that two processes opening a
-/// new database at once (a backfill next to the daemon) do not both migrate it. On failure,
-/// what it was doing and why.
-pub fn run(conn: &mut Connection) -> Result<(), (&'static str, Cause)> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| ("cannot lock it to migrate", e.into()))?;
-    let found = version(&tx).map_err(|e| ("cannot read its schema version", e.into()))?;
-    if found > LATEST {
-        let known = LATEST;
-        return Err(("cannot use it", Cause::Schema { found, known }));
-    }
+/// new database at once (a backfill next to the daemon) do not both migrate it. Returns the
+/// version found; a newer one (a newer kitesync's) is left as it is.
+pub fn run(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
     for (i, step) in STEPS.iter().enumerate().skip(found) {
         match step {
-            Sql(sql) => tx.execute_batch(sql),
-            Code(f) => f(&tx),
+            Sql(sql) => tx.execute_batch(sql)?,
+            Code(f) => f(&tx)?,
         }
-        .and_then(|()| tx.pragma_update(None, "user_version", i + 1))
-        .map_err(|e| ("cannot migrate it", e.into()))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
     }
-    tx.commit()
-        .map_err(|e| ("cannot save its migration", e.into()))
+    tx.commit()?;
+    Ok(found)
 }
 
 /// Migration 6: 0.1's wire-format payloads of test results, logs and fleets as facts.

@@ -66,11 +66,8 @@ impl Store {
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
             .map_err(failing(path, "cannot set it up"))?;
-        migrate::run(&mut conn).map_err(|(doing, cause)| StoreError {
-            path: path.to_path_buf(),
-            doing,
-            cause,
-        })?;
+        let found = migrate::run(&mut conn).map_err(failing(path, "cannot migrate it"))?;
+        schema(path, found, false)?;
         if new {
             tracing::info!(
                 "created a new state database at {}: the first poll looks back [buildkite] first_poll_lookback_minutes",
@@ -85,13 +82,7 @@ impl Store {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(failing(path, "cannot open it"))?;
         let found = migrate::version(&conn).map_err(failing(path, "cannot read it"))?;
-        if found != migrate::LATEST {
-            let schema = Cause::Schema {
-                found,
-                known: migrate::LATEST,
-            };
-            return Err(failing(path, "cannot read it")(schema));
-        }
+        schema(path, found, true)?;
         Ok(Store::with(conn, path))
     }
 
@@ -152,6 +143,19 @@ impl Store {
             ))),
         }
     }
+}
+
+/// Refuses a schema this kitesync cannot use: newer than it knows or, when only reading
+/// (nothing may be migrated), older.
+fn schema(path: &Path, found: usize, read_only: bool) -> Result<(), StoreError> {
+    let known = migrate::LATEST;
+    if found > known || (read_only && found < known) {
+        return Err(failing(path, "cannot use it")(Cause::Schema {
+            found,
+            known,
+        }));
+    }
+    Ok(())
 }
 
 /// Turns a failure while `doing` something to the database at `path` into a [`StoreError`].

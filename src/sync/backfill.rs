@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::builds::{select, Filter};
+use super::builds::select;
 use super::walk::Walk;
 use super::SyncError;
 use crate::app::App;
@@ -62,7 +62,6 @@ pub async fn run(
     let end = parse(&cp.until).unwrap_or_else(Utc::now);
     let span = (end - since).num_milliseconds().max(1) as f64;
     let bk = &app.config.buildkite;
-    let filter = Filter::new(&app.config);
     let mut walk = Walk::buildkite(BuildQuery {
         created_from: Some(since),
         created_to: parse(&cp.upper).or(Some(end)),
@@ -73,7 +72,7 @@ pub async fn run(
         let Some(page) = walk.next(&app.client).await? else {
             break;
         };
-        let (entries, _) = select(&filter, page.items, &page.endpoint);
+        let (entries, _) = select(&app.config, page.items, &page.endpoint);
         cp.pages += 1;
         cp.builds += entries.len() as u64;
         cp.done = walk.is_done();
@@ -121,10 +120,9 @@ pub async fn replay(
         branches: bk.branches.clone(),
         ..BuildQuery::default()
     });
-    let filter = Filter::new(&app.config);
     let mut queued = 0;
     while let Some(page) = walk.next(&app.client).await? {
-        let (entries, _) = select(&filter, page.items, &page.endpoint);
+        let (entries, _) = select(&app.config, page.items, &page.endpoint);
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))

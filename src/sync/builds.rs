@@ -8,7 +8,7 @@ use super::SyncError;
 use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
 use crate::buildkite::{Build, BuildQuery, Client};
-use crate::config::{BuildkiteConfig, Config};
+use crate::config::Config;
 use crate::store::builds::{self, Entry, Progress};
 use crate::store::state::{self, Key};
 use crate::store::{cursor, now_ms, timestamp, Store};
@@ -34,18 +34,18 @@ pub struct PollReport {
 pub async fn poll(
     client: &Client,
     store: &Store,
-    config: &BuildkiteConfig,
-    filter: &Filter<'_>,
+    config: &Config,
 ) -> Result<PollReport, SyncError> {
+    let bk = &config.buildkite;
     let mark = store.call(|c| cursor::high_water_mark(c)).await?;
     let from = match mark {
-        Some(mark) => mark - config.overlap(),
-        None => Utc::now() - config.first_poll_lookback(),
+        Some(mark) => mark - bk.overlap(),
+        None => Utc::now() - bk.first_poll_lookback(),
     };
     tracing::debug!(finished_from = %from, "polling builds");
     let mut walk = Walk::buildkite(BuildQuery {
         finished_from: Some(from),
-        branches: config.branches.clone(),
+        branches: bk.branches.clone(),
         ..BuildQuery::default()
     });
     let mut report = PollReport::default();
@@ -54,7 +54,7 @@ pub async fn poll(
     while let Some(page) = walk.next(client).await? {
         report.pages += 1;
         started = started.or(page.date).or_else(|| Some(Utc::now()));
-        let (entries, latest_finish) = select(filter, page.items, &page.endpoint);
+        let (entries, latest_finish) = select(config, page.items, &page.endpoint);
         latest = latest.max(latest_finish);
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
@@ -66,7 +66,7 @@ pub async fn poll(
     let mark = started
         .map(|s| latest.map_or(s, |l| l.min(s)))
         .map(timestamp);
-    let keep = config.overlap() * 2;
+    let keep = bk.overlap() * 2;
     // The budgets as Buildkite last reported them, for `status`.
     let seen = Seen {
         at: timestamp(Utc::now()),
@@ -82,49 +82,22 @@ pub async fn poll(
     Ok(report)
 }
 
-/// Which builds a walk keeps, and what is fetched for them besides the build.
-#[derive(Debug, Clone, Copy)]
-pub struct Filter<'a> {
-    pub org: &'a str,
-    /// Only these pipelines (empty: all).
-    pub pipelines: &'a [String],
-    /// Fetch JUnit results from the artifacts of builds that have any.
-    pub tests: bool,
-    /// Fetch the log tails of failed builds' failed jobs.
-    pub logs: bool,
-}
-
-impl<'a> Filter<'a> {
-    /// The filter `config` asks for.
-    pub fn new(config: &'a Config) -> Filter<'a> {
-        Filter {
-            org: &config.buildkite.organization,
-            pipelines: &config.buildkite.pipelines,
-            tests: config.tests_enabled(),
-            logs: config.logs_enabled(),
-        }
-    }
-
-    fn keeps(&self, build: &Build) -> bool {
-        self.pipelines.is_empty() || self.pipelines.iter().any(|p| p == build.pipeline_slug())
-    }
-
-    /// Whether anything is to be fetched for `build`: artifacts are listed only for builds
-    /// with a step that uploads some, logs only for failed builds with failed steps.
-    fn enriches(&self, build: &Build) -> bool {
-        (self.tests && build.has_artifacts())
-            || (self.logs && build.failed_steps().next().is_some())
-    }
+/// Whether anything is to be fetched for `build`: artifacts are listed only for builds
+/// with a step that uploads some, logs only for failed builds with failed steps.
+fn enriches(config: &Config, build: &Build) -> bool {
+    (config.tests_enabled() && build.has_artifacts())
+        || (config.logs_enabled() && build.failed_steps().next().is_some())
 }
 
 /// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
 /// latest `finished_at`.
 pub fn select(
-    filter: &Filter<'_>,
+    config: &Config,
     items: Vec<Item<Build>>,
     endpoint: &str,
 ) -> (Vec<Entry>, Option<DateTime<Utc>>) {
-    let org = filter.org;
+    let org = &config.buildkite.organization;
+    let pipelines = &config.buildkite.pipelines;
     let mut page_max: Option<DateTime<Utc>> = None;
     let mut entries = Vec::with_capacity(items.len());
     for item in items {
@@ -134,12 +107,12 @@ pub fn select(
                     continue;
                 };
                 page_max = page_max.max(Some(finished));
-                if !filter.keeps(&build) {
+                if !(pipelines.is_empty() || pipelines.iter().any(|p| p == build.pipeline_slug())) {
                     continue;
                 }
                 Entry {
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
-                    enrich: filter.enriches(&build),
+                    enrich: enriches(config, &build),
                     build_id: build.id,
                     finished_at: timestamp(finished),
                     payload: item.raw,
@@ -160,19 +133,14 @@ pub fn select(
 /// `replay`) instead of blocking the page. It is keyed by its id and finish time when those
 /// can be read, else by a hash of its text, so that later polls do not queue it again.
 fn undecodable(org: &str, raw: &str, error: &str, endpoint: &str) -> Option<Entry> {
-    #[derive(serde::Deserialize)]
+    #[derive(Default, serde::Deserialize)]
     struct Key {
         id: Option<String>,
         number: Option<u64>,
         state: Option<String>,
         finished_at: Option<DateTime<Utc>>,
     }
-    let key: Key = serde_json::from_str(raw).unwrap_or(Key {
-        id: None,
-        number: None,
-        state: None,
-        finished_at: None,
-    });
+    let key: Key = serde_json::from_str(raw).unwrap_or_default();
     if key.finished_at.is_none() && key.state.is_some() {
         // Not finished yet (or not readable as finished): a later poll sees it again.
         tracing::warn!(
