@@ -20,9 +20,8 @@ pub struct App {
     pub junit_globs: globset::GlobSet,
 }
 
-/// A throw-away copy of the state database, removed when dropped (`--dry-run`).
-/// A private temporary directory (mode 0700, random name) for a throw-away state database,
-/// removed when dropped.
+/// A private temporary directory (mode 0700, random name) for a throw-away state database
+/// (`--dry-run`, `check`), removed when dropped.
 pub struct Scratch {
     dir: tempfile::TempDir,
 }

@@ -20,12 +20,11 @@ impl Reporter {
     /// A bar when `terminal`, else log lines (one per 10 pages).
     pub fn new(terminal: bool) -> Reporter {
         let bar = terminal.then(|| {
-            let bar = ProgressBar::new(STEPS);
             let style = ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
+            let bar = ProgressBar::new(STEPS).with_style(style);
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });

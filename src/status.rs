@@ -88,30 +88,17 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
 
 /// The status as a table for people.
 pub fn render(s: &Status) -> String {
-    let none = || "never".to_string();
+    let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
     let mut out = String::new();
     let mut line = |k: &str, v: String| {
         let _ = writeln!(out, "{k:<22} {v}");
     };
     line("state database", s.state_path.clone());
-    line(
-        "cursor (finished at)",
-        s.high_water_mark
-            .clone()
-            .unwrap_or_else(|| "not set: the first poll looks back".into()),
-    );
-    line(
-        "last poll ok",
-        s.last_poll_ok_at.clone().unwrap_or_else(none),
-    );
-    line(
-        "last delivery ok",
-        s.last_delivery_ok_at.clone().unwrap_or_else(none),
-    );
-    line(
-        "last agent poll",
-        s.agents_polled_at.clone().unwrap_or_else(none),
-    );
+    let cursor = or(&s.high_water_mark, "not set: the first poll looks back");
+    line("cursor (finished at)", cursor);
+    line("last poll ok", or(&s.last_poll_ok_at, "never"));
+    line("last delivery ok", or(&s.last_delivery_ok_at, "never"));
+    line("last agent poll", or(&s.agents_polled_at, "never"));
     let depth = if s.outbox.is_empty() {
         "empty".to_string()
     } else {
@@ -123,35 +110,20 @@ pub fn render(s: &Status) -> String {
     };
     line("outbox", depth);
     if s.pending > 0 {
-        line(
-            "next attempt",
-            s.next_attempt_at.clone().unwrap_or_else(|| "now".into()),
-        );
-        line(
-            "last error",
-            s.last_error.clone().unwrap_or_else(|| "none".into()),
-        );
+        line("next attempt", or(&s.next_attempt_at, "now"));
+        line("last error", or(&s.last_error, "none"));
     }
-    line(
-        "test results/logs due",
-        format!("{} builds", s.enrich_waiting),
-    );
+    let due = format!("{} builds", s.enrich_waiting);
+    line("test results/logs due", due);
     if let Some(seen) = &s.rate_limit {
         let scope = |s: Option<Scope>| {
             s.map_or("not reported".to_string(), |s| {
                 format!("{} of {} left", s.remaining, s.limit)
             })
         };
-        let budgets = &seen.budgets;
-        line(
-            "rate budget (last seen)",
-            format!(
-                "organization {}, user {} (at {})",
-                scope(budgets.org),
-                scope(budgets.user),
-                seen.at
-            ),
-        );
+        let (org, user) = (scope(seen.budgets.org), scope(seen.budgets.user));
+        let budget = format!("organization {org}, user {user} (at {})", seen.at);
+        line("rate budget (last seen)", budget);
     }
     for b in &s.backfills {
         let state = if b.done {
@@ -159,29 +131,21 @@ pub fn render(s: &Status) -> String {
         } else {
             format!("resumes below {}", b.upper)
         };
-        line(
-            "backfill",
-            format!(
-                "{} to {}: {state}, {} pages, {} builds",
-                b.since, b.until, b.pages, b.builds
-            ),
+        let text = format!(
+            "{} to {}: {state}, {} pages, {} builds",
+            b.since, b.until, b.pages, b.builds
         );
+        line("backfill", text);
     }
     if !s.dead_letters.is_empty() {
+        let n = s.dead_letters.len();
         let _ = writeln!(
             out,
-            "\ndead letters ({}), re-send with `kitesync replay --dead`:",
-            s.dead_letters.len()
+            "\ndead letters ({n}), re-send with `kitesync replay --dead`:"
         );
         for d in &s.dead_letters {
-            let _ = writeln!(
-                out,
-                "  {} {} ({} tries): {}",
-                d.kind.as_str(),
-                d.label,
-                d.attempts,
-                d.error
-            );
+            let (kind, label, attempts) = (d.kind.as_str(), &d.label, d.attempts);
+            let _ = writeln!(out, "  {kind} {label} ({attempts} tries): {}", d.error);
         }
     }
     out

@@ -5,6 +5,7 @@
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{webhook, wire};
@@ -41,6 +42,11 @@ impl SendError {
     }
 }
 
+/// A queued item's JSON, decoded; `what` names it if it cannot be.
+fn decode<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, SendError> {
+    serde_json::from_str(json).map_err(|e| SendError::unrenderable(what, e))
+}
+
 /// A BuildButler client.
 pub struct Sink {
     http: reqwest::Client,
@@ -68,10 +74,8 @@ impl Sink {
         let key = bb.api_key();
         let mut headers = HeaderMap::new();
         if bb.mode == Mode::Ingest {
-            headers.insert(
-                AUTHORIZATION,
-                sensitive(&format!("Bearer {}", key.expose()))?,
-            );
+            let bearer = format!("Bearer {}", key.expose());
+            headers.insert(AUTHORIZATION, sensitive(&bearer)?);
             headers.insert("x-api-key", sensitive(key.expose())?);
         }
         let connect = std::time::Duration::from_secs(bb.connect_timeout_seconds);
@@ -113,28 +117,29 @@ impl Sink {
 
     /// Renders one item ([`wire`]) and delivers it.
     pub async fn deliver(&self, item: Item<'_>) -> Result<(), SendError> {
-        let decode = |what| move |e| SendError::unrenderable(what, e);
         let payload = item.payload;
         match (self.mode, item.kind) {
-            (Mode::Ingest, Kind::Build) => self.ingest_build(payload).await,
-            (Mode::Webhook, Kind::Build) => self.webhook_build(payload).await,
+            (Mode::Ingest, Kind::Build) => self.ingest_build(decode("build", payload)?).await,
+            (Mode::Webhook, Kind::Build) => {
+                let body =
+                    webhook::payload(payload).map_err(|e| SendError::unrenderable("build", e))?;
+                let token = self.buildkite_token.as_ref();
+                self.webhook("build.finished", body, token).await.map(drop)
+            }
             (Mode::Ingest, Kind::Tests) => {
-                let results: TestResults =
-                    serde_json::from_str(payload).map_err(decode("test results"))?;
+                let results: TestResults = decode("test results", payload)?;
                 self.ingest("tests", &wire::suite(&results)).await.map(drop)
             }
             (Mode::Ingest, Kind::Log) => {
-                let log: Log = serde_json::from_str(payload).map_err(decode("log"))?;
-                let build: Build =
-                    serde_json::from_str(log.build.get()).map_err(decode("log's build"))?;
+                let log: Log = decode("log", payload)?;
+                let build: Build = decode("log's build", log.build.get())?;
                 let body = wire::log(&self.org, &build, &log.content, self.case);
                 self.ingest("build-logs", &body).await.map(drop)
             }
             (Mode::Ingest, Kind::Agents) => {
-                let fleet: Fleet = serde_json::from_str(payload).map_err(decode("fleet"))?;
-                self.ingest("agents", &wire::fleet(&self.org, &fleet))
-                    .await
-                    .map(drop)
+                let fleet: Fleet = decode("fleet", payload)?;
+                let body = wire::fleet(&self.org, &fleet);
+                self.ingest("agents", &body).await.map(drop)
             }
             (Mode::Webhook, kind) => Err(SendError::Reject {
                 status: None,
@@ -146,50 +151,31 @@ impl Sink {
     /// Checks that BuildButler answers and accepts the API key, storing nothing: an empty
     /// build (ingest) is refused for its content, a `ping` event (webhook) is skipped.
     pub async fn check(&self) -> Result<String, SendError> {
-        let (url, route, body, mut headers) = match self.mode {
-            Mode::Ingest => (
-                format!("{}{}/builds", self.server, self.prefix),
-                format!("{}/builds", self.prefix.trim_start_matches('/')),
-                b"{}".to_vec(),
-                HeaderMap::new(),
-            ),
+        let answer = match self.mode {
+            Mode::Ingest => self.ingest("builds", &serde_json::json!({})).await,
             Mode::Webhook => {
-                let mut h = HeaderMap::new();
-                h.insert("x-buildkite-event", HeaderValue::from_static("ping"));
-                (
-                    format!("{}/webhooks/buildkite", self.server),
-                    "webhooks/buildkite".to_string(),
-                    br#"{"event":"ping"}"#.to_vec(),
-                    h,
-                )
+                self.webhook("ping", br#"{"event":"ping"}"#.to_vec(), None)
+                    .await
             }
         };
-        if self.mode == Mode::Webhook {
-            self.webhook_auth(&mut headers, &body)?;
-        }
-        match self.post(&url, &route, body, headers).await {
-            Ok(_) => Ok(format!("{} answered and accepted the API key", self.shown)),
+        let accepted = format!("{} answered and accepted the API key", self.shown);
+        match answer {
+            Ok(_) => Ok(accepted),
             // Refused for its (empty) content, as a validating API does: the key was accepted.
             Err(SendError::Reject {
                 status: Some(StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY),
                 ..
             }) => Ok(format!(
-                "{} answered and accepted the API key (the empty test build was refused, as it should be)",
-                self.shown
+                "{accepted} (the empty test build was refused, as it should be)"
             )),
             Err(e) => Err(e),
         }
     }
 
-    async fn ingest_build(&self, payload: &str) -> Result<(), SendError> {
-        let build: Build =
-            serde_json::from_str(payload).map_err(|e| SendError::unrenderable("build", e))?;
+    async fn ingest_build(&self, build: Build) -> Result<(), SendError> {
         let body = wire::build(&self.org, &build, self.case);
         let answer = self.ingest("builds", &body).await?;
-        let build_id = answer
-            .get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or(&build.id);
+        let build_id = answer["id"].as_str().unwrap_or(&build.id);
         let stages = wire::stages(build_id, &build, self.case);
         if !stages.stages.is_empty() {
             self.ingest("pipeline-stages", &stages).await?;
@@ -197,42 +183,31 @@ impl Sink {
         Ok(())
     }
 
-    async fn webhook_build(&self, payload: &str) -> Result<(), SendError> {
-        let body = webhook::payload(payload).map_err(|e| SendError::unrenderable("build", e))?;
+    /// POSTs the webhook `event` with the API key as `X-Buildkite-Token`, or a signature of
+    /// `body` with it; with `token`, Buildkite's token as the `buildkiteToken` query parameter.
+    async fn webhook(
+        &self,
+        event: &'static str,
+        body: Vec<u8>,
+        token: Option<&Secret>,
+    ) -> Result<serde_json::Value, SendError> {
+        let (auth, value) = if self.sign {
+            let signature = webhook::signature(&self.key, chrono::Utc::now().timestamp(), &body);
+            ("x-buildkite-signature", sensitive(&signature))
+        } else {
+            ("x-buildkite-token", sensitive(self.key.expose()))
+        };
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-buildkite-event",
-            HeaderValue::from_static("build.finished"),
-        );
-        self.webhook_auth(&mut headers, &body)?;
+        headers.insert("x-buildkite-event", HeaderValue::from_static(event));
+        headers.insert(auth, value.map_err(SendError::Fatal)?);
         let mut url = format!("{}/webhooks/buildkite", self.server);
-        if let Some(token) = &self.buildkite_token {
+        if let Some(token) = token {
             let query: String = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("buildkiteToken", token.expose())
                 .finish();
             url = format!("{url}?{query}");
         }
-        self.post(&url, "webhooks/buildkite", body, headers)
-            .await
-            .map(drop)
-    }
-
-    /// The webhook's authentication: the API key as `X-Buildkite-Token`, or a signature of
-    /// `body` with it.
-    fn webhook_auth(&self, headers: &mut HeaderMap, body: &[u8]) -> Result<(), SendError> {
-        if self.sign {
-            let signature = webhook::signature(&self.key, chrono::Utc::now().timestamp(), body);
-            headers.insert(
-                "x-buildkite-signature",
-                sensitive(&signature).map_err(SendError::Fatal)?,
-            );
-        } else {
-            headers.insert(
-                "x-buildkite-token",
-                sensitive(self.key.expose()).map_err(SendError::Fatal)?,
-            );
-        }
-        Ok(())
+        self.post(&url, "webhooks/buildkite", body, headers).await
     }
 
     /// POSTs JSON to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).
@@ -260,58 +235,57 @@ impl Sink {
             println!("{}", serde_json::json!({"route": route, "body": body}));
             return Ok(serde_json::Value::Null);
         }
-        let request = self
+        let retry = |how: &str, e: reqwest::Error| {
+            SendError::Retry(format!("BuildButler {route}: {how}{}", net::describe(&e)))
+        };
+        let response = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .headers(headers)
-            .body(body);
-        let response = request
+            .body(body)
             .send()
             .await
-            .map_err(|e| SendError::Retry(format!("BuildButler {route}: {}", net::describe(&e))))?;
+            .map_err(|e| retry("", e))?;
         let status = response.status();
-        let text = response.bytes().await.map_err(|e| {
-            SendError::Retry(format!(
-                "BuildButler {route}: answer cut short: {}",
-                net::describe(&e)
-            ))
-        })?;
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| retry("answer cut short: ", e))?;
         if status.is_success() {
             return Ok(serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null));
         }
         let path = format!("{}/{route}", self.shown);
-        let detail = || {
-            let s = String::from_utf8_lossy(&text[..text.len().min(300)]);
-            s.trim().replace('\n', " ")
-        };
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SendError::Fatal(format!(
                 "BuildButler rejected the API key ({status} at {path}): check [buildbutler] api_key or api_key_file"
             )),
-            StatusCode::NOT_FOUND
-                if !(route == "builds" || route.ends_with("/builds") || route.starts_with("webhooks")) =>
-            {
-                SendError::Reject {
-                    status: Some(status),
-                    message: format!(
-                        "BuildButler answered 404 at {path}: it has no such route, or not the build this belongs to"
-                    ),
-                }
+            // No builds or webhook route: the URL is wrong. Any other: the item's route or build.
+            StatusCode::NOT_FOUND if route.ends_with("/builds") || route.starts_with("webhooks") => {
+                SendError::Fatal(format!(
+                    "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
+                ))
             }
-            StatusCode::NOT_FOUND => SendError::Fatal(format!(
-                "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
-            )),
+            StatusCode::NOT_FOUND => SendError::Reject {
+                status: Some(status),
+                message: format!(
+                    "BuildButler answered 404 at {path}: it has no such route, or not the build this belongs to"
+                ),
+            },
             s if s.is_server_error()
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s == StatusCode::REQUEST_TIMEOUT =>
             {
                 SendError::Retry(format!("BuildButler {route} answered {s}"))
             }
-            s => SendError::Reject {
-                status: Some(s),
-                message: format!("BuildButler refused it ({s} at {route}): {}", detail()),
-            },
+            s => {
+                let detail = String::from_utf8_lossy(&text[..text.len().min(300)]);
+                let detail = detail.trim().replace('\n', " ");
+                SendError::Reject {
+                    status: Some(s),
+                    message: format!("BuildButler refused it ({s} at {route}): {detail}"),
+                }
+            }
         })
     }
 }

@@ -32,7 +32,6 @@ pub fn payload(raw_build: &str) -> Result<Vec<u8>, String> {
 
 /// The `X-Buildkite-Signature` value for `body` sent at `timestamp` (Unix seconds).
 pub fn signature(key: &Secret, timestamp: i64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(timestamp.to_string().as_bytes());

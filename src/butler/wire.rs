@@ -254,10 +254,7 @@ pub fn build<'a>(org: &'a str, b: &'a Build, case: StatusCase) -> WireBuild<'a> 
         build_number: b.number,
         status: cased(build_status(b), case),
         duration: millis(started, finished),
-        queue_duration: match (b.scheduled_at.or(b.created_at), b.started_at) {
-            (Some(queued), Some(started)) => Some(millis(queued, started)),
-            _ => None,
-        },
+        queue_duration: span(b.scheduled_at.or(b.created_at), b.started_at),
         started_at: iso(started),
         completed_at: iso(finished),
         branch: b.branch.as_deref(),
@@ -283,10 +280,7 @@ pub fn stages<'a>(build_id: &'a str, b: &'a Build, case: StatusCase) -> WireStag
             stage_name: job.display_name(),
             stage_order: order,
             status: cased(job_status(job), case),
-            duration: match (job.started_at, job.finished_at) {
-                (Some(s), Some(f)) => millis(s, f),
-                _ => 0,
-            },
+            duration: span(job.started_at, job.finished_at).unwrap_or(0),
             started_at: job.started_at.map(iso),
             completed_at: job.finished_at.map(iso),
             agent_name: job.agent.as_ref().and_then(|a| a.name.as_deref()),
@@ -336,6 +330,11 @@ fn cased(status: &str, case: StatusCase) -> String {
 
 fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
     (to - from).num_milliseconds().max(0)
+}
+
+/// [`millis`], when both times are known.
+fn span(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Option<i64> {
+    Some(millis(from?, to?))
 }
 
 fn iso(t: DateTime<Utc>) -> String {
