@@ -21,7 +21,7 @@ use crate::metrics::{Activity, StateLabels};
 use crate::outage::Outage;
 use crate::schedule::Schedule;
 use crate::store::outbox;
-use crate::sync::{agents, builds, enrich, SyncError};
+use crate::sync::{agents, builds, enrich};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -169,30 +169,21 @@ impl Poller {
         metrics
             .poll_seconds
             .observe(started.elapsed().as_secs_f64());
-        match &result {
+        match result {
             Ok(report) => {
                 metrics.builds_polled.inc_by(report.finished as u64);
                 metrics.builds_queued.inc_by(report.queued as u64);
                 metrics.succeeded(Activity::Poll);
-            }
-            Err(e) => metrics.failed(Activity::Poll, &e.to_string()),
-        }
-        match result {
-            Ok(report) => {
                 health.ok();
-                tracing::debug!(
-                    pages = report.pages,
-                    queued = report.queued,
-                    requests = app.client.requests(),
-                    "poll done"
-                );
-                if report.queued > 0 {
-                    tracing::info!("{} newly finished builds queued", report.queued);
+                let requests = app.client.requests();
+                let (pages, queued) = (report.pages, report.queued);
+                tracing::debug!(pages, queued, requests, "poll done");
+                if queued > 0 {
+                    tracing::info!("{queued} newly finished builds queued");
                     self.queued.notify_one();
                 }
-                let enriching = enrich::run(app);
                 let enriched = tokio::select! {
-                    r = enriching => r,
+                    r = enrich::run(app) => r,
                     _ = stop.wait_for(|s| *s == Stop::Now) => return,
                 };
                 // Builds keep flowing whatever happens to their test results and logs.
@@ -202,10 +193,15 @@ impl Poller {
                     Err(e) => health.failed(&format!("fetching test results and logs: {e}")),
                 }
             }
-            Err(SyncError::Source(e)) if e.is_configuration() => {
-                let _ = self.fatal.send(Some(e.to_string()));
+            Err(e) => {
+                let text = e.to_string();
+                metrics.failed(Activity::Poll, &text);
+                if e.is_configuration() {
+                    let _ = self.fatal.send(Some(text));
+                } else {
+                    health.failed(&text);
+                }
             }
-            Err(e) => health.failed(&e.to_string()),
         }
     }
 }
@@ -247,7 +243,7 @@ impl AgentPoller {
                     self.queued.notify_one();
                 }
             }
-            Err(SyncError::Source(e)) if e.is_configuration() => {
+            Err(e) if e.is_configuration() => {
                 tracing::error!("agent sync is off until kitesync restarts: {e} (or set [schedule] agents = \"\")");
                 self.off.store(true, Ordering::Relaxed);
             }
