@@ -3,10 +3,13 @@
 //! Proxies come from the environment, as everywhere: `HTTPS_PROXY` (and `HTTP_PROXY`,
 //! `ALL_PROXY`) with `NO_PROXY` exceptions, which reqwest reads by itself.
 
+use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
 use rand::Rng;
+use reqwest::header::{AsHeaderName, HeaderMap};
+use reqwest::ClientBuilder;
 
 /// A client builder with kitesync's user agent, the timeouts, no automatic redirects, and
 /// the CA certificates of `ca_file` trusted besides the system's.
@@ -14,7 +17,7 @@ pub fn client(
     timeout: Duration,
     connect_timeout: Duration,
     ca_file: Option<&Path>,
-) -> Result<reqwest::ClientBuilder, String> {
+) -> Result<ClientBuilder, String> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
@@ -30,6 +33,11 @@ pub fn client(
         }
     }
     Ok(builder)
+}
+
+/// The header `name` of an answer, if present and text.
+pub fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
+    headers.get(name)?.to_str().ok()
 }
 
 /// The wait before retry number `attempt` (1-based): `base * 2^(attempt-1)`, capped, then
@@ -51,15 +59,10 @@ pub fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut root: &dyn std::error::Error = e;
-    while let Some(next) = root.source() {
-        root = next;
-    }
-    let cause = root.to_string();
-    if cause == e.to_string() {
-        what.to_string()
-    } else {
-        format!("{what}: {cause}")
+    let root = std::iter::successors(Some(e as &dyn Error), |&e| e.source()).last();
+    match root.map(ToString::to_string) {
+        Some(cause) if cause != e.to_string() => format!("{what}: {cause}"),
+        _ => what.to_string(),
     }
 }
 

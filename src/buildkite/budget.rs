@@ -4,8 +4,8 @@
 //! the organization's (`RateLimit-*`) and the token owner's (`RateLimit-User-*`). After each
 //! answer the headers are read; when either budget is down to its reserve (`reserve_percent`
 //! of its limit, at least 2 requests) kitesync waits for that budget's reset instead of
-//! spending what others need. On a 429
-//! it waits out the `Reset` of the budget that ran out (Buildkite sends no `Retry-After`).
+//! spending what others need. On a 429 it waits out the `Reset` of the budget that ran out
+//! (Buildkite sends no `Retry-After`).
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -15,6 +15,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
+
+use crate::net;
 
 /// The longest wait any header may impose: Buildkite's windows are one minute.
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -69,14 +71,17 @@ impl Snapshot {
         }
     }
 
-    /// The scopes that are at or below their reserve, with their names.
-    fn low(&self, reserve_percent: u32) -> impl Iterator<Item = (&'static str, Scope)> {
+    /// The budgets reported, with their names (`organization`, `user`).
+    pub fn scopes(&self) -> impl Iterator<Item = (&'static str, Scope)> {
         [("organization", self.org), ("user", self.user)]
             .into_iter()
-            .filter_map(move |(name, s)| {
-                s.filter(|s| s.remaining <= reserve(s.limit, reserve_percent))
-                    .map(|s| (name, s))
-            })
+            .filter_map(|(name, s)| Some((name, s?)))
+    }
+
+    /// The scopes that are at or below their reserve, with their names.
+    fn low(&self, reserve_percent: u32) -> impl Iterator<Item = (&'static str, Scope)> {
+        self.scopes()
+            .filter(move |(_, s)| s.remaining <= reserve(s.limit, reserve_percent))
     }
 }
 
@@ -87,13 +92,8 @@ fn reserve(limit: u32, percent: u32) -> u32 {
 
 fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
     let num = |name: &str| -> Option<u64> {
-        headers
-            .get(format!("{prefix}{name}"))?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        let value = net::header(headers, format!("{prefix}{name}"))?;
+        value.trim().parse().ok()
     };
     Some(Scope {
         remaining: u32::try_from(num("remaining")?).unwrap_or(u32::MAX),
@@ -164,11 +164,10 @@ impl Budget {
     /// the body's `reset`, else a minute.
     pub fn rate_limited(&self, headers: &HeaderMap, body: &[u8]) -> Duration {
         let snapshot = Snapshot::from_headers(headers);
-        let exhausted = [snapshot.org, snapshot.user]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.remaining == 0)
-            .map(|s| s.reset)
+        let exhausted = snapshot
+            .scopes()
+            .filter(|(_, s)| s.remaining == 0)
+            .map(|(_, s)| s.reset)
             .max();
         let from_body = || {
             serde_json::from_slice::<serde_json::Value>(body)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LINK, LOCATION, RANGE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, DATE, LINK, LOCATION, RANGE};
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use url::Url;
@@ -22,6 +22,9 @@ use crate::net;
 const MAX_ATTEMPTS: u32 = 5;
 /// 429s tolerated for one request before giving up: each one already waited for the reset.
 const MAX_RATE_LIMITED: u32 = 10;
+/// The wait before the first retry of a transient fault, doubling up to the longest.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why a Buildkite request failed for good.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,7 @@ pub struct BuildQuery {
 }
 
 /// The token scope a request needs (named when Buildkite answers 403).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Scope {
     None,
     ReadBuilds,
@@ -117,25 +120,21 @@ enum Scope {
 }
 
 impl Scope {
-    fn name(self) -> &'static str {
+    /// The scope's name, and the `endpoint` label of the request metrics.
+    fn names(self) -> (&'static str, &'static str) {
         match self {
-            Scope::None => "(none)",
-            Scope::ReadBuilds => "read_builds",
-            Scope::ReadAgents => "read_agents",
-            Scope::ReadArtifacts => "read_artifacts",
-            Scope::ReadBuildLogs => "read_build_logs",
+            Scope::None => ("(none)", "access-token"),
+            Scope::ReadBuilds => ("read_builds", "builds"),
+            Scope::ReadAgents => ("read_agents", "agents"),
+            Scope::ReadArtifacts => ("read_artifacts", "artifacts"),
+            Scope::ReadBuildLogs => ("read_build_logs", "logs"),
         }
     }
 
-    /// The `endpoint` label of the request metrics: a handful of values.
-    fn metric(self) -> &'static str {
-        match self {
-            Scope::None => "access-token",
-            Scope::ReadBuilds => "builds",
-            Scope::ReadAgents => "agents",
-            Scope::ReadArtifacts => "artifacts",
-            Scope::ReadBuildLogs => "logs",
-        }
+    /// True for one build's items (artifacts, logs): a 404 means only that item is gone,
+    /// not that the organization is wrong.
+    fn build_item(self) -> bool {
+        matches!(self, Scope::ReadArtifacts | Scope::ReadBuildLogs)
     }
 }
 
@@ -152,15 +151,13 @@ pub struct Client {
     metrics: Arc<Metrics>,
 }
 
-/// One kind of GET: the token's scope it needs, extra headers, statuses besides 2xx that are
-/// answers rather than errors, and whether a 404 means the organization is wrong (a list
-/// of the organization's) or only that one build's item is gone.
+/// One GET: the token scope it needs, extra headers, and the statuses besides 2xx that are
+/// answers rather than errors.
 struct Get<'a> {
     url: &'a Url,
     scope: Scope,
     headers: HeaderMap,
     also_ok: &'a [StatusCode],
-    build_item: bool,
 }
 
 impl<'a> Get<'a> {
@@ -170,10 +167,17 @@ impl<'a> Get<'a> {
             scope,
             headers: HeaderMap::new(),
             also_ok: &[],
-            build_item: false,
         }
     }
 }
+
+/// The answers that point an artifact's `/download` elsewhere.
+const REDIRECTS: [StatusCode; 4] = [
+    StatusCode::FOUND,
+    StatusCode::SEE_OTHER,
+    StatusCode::TEMPORARY_REDIRECT,
+    StatusCode::MOVED_PERMANENTLY,
+];
 
 /// What one attempt came to.
 enum Attempt {
@@ -192,18 +196,16 @@ impl Client {
         metrics: Arc<Metrics>,
     ) -> Result<Client, String> {
         let connect = Duration::from_secs(config.connect_timeout_seconds);
-        let ca = config.ca_file.as_deref();
-        let http = crate::net::client(config.timeout(), connect, ca)?
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        // Storage hosts get no token, so following their redirects is safe.
-        let storage = crate::net::client(config.timeout(), connect, ca)?
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let build = |redirect| {
+            net::client(config.timeout(), connect, config.ca_file.as_deref())?
+                .redirect(redirect)
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+        };
         Ok(Client {
-            http,
-            storage,
+            http: build(reqwest::redirect::Policy::none())?,
+            // Storage hosts get no token, so following their redirects is safe.
+            storage: build(reqwest::redirect::Policy::limited(3))?,
             api: config.api_url.clone(),
             org: config.organization.clone(),
             auth: bearer(&config.token())?,
@@ -228,25 +230,17 @@ impl Client {
     /// page.
     pub async fn builds(&self, query: &BuildQuery) -> Result<Page<Build>, SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("per_page", &query.per_page.unwrap_or(100).to_string());
-            q.append_pair("include_retried_jobs", "true");
-            let mut time = |key: &str, t: &Option<DateTime<Utc>>| {
-                if let Some(t) = t {
-                    q.append_pair(key, &t.to_rfc3339_opts(SecondsFormat::Millis, true));
-                }
-            };
-            time("finished_from", &query.finished_from);
-            time("created_from", &query.created_from);
-            time("created_to", &query.created_to);
-            for branch in &query.branches {
-                q.append_pair("branch[]", branch);
-            }
-            if let Some(page) = query.page {
-                q.append_pair("page", &page.to_string());
-            }
-        }
+        let time = |key, t: Option<DateTime<Utc>>| {
+            t.map(|t| (key, t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+        };
+        url.query_pairs_mut()
+            .append_pair("per_page", &query.per_page.unwrap_or(100).to_string())
+            .append_pair("include_retried_jobs", "true")
+            .extend_pairs(time("finished_from", query.finished_from))
+            .extend_pairs(time("created_from", query.created_from))
+            .extend_pairs(time("created_to", query.created_to))
+            .extend_pairs(query.branches.iter().map(|b| ("branch[]", b)))
+            .extend_pairs(query.page.map(|p| ("page", p.to_string())));
         self.list(&url, Scope::ReadBuilds).await
     }
 
@@ -316,25 +310,22 @@ impl Client {
     /// to a presigned storage URL (valid for about a minute). The token goes to Buildkite
     /// only; fetch the returned URL without it.
     pub async fn artifact_location(&self, download_url: &str) -> Result<Url, SourceError> {
-        let url = self.own_url(download_url)?;
-        let redirects = [
-            StatusCode::FOUND,
-            StatusCode::SEE_OTHER,
-            StatusCode::TEMPORARY_REDIRECT,
-            StatusCode::MOVED_PERMANENTLY,
-        ];
+        let url = self
+            .api
+            .join(download_url)
+            .map_err(|e| SourceError::Protocol {
+                endpoint: download_url.chars().take(100).collect(),
+                problem: format!("unparseable URL from Buildkite: {e}"),
+            })?;
+        let url = self.on_api_host(url, &self.api)?;
         let get = Get {
-            also_ok: &redirects,
-            build_item: true,
+            also_ok: &REDIRECTS,
             ..Get::new(&url, Scope::ReadArtifacts)
         };
         let (location, _) = self
             .get(&get, |status, headers, body| {
                 let target = if status.is_redirection() {
-                    headers
-                        .get(LOCATION)
-                        .and_then(|l| l.to_str().ok())
-                        .map(str::to_string)
+                    net::header(headers, LOCATION).map(str::to_string)
                 } else {
                     serde_json::from_slice::<serde_json::Value>(body)
                         .ok()
@@ -396,7 +387,6 @@ impl Client {
         let get = Get {
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
-            build_item: true,
             ..Get::new(&url, Scope::ReadBuildLogs)
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
@@ -418,32 +408,24 @@ impl Client {
         url: &Url,
         scope: Scope,
     ) -> Result<Page<T>, SourceError> {
-        // A build's artifact list that is gone is that build's problem alone.
-        let get = Get {
-            build_item: scope == Scope::ReadArtifacts,
-            ..Get::new(url, scope)
-        };
         let (items, headers) = self
-            .get(&get, |_, _, body| {
+            .get(&Get::new(url, scope), |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
                     .map_err(|e| format!("the answer is not a JSON list ({e})"))
             })
             .await?;
         let next = self.next_link(url, &headers)?;
-        let date = headers
-            .get(reqwest::header::DATE)
-            .and_then(|d| d.to_str().ok())
+        let date = net::header(&headers, DATE)
             .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
             .map(|d| d.with_timezone(&Utc));
-        let items = items
-            .into_iter()
-            .map(|raw| Item {
-                decoded: serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-                raw: raw.get().to_string(),
-            })
-            .collect();
         Ok(Page {
-            items,
+            items: items
+                .into_iter()
+                .map(|raw| Item {
+                    decoded: serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+                    raw: raw.get().to_string(),
+                })
+                .collect(),
             next,
             date,
             endpoint: endpoint_name(url),
@@ -457,6 +439,11 @@ impl Client {
         parse: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, String>,
     ) -> Result<(T, HeaderMap), SourceError> {
         let endpoint = endpoint_name(get.url);
+        let unavailable = |attempts, reason| SourceError::Unavailable {
+            endpoint: endpoint.clone(),
+            attempts,
+            reason,
+        };
         let mut failures = 0;
         let mut rate_limited = 0;
         loop {
@@ -476,11 +463,8 @@ impl Client {
                         wait.as_secs()
                     );
                     if rate_limited >= MAX_RATE_LIMITED {
-                        return Err(SourceError::Unavailable {
-                            endpoint,
-                            attempts: rate_limited,
-                            reason: "still rate limited after waiting for each reset".into(),
-                        });
+                        let reason = "still rate limited after waiting for each reset";
+                        return Err(unavailable(rate_limited, reason.into()));
                     }
                     continue;
                 }
@@ -488,17 +472,9 @@ impl Client {
             };
             failures += 1;
             if failures >= MAX_ATTEMPTS {
-                return Err(SourceError::Unavailable {
-                    endpoint,
-                    attempts: failures,
-                    reason,
-                });
+                return Err(unavailable(failures, reason));
             }
-            let wait = net::backoff(
-                failures,
-                Duration::from_millis(500),
-                Duration::from_secs(30),
-            );
+            let wait = net::backoff(failures, FIRST_BACKOFF, MAX_BACKOFF);
             // A malformed answer is worth a warning each time; transport faults are summed up
             // by the caller if they last.
             if malformed {
@@ -528,7 +504,7 @@ impl Client {
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await;
-        let kind = get.scope.metric();
+        let (scope, kind) = get.scope.names();
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -548,39 +524,35 @@ impl Client {
             self.report_budget();
             return Attempt::Done(status, body, headers);
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.metrics.rate_limited.inc();
+            let wait = self.budget.rate_limited(&headers, &body);
+            self.report_budget();
+            return Attempt::RateLimited(wait);
+        }
+        if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+            self.budget.observe(&headers);
+            return Attempt::Transient(status.to_string());
+        }
         let endpoint = endpoint.to_string();
         let message = error_message(&body);
-        match status {
-            StatusCode::TOO_MANY_REQUESTS => {
-                self.metrics.rate_limited.inc();
-                let wait = self.budget.rate_limited(&headers, &body);
-                self.report_budget();
-                Attempt::RateLimited(wait)
+        Attempt::Failed(match status {
+            StatusCode::UNAUTHORIZED => SourceError::Unauthorized { endpoint },
+            StatusCode::FORBIDDEN => {
+                let scope = missing_scope(&message).unwrap_or(scope).to_string();
+                SourceError::Forbidden { endpoint, scope }
             }
-            StatusCode::UNAUTHORIZED => Attempt::Failed(SourceError::Unauthorized { endpoint }),
-            StatusCode::FORBIDDEN => Attempt::Failed(SourceError::Forbidden {
-                endpoint,
-                scope: missing_scope(&message)
-                    .unwrap_or(get.scope.name())
-                    .to_string(),
-            }),
-            StatusCode::NOT_FOUND if get.build_item => {
-                Attempt::Failed(SourceError::Gone { endpoint })
-            }
-            StatusCode::NOT_FOUND => Attempt::Failed(SourceError::NotFound { endpoint }),
+            StatusCode::NOT_FOUND if get.scope.build_item() => SourceError::Gone { endpoint },
+            StatusCode::NOT_FOUND => SourceError::NotFound { endpoint },
             StatusCode::BAD_REQUEST if message.contains("this deep") => {
-                Attempt::Failed(SourceError::TooDeep { endpoint, message })
+                SourceError::TooDeep { endpoint, message }
             }
-            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                self.budget.observe(&headers);
-                Attempt::Transient(format!("{s}"))
-            }
-            s => Attempt::Failed(SourceError::Rejected {
+            s => SourceError::Rejected {
                 endpoint,
                 status: s.as_u16(),
                 message,
-            }),
-        }
+            },
+        })
     }
 
     /// The `rel="next"` link, followed exactly as given, but only on the API's own host.
@@ -597,59 +569,35 @@ impl Client {
             endpoint: endpoint_name(current),
             problem: format!("unparseable next-page link {next:?}"),
         })?;
-        if next.origin() != self.api.origin() {
-            return Err(SourceError::ForeignLink {
-                endpoint: endpoint_name(current),
-                host: next.host_str().unwrap_or("?").to_string(),
-            });
-        }
-        Ok(Some(next))
+        self.on_api_host(next, current).map(Some)
     }
 
-    /// Copies the budgets Buildkite last reported into the metrics.
-    fn report_budget(&self) {
-        let seen = self.budget.last_seen();
-        for (scope, s) in [("organization", seen.org), ("user", seen.user)] {
-            if let Some(s) = s {
-                self.metrics
-                    .remaining
-                    .get_or_create(&crate::metrics::ScopeLabels {
-                        scope: scope.into(),
-                    })
-                    .set(s.remaining.into());
-            }
-        }
-    }
-
-    /// A URL Buildkite gave (e.g. an artifact's `download_url`), accepted only on the API's
-    /// own host, since the token goes with it.
-    fn own_url(&self, given: &str) -> Result<Url, SourceError> {
-        let url = self.api.join(given).map_err(|e| SourceError::Protocol {
-            endpoint: given.chars().take(100).collect(),
-            problem: format!("unparseable URL from Buildkite: {e}"),
-        })?;
+    /// `url` if it is on the API's own host, since the token goes with it; else an error
+    /// naming `from`, where Buildkite gave it.
+    fn on_api_host(&self, url: Url, from: &Url) -> Result<Url, SourceError> {
         if url.origin() != self.api.origin() {
             return Err(SourceError::ForeignLink {
-                endpoint: endpoint_name(&self.api),
+                endpoint: endpoint_name(from),
                 host: url.host_str().unwrap_or("?").to_string(),
             });
         }
         Ok(url)
     }
 
+    /// Copies the budgets Buildkite last reported into the metrics.
+    fn report_budget(&self) {
+        for (name, s) in self.budget.last_seen().scopes() {
+            let labels = crate::metrics::ScopeLabels { scope: name.into() };
+            let gauge = self.metrics.remaining.get_or_create(&labels);
+            gauge.set(s.remaining.into());
+        }
+    }
+
     /// `/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/{rest...}`.
     fn build_endpoint(&self, pipeline: &str, number: u64, rest: &[&str]) -> Url {
-        let number = number.to_string();
-        let mut url = self.endpoint(&[
-            "organizations",
-            &self.org,
-            "pipelines",
-            pipeline,
-            "builds",
-            &number,
-        ]);
+        let mut url = self.endpoint(&["organizations", &self.org, "pipelines", pipeline]);
         if let Ok(mut path) = url.path_segments_mut() {
-            path.extend(rest);
+            path.push("builds").push(&number.to_string()).extend(rest);
         }
         url
     }
@@ -674,11 +622,9 @@ fn bearer(token: &Secret) -> Result<HeaderValue, String> {
 
 /// The URL without credentials or query, for messages: `api.buildkite.com/v2/organizations/acme/builds`.
 fn endpoint_name(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}{}", url.path()),
-        (Some(host), None) => format!("{host}{}", url.path()),
-        _ => url.path().to_string(),
-    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{host}{port}{}", url.path())
 }
 
 /// The `message` of a Buildkite error body, or the start of the body.
@@ -705,16 +651,13 @@ pub fn parse_next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|entry| {
         let (target, params) = entry.trim().split_once(';')?;
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = params.split(';').any(|p| {
-            let Some((k, v)) = p.trim().split_once('=') else {
-                return false;
-            };
-            k.trim().eq_ignore_ascii_case("rel")
-                && v.trim()
-                    .trim_matches('"')
-                    .split_whitespace()
-                    .any(|r| r == "next")
-        });
+        let is_next = params
+            .split(';')
+            .filter_map(|p| p.split_once('='))
+            .any(|(k, v)| {
+                let mut rels = v.trim().trim_matches('"').split_whitespace();
+                k.trim().eq_ignore_ascii_case("rel") && rels.any(|r| r == "next")
+            });
         is_next.then(|| target.to_string())
     })
 }

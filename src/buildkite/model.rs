@@ -14,13 +14,10 @@ pub struct Build {
     pub id: String,
     pub number: u64,
     pub state: String,
-    pub blocked: Option<bool>,
-    pub message: Option<String>,
     pub commit: Option<String>,
     pub branch: Option<String>,
     /// What started it: webhook, api, ui, trigger_job, schedule.
     pub source: Option<String>,
-    pub web_url: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
@@ -33,7 +30,6 @@ pub struct Build {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PipelineRef {
     pub slug: String,
-    pub name: Option<String>,
 }
 
 /// One job of a build: a script step, a waiter, a block (`manual`) or a trigger.
@@ -47,9 +43,6 @@ pub struct Job {
     pub step_key: Option<String>,
     pub state: Option<String>,
     pub soft_failed: Option<bool>,
-    pub exit_status: Option<i64>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub scheduled_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// True on an attempt that was retried (a later attempt of the same step exists).
@@ -72,7 +65,6 @@ pub struct AgentRef {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Artifact {
     pub id: String,
-    pub job_id: Option<String>,
     pub path: String,
     /// new, error, finished, deleted, expired: only finished ones can be downloaded.
     pub state: Option<String>,
@@ -109,42 +101,27 @@ impl Agent {
 
     /// The OS and architecture the agent reports in its user agent: `(linux; amd64)`.
     pub fn platform(&self) -> (Option<&str>, Option<&str>) {
-        let inside = self
-            .user_agent
-            .as_deref()
-            .and_then(|ua| ua.split_once('(')?.1.split_once(')'))
-            .map(|(inside, _)| inside);
-        let mut parts = inside.into_iter().flat_map(|s| s.split(';')).map(str::trim);
-        (parts.next(), parts.next())
+        let ua = self.user_agent.as_deref().unwrap_or_default();
+        let inside = ua.split_once('(').and_then(|(_, s)| s.split_once(')'));
+        let mut parts = inside.into_iter().flat_map(|(s, _)| s.split(';'));
+        (parts.next().map(str::trim), parts.next().map(str::trim))
     }
 }
 
-/// Build states in which the build is still going, whatever `finished_at` says.
-const ACTIVE_STATES: [&str; 6] = [
-    "creating",
-    "scheduled",
-    "running",
-    "failing",
-    "canceling",
-    "waiting",
-];
-
 impl Build {
-    /// The finish time, when the build has finished (a terminal state with `finished_at`;
-    /// a `blocked: true` build that has stopped at a block step counts as finished).
+    /// The finish time, when the build has finished: not in a state that is still going,
+    /// whatever `finished_at` says (a build stopped at a block step counts as finished).
     pub fn finished(&self) -> Option<DateTime<Utc>> {
-        if ACTIVE_STATES.contains(&self.state.as_str()) {
-            return None;
-        }
-        self.finished_at
+        let active = matches!(
+            self.state.as_str(),
+            "creating" | "scheduled" | "running" | "failing" | "canceling" | "waiting"
+        );
+        self.finished_at.filter(|_| !active)
     }
 
     /// The pipeline slug, or `unknown` when the answer left it out.
     pub fn pipeline_slug(&self) -> &str {
-        self.pipeline
-            .as_ref()
-            .map(|p| p.slug.as_str())
-            .unwrap_or("unknown")
+        self.pipeline.as_ref().map_or("unknown", |p| &p.slug)
     }
 
     /// True when a step of the build uploads artifacts (has `artifact_paths`).
