@@ -42,8 +42,8 @@ pub async fn run(app: &App) -> Result<EnrichReport, SyncError> {
                         .call(move |c| enrich::complete(c, &pending, &fetched, now_ms()))
                         .await?;
                 }
-                Err(Failure::Configuration(e)) => return Err(e),
-                Err(Failure::Transient(e)) if pending.attempts + 1 >= MAX_ATTEMPTS => {
+                Err(e) if e.is_configuration() => return Err(e),
+                Err(e) if pending.attempts + 1 >= MAX_ATTEMPTS => {
                     tracing::warn!(
                         build = pending.label,
                         "giving up its test results and logs after {MAX_ATTEMPTS} tries: {e}"
@@ -52,7 +52,8 @@ pub async fn run(app: &App) -> Result<EnrichReport, SyncError> {
                         .call(move |c| enrich::complete(c, &pending, &[], now_ms()))
                         .await?;
                 }
-                Err(Failure::Transient(e)) => {
+                Err(e) => {
+                    let e = e.to_string();
                     report.retried += 1;
                     let wait = net::backoff(
                         pending.attempts + 1,
@@ -73,39 +74,27 @@ pub async fn run(app: &App) -> Result<EnrichReport, SyncError> {
     }
 }
 
-enum Failure {
-    Configuration(SyncError),
-    Transient(String),
-}
-
-async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Failure> {
+async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, SyncError> {
     let Ok(build) = serde_json::from_str::<Build>(&pending.payload) else {
         return Ok(Vec::new());
     };
-    let mut fetched = Vec::new();
     // A 404 belongs to this build alone (deleted, expired artifacts, a log that is gone):
-    // go on without what is missing. A bad token or a missing scope stops the pass.
-    let judge = |e: SourceError, what: &str| match e {
-        SourceError::Gone { .. } => {
+    // go on without what is missing.
+    let gone = |result: Result<Vec<enrich::Fetched>, SyncError>, what: &str| match result {
+        Err(SyncError::Source(e @ SourceError::Gone { .. })) => {
             tracing::warn!(build = pending.label, "{what} skipped: {e}");
-            Ok(())
+            Ok(Vec::new())
         }
-        e if e.is_configuration() => Err(Failure::Configuration(e.into())),
-        e => Err(Failure::Transient(e.to_string())),
+        other => other,
     };
+    let mut fetched = Vec::new();
     if app.config.tests_enabled() && build.has_artifacts() {
-        match test_results::collect(app, &build, &pending.label).await {
-            Ok(items) => fetched.extend(items),
-            Err(test_results::TestsError::Source(e)) => judge(e, "test results")?,
-            Err(e) => return Err(Failure::Transient(e.to_string())),
-        }
+        let tests = test_results::collect(app, &build, &pending.label).await;
+        fetched.extend(gone(tests, "test results")?);
     }
     if app.config.logs_enabled() {
-        match logs::collect(app, &build, &pending.payload).await {
-            Ok(item) => fetched.extend(item),
-            Err(SyncError::Source(e)) => judge(e, "logs")?,
-            Err(e) => return Err(Failure::Transient(e.to_string())),
-        }
+        let log = logs::collect(app, &build, &pending.payload).await;
+        fetched.extend(gone(log.map(Vec::from_iter), "logs")?);
     }
     Ok(fetched)
 }

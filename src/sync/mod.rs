@@ -21,6 +21,9 @@ pub enum SyncError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An artifact's storage host failed (the build is tried again later).
+    #[error("artifact storage: {0}")]
+    Storage(String),
     /// An item could not be encoded for the outbox.
     #[error("cannot encode {what} for the outbox: {source}")]
     Encode {

@@ -7,23 +7,12 @@
 use super::{junit, SyncError};
 use crate::app::App;
 use crate::buildkite::client::FetchError;
-use crate::buildkite::{Build, SourceError};
+use crate::buildkite::Build;
 use crate::item::{Kind, TestResults};
 use crate::store::enrich::Fetched;
 
-/// Why test results could not be fetched now (the build is tried again later).
-#[derive(Debug, thiserror::Error)]
-pub enum TestsError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error("artifact storage: {0}")]
-    Storage(String),
-    #[error(transparent)]
-    Sync(#[from] SyncError),
-}
-
 /// The JUnit suites of `build`'s matching artifacts, as outbox items.
-pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetched>, TestsError> {
+pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetched>, SyncError> {
     let cap = app.config.tests.max_file_bytes;
     let artifacts = app
         .client
@@ -58,7 +47,7 @@ pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetche
                 skip("larger than [tests] max_file_bytes");
                 continue;
             }
-            Err(FetchError::Failed(e)) => return Err(TestsError::Storage(e)),
+            Err(FetchError::Failed(e)) => return Err(SyncError::Storage(e)),
         };
         match junit::parse(&bytes) {
             Ok(suites) => {
