@@ -13,6 +13,7 @@ fn free_port() -> u16 {
 }
 
 async fn get(url: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // as net::client does
     let r = reqwest::get(url).await.expect("answered");
     (r.status().as_u16(), r.text().await.expect("body"))
 }
