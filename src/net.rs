@@ -1,5 +1,12 @@
 //! HTTP clients as the network needs them: timeouts, extra CA certificates, and proxies.
 //!
+//! TLS (rustls with the ring crypto provider, via rustls-platform-verifier) trusts the
+//! system's certificate store, read when a client is built: the files named by
+//! `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when either is set (they then replace the store),
+//! else the distribution's bundle and `/etc/ssl/certs` (found by openssl-probe). There are
+//! no built-in roots: with no store at all, building a client fails unless `ca_file` is
+//! given. The certificates of `ca_file` are trusted besides the system's.
+//!
 //! Proxies come from the environment, as everywhere: `HTTPS_PROXY` (and `HTTP_PROXY`,
 //! `ALL_PROXY`) with `NO_PROXY` exceptions, which reqwest reads by itself.
 
@@ -18,6 +25,9 @@ pub fn client(
     connect_timeout: Duration,
     ca_file: Option<&Path>,
 ) -> Result<ClientBuilder, String> {
+    // reqwest is built without a crypto provider of its own (`rustls-no-provider`): it uses
+    // the process default, which is ring. Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("kitesync/", env!("CARGO_PKG_VERSION")))
         .timeout(timeout)
@@ -28,9 +38,7 @@ pub fn client(
             .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        builder = builder.tls_certs_merge(certs);
     }
     Ok(builder)
 }
@@ -56,6 +64,8 @@ pub fn describe(e: &reqwest::Error) -> String {
         "cannot connect"
     } else if e.is_body() || e.is_decode() {
         "connection dropped mid-answer"
+    } else if e.is_builder() {
+        "cannot set up the HTTP client (TLS needs a CA store: ca-certificates, or SSL_CERT_FILE)"
     } else {
         "request failed"
     };

@@ -9,6 +9,7 @@ use kitesync_fakes::data;
 
 /// The status and body of a GET, or `None` if nothing answered (in time).
 async fn get(url: &str) -> Option<(u16, String)> {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // as net::client does
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

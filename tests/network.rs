@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kitesync_fakes::FakeButler;
+use kitesync_fakes::{data, FakeButler};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
@@ -28,6 +28,46 @@ async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
     std::fs::write(&ca, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write CA");
     h.set_env("KITESYNC_BUILDBUTLER__CA_FILE", &ca.display().to_string());
     until_retries_due(&h).await; // the retry backoff
+    h.once_ok().await;
+    assert_eq!(tls.builds().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_buildbutler_whose_ca_is_in_the_system_store_is_trusted_without_ca_file() {
+    let mut h = Harness::start().await;
+    let tls = FakeButler::start_tls(API_KEY).await;
+    h.bk.set_builds(recent_builds(3));
+    h.set_env("KITESYNC_BUILDBUTLER__URL", &tls.url);
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
+
+    // With the machine's own store (whatever SSL_CERT_FILE/SSL_CERT_DIR this process has, or
+    // the distribution's bundle), the fake's CA is unknown: refused, nothing delivered.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    assert!(tls.builds().is_empty());
+
+    // The standard variable names the store (here holding only the fake's CA); no ca_file.
+    let store = h.dir.path().join("system-store.pem");
+    std::fs::write(&store, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write");
+    h.set_env("SSL_CERT_FILE", &store.display().to_string());
+    h.set_env("SSL_CERT_DIR", ""); // an inherited directory would be read too
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the retry backoff
+    h.once_ok().await;
+    assert_eq!(tls.builds().len(), 3);
+
+    // A ca_file adds to that store; it does not replace it.
+    let other = FakeButler::start_tls(API_KEY).await;
+    let ca = h.dir.path().join("other-ca.pem");
+    std::fs::write(&ca, other.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write");
+    h.set_env("KITESYNC_BUILDBUTLER__CA_FILE", &ca.display().to_string());
+    let mut builds = recent_builds(3);
+    builds.push(data::just_finished(ORG, 4, "web"));
+    h.bk.set_builds(builds);
     h.once_ok().await;
     assert_eq!(tls.builds().len(), 4);
 }

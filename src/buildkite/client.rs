@@ -200,7 +200,7 @@ impl Client {
             net::client(config.timeout(), connect, config.ca_file.as_deref())?
                 .redirect(redirect)
                 .build()
-                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+                .map_err(|e| crate::net::describe(&e))
         };
         Ok(Client {
             http: build(reqwest::redirect::Policy::none())?,

@@ -82,7 +82,7 @@ impl Sink {
         let http = crate::net::client(bb.timeout(), connect, bb.ca_file.as_deref())?
             .default_headers(headers)
             .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .map_err(|e| crate::net::describe(&e))?;
         let url = &bb.url;
         let server = url.as_str().trim_end_matches('/').to_string();
         let shown = format!(
