@@ -57,12 +57,10 @@ impl App {
     /// Opens the state database and sets up both HTTP clients.
     pub fn new(config: Config) -> Result<App, String> {
         let store = Store::open(&config.state_path).map_err(|e| e.to_string())?;
-        let budget = Arc::new(Budget::new(
-            config.buildkite.requests_per_minute,
-            config.buildkite.reserve_percent,
-        ));
+        let bk = &config.buildkite;
+        let budget = Arc::new(Budget::new(bk.requests_per_minute, bk.reserve_percent));
         let metrics = Arc::new(Metrics::new());
-        let client = Client::new(&config.buildkite, budget, Arc::clone(&metrics))?;
+        let client = Client::new(bk, budget, Arc::clone(&metrics))?;
         let sink = Arc::new(Sink::new(&config)?);
         Ok(App {
             metrics,

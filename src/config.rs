@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
@@ -42,15 +43,12 @@ impl ConfigError {
         while let Some(at) = rest.find("://") {
             let (head, tail) = rest.split_at(at + 3);
             shown.push_str(head);
+            rest = tail;
             let authority_end = tail.find(['/', '"', '`', ' ', '\'']).unwrap_or(tail.len());
-            match tail[..authority_end].rfind('@') {
-                Some(userinfo_end) => {
-                    let user = tail[..userinfo_end].split(':').next().unwrap_or("");
-                    shown.push_str(user);
-                    shown.push_str(":***");
-                    rest = &tail[userinfo_end..];
-                }
-                None => rest = tail,
+            if let Some(userinfo_end) = tail[..authority_end].rfind('@') {
+                let user = tail[..userinfo_end].split(':').next().unwrap_or_default();
+                shown.push_str(&format!("{user}:***"));
+                rest = &tail[userinfo_end..];
             }
         }
         shown.push_str(rest);
@@ -65,11 +63,10 @@ pub struct Secret(String);
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => Ok(Secret(s)),
-            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
-                Ok(Secret(v.to_string()))
-            }
+        use serde_json::Value;
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Secret(s)),
+            v @ (Value::Number(_) | Value::Bool(_)) => Ok(Secret(v.to_string())),
             _ => Err(serde::de::Error::custom("must be a string")),
         }
     }
@@ -254,10 +251,9 @@ pub struct LogsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        let listen = "127.0.0.1:9187".to_string();
         MetricsConfig {
             enabled: false,
-            listen,
+            listen: "127.0.0.1:9187".to_string(),
         }
     }
 }
@@ -294,10 +290,9 @@ impl Default for ScheduleConfig {
 
 impl Default for TestsConfig {
     fn default() -> Self {
-        let max_file_bytes = 10 * 1024 * 1024;
         TestsConfig {
             junit_artifact_globs: Vec::new(),
-            max_file_bytes,
+            max_file_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -394,14 +389,7 @@ impl Config {
     /// Loads defaults, then `path` (which must exist), then `KITESYNC_*` variables; reads the
     /// secret files; validates everything.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(format!(
-                "cannot read config file {}: {}",
-                path.display(),
-                io_reason(&e)
-            ))
-        })?;
-        let file = ConfigFile::parse(path, text)?;
+        let file = ConfigFile::read(path)?;
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
@@ -413,62 +401,33 @@ impl Config {
                 }),
         );
         let mut config: Config = figment.extract().map_err(|e| file.explain(&e))?;
-        config.resolve_secrets(&file)?;
+        let (bk, bb) = (&mut config.buildkite, &mut config.buildbutler);
+        file.resolve_secret("buildkite", "token", &mut bk.token, &bk.token_file)?;
+        file.resolve_secret("buildbutler", "api_key", &mut bb.api_key, &bb.api_key_file)?;
         config.validate(&file)?;
-        if config.state_path.is_relative() {
-            // Relative to the config file, not to wherever cron or systemd happens to start.
-            if let Some(dir) = path.parent() {
-                config.state_path = dir.join(&config.state_path);
-            }
+        // Relative to the config file, not to wherever cron or systemd happens to start (an
+        // absolute state_path stays as it is).
+        if let Some(dir) = path.parent() {
+            config.state_path = dir.join(&config.state_path);
         }
         Ok(config)
     }
 
-    fn resolve_secrets(&mut self, file: &ConfigFile) -> Result<(), ConfigError> {
-        let bk = &mut self.buildkite;
-        bk.token = resolve_secret(
-            file,
-            "buildkite",
-            "token",
-            bk.token.take(),
-            bk.token_file.as_deref(),
-        )?;
-        let bb = &mut self.buildbutler;
-        bb.api_key = resolve_secret(
-            file,
-            "buildbutler",
-            "api_key",
-            bb.api_key.take(),
-            bb.api_key_file.as_deref(),
-        )?;
-        Ok(())
-    }
-
     fn validate(&self, file: &ConfigFile) -> Result<(), ConfigError> {
-        let bk = &self.buildkite;
+        let (bk, bb) = (&self.buildkite, &self.buildbutler);
         if bk.organization.trim().is_empty() {
-            return Err(file.error(
-                "buildkite",
-                "organization",
-                "is missing: set it to your organization's slug (as in https://buildkite.com/<slug>)",
-            ));
+            let problem = "is missing: set it to your organization's slug (as in https://buildkite.com/<slug>)";
+            return Err(file.error("buildkite", "organization", problem));
         }
-        check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
+        file.check_http_url("buildkite", "api_url", &bk.api_url)?;
         if bk.api_url.path().trim_end_matches('/').ends_with("/v2") {
-            return Err(file.error(
-                "buildkite",
-                "api_url",
-                "must be the base URL without /v2, e.g. \"https://api.buildkite.com\"",
-            ));
+            let problem = "must be the base URL without /v2, e.g. \"https://api.buildkite.com\"";
+            return Err(file.error("buildkite", "api_url", problem));
         }
-        let bb = &self.buildbutler;
-        check_http_url(file, "buildbutler", "url", &bb.url)?;
+        file.check_http_url("buildbutler", "url", &bb.url)?;
         if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
-            return Err(file.error(
-                "buildbutler",
-                "ingest_prefix",
-                "must start with '/', e.g. \"/api/v1/ingest\"",
-            ));
+            let problem = "must start with '/', e.g. \"/api/v1/ingest\"";
+            return Err(file.error("buildbutler", "ingest_prefix", problem));
         }
         #[rustfmt::skip]
         let ranges = [
@@ -488,127 +447,33 @@ impl Config {
         ];
         for (section, key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
-                return Err(file.error(
-                    section,
-                    key,
-                    &format!("= {value} is out of range: it must be from {min} to {max}"),
-                ));
+                let problem = format!("= {value} is out of range: it must be from {min} to {max}");
+                return Err(file.error(section, key, &problem));
             }
         }
         for (section, ca) in [("buildkite", &bk.ca_file), ("buildbutler", &bb.ca_file)] {
-            if let Some(path) = ca {
-                let pem = std::fs::read(path).map_err(|e| {
-                    file.error(
-                        section,
-                        "ca_file",
-                        &format!(
-                            "names {}, which cannot be read: {}",
-                            path.display(),
-                            io_reason(&e)
-                        ),
-                    )
-                })?;
-                if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
-                    return Err(file.error(
-                        section,
-                        "ca_file",
-                        &format!("names {}, which holds no PEM certificate", path.display()),
-                    ));
-                }
+            let Some(path) = ca else { continue };
+            let pem =
+                std::fs::read(path).map_err(|e| file.unreadable(section, "ca_file", path, &e))?;
+            if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                let problem = format!("names {}, which holds no PEM certificate", path.display());
+                return Err(file.error(section, "ca_file", &problem));
             }
         }
         for glob in &self.tests.junit_artifact_globs {
             if let Err(e) = globset::Glob::new(glob) {
-                return Err(file.error(
-                    "tests",
-                    "junit_artifact_globs",
-                    &format!("has an invalid glob {glob:?}: {}", e.kind()),
-                ));
+                let problem = format!("has an invalid glob {glob:?}: {}", e.kind());
+                return Err(file.error("tests", "junit_artifact_globs", &problem));
             }
         }
-        if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(file.error(
-                "metrics",
-                "listen",
-                &format!(
-                    "= {:?} is not an address and port, e.g. \"127.0.0.1:9187\"",
-                    self.metrics.listen
-                ),
-            ));
+        let listen = &self.metrics.listen;
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            let problem =
+                format!("= {listen:?} is not an address and port, e.g. \"127.0.0.1:9187\"");
+            return Err(file.error("metrics", "listen", &problem));
         }
         Ok(())
     }
-}
-
-/// A secret comes from the config value or from a file, never both, never empty.
-fn resolve_secret(
-    file: &ConfigFile,
-    section: &str,
-    key: &str,
-    value: Option<Secret>,
-    from_file: Option<&Path>,
-) -> Result<Option<Secret>, ConfigError> {
-    let file_key = format!("{key}_file");
-    let secret = match (value, from_file) {
-        (Some(_), Some(_)) => {
-            return Err(file.error(
-                section,
-                key,
-                &format!("and `{file_key}` are both set: keep only one"),
-            ))
-        }
-        (Some(v), None) => v,
-        (None, Some(p)) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                file.error(
-                    section,
-                    &file_key,
-                    &format!(
-                        "names {}, which cannot be read: {}",
-                        p.display(),
-                        io_reason(&e)
-                    ),
-                )
-            })?;
-            Secret(text.trim().to_string())
-        }
-        (None, None) => {
-            return Err(file.error(
-                section,
-                key,
-                &format!(
-                    "is missing: set `{key}` or `{file_key}` (or {ENV_PREFIX}{}__{})",
-                    section.to_uppercase(),
-                    key.to_uppercase()
-                ),
-            ))
-        }
-    };
-    if secret.0.trim().is_empty() {
-        let which = if from_file.is_some() {
-            file_key.as_str()
-        } else {
-            key
-        };
-        return Err(file.error(section, which, "is empty"));
-    }
-    Ok(Some(secret))
-}
-
-fn check_http_url(
-    file: &ConfigFile,
-    section: &str,
-    key: &str,
-    url: &Url,
-) -> Result<(), ConfigError> {
-    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
-        return Ok(());
-    }
-    Err(file.error(
-        section,
-        key,
-        &format!("= \"{}\" is not an http:// or https:// URL", redacted(url)),
-    ))
 }
 
 /// A URL as it may be shown: without a password.
@@ -628,52 +493,95 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// The config file's text, kept to point errors at a line.
+/// The config file's text, kept to point errors at a line; its methods word those errors.
 struct ConfigFile {
     path: PathBuf,
     doc: toml_edit::ImDocument<String>,
 }
 
 impl ConfigFile {
-    fn parse(path: &Path, text: String) -> Result<ConfigFile, ConfigError> {
-        match toml_edit::ImDocument::parse(text.clone()) {
-            Ok(doc) => Ok(ConfigFile {
-                path: path.to_path_buf(),
-                doc,
-            }),
-            Err(e) => {
-                let at = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
-                let reason = e.message().trim().trim_end_matches('.').replace('\n', "; ");
-                Err(ConfigError::new(format!(
-                    "{} line {at}: TOML syntax error: {reason}",
-                    path.display()
-                )))
-            }
-        }
+    fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let why = io_reason(&e);
+            ConfigError::new(format!("cannot read config file {shown}: {why}"))
+        })?;
+        let doc = toml_edit::ImDocument::parse(text.clone()).map_err(|e| {
+            let at = e.span().map_or(1, |s| line_of(&text, s.start));
+            let reason = e.message().trim().trim_end_matches('.').replace('\n', "; ");
+            ConfigError::new(format!("{shown} line {at}: TOML syntax error: {reason}"))
+        })?;
+        let path = path.to_path_buf();
+        Ok(ConfigFile { path, doc })
     }
 
     /// "FILE line N: [section] key <problem>", or without the line when the key is not in the file.
     fn error(&self, section: &str, key: &str, problem: &str) -> ConfigError {
-        ConfigError::new(format!(
-            "{}: [{section}] {key} {problem}",
-            self.locate(&[section, key])
-        ))
+        let whence = self.locate(&[section, key]);
+        ConfigError::new(format!("{whence}: [{section}] {key} {problem}"))
+    }
+
+    /// The error for a file that `[section] key` names and that cannot be read.
+    fn unreadable(&self, section: &str, key: &str, path: &Path, e: &std::io::Error) -> ConfigError {
+        let (shown, why) = (path.display(), io_reason(e));
+        let problem = format!("names {shown}, which cannot be read: {why}");
+        self.error(section, key, &problem)
+    }
+
+    fn check_http_url(&self, section: &str, key: &str, url: &Url) -> Result<(), ConfigError> {
+        if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+            return Ok(());
+        }
+        let problem = format!("= \"{}\" is not an http:// or https:// URL", redacted(url));
+        Err(self.error(section, key, &problem))
+    }
+
+    /// Moves a secret into `value`: from the config value or from the file `from_file`, never
+    /// both, never empty.
+    fn resolve_secret(
+        &self,
+        section: &str,
+        key: &str,
+        value: &mut Option<Secret>,
+        from_file: &Option<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        let file_key = format!("{key}_file");
+        let (secret, which) = match (value.take(), from_file) {
+            (Some(_), Some(_)) => {
+                let problem = format!("and `{file_key}` are both set: keep only one");
+                return Err(self.error(section, key, &problem));
+            }
+            (Some(v), None) => (v, key),
+            (None, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| self.unreadable(section, &file_key, p, &e))?;
+                (Secret(text.trim().to_string()), file_key.as_str())
+            }
+            (None, None) => {
+                let var = format!("{ENV_PREFIX}{section}__{key}").to_uppercase();
+                let problem = format!("is missing: set `{key}` or `{file_key}` (or {var})");
+                return Err(self.error(section, key, &problem));
+            }
+        };
+        if secret.0.trim().is_empty() {
+            return Err(self.error(section, which, "is empty"));
+        }
+        *value = Some(secret);
+        Ok(())
     }
 
     /// The file, and the line of `path` in it when the key is written there.
     fn locate(&self, path: &[&str]) -> String {
-        match self.line_of_key(path) {
-            Some(line) => format!("{} line {line}", self.path.display()),
-            None => self.path.display().to_string(),
-        }
+        let file = self.path.display();
+        self.line_of_key(path)
+            .map_or(file.to_string(), |line| format!("{file} line {line}"))
     }
 
     fn line_of_key(&self, path: &[&str]) -> Option<usize> {
         let mut item = self.doc.as_item();
         let mut span = None;
         for part in path {
-            let table = item.as_table_like()?;
-            let (key, value) = table.get_key_value(part)?;
+            let (key, value) = item.as_table_like()?.get_key_value(part)?;
             span = key.span().or_else(|| value.span());
             item = value;
         }
@@ -683,32 +591,22 @@ impl ConfigFile {
     /// Rewords a figment error: what is wrong, with which key, where.
     fn explain(&self, e: &figment::Error) -> ConfigError {
         let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
-        let from_env = e
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.name.contains("environment"));
-        let key = if path.is_empty() {
-            String::new()
-        } else if path.len() == 1 {
-            format!("{} ", path[0])
-        } else {
-            format!(
-                "[{}] {} ",
-                path[..path.len() - 1].join("."),
-                path[path.len() - 1]
-            )
+        let key = match path.split_last() {
+            None => String::new(),
+            Some((last, [])) => format!("{last} "),
+            Some((last, parents)) => format!("[{}] {last} ", parents.join(".")),
         };
-        let whence = if from_env {
-            let var = format!("{ENV_PREFIX}{}", path.join("__").to_uppercase());
-            format!("environment variable {var}")
+        let whence = if matches!(&e.metadata, Some(m) if m.name.contains("environment")) {
+            let var = path.join("__").to_uppercase();
+            format!("environment variable {ENV_PREFIX}{var}")
         } else {
             self.locate(&path)
         };
         let kind = match &e.kind {
-            figment::error::Kind::MissingField(field) if path.is_empty() => {
+            Kind::MissingField(field) if path.is_empty() => {
                 format!("the [{field}] section is missing")
             }
-            figment::error::Kind::MissingField(field) => format!("`{field}` is missing"),
+            Kind::MissingField(field) => format!("`{field}` is missing"),
             kind => kind.to_string(),
         };
         ConfigError::new(format!("{whence}: {key}{}", kind.trim_end_matches('.')))
@@ -716,11 +614,7 @@ impl ConfigFile {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]

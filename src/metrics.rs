@@ -1,7 +1,8 @@
 //! Metrics and health of the daemon: Prometheus (OpenMetrics) text on `/metrics`, and
 //! `/healthz`, 200 while polls and deliveries succeed, 503 with the reason otherwise.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -62,7 +63,8 @@ macro_rules! metrics {
         pub struct Metrics {
             registry: Registry,
             $($(#[$doc])* pub $field: $ty,)*
-            health: Mutex<HealthState>,
+            /// The last error of each activity failing now.
+            errors: Mutex<HashMap<Activity, String>>,
         }
 
         impl Metrics {
@@ -71,7 +73,7 @@ macro_rules! metrics {
                 let mut registry = Registry::default();
                 $(let $field: $ty = $init;
                 registry.register($name, $help, $field.clone());)*
-                Metrics { registry, $($field,)* health: Mutex::default() }
+                Metrics { registry, $($field,)* errors: Mutex::default() }
             }
         }
     };
@@ -103,21 +105,6 @@ metrics! {
         "kitesync_last_success_timestamp_seconds", "Unix time of the last successful poll or delivery";
 }
 
-#[derive(Default)]
-struct HealthState {
-    poll_error: Option<String>,
-    delivery_error: Option<String>,
-}
-
-impl HealthState {
-    fn error(&mut self, what: Activity) -> &mut Option<String> {
-        match what {
-            Activity::Poll => &mut self.poll_error,
-            Activity::Delivery => &mut self.delivery_error,
-        }
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -140,12 +127,12 @@ impl Metrics {
         self.last_success
             .get_or_create(&WhatLabels { what })
             .set(chrono::Utc::now().timestamp());
-        *self.lock().error(what) = None;
+        self.errors().remove(&what);
     }
 
     /// Notes a failed poll or delivery.
     pub fn failed(&self, what: Activity, error: &str) {
-        *self.lock().error(what) = Some(error.to_string());
+        self.errors().insert(what, error.to_string());
     }
 
     /// The OpenMetrics text of every figure.
@@ -161,36 +148,30 @@ impl Metrics {
     /// daemon has been up that long), or pending deliveries and none accepted within it.
     pub fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
         let now = chrono::Utc::now().timestamp();
-        let age = |what: Activity| {
-            let at = self.last_success.get_or_create(&WhatLabels { what }).get();
-            (at > 0).then_some(now - at)
-        };
         let allowed_s = allowed.as_secs() as i64;
-        let h = self.lock();
-        let stale = |what: Activity| match age(what) {
-            Some(a) => a > allowed_s,
-            None => up > allowed,
+        let last = |what| self.last_success.get_or_create(&WhatLabels { what }).get();
+        let stale = |what| match last(what) {
+            at if at > 0 => now - at > allowed_s,
+            _ => up > allowed,
         };
+        let errors = self.errors();
+        let error = |what, none| errors.get(&what).map_or(none, String::as_str);
         if stale(Activity::Poll) {
+            let why = error(Activity::Poll, "no poll has succeeded yet");
             return Some(format!(
-                "no successful Buildkite poll in the last {}s ({})",
-                allowed_s,
-                h.poll_error
-                    .as_deref()
-                    .unwrap_or("no poll has succeeded yet")
+                "no successful Buildkite poll in the last {allowed_s}s ({why})"
             ));
         }
         if pending > 0 && stale(Activity::Delivery) {
+            let why = error(Activity::Delivery, "none tried yet");
             return Some(format!(
-                "{pending} items pending and no delivery to BuildButler accepted in the last {}s ({})",
-                allowed_s,
-                h.delivery_error.as_deref().unwrap_or("none tried yet")
+                "{pending} items pending and no delivery to BuildButler accepted in the last {allowed_s}s ({why})"
             ));
         }
         None
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    fn errors(&self) -> MutexGuard<'_, HashMap<Activity, String>> {
+        self.errors.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -30,34 +30,29 @@ impl Outage {
     /// Notes a failure: logged when the outage starts and every ten minutes.
     pub fn failed(&mut self, error: &str) {
         self.failures += 1;
+        let (what, attempts) = (self.what, self.failures);
         match self.failing_since {
             None => {
                 self.failing_since = Some(Instant::now());
                 self.reminded = Instant::now();
-                tracing::error!("{} failing: {error}; retrying with backoff", self.what);
+                tracing::error!("{what} failing: {error}; retrying with backoff");
             }
             Some(since) if self.reminded.elapsed() >= REMIND_EVERY => {
                 self.reminded = Instant::now();
+                let secs = since.elapsed().as_secs();
                 tracing::error!(
-                    "{} still failing after {} attempts over {}s: {error}",
-                    self.what,
-                    self.failures,
-                    since.elapsed().as_secs()
+                    "{what} still failing after {attempts} attempts over {secs}s: {error}"
                 );
             }
-            Some(_) => tracing::debug!("{} failed again: {error}", self.what),
+            Some(_) => tracing::debug!("{what} failed again: {error}"),
         }
     }
 
     /// Notes a success: logged when it ends an outage.
     pub fn ok(&mut self) {
         if let Some(since) = self.failing_since.take() {
-            tracing::info!(
-                "{} recovered after {} failed attempts over {}s",
-                self.what,
-                self.failures,
-                since.elapsed().as_secs()
-            );
+            let (what, attempts, secs) = (self.what, self.failures, since.elapsed().as_secs());
+            tracing::info!("{what} recovered after {attempts} failed attempts over {secs}s");
         }
         self.failures = 0;
     }

@@ -28,14 +28,12 @@ impl Schedule {
             .build()
             .parse(text)
             .map_err(|_| format!("= \"{text}\" is not a valid cron expression: it needs six fields, seconds first, e.g. \"*/30 * * * * *\""))?;
-        let now = Utc::now();
-        let first = cron.find_next_occurrence(&now, false).ok();
-        let second = first.and_then(|f| cron.find_next_occurrence(&f, false).ok());
-        let interval = match (first, second) {
-            (Some(first), Some(second)) => (second - first).to_std().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| format!("= \"{text}\" never runs twice: give a schedule that repeats"))?;
+        let next = |after| cron.find_next_occurrence(&after, false).ok();
+        let interval = next(Utc::now())
+            .and_then(|first| (next(first)? - first).to_std().ok())
+            .ok_or_else(|| {
+                format!("= \"{text}\" never runs twice: give a schedule that repeats")
+            })?;
         Ok(Schedule {
             text: text.to_string(),
             cron,
@@ -77,12 +75,8 @@ impl<'de> Deserialize<'de> for Schedule {
 /// A schedule where an empty string means "off".
 pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Schedule>, D::Error> {
     let text = String::deserialize(d)?;
-    if text.is_empty() {
-        return Ok(None);
-    }
-    Schedule::parse(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    let schedule = (!text.is_empty()).then(|| Schedule::parse(&text));
+    schedule.transpose().map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
