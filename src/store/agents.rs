@@ -24,15 +24,12 @@ pub fn record(
     let tx = conn.transaction()?;
     let known: Vec<(String, String, Option<String>)> = tx
         .prepare("SELECT id, facts, gone_since FROM agents")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut changed = false;
     for (id, agent) in listed {
         let text = encode(agent)?;
-        let same = known
-            .iter()
-            .any(|(k, f, gone)| k == id && *f == text && gone.is_none());
-        if !same {
+        if !known.contains(&(id.clone(), text.clone(), None)) {
             changed = true;
             tx.execute(
                 "INSERT INTO agents (id, facts, gone_since) VALUES (?1, ?2, NULL)
@@ -42,33 +39,27 @@ pub fn record(
         }
     }
     let now_text = timestamp(now);
-    for (id, text, gone) in &known {
+    for (id, text, _) in known.iter().filter(|(_, _, gone)| gone.is_none()) {
         if listed.iter().any(|(l, _)| l == id) {
             continue;
         }
-        match gone {
-            None => {
-                changed = true;
-                let left = match serde_json::from_str::<Agent>(text) {
-                    Ok(agent) => encode(&Agent {
-                        gone: true,
-                        job: None,
-                        ..agent
-                    })?,
-                    Err(_) => text.clone(),
-                };
-                tx.execute(
-                    "UPDATE agents SET facts = ?2, gone_since = ?3 WHERE id = ?1",
-                    params![id, left, now_text],
-                )?;
-            }
-            Some(since) if since.as_str() < timestamp(now - KEEP_GONE).as_str() => {
-                changed = true;
-                tx.execute("DELETE FROM agents WHERE id = ?1", [id])?;
-            }
-            Some(_) => {}
-        }
+        changed = true;
+        let left = match serde_json::from_str::<Agent>(text) {
+            Ok(agent) => encode(&Agent {
+                gone: true,
+                job: None,
+                ..agent
+            })?,
+            Err(_) => text.clone(),
+        };
+        tx.execute(
+            "UPDATE agents SET facts = ?2, gone_since = ?3 WHERE id = ?1",
+            params![id, left, now_text],
+        )?;
     }
+    // Every agent listed now has no `gone_since` any more.
+    let horizon = timestamp(now - KEEP_GONE);
+    changed |= tx.execute("DELETE FROM agents WHERE gone_since < ?1", [horizon])? > 0;
     state::set(&tx, Key::AgentsPolledAt, &now_text)?;
     if changed {
         let agents: Vec<Agent> = tx

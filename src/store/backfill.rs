@@ -2,7 +2,7 @@
 //! still to walk. Saved in the same transaction as each page, so an interrupted backfill
 //! resumes where it stopped without re-fetching what it had finished.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Params, Transaction};
 
 /// Where a backfill of one range stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -41,36 +41,33 @@ pub fn load(
     since: &str,
     until: Option<&str>,
 ) -> rusqlite::Result<Option<Checkpoint>> {
-    conn.query_row(
-        "SELECT since, until, open_ended, upper, done, pages, builds FROM backfill
-         WHERE since = ?1 AND (until = ?2 OR (?2 IS NULL AND open_ended))
-         ORDER BY until DESC LIMIT 1",
-        params![since, until],
-        checkpoint,
-    )
-    .optional()
-}
-
-fn checkpoint(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
-    Ok(Checkpoint {
-        since: r.get(0)?,
-        until: r.get(1)?,
-        open_ended: r.get(2)?,
-        upper: r.get(3)?,
-        done: r.get(4)?,
-        pages: r.get(5)?,
-        builds: r.get(6)?,
-    })
+    let only = "WHERE since = ?1 AND (until = ?2 OR (?2 IS NULL AND open_ended))
+                ORDER BY until DESC LIMIT 1";
+    Ok(select(conn, only, params![since, until])?.pop())
 }
 
 /// Every backfill checkpoint, newest range first.
 pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Checkpoint>> {
-    let mut stmt = conn.prepare(
-        "SELECT since, until, open_ended, upper, done, pages, builds FROM backfill
-         ORDER BY updated_at DESC",
-    )?;
-    let rows = stmt.query_map([], checkpoint)?;
-    rows.collect()
+    select(conn, "ORDER BY updated_at DESC", [])
+}
+
+/// The checkpoints `rest` (the SQL after `FROM backfill`) selects.
+fn select(conn: &Connection, rest: &str, params: impl Params) -> rusqlite::Result<Vec<Checkpoint>> {
+    let sql =
+        format!("SELECT since, until, open_ended, upper, done, pages, builds FROM backfill {rest}");
+    conn.prepare(&sql)?
+        .query_map(params, |r| {
+            Ok(Checkpoint {
+                since: r.get(0)?,
+                until: r.get(1)?,
+                open_ended: r.get(2)?,
+                upper: r.get(3)?,
+                done: r.get(4)?,
+                pages: r.get(5)?,
+                builds: r.get(6)?,
+            })
+        })?
+        .collect()
 }
 
 /// Saves a checkpoint (inside the page's transaction).

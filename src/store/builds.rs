@@ -21,11 +21,6 @@ pub struct Entry {
     pub enrich: bool,
 }
 
-fn newer_seen(tx: &Transaction<'_>, build_id: &str, finished_at: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached("SELECT 1 FROM seen WHERE build_id = ?1 AND finished_at > ?2 LIMIT 1")?
-        .exists(params![build_id, finished_at])
-}
-
 /// Queues builds again whether or not they were delivered (`replay`), in one transaction.
 pub fn requeue(conn: &mut Connection, entries: &[Entry], now_ms: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -39,7 +34,10 @@ pub fn requeue(conn: &mut Connection, entries: &[Entry], now_ms: i64) -> rusqlit
 /// was seen, or — unless `again` — this very finish was already queued once. Returns
 /// whether it was queued.
 fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite::Result<bool> {
-    if newer_seen(tx, &e.build_id, &e.finished_at)? {
+    let newer = tx
+        .prepare_cached("SELECT 1 FROM seen WHERE build_id = ?1 AND finished_at > ?2 LIMIT 1")?
+        .exists(params![e.build_id, e.finished_at])?;
+    if newer {
         // Fetched before the build finished again (by another process, a moment ago):
         // never queue an older result over a newer one.
         return Ok(false);
@@ -62,7 +60,7 @@ fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite:
     };
     outbox::upsert(tx, &item, now_ms)?;
     if e.enrich && e.dead.is_none() {
-        enrich::add(tx, &e.build_id, &e.finished_at, &e.label, &e.payload)?;
+        enrich::add(tx, &item)?;
     }
     Ok(true)
 }
@@ -87,9 +85,7 @@ pub fn record_page(
     let tx = conn.transaction()?;
     let mut new = 0;
     for e in entries {
-        if queue(&tx, e, now_ms, false)? {
-            new += 1;
-        }
+        new += usize::from(queue(&tx, e, now_ms, false)?);
     }
     if let Progress::Backfill(checkpoint) = progress {
         backfill::save(&tx, checkpoint)?;

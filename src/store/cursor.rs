@@ -34,13 +34,9 @@ pub fn complete_cycle(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let current = state::get(&tx, Key::HighWaterMark)?;
-    let mark = match (mark, current) {
-        (Some(m), Some(c)) => Some(c.max(m.to_string())),
-        (m, c) => m.map(str::to_string).or(c),
-    };
-    if let Some(mark) = &mark {
-        state::set(&tx, Key::HighWaterMark, mark)?;
-        if let Some(horizon) = DateTime::parse_from_rfc3339(mark)
+    if let Some(mark) = current.into_iter().chain(mark.map(str::to_string)).max() {
+        state::set(&tx, Key::HighWaterMark, &mark)?;
+        if let Some(horizon) = DateTime::parse_from_rfc3339(&mark)
             .ok()
             .and_then(|t| t.with_timezone(&Utc).checked_sub_signed(keep))
         {

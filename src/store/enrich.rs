@@ -25,14 +25,8 @@ pub struct Fetched {
     pub payload: String,
 }
 
-/// Adds (or refreshes, for a re-finished build) a build to enrich.
-pub fn add(
-    tx: &Transaction<'_>,
-    build_id: &str,
-    version: &str,
-    label: &str,
-    payload: &str,
-) -> rusqlite::Result<()> {
+/// Adds (or refreshes, for a re-finished build) the build queued as `item` to enrich.
+pub fn add(tx: &Transaction<'_>, item: &NewItem<'_>) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO enrich (build_id, version, label, payload) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (build_id) DO UPDATE SET version = excluded.version,
@@ -40,7 +34,7 @@ pub fn add(
              attempts = 0, next_attempt_at = 0, last_error = NULL
          WHERE excluded.version >= enrich.version",
     )?
-    .execute(params![build_id, version, label, payload])?;
+    .execute(params![item.key, item.version, item.label, item.payload])?;
     Ok(())
 }
 
@@ -149,7 +143,7 @@ mod tests {
                     attempts: 0,
                 };
                 let tx = c.transaction()?;
-                add(&tx, "b1", "v", "acme/web#1", "{}")?;
+                add(&tx, &build)?;
                 tx.commit()?;
                 let suite = Fetched {
                     kind: Kind::Tests,

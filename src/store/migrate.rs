@@ -130,7 +130,7 @@ fn rewrite(
 ) -> rusqlite::Result<()> {
     let rows: Vec<(rusqlite::types::Value, Option<String>, String)> = tx
         .prepare(select)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     for (id, tag, text) in rows {
         if let Ok(wire) = serde_json::from_str::<Value>(&text) {
@@ -167,14 +167,11 @@ fn suite_facts(wire: &Value) -> Value {
 /// A `POST build-logs` body of 0.1 as [`crate::item::Log`]: the build as far as the body
 /// tells it (logs are sent for failed builds only).
 fn log_facts(wire: &Value) -> Value {
-    let state = match wire["status"]
-        .as_str()
-        .map(str::to_ascii_uppercase)
-        .as_deref()
-    {
-        Some("SUCCESS" | "UNSTABLE") => "passed",
-        Some("ABORTED") => "canceled",
-        Some("NOT_BUILT") => "skipped",
+    let status = wire["status"].as_str().unwrap_or("").to_ascii_uppercase();
+    let state = match status.as_str() {
+        "SUCCESS" | "UNSTABLE" => "passed",
+        "ABORTED" => "canceled",
+        "NOT_BUILT" => "skipped",
         _ => "failed",
     };
     json!({"build": {

@@ -43,7 +43,7 @@ pub enum Cause {
         if found > known { "upgrade kitesync" } else { "let kitesync (the daemon or --once) migrate it first" })]
     Schema { found: usize, known: usize },
     #[error("the task running it failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking
@@ -100,16 +100,12 @@ impl Store {
     pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
         // An flock on the database file itself: read access is enough, and it is separate
         // from the fcntl locks SQLite takes on the same file.
-        let file = std::fs::File::open(&self.path)
-            .map_err(failing(&self.path, "cannot take its delivery lock"))?;
+        let doing = "cannot take its delivery lock";
+        let file = std::fs::File::open(&self.path).map_err(failing(&self.path, doing))?;
         let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
-        match locked {
-            Ok(Ok(file)) => Ok(DeliveryLock { _file: file }),
-            Ok(Err(e)) => Err(failing(&self.path, "cannot take its delivery lock")(e)),
-            Err(e) => Err(failing(&self.path, "cannot take its delivery lock")(
-                Cause::Task(e.to_string()),
-            )),
-        }
+        let file = locked.map_err(failing(&self.path, doing))?;
+        let file = file.map_err(failing(&self.path, doing))?;
+        Ok(DeliveryLock { _file: file })
     }
 
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
@@ -136,12 +132,9 @@ impl Store {
             f(&mut conn)
         })
         .await;
-        match joined {
-            Ok(result) => result.map_err(failing(&self.path, "cannot read or write it")),
-            Err(e) => Err(failing(&self.path, "cannot read or write it")(Cause::Task(
-                e.to_string(),
-            ))),
-        }
+        let doing = "cannot read or write it";
+        let result = joined.map_err(failing(&self.path, doing))?;
+        result.map_err(failing(&self.path, doing))
     }
 }
 
@@ -150,10 +143,8 @@ impl Store {
 fn schema(path: &Path, found: usize, read_only: bool) -> Result<(), StoreError> {
     let known = migrate::LATEST;
     if found > known || (read_only && found < known) {
-        return Err(failing(path, "cannot use it")(Cause::Schema {
-            found,
-            known,
-        }));
+        let cause = Cause::Schema { found, known };
+        return Err(failing(path, "cannot use it")(cause));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! BuildButler refuses becomes a dead letter, kept with its error.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 
 use super::state::{self, Key};
 use crate::item::Kind;
@@ -199,11 +199,11 @@ pub fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<DeadL
 
 /// Outbox depth by kind and state: (kind, state, count).
 pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
-    let mut stmt = conn.prepare(
+    conn.prepare(
         "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
+    )?
+    .query_map([], |r| r.try_into())?
+    .collect()
 }
 
 /// How the outbox stands.
@@ -221,20 +221,15 @@ pub struct Summary {
 
 /// Counts and the errors worth showing.
 pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
-    let (pending, dead, next_attempt_at) = conn.query_row(
+    let (pending, dead, next_attempt_at, last_error) = conn.query_row(
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),
-                min(next_attempt_at) FILTER (WHERE state = 'pending') FROM outbox",
+                min(next_attempt_at) FILTER (WHERE state = 'pending'),
+                (SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
+                 ORDER BY next_attempt_at DESC LIMIT 1)
+         FROM outbox",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| r.try_into(),
     )?;
-    let last_error = conn
-        .query_row(
-            "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
-             ORDER BY next_attempt_at DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
     Ok(Summary {
         pending,
         dead,
