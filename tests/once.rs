@@ -504,3 +504,48 @@ async fn secrets_never_appear_in_any_output_even_at_debug_level() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_odd_job_never_sends_its_build_to_the_dead_letters() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_LOGS__ENABLED", "true");
+    h.bk.set_builds(recent_builds(3));
+    let id = data::build_id(2);
+    h.bk.update_build(&id, |b| {
+        let jobs = b["jobs"].as_array_mut().expect("jobs");
+        // No id, a type kitesync does not know, null names, a state nobody documented.
+        jobs.push(json!({"type": "a_new_kind", "name": null, "label": null,
+                         "state": "frobnicated"}));
+        jobs.push(json!({"graphql_id": "Sm9i", "name": ":rocket: Deploy", "state": "failed"}));
+    });
+    let run = h.once_ok().await;
+    assert!(
+        run.stdout.contains("outbox: 0 pending, 0 dead"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        h.bb.builds().len(),
+        3,
+        "the build with odd jobs is delivered"
+    );
+    let stages = &h.bb.stages()[&id]["stages"];
+    let named: Vec<(&str, &str)> = stages
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            let name = s["stageName"].as_str().unwrap_or("");
+            (name, s["status"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(
+        named.contains(&("a_new_kind", "NOT_BUILT")),
+        "an unknown job is a stage, not a verdict: {named:?}"
+    );
+    assert!(named.contains(&(":rocket: Deploy", "FAILURE")), "{named:?}");
+    assert!(
+        named.iter().all(|(n, _)| !n.is_empty()),
+        "no empty stage name"
+    );
+}

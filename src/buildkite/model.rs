@@ -32,11 +32,13 @@ pub struct PipelineRef {
     pub slug: String,
 }
 
-/// One job of a build: a script step, a waiter, a block (`manual`) or a trigger.
+/// One job of a build: a script step, a waiter, a block (`manual`) or a trigger. An odd job
+/// (no `id` or `type`, an unknown state) still decodes, so it never costs its build.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Job {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
+    #[serde(default)]
     pub id: String,
     pub name: Option<String>,
     pub label: Option<String>,
@@ -139,6 +141,7 @@ impl Build {
         self.steps().filter(move |j| {
             failed
                 && j.kind == "script"
+                && !j.id.is_empty()
                 && matches!(j.state.as_deref(), Some("failed" | "timed_out"))
                 && j.soft_failed != Some(true)
         })
@@ -156,11 +159,17 @@ impl Build {
 impl Job {
     /// A human name: the job's name, else its label, step key or type.
     pub fn display_name(&self) -> &str {
-        self.name
-            .as_deref()
-            .or(self.label.as_deref())
-            .or(self.step_key.as_deref())
-            .unwrap_or(&self.kind)
+        let kind = Some(self.kind.as_str()).filter(|k| !k.is_empty());
+        [
+            self.name.as_deref(),
+            self.label.as_deref(),
+            self.step_key.as_deref(),
+            kind,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|n| !n.trim().is_empty())
+        .unwrap_or("unnamed step")
     }
 }
 
@@ -188,6 +197,21 @@ mod tests {
         assert!(b.finished().is_some());
         let names: Vec<_> = b.steps().map(Job::display_name).collect();
         assert_eq!(names, [":rspec: Specs", "Deploy?"]);
+    }
+
+    #[test]
+    fn an_odd_job_decodes_and_is_named_sensibly() {
+        let json = r#"{"id": "u", "number": 2, "state": "passed",
+            "jobs": [
+                {"id": "j1", "type": "script", "name": "specs", "state": "passed"},
+                {"type": "a_new_kind", "name": null, "label": null, "state": "frobnicated"},
+                {"id": "j3", "name": "", "label": "", "step_key": "deploy", "state": "passed"},
+                {"id": "j4"}
+            ]}"#;
+        let b: Build = serde_json::from_str(json).expect("one odd job never fails its build");
+        let names: Vec<_> = b.steps().map(Job::display_name).collect();
+        assert_eq!(names, ["specs", "a_new_kind", "deploy", "unnamed step"]);
+        assert_eq!(b.failed_steps().count(), 0);
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub fn select(
                 if !(pipelines.is_empty() || pipelines.iter().any(|p| p == build.pipeline_slug())) {
                     continue;
                 }
+                let odd = build.jobs.iter().flatten();
+                for job in odd.filter(|j| j.id.is_empty() || j.kind.is_empty()) {
+                    let (build, job) = (&build.id, job.display_name());
+                    tracing::debug!(build, job, "a job without an id or a type: a stage, no log");
+                }
                 Entry {
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
                     enrich: enriches(config, &build),
