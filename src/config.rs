@@ -236,6 +236,20 @@ pub struct TestsConfig {
     pub junit_artifact_globs: Vec<String>,
     /// Larger JUnit files are skipped with a warning.
     pub max_file_bytes: u64,
+    /// Which builds have their artifacts listed.
+    pub list_artifacts: ListArtifacts,
+}
+
+/// Which finished builds have their artifacts listed for test results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListArtifacts {
+    /// Every build that ran a command step: reports uploaded by a script
+    /// (`buildkite-agent artifact upload`) or a plugin declare no `artifact_paths`.
+    #[default]
+    All,
+    /// Only builds with a step that declares `artifact_paths`: cheaper, but blind to uploads.
+    Declared,
 }
 
 /// `[logs]`: the tail of each failed job's log, for failed builds.
@@ -293,6 +307,7 @@ impl Default for TestsConfig {
         TestsConfig {
             junit_artifact_globs: Vec::new(),
             max_file_bytes: 10 * 1024 * 1024,
+            list_artifacts: ListArtifacts::All,
         }
     }
 }

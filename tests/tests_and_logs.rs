@@ -185,3 +185,38 @@ async fn an_expired_artifact_or_a_missing_route_costs_only_that_item() {
     );
     assert!(run.stderr.contains("acme/mobile#2"), "{}", run.stderr);
 }
+
+/// Four builds whose steps declare no `artifact_paths`; build 2 uploaded a JUnit report from
+/// its command (`buildkite-agent artifact upload "junit/*.xml"`).
+fn script_uploads(h: &mut Harness) {
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[junit/*.xml]");
+    h.bk.set_builds(recent_builds(4));
+    for n in 1..=4 {
+        h.bk.update_build(&data::build_id(n), |b| {
+            for job in b["jobs"].as_array_mut().expect("jobs") {
+                job["artifact_paths"] = Value::Null;
+            }
+        });
+    }
+    h.bk.set_artifacts(2, vec![("junit/report.xml".into(), fixture("pytest.xml"))]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_uploaded_by_a_script_are_found() {
+    let mut h = Harness::start().await;
+    script_uploads(&mut h);
+    h.once_ok().await;
+    assert_eq!(h.bb.suites().len(), 1, "the uploaded report is found");
+    // 1 page, 1 listing per build that ran a command step, 1 download.
+    assert_eq!(h.bk_requests(), 1 + 4 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_artifacts_declared_lists_only_builds_with_artifact_paths() {
+    let mut h = Harness::start().await;
+    script_uploads(&mut h);
+    h.set_env("KITESYNC_TESTS__LIST_ARTIFACTS", "declared");
+    h.once_ok().await;
+    assert!(h.bb.suites().is_empty(), "blind to uploads, as documented");
+    assert_eq!(h.bk_requests(), 1, "no listing for builds that declare no paths");
+}

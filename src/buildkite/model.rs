@@ -126,6 +126,11 @@ impl Build {
         self.pipeline.as_ref().map_or("unknown", |p| &p.slug)
     }
 
+    /// True when the build ran a command step (which may upload artifacts however it likes).
+    pub fn ran_commands(&self) -> bool {
+        self.jobs.iter().flatten().any(|j| j.kind == "script")
+    }
+
     /// True when a step of the build uploads artifacts (has `artifact_paths`).
     pub fn has_artifacts(&self) -> bool {
         self.jobs.iter().flatten().any(|j| {

@@ -8,7 +8,7 @@ use super::SyncError;
 use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
 use crate::buildkite::{Build, BuildQuery, Client};
-use crate::config::Config;
+use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
 use crate::store::state::{self, Key};
 use crate::store::{cursor, now_ms, timestamp, Store};
@@ -82,11 +82,22 @@ pub async fn poll(
     Ok(report)
 }
 
-/// Whether anything is to be fetched for `build`: artifacts are listed only for builds
-/// with a step that uploads some, logs only for failed builds with failed steps.
+/// Whether anything is to be fetched for `build`: its artifacts when [`lists_artifacts`],
+/// logs only for failed builds with failed steps.
 fn enriches(config: &Config, build: &Build) -> bool {
-    (config.tests_enabled() && build.has_artifacts())
+    lists_artifacts(config, build)
         || (config.logs_enabled() && build.failed_steps().next().is_some())
+}
+
+/// Whether `build`'s artifacts are listed for test results: `[tests] list_artifacts = "all"`
+/// lists those of every build that ran a command step, `"declared"` only those of builds with
+/// a step that declares `artifact_paths`.
+pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
+    config.tests_enabled()
+        && match config.tests.list_artifacts {
+            ListArtifacts::All => build.ran_commands(),
+            ListArtifacts::Declared => build.has_artifacts(),
+        }
 }
 
 /// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's

@@ -88,7 +88,7 @@ async fn fetch(app: &App, pending: &Pending) -> Result<Vec<enrich::Fetched>, Syn
         other => other,
     };
     let mut fetched = Vec::new();
-    if app.config.tests_enabled() && build.has_artifacts() {
+    if super::builds::lists_artifacts(&app.config, &build) {
         let tests = test_results::collect(app, &build, &pending.label).await;
         fetched.extend(gone(tests, "test results")?);
     }
