@@ -218,5 +218,9 @@ async fn list_artifacts_declared_lists_only_builds_with_artifact_paths() {
     h.set_env("KITESYNC_TESTS__LIST_ARTIFACTS", "declared");
     h.once_ok().await;
     assert!(h.bb.suites().is_empty(), "blind to uploads, as documented");
-    assert_eq!(h.bk_requests(), 1, "no listing for builds that declare no paths");
+    assert_eq!(
+        h.bk_requests(),
+        1,
+        "no listing for builds that declare no paths"
+    );
 }
