@@ -169,3 +169,120 @@ async fn a_backfill_keeps_the_reserve_of_a_busy_organization() {
     );
     assert!(!run.stdout.contains(" 0 budget waits"), "{}", run.stdout);
 }
+
+/// The time filters of every builds listing requested so far, as sent.
+fn time_filters(h: &Harness) -> Vec<(String, String)> {
+    h.bk.requests()
+        .iter()
+        .filter(|r| r.uri.contains("/builds?"))
+        .flat_map(|r| {
+            let url = url::Url::parse(&format!("http://fake{}", r.uri)).expect("uri");
+            url.query_pairs()
+                .filter(|(k, _)| {
+                    ["finished_from", "created_from", "created_to"].contains(&k.as_ref())
+                })
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_a_page_created_in_one_second_is_delivered_once_in_whole_second_requests() {
+    use chrono::Timelike;
+    let ms = chrono::Duration::milliseconds;
+    // A whole second ten minutes ago.
+    let s = ago(10).with_nanosecond(0).expect("whole second");
+    let build = |number: u64, created: chrono::DateTime<Utc>| {
+        data::build(
+            ORG,
+            number,
+            "web",
+            "passed",
+            created,
+            Some(created + ms(60_123)),
+        )
+    };
+    // 150 builds in second `s`, more than a page of 100.
+    let mut builds: Vec<_> = (0..150)
+        .map(|i| build(1 + i, s + ms(5 * i as i64)))
+        .collect();
+    // Neighbours: five in the second before, five in the second after.
+    builds.extend((0..5).map(|i| build(151 + i, s - ms(900 - 100 * i as i64))));
+    builds.extend((0..5).map(|i| build(156 + i, s + ms(1_050 + 50 * i as i64))));
+    // In the range but in the seconds of its fractional ends: a created_to cut to the second
+    // (`until` truncated) would lose 162.
+    builds.push(build(161, s - ms(1_300)));
+    builds.push(build(162, s + ms(2_200)));
+    // Outside the range, whole seconds away from it: only the polls deliver them.
+    builds.push(build(163, s - ms(3_100)));
+    builds.push(build(164, s + ms(3_100)));
+    let (since, until) = (s - ms(1_400), s + ms(2_500));
+    let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let ids = |range: std::ops::RangeInclusive<u64>| -> Vec<String> {
+        range.map(data::build_id).collect()
+    };
+
+    for truncate in [false, true] {
+        let h = Harness::start().await;
+        h.bk.set_truncate_params(truncate);
+        h.bk.set_builds(builds.clone());
+        let run = h
+            .run(&[
+                "--backfill",
+                "--since",
+                &stamp(since),
+                "--until",
+                &stamp(until),
+            ])
+            .await;
+        assert_eq!(run.code, 0, "truncate {truncate}: {}", run.output());
+        let delivered: Vec<String> = h.bb.builds().into_keys().collect();
+        let mut expected = ids(1..=162);
+        expected.sort();
+        assert_eq!(
+            delivered, expected,
+            "truncate {truncate}: every build in range"
+        );
+        assert_eq!(h.bb.build_posts(), 162, "truncate {truncate}: each once");
+        assert!(
+            h.bk.requests().iter().any(|r| r.uri.contains("page=2")),
+            "truncate {truncate}: the second of 150 builds was paged through"
+        );
+
+        // Polls see the same builds again (their finished_from has milliseconds): only the
+        // two outside the backfill's range are new.
+        for _ in 0..2 {
+            let once = h.run(&["--once"]).await;
+            assert_eq!(once.code, 0, "truncate {truncate}: {}", once.output());
+        }
+        assert_eq!(h.bb.builds().len(), 164, "truncate {truncate}");
+        assert_eq!(
+            h.bb.build_posts(),
+            164,
+            "truncate {truncate}: none sent twice"
+        );
+
+        let filters = time_filters(&h);
+        for key in ["finished_from", "created_from", "created_to"] {
+            assert!(
+                filters.iter().any(|(k, _)| k == key),
+                "truncate {truncate}: {key} sent"
+            );
+        }
+        for (key, value) in &filters {
+            let t = chrono::DateTime::parse_from_rfc3339(value).expect("RFC 3339");
+            assert!(
+                t.nanosecond() == 0 && !value.contains('.'),
+                "truncate {truncate}: {key}={value} is not a whole second"
+            );
+        }
+        // The fractional ends were widened, never narrowed.
+        assert!(filters.contains(&("created_from".into(), stamp_secs(s - ms(2_000)))));
+        assert!(filters.contains(&("created_to".into(), stamp_secs(s + ms(3_000)))));
+    }
+}
+
+fn stamp_secs(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde_json::{json, Value};
 
 use crate::http;
@@ -68,6 +68,8 @@ struct Inner {
     storage_url: String,
     /// A broken server: `created_to` is ignored.
     ignore_created_to: bool,
+    /// A server that drops the fraction of a time filter (`10:00:00.999` → `10:00:00`).
+    truncate_params: bool,
     /// Pages past this answer 400 "too deep".
     max_page: u32,
     window: Duration,
@@ -114,6 +116,7 @@ impl FakeBuildkite {
             storage_url: String::new(),
             max_page: 10,
             ignore_created_to: false,
+            truncate_params: false,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
             org_budget: Budget {
@@ -238,6 +241,13 @@ impl FakeBuildkite {
     /// Makes the server ignore `created_to`, as a broken proxy or API change might.
     pub fn set_ignore_created_to(&self, ignore: bool) {
         self.lock().ignore_created_to = ignore;
+    }
+
+    /// Makes the server truncate `created_from`, `created_to` and `finished_from` to the
+    /// second before comparing, as a server that drops milliseconds would. A client that sends
+    /// `created_to = oldest + 1 ms` loses the unread builds of that second against it.
+    pub fn set_truncate_params(&self, truncate: bool) {
+        self.lock().truncate_params = truncate;
     }
 
     /// The deepest page that may be listed.
@@ -602,6 +612,9 @@ fn answer(
         _ => {}
     }
     let mut query = Query::parse(uri);
+    if inner.truncate_params {
+        query.truncate_times();
+    }
     if inner.ignore_created_to {
         query.created_to = None;
     }
@@ -614,14 +627,14 @@ fn answer(
             // `created_from`, and read only as far as the page (and one more) needs.
             let builds = &inner.builds;
             let first = query.created_to.map_or(0, |to| {
-                builds.partition_point(|b| time(&b["created_at"]).is_none_or(|t| t >= to))
+                builds.partition_point(|b| second(&b["created_at"]).is_none_or(|t| t >= to))
             });
             let mut matches = builds[first..]
                 .iter()
                 .take_while(|b| {
                     query
                         .created_from
-                        .is_none_or(|from| time(&b["created_at"]).is_some_and(|t| t >= from))
+                        .is_none_or(|from| second(&b["created_at"]).is_some_and(|t| t >= from))
                 })
                 .filter(|b| {
                     pipeline
@@ -733,6 +746,21 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A build's time as the time filters compare it: truncated to its second.
+///
+/// Buildkite documents `created_from` as "builds created on or after this time",
+/// `created_to` as "builds created before this time" and `finished_from` as "builds finished
+/// on or after this time", and every example gives whole seconds. Read at second precision,
+/// "created before 10:00:01" is every build whose creation second is before it: 10:00:00.999
+/// is, 10:00:01.000 is not. So the fake truncates the builds' times (which carry milliseconds)
+/// and compares them with the parameter as sent. For the whole-second parameters kitesync
+/// sends this is the same as comparing at full precision (`floor(t) < T` ⇔ `t < T` for a whole
+/// `T`); what it does with a fraction is undocumented, which is what
+/// [`FakeBuildkite::set_truncate_params`] plays the worst case of.
+fn second(v: &Value) -> Option<DateTime<Utc>> {
+    time(v).map(|t| t.with_nanosecond(0).unwrap_or(t))
+}
+
 /// The list filters kitesync uses.
 struct Query {
     page: u32,
@@ -768,9 +796,20 @@ impl Query {
         q
     }
 
+    /// Drops the fraction of every time filter, as a server that ignores milliseconds would.
+    fn truncate_times(&mut self) {
+        for t in [
+            &mut self.finished_from,
+            &mut self.created_from,
+            &mut self.created_to,
+        ] {
+            *t = t.map(|t| t.with_nanosecond(0).unwrap_or(t));
+        }
+    }
+
     fn matches(&self, b: &Value) -> bool {
-        let created = time(&b["created_at"]);
-        let finished = time(&b["finished_at"]);
+        let created = second(&b["created_at"]);
+        let finished = second(&b["finished_at"]);
         self.finished_from
             .is_none_or(|f| finished.is_some_and(|t| t >= f))
             && self
@@ -843,4 +882,49 @@ fn artifacts_page(
 fn sort_newest_first(builds: &mut [Value]) {
     builds
         .sort_by_cached_key(|b| std::cmp::Reverse((time(&b["created_at"]), b["number"].as_u64())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(params: &str) -> Query {
+        let uri: Uri = format!("/v2/organizations/acme/builds?{params}")
+            .parse()
+            .expect("uri");
+        Query::parse(&uri)
+    }
+
+    fn created(at: &str) -> Value {
+        json!({"created_at": at, "finished_at": at, "branch": "main"})
+    }
+
+    #[test]
+    fn time_filters_compare_builds_at_their_second() {
+        let q = query("created_from=2026-01-01T10:00:00Z&created_to=2026-01-01T10:00:01Z");
+        assert!(q.matches(&created("2026-01-01T10:00:00.000Z")));
+        assert!(q.matches(&created("2026-01-01T10:00:00.999Z")));
+        assert!(!q.matches(&created("2026-01-01T10:00:01.000Z")));
+        assert!(!q.matches(&created("2026-01-01T09:59:59.999Z")));
+        let q = query("finished_from=2026-01-01T10:00:00Z");
+        assert!(q.matches(&created("2026-01-01T10:00:00.500Z")));
+        assert!(!q.matches(&created("2026-01-01T09:59:59.500Z")));
+    }
+
+    #[test]
+    fn truncating_fractional_parameters_hides_the_rest_of_their_second() {
+        // `created_to = oldest + 1 ms`, as kitesync once sent it.
+        let mut q = query("created_to=2026-01-01T10:00:00.001Z");
+        let unread = created("2026-01-01T10:00:00.000Z");
+        assert!(q.matches(&unread), "as sent");
+        q.truncate_times();
+        assert!(!q.matches(&unread), "truncated to 10:00:00: lost");
+        // A fractional lower bound truncated only widens.
+        let mut q =
+            query("created_from=2026-01-01T10:00:00.700Z&finished_from=2026-01-01T10:00:00.700Z");
+        let early = created("2026-01-01T10:00:00.200Z");
+        assert!(!q.matches(&early), "as sent");
+        q.truncate_times();
+        assert!(q.matches(&early), "truncated");
+    }
 }

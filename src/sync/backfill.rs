@@ -5,6 +5,11 @@
 //! depth limit never applies and about one request is spent per 100 builds. The walk's upper
 //! bound is the checkpoint, saved in the same transaction as each page: an interrupted
 //! backfill resumes where it stopped without re-fetching what it finished.
+//!
+//! Time filters go out in whole seconds, widened (`since` down, the upper bound up): a
+//! range with fractional ends may also list builds of the second before `since` or of the
+//! rest of `until`'s second. The checkpoint is a whole second once the walk has narrowed
+//! (below it nothing was skipped), or the range's own end before that.
 
 use chrono::{DateTime, Utc};
 

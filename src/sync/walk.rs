@@ -11,14 +11,17 @@
 //! paged through on its own. The `Link` header (or a full page) says whether there is more.
 //!
 //! The walk reads pages through [`Pages`], so that its cases are unit-tested without HTTP;
-//! the time granularity of its bounds and its page size are parameters.
+//! the time granularity of its bounds and its page size are parameters. Buildkite's walk
+//! ([`Walk::buildkite`]) steps in whole seconds, the precision the client sends time filters
+//! in: once narrowed, every bound is a whole second; the bounds it starts from (a range's
+//! ends, a checkpoint) are widened to whole seconds by the client.
 
 use std::future::Future;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
 
-use crate::buildkite::client::{Item, Page};
+use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
 
 /// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
@@ -71,10 +74,11 @@ struct Created {
 }
 
 impl Walk {
-    /// A walk of Buildkite's listing as kitesync walks it: bounds to the millisecond, pages
-    /// of Buildkite's largest size.
+    /// A walk of Buildkite's listing as kitesync walks it: bounds in whole seconds (the
+    /// precision the client sends them in, [`TIME_FILTER_STEP_SECS`]), pages of Buildkite's
+    /// largest size.
     pub fn buildkite(query: BuildQuery) -> Walk {
-        Walk::new(query, Duration::milliseconds(1), 100)
+        Walk::new(query, Duration::seconds(TIME_FILTER_STEP_SECS), 100)
     }
 
     /// A walk from the newest build `query` lists (below `query.created_to`, if set), with
@@ -365,6 +369,62 @@ mod tests {
             assert!(
                 queries.iter().all(|q| q.page.unwrap_or(1) <= 5),
                 "{case}: never deep"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_walk_resumed_from_its_upper_bound_after_any_page_misses_nothing() {
+        // Whole-second steps as kitesync walks Buildkite, 25 builds (more than a page) in
+        // one second: a backfill checkpoints `upper()` after each page and resumes from it.
+        let list = [
+            builds(0, 6, T0 + 300, 1000),
+            builds(6, 25, T0 + 7_000, 37),
+            builds(31, 6, T0 + 9_000, 1000),
+        ]
+        .concat();
+        let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+        let query = |created_to| BuildQuery {
+            created_from: DateTime::from_timestamp_millis(T0),
+            created_to,
+            ..BuildQuery::default()
+        };
+        let ids = |page: Page<Build>| -> Vec<String> {
+            page.items
+                .iter()
+                .map(|i| serde_json::from_str::<Created>(&i.raw).expect("id").id)
+                .collect()
+        };
+        for stop_after in 1..12 {
+            let table = Table::new(&list);
+            let mut walk = Walk::new(query(None), Duration::seconds(1), 10);
+            let mut read = Vec::new();
+            for _ in 0..stop_after {
+                if let Some(page) = walk.next(&table).await.expect("page") {
+                    read.extend(ids(page));
+                }
+            }
+            if !walk.is_done() {
+                let mut resumed = Walk::new(query(walk.upper()), Duration::seconds(1), 10);
+                while let Some(page) = resumed.next(&table).await.expect("page") {
+                    read.extend(ids(page));
+                }
+            }
+            let queries = table.queries.lock().expect("lock");
+            assert!(
+                queries.iter().all(|q| [q.created_from, q.created_to]
+                    .iter()
+                    .flatten()
+                    .all(|t| t.timestamp_subsec_nanos() == 0)),
+                "after {stop_after} pages: bounds in whole seconds"
+            );
+            // Each build read; the one step at the checkpoint again (the seen-set's work).
+            let mut once = sorted(read.clone());
+            once.dedup();
+            assert_eq!(once, expected, "resumed after {stop_after} pages");
+            assert!(
+                read.len() - once.len() <= 25,
+                "resumed after {stop_after} pages: only one step read again"
             );
         }
     }
