@@ -549,3 +549,52 @@ async fn an_odd_job_never_sends_its_build_to_the_dead_letters() {
         "no empty stage name"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_too_big_to_answer_in_time_are_asked_for_again_smaller() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__TIMEOUT_SECONDS", "1");
+    h.bk.set_builds(recent_builds(120));
+    // Anything above 25 a page takes longer than kitesync waits.
+    h.bk.set_slow_pages(25, Duration::from_secs(3));
+    let run = h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 120, "{}", run.output());
+    assert_eq!(h.bb.build_posts(), 120, "each build delivered once");
+    let sizes: Vec<(u32, u16)> =
+        h.bk.requests()
+            .iter()
+            .filter(|r| r.uri.contains("/builds"))
+            .map(|r| {
+                let url = url::Url::parse(&format!("http://x{}", r.uri)).expect("uri");
+                let per_page = url
+                    .query_pairs()
+                    .find(|(k, _)| k == "per_page")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .expect("per_page");
+                (per_page, r.status)
+            })
+            .collect();
+    // The client's own 5 attempts at each size, then half the size.
+    let expected_start: Vec<(u32, u16)> = [(100, 504); 5]
+        .into_iter()
+        .chain([(50, 504); 5])
+        .chain([(25, 200)])
+        .collect();
+    assert_eq!(sizes[..11], expected_start[..], "{sizes:?}");
+    assert!(
+        sizes[11..].iter().all(|s| *s == (25, 200)),
+        "25 for the rest of the poll: {sizes:?}"
+    );
+    assert_eq!(
+        sizes.len(),
+        11 + 4,
+        "120 builds are 5 pages of 25: {sizes:?}"
+    );
+    for size in [50, 25] {
+        assert!(
+            run.stderr.contains(&format!("per_page={size}")),
+            "the shrink to {size} is logged:\n{}",
+            run.stderr
+        );
+    }
+}

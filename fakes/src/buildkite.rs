@@ -82,6 +82,9 @@ struct Inner {
     requests: Vec<RecordedRequest>,
     in_flight: u32,
     max_in_flight: u32,
+    /// Builds pages of more than this many items are too big to answer in time: after the
+    /// delay, a gateway's 504 (long after a client with a shorter timeout gave up).
+    slow_pages: Option<(usize, Duration)>,
 }
 
 /// A running fake Buildkite API. Cheap to clone; all clones share the state.
@@ -130,6 +133,7 @@ impl FakeBuildkite {
             requests: Vec::new(),
             in_flight: 0,
             max_in_flight: 0,
+            slow_pages: None,
         }));
         let app = Router::new()
             .route("/v2/organizations/{org}/builds", get(list_builds))
@@ -288,6 +292,13 @@ impl FakeBuildkite {
     /// Delays for the next requests, in order, instead of the latency.
     pub fn delay_next(&self, delays: impl IntoIterator<Item = Duration>) {
         self.lock().delays.extend(delays);
+    }
+
+    /// Builds requests with `per_page` above `above` wait `delay`, then answer 504 (as a
+    /// gateway that gave up on a page too big to answer in time). Each is recorded when it
+    /// arrives, with status 504, since a client that times out first never sees the answer.
+    pub fn set_slow_pages(&self, above: usize, delay: Duration) {
+        self.lock().slow_pages = Some((above, delay));
     }
 
     /// Every request received so far.
@@ -490,6 +501,13 @@ async fn list_pipeline_builds(
 }
 
 async fn list(s: Shared, org: String, listing: Listing, headers: HeaderMap, uri: Uri) -> Response {
+    if let Some(delay) = slow_page(&s, &listing, &headers, &uri) {
+        tokio::time::sleep(delay).await;
+        return http::json(
+            StatusCode::GATEWAY_TIMEOUT,
+            &json!({"message": "The server did not answer in time"}),
+        );
+    }
     let latency = {
         let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
         inner.in_flight += 1;
@@ -525,6 +543,28 @@ async fn list(s: Shared, org: String, listing: Listing, headers: HeaderMap, uri:
     });
     rate_headers(&inner, response.headers_mut());
     response
+}
+
+/// The delay of a builds page too big to answer in time (see
+/// [`FakeBuildkite::set_slow_pages`]), recorded as it arrives; `None` for any other request.
+fn slow_page(s: &Shared, listing: &Listing, headers: &HeaderMap, uri: &Uri) -> Option<Duration> {
+    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+    let (above, delay) = inner.slow_pages?;
+    if !matches!(listing, Listing::Builds(_)) || Query::parse(uri).per_page <= above {
+        return None;
+    }
+    let org_remaining = inner.org_budget.limit.saturating_sub(inner.org_budget.used);
+    inner.requests.push(RecordedRequest {
+        uri: uri.to_string(),
+        at: Instant::now(),
+        status: StatusCode::GATEWAY_TIMEOUT.as_u16(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        org_remaining,
+    });
+    Some(delay)
 }
 
 fn answer(

@@ -51,6 +51,9 @@ pub enum SourceError {
         endpoint: String,
         attempts: u32,
         reason: String,
+        /// The last attempt failed because no answer came in time: the client's timeout, or
+        /// a gateway's 504. A smaller page may still be answered.
+        timed_out: bool,
     },
     #[error("Buildkite's answer at {endpoint} points at another host ({host}) for more: refusing to send the token there")]
     ForeignLink { endpoint: String, host: String },
@@ -211,7 +214,11 @@ const REDIRECTS: [StatusCode; 4] = [
 enum Attempt {
     Done(StatusCode, Vec<u8>, HeaderMap),
     /// A transport fault or a 5xx: worth another try.
-    Transient(String),
+    Transient {
+        reason: String,
+        /// No answer came in time (the client's timeout or a gateway's 504).
+        timed_out: bool,
+    },
     RateLimited(Duration),
     Failed(SourceError),
 }
@@ -466,20 +473,21 @@ impl Client {
         parse: impl Fn(StatusCode, &HeaderMap, &[u8]) -> Result<T, String>,
     ) -> Result<(T, HeaderMap), SourceError> {
         let endpoint = endpoint_name(get.url);
-        let unavailable = |attempts, reason| SourceError::Unavailable {
+        let unavailable = |attempts, reason, timed_out| SourceError::Unavailable {
             endpoint: endpoint.clone(),
             attempts,
             reason,
+            timed_out,
         };
         let mut failures = 0;
         let mut rate_limited = 0;
         loop {
             self.budget.acquire().await;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let (reason, malformed) = match self.attempt(get, &endpoint).await {
+            let (reason, malformed, timed_out) = match self.attempt(get, &endpoint).await {
                 Attempt::Done(status, body, headers) => match parse(status, &headers, &body) {
                     Ok(value) => return Ok((value, headers)),
-                    Err(e) => (format!("malformed answer: {e}"), true),
+                    Err(e) => (format!("malformed answer: {e}"), true, false),
                 },
                 Attempt::Failed(e) => return Err(e),
                 Attempt::RateLimited(wait) => {
@@ -491,15 +499,15 @@ impl Client {
                     );
                     if rate_limited >= MAX_RATE_LIMITED {
                         let reason = "still rate limited after waiting for each reset";
-                        return Err(unavailable(rate_limited, reason.into()));
+                        return Err(unavailable(rate_limited, reason.into(), false));
                     }
                     continue;
                 }
-                Attempt::Transient(reason) => (reason, false),
+                Attempt::Transient { reason, timed_out } => (reason, false, timed_out),
             };
             failures += 1;
             if failures >= MAX_ATTEMPTS {
-                return Err(unavailable(failures, reason));
+                return Err(unavailable(failures, reason, timed_out));
             }
             let wait = net::backoff(failures, FIRST_BACKOFF, MAX_BACKOFF);
             // A malformed answer is worth a warning each time; transport faults are summed up
@@ -536,7 +544,10 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.request(kind, "error");
-                return Attempt::Transient(net::describe(&e));
+                return Attempt::Transient {
+                    reason: net::describe(&e),
+                    timed_out: e.is_timeout(),
+                };
             }
         };
         let status = response.status();
@@ -544,7 +555,12 @@ impl Client {
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b.to_vec(),
-            Err(e) => return Attempt::Transient(format!("body cut short: {}", net::describe(&e))),
+            Err(e) => {
+                return Attempt::Transient {
+                    reason: format!("body cut short: {}", net::describe(&e)),
+                    timed_out: e.is_timeout(),
+                }
+            }
         };
         if status.is_success() || get.also_ok.contains(&status) {
             self.budget.observe(&headers);
@@ -559,7 +575,10 @@ impl Client {
         }
         if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
             self.budget.observe(&headers);
-            return Attempt::Transient(status.to_string());
+            return Attempt::Transient {
+                reason: status.to_string(),
+                timed_out: status == StatusCode::GATEWAY_TIMEOUT,
+            };
         }
         let endpoint = endpoint.to_string();
         let message = error_message(&body);

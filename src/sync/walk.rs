@@ -15,6 +15,13 @@
 //! ([`Walk::buildkite`]) steps in whole seconds, the precision the client sends time filters
 //! in: once narrowed, every bound is a whole second; the bounds it starts from (a range's
 //! ends, a checkpoint) are widened to whole seconds by the client.
+//!
+//! A page of 100 builds with all their jobs can be too big for the server to answer in time.
+//! When a page request times out (after the client's own retries), the walk halves its page
+//! size, down to [`MIN_PER_PAGE`], and asks again; the smaller size lasts for the rest of the
+//! walk. Nothing of the walk's exactness depends on the size: a page is only ever compared
+//! with the size it was asked with, and a step being paged through restarts from its page 1
+//! at the new size, the ids already read of it skipped.
 
 use std::future::Future;
 
@@ -23,6 +30,9 @@ use serde::Deserialize;
 
 use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
+
+/// The smallest page a walk shrinks to when pages time out.
+pub const MIN_PER_PAGE: u32 = 25;
 
 /// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
 pub trait Pages {
@@ -117,16 +127,16 @@ impl Walk {
         if self.done {
             return Ok(None);
         }
-        let query = match &self.tie {
-            None => self.query.clone(),
-            Some(tie) => BuildQuery {
-                created_from: Some(self.query.created_from.map_or(tie.at, |f| f.max(tie.at))),
-                created_to: Some(tie.at + self.step),
-                page: Some(tie.page),
-                ..self.query.clone()
-            },
+        let mut page = loop {
+            match pages.page(&self.ask()).await {
+                Err(SourceError::Unavailable {
+                    endpoint,
+                    timed_out: true,
+                    ..
+                }) if self.per_page > MIN_PER_PAGE => self.shrink(&endpoint),
+                answer => break answer?,
+            }
         };
-        let mut page = pages.page(&query).await?;
         // A proxy may strip `Link`: a full page means there may be more.
         let more = page.next.is_some() || page.items.len() >= self.per_page as usize;
         let created: Vec<(String, DateTime<Utc>)> = page
@@ -187,6 +197,39 @@ impl Walk {
         Ok(Some(page))
     }
 
+    /// The query of the next page.
+    fn ask(&self) -> BuildQuery {
+        match &self.tie {
+            None => self.query.clone(),
+            Some(tie) => BuildQuery {
+                created_from: Some(self.query.created_from.map_or(tie.at, |f| f.max(tie.at))),
+                created_to: Some(tie.at + self.step),
+                page: Some(tie.page),
+                ..self.query.clone()
+            },
+        }
+    }
+
+    /// Halves the page size (not below [`MIN_PER_PAGE`]) for the rest of the walk, after a
+    /// page of the current size timed out at `endpoint`.
+    fn shrink(&mut self, endpoint: &str) {
+        let before = self.per_page;
+        self.per_page = (before / 2).max(MIN_PER_PAGE);
+        self.query.per_page = Some(self.per_page);
+        // Page numbers count pages of the old size: page the step through again from its
+        // first page; `boundary` holds every id of it already read, so none comes twice.
+        if let Some(tie) = &mut self.tie {
+            tie.page = 1;
+        }
+        tracing::warn!(
+            endpoint,
+            per_page = self.per_page,
+            "Buildkite did not answer a page of {before} builds in time; asking for {} at a \
+             time for the rest of this walk",
+            self.per_page
+        );
+    }
+
     /// The step `t` falls in.
     fn floor(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         t.duration_trunc(self.step).unwrap_or(t)
@@ -223,7 +266,18 @@ mod tests {
         strip_link: bool,
         /// Applied to the list after each answer: builds arrive and leave while it is read.
         churn: Mutex<Vec<Vec<(String, i64)>>>,
+        /// A server too slow for big pages.
+        slow: Option<Slow>,
         queries: Mutex<Vec<BuildQuery>>,
+    }
+
+    /// Pages of more than `above` items fail as the client fails them after its retries,
+    /// once `after` queries were asked.
+    struct Slow {
+        above: u32,
+        after: usize,
+        /// Failed for want of an answer in time (`false`: some other fault, a 502, say).
+        timed_out: bool,
     }
 
     impl Table {
@@ -272,8 +326,24 @@ mod tests {
             &self,
             query: &BuildQuery,
         ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
-            let page = self.serve(query);
-            async move { Ok(page) }
+            let asked = self.queries.lock().expect("lock").len();
+            let too_big = self
+                .slow
+                .as_ref()
+                .filter(|s| asked >= s.after && query.per_page.unwrap_or(100) > s.above);
+            let answer = match too_big {
+                Some(slow) => {
+                    self.queries.lock().expect("lock").push(query.clone());
+                    Err(SourceError::Unavailable {
+                        endpoint: "127.0.0.1/v2/organizations/acme/builds".into(),
+                        attempts: 5,
+                        reason: "timed out".into(),
+                        timed_out: slow.timed_out,
+                    })
+                }
+                None => Ok(self.serve(query)),
+            };
+            async move { answer }
         }
     }
 
@@ -472,5 +542,153 @@ mod tests {
         );
         let asked = table.queries.lock().expect("lock").len();
         assert!(asked <= 6, "refused within a few requests, not {asked}");
+    }
+
+    /// The page sizes asked, in order.
+    fn sizes(table: &Table) -> Vec<u32> {
+        let queries = table.queries.lock().expect("lock");
+        queries.iter().map(|q| q.per_page.unwrap_or(100)).collect()
+    }
+
+    #[tokio::test]
+    async fn pages_that_time_out_shrink_to_50_then_25_and_every_build_is_read_once() {
+        // (case, builds, timed-out pages are those larger than, sizes asked until the first
+        // answer)
+        type Case = (&'static str, Vec<(String, i64)>, u32, Vec<u32>);
+        let cases: Vec<Case> = vec![
+            (
+                "distinct times",
+                builds(0, 230, T0, 7),
+                25,
+                vec![100, 50, 25],
+            ),
+            (
+                "ties at every boundary",
+                builds(0, 240, T0, 0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (id, _))| (id, T0 + (i as i64 / 7) * 5))
+                    .collect(),
+                25,
+                vec![100, 50, 25],
+            ),
+            (
+                "only 100 too big",
+                [
+                    builds(0, 40, T0, 3),
+                    builds(40, 130, T0 + 500, 0),
+                    builds(170, 40, T0 + 600, 3),
+                ]
+                .concat(),
+                50,
+                vec![100, 50],
+            ),
+        ];
+        for (case, list, above, first) in cases {
+            let table = Table {
+                slow: Some(Slow {
+                    above,
+                    after: 0,
+                    timed_out: true,
+                }),
+                ..Table::new(&list)
+            };
+            let read = walk(&table, 1, 100).await.expect(case);
+            let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+            assert_eq!(sorted(read.clone()), expected, "{case}: each build once");
+            assert_eq!(read.len(), expected.len(), "{case}: no build twice");
+            let sizes = sizes(&table);
+            assert_eq!(
+                sizes[..first.len()],
+                first[..],
+                "{case}: halved per timeout"
+            );
+            let last = *first.last().expect("a size");
+            assert!(
+                sizes[first.len()..].iter().all(|s| *s == last),
+                "{case}: the smaller size lasts for the rest of the walk: {sizes:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_being_paged_through_when_pages_time_out_restarts_at_the_smaller_size() {
+        // 260 builds in one millisecond between others: the walk pages through that step at
+        // 100 a page; its third page times out.
+        let tied = T0 + 500;
+        let list = [
+            builds(0, 30, T0, 3),
+            builds(30, 260, tied, 0),
+            builds(290, 30, T0 + 600, 3),
+        ]
+        .concat();
+        let table = Table {
+            slow: Some(Slow {
+                above: 50,
+                after: 4,
+                timed_out: true,
+            }),
+            ..Table::new(&list)
+        };
+        let read = walk(&table, 1, 100).await.expect("walk");
+        let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+        assert_eq!(sorted(read.clone()), expected, "each build once");
+        assert_eq!(read.len(), expected.len(), "no build twice");
+        let queries = table.queries.lock().expect("lock").clone();
+        let in_tie = |q: &BuildQuery| q.created_to.map(|t| t.timestamp_millis()) == Some(tied + 1);
+        // The step was being paged through at 100 (page 2 read), page 3 timed out...
+        let shrunk = queries
+            .iter()
+            .position(|q| q.per_page == Some(50))
+            .expect("shrunk to 50");
+        assert!(shrunk >= 1, "{queries:?}");
+        let timed_out = &queries[shrunk - 1];
+        assert!(
+            in_tie(timed_out) && timed_out.per_page == Some(100) && timed_out.page == Some(3),
+            "a tie's page 3 of 100 timed out: {timed_out:?}"
+        );
+        assert!(
+            queries[..shrunk - 1]
+                .iter()
+                .any(|q| in_tie(q) && q.page == Some(2) && q.per_page == Some(100)),
+            "page 2 of the tie was read at 100: {queries:?}"
+        );
+        // ...and the step starts again from its first page at 50.
+        let again = &queries[shrunk];
+        assert!(
+            in_tie(again) && again.page == Some(1),
+            "the tie restarted at page 1: {again:?}"
+        );
+        assert!(
+            queries[shrunk..].iter().all(|q| q.per_page == Some(50)),
+            "50 for the rest of the walk: {queries:?}"
+        );
+        assert!(
+            queries.iter().all(|q| q.page.unwrap_or(1) <= 6),
+            "never deep: {queries:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_that_time_out_at_25_or_fail_otherwise_are_an_error_as_before() {
+        for (case, timed_out, asked) in [
+            ("timed out at every size", true, vec![100, 50, 25]),
+            ("unavailable for another reason", false, vec![100]),
+        ] {
+            let table = Table {
+                slow: Some(Slow {
+                    above: 0,
+                    after: 0,
+                    timed_out,
+                }),
+                ..Table::new(&builds(0, 30, T0, 5))
+            };
+            let err = walk(&table, 1, 100).await.expect_err(case);
+            assert!(
+                matches!(&err, SourceError::Unavailable { timed_out: t, .. } if *t == timed_out),
+                "{case}: {err}"
+            );
+            assert_eq!(sizes(&table), asked, "{case}");
+        }
     }
 }
