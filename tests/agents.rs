@@ -4,18 +4,12 @@
 mod common;
 
 use common::*;
+use kitesync_fakes::data;
 use serde_json::{json, Value};
 
+/// Agent `n` as Buildkite's `/agents` lists it (the documented shape, see `data::agent`).
 fn agent(n: u32, state: &str, job: Option<&str>) -> Value {
-    json!({
-        "id": format!("agent-{n}"), "graphql_id": "QWdlbnQ=", "name": format!("ci-{n}"),
-        "connection_state": state, "hostname": format!("host-{n}"), "ip_address": "10.0.0.1",
-        "user_agent": "buildkite-agent/3.80.0.10637 (linux; amd64)", "version": "3.80.0",
-        "creator": null, "created_at": "2026-11-01T00:00:00.000Z",
-        "job": job.map(|name| json!({"id": "job-1", "type": "script", "name": name, "state": "running"})),
-        "last_job_finished_at": null, "priority": 0,
-        "meta_data": ["queue=default", format!("slot={n}")]
-    })
+    data::agent(ORG, n, state, job)
 }
 
 /// When the agents were last polled, as the state database says.

@@ -181,6 +181,7 @@ async fn the_relayed_body_has_the_documented_shape_and_time_format() {
                               "avatar_url": "https://www.gravatar.com/avatar/x",
                               "created_at": "2021-04-07T02:11:45.481Z"});
         b["pipeline"]["created_at"] = json!("2023-06-14T09:41:07.120Z");
+        b["some_future_field"] = json!({"nested": [1, 2, 3]});
     }
     h.bk.set_builds(builds.clone());
     h.once_ok().await;

@@ -589,15 +589,21 @@ fn answer(
     }
     inner.org_budget.used += 1;
     inner.user_budget.used += 1;
-    let over = [("rest", &inner.org_budget), ("user", &inner.user_budget)]
-        .into_iter()
-        .find(|(_, b)| b.used > b.limit)
-        .map(|(scope, b)| (scope, b.limit, b.used));
+    // The body's `scope` names the budget that ran out as Buildkite does: `rest` for the
+    // organization's, `rest_user` for the token owner's (`rate-limited-429*.json`).
+    let over = [
+        ("rest", &inner.org_budget),
+        ("rest_user", &inner.user_budget),
+    ]
+    .into_iter()
+    .find(|(_, b)| b.used > b.limit)
+    .map(|(scope, b)| (scope, b.limit, b.used));
     if let Some((scope, limit, current)) = over {
+        let reset = reset_secs(inner);
         return http::json(
             StatusCode::TOO_MANY_REQUESTS,
-            &json!({"message": "You have exceeded your API rate limit. Please wait before making more requests.",
-                    "scope": scope, "limit": limit, "current": current, "reset": reset_secs(inner)}),
+            &json!({"message": rate_limited(reset), "scope": scope, "limit": limit,
+                    "current": current, "reset": reset}),
         );
     }
     let scope = listing.scope();
@@ -620,7 +626,7 @@ fn answer(
         inner.window_start = Instant::now() + Duration::from_secs(reset) - inner.window;
         return http::json(
             StatusCode::TOO_MANY_REQUESTS,
-            &json!({"message": "You have exceeded your API rate limit.", "scope": "rest",
+            &json!({"message": rate_limited(reset), "scope": "rest",
                     "limit": inner.org_budget.limit, "current": inner.org_budget.used, "reset": reset}),
         );
     }
@@ -640,12 +646,7 @@ fn answer(
     }
     match listing {
         Listing::AccessToken => {
-            return http::json(
-                StatusCode::OK,
-                &json!({"uuid": "b63254c0-3271-4a98-8270-7cfbd6c2f14e", "scopes": inner.scopes,
-                        "description": "kitesync", "created_at": "2026-01-01T00:00:00Z",
-                        "user": {"name": "CI Bot", "email": "ci@example.com"}}),
-            )
+            return http::json(StatusCode::OK, &access_token_body(&inner.scopes))
         }
         Listing::Download(number, id) => return download(inner, *number, id),
         Listing::Log(job) => return log(inner, job, headers),
@@ -727,6 +728,21 @@ fn answer(
     response
 }
 
+/// `GET /v2/access-token` as documented (`access-token.json`): times in the `... UTC` form.
+pub fn access_token_body(scopes: &[String]) -> Value {
+    json!({"uuid": "b63254c0-3271-4a98-8270-7cfbd6c2f14e", "scopes": scopes,
+           "description": "kitesync", "created_at": "2026-01-01 00:00:00 UTC",
+           "expires_at": "2027-01-01 00:00:00 UTC",
+           "user": {"email": "ci@example.com", "name": "CI Bot"}})
+}
+
+/// A 429's `message`, which repeats its `reset` as Buildkite's does.
+fn rate_limited(reset: u64) -> String {
+    format!(
+        "You have exceeded your API rate limit. Please wait {reset} seconds before making more requests."
+    )
+}
+
 fn reset_secs(inner: &Inner) -> u64 {
     let left = inner.window.saturating_sub(inner.window_start.elapsed());
     left.as_secs() + u64::from(left.subsec_nanos() > 0)
@@ -744,10 +760,18 @@ fn rate_headers(inner: &Inner, headers: &mut HeaderMap) {
     set("ratelimit-remaining", left(&inner.org_budget));
     set("ratelimit-limit", inner.org_budget.limit.to_string());
     set("ratelimit-reset", reset.clone());
-    set("ratelimit-user-scope", "rest".into());
+    set("ratelimit-user-scope", "rest_user".into());
     set("ratelimit-user-remaining", left(&inner.user_budget));
     set("ratelimit-user-limit", inner.user_budget.limit.to_string());
     set("ratelimit-user-reset", reset);
+    // Only while that budget is spent.
+    let warning = "You have exceeded your API rate limit.";
+    if inner.org_budget.used >= inner.org_budget.limit {
+        set("ratelimit-warning", warning.into());
+    }
+    if inner.user_budget.used >= inner.user_budget.limit {
+        set("ratelimit-user-warning", warning.into());
+    }
 }
 
 /// RFC 8288 links to the first, previous, next and last pages, as absolute URLs.
@@ -900,9 +924,10 @@ fn artifacts_page(
         .map(|a| {
             let (dirname, filename) = a.path.rsplit_once('/').unwrap_or(("", &a.path));
             json!({
-                "id": a.id, "job_id": "job-1", "path": a.path, "dirname": dirname,
-                "filename": filename, "mime_type": "application/xml", "state": "finished",
-                "file_size": a.content.len(), "sha1sum": "0000",
+                "id": a.id, "job_id": format!("{}-j1", crate::data::build_id(number)), "path": a.path,
+                "dirname": dirname, "filename": filename, "mime_type": "application/xml",
+                "state": "finished", "file_size": a.content.len(), "glob_path": null,
+                "original_path": null, "sha1sum": "0000000000000000000000000000000000000000",
                 "url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}", a.id),
                 "download_url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}/download", a.id),
             })
