@@ -16,6 +16,7 @@ use crate::item::Item;
 use crate::metrics::Activity;
 use crate::net;
 use crate::outage::Outage;
+use crate::store::agents;
 use crate::store::outbox::{self, Outcome, Row, Summary};
 use crate::store::{now_ms, Store, StoreError};
 
@@ -74,13 +75,16 @@ pub async fn drain(
             tokio::time::sleep(wait).await;
             continue;
         }
+        // A build's agent has no tags in the REST API: the agent poll's go with it.
+        let tags = Arc::new(store.call(|c| agents::tags(c)).await?);
         let mut results = stream::iter(rows)
             .map(|row| {
-                let sink = Arc::clone(sink);
+                let (sink, tags) = (Arc::clone(sink), Arc::clone(&tags));
                 async move {
                     let item = Item {
                         kind: row.kind,
                         payload: &row.payload,
+                        agent_tags: &tags,
                     };
                     let result = sink.deliver(item).await;
                     (row, result)

@@ -43,12 +43,18 @@ impl Kind {
     }
 }
 
-/// An item to deliver: its kind and its payload, the JSON of Buildkite's facts.
+/// An item to deliver: its kind and its payload, the JSON of Buildkite's facts, with what
+/// kitesync learnt elsewhere that goes with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Item<'a> {
     pub kind: Kind,
     pub payload: &'a str,
+    /// The tags of the agents kitesync polled: a job's embedded agent has none in the REST API.
+    pub agent_tags: &'a AgentTags,
 }
+
+/// Agent tags (`key=value`) by agent id, from the agent poll.
+pub type AgentTags = std::collections::HashMap<String, Vec<String>>;
 
 /// One JUnit suite of a build ([`Kind::Tests`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

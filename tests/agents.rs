@@ -165,3 +165,17 @@ async fn a_token_without_read_agents_says_so_and_builds_still_flow() {
     );
     assert_eq!(h.bb.builds().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builds_node_labels_come_from_the_agent_poll() {
+    let mut h = Harness::start().await;
+    h.bk.set_builds(recent_builds(3));
+    // Build 2 ran on agent-2 (its jobs embed the agent without meta_data, as the REST API
+    // does); only agent-2 is connected now.
+    h.bk.set_agents(vec![agent(2, "connected", None)]);
+    once_with_agents(&mut h).await;
+    let builds = h.bb.builds();
+    let labels = |n: u64| builds[&data::build_id(n)]["nodeInfo"]["nodeLabels"].clone();
+    assert_eq!(labels(2), json!(["queue=default", "slot=2"]));
+    assert_eq!(labels(1), json!([]), "agent-1 was never polled: no labels");
+}

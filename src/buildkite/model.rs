@@ -57,6 +57,8 @@ pub struct Job {
 /// The agent that ran a job.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentRef {
+    /// The agent's id, as the agents list has it.
+    pub id: Option<String>,
     pub name: Option<String>,
     pub hostname: Option<String>,
     /// `"key=value"` tags, e.g. `"queue=default"`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{webhook, wire};
 use crate::buildkite::Build;
 use crate::config::{Config, Mode, Secret, StatusCase};
-use crate::item::{Fleet, Item, Kind, Log, TestResults};
+use crate::item::{AgentTags, Fleet, Item, Kind, Log, TestResults};
 use crate::net;
 
 /// Why a delivery did not go through.
@@ -119,7 +119,10 @@ impl Sink {
     pub async fn deliver(&self, item: Item<'_>) -> Result<(), SendError> {
         let payload = item.payload;
         match (self.mode, item.kind) {
-            (Mode::Ingest, Kind::Build) => self.ingest_build(decode("build", payload)?).await,
+            (Mode::Ingest, Kind::Build) => {
+                let build = decode("build", payload)?;
+                self.ingest_build(build, item.agent_tags).await
+            }
             (Mode::Webhook, Kind::Build) => {
                 let body =
                     webhook::payload(payload).map_err(|e| SendError::unrenderable("build", e))?;
@@ -172,8 +175,8 @@ impl Sink {
         }
     }
 
-    async fn ingest_build(&self, build: Build) -> Result<(), SendError> {
-        let body = wire::build(&self.org, &build, self.case);
+    async fn ingest_build(&self, build: Build, tags: &AgentTags) -> Result<(), SendError> {
+        let body = wire::build(&self.org, &build, self.case, Some(tags));
         let answer = self.ingest("builds", &body).await?;
         let build_id = answer["id"].as_str().unwrap_or(&build.id);
         let stages = wire::stages(build_id, &build, self.case);

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::buildkite::model::{Build, Job};
 use crate::config::StatusCase;
-use crate::item::{Agent, Fleet, TestResults, TestStatus};
+use crate::item::{Agent, AgentTags, Fleet, TestResults, TestStatus};
 
 /// The body of `POST {prefix}/builds`.
 #[derive(Debug, Serialize)]
@@ -166,7 +166,7 @@ pub struct WireLog<'a> {
 
 /// A failed build's log text as BuildButler takes it.
 pub fn log<'a>(org: &'a str, b: &'a Build, content: &'a str, case: StatusCase) -> WireLog<'a> {
-    let head = build(org, b, case);
+    let head = build(org, b, case, None);
     WireLog {
         build_id: &b.id,
         job_name: b.pipeline_slug(),
@@ -241,8 +241,14 @@ pub fn agent(a: &Agent) -> WireAgent<'_> {
     }
 }
 
-/// A finished build as BuildButler's ingest API takes it.
-pub fn build<'a>(org: &'a str, b: &'a Build, case: StatusCase) -> WireBuild<'a> {
+/// A finished build as BuildButler's ingest API takes it; its node's labels are the agent's
+/// own `meta_data` if the build has them, else its tags from the agent poll (`tags`).
+pub fn build<'a>(
+    org: &'a str,
+    b: &'a Build,
+    case: StatusCase,
+    tags: Option<&'a AgentTags>,
+) -> WireBuild<'a> {
     let finished = b.finished_at.unwrap_or_else(Utc::now);
     let started = b.started_at.or(b.created_at).unwrap_or(finished);
     let agent = b.steps().find_map(|j| j.agent.as_ref());
@@ -264,7 +270,11 @@ pub fn build<'a>(org: &'a str, b: &'a Build, case: StatusCase) -> WireBuild<'a> 
         node_info: agent.and_then(|a| {
             Some(NodeInfo {
                 node_name: a.name.as_deref().or(a.hostname.as_deref())?,
-                node_labels: a.meta_data.as_deref().unwrap_or_default(),
+                node_labels: a
+                    .meta_data
+                    .as_deref()
+                    .or_else(|| tags?.get(a.id.as_deref()?).map(Vec::as_slice))
+                    .unwrap_or_default(),
                 is_built_in: false,
             })
         }),
@@ -372,7 +382,7 @@ mod tests {
     #[test]
     fn build_fields_follow_the_mapping() {
         let b = sample("passed", false);
-        let v = serde_json::to_value(build("acme", &b, StatusCase::Upper)).expect("json");
+        let v = serde_json::to_value(build("acme", &b, StatusCase::Upper, None)).expect("json");
         assert_eq!(
             v,
             json!({
@@ -388,9 +398,33 @@ mod tests {
     }
 
     #[test]
+    fn node_labels_come_from_the_agent_poll_when_the_job_has_none() {
+        let mut b = sample("passed", false);
+        let tags = AgentTags::from([("a-7".to_string(), vec!["queue=gpu".to_string()])]);
+        let labels = |b: &Build| {
+            let v = serde_json::to_value(build("acme", b, StatusCase::Upper, Some(&tags)));
+            v.expect("json")["nodeInfo"]["nodeLabels"].clone()
+        };
+        assert_eq!(
+            labels(&b),
+            json!(["queue=default", "os=linux"]),
+            "its own first"
+        );
+        for job in b.jobs.iter_mut().flatten() {
+            if let Some(agent) = job.agent.as_mut() {
+                agent.meta_data = None;
+                agent.id = Some("a-7".into());
+            }
+        }
+        assert_eq!(labels(&b), json!(["queue=gpu"]), "then the agent poll's");
+        let unknown = serde_json::to_value(build("acme", &b, StatusCase::Upper, None));
+        assert_eq!(unknown.expect("json")["nodeInfo"]["nodeLabels"], json!([]));
+    }
+
+    #[test]
     fn statuses_map_as_documented() {
         let status = |state: &str, soft: bool, case: StatusCase| {
-            build("acme", &sample(state, soft), case).status
+            build("acme", &sample(state, soft), case, None).status
         };
         assert_eq!(status("passed", true, StatusCase::Upper), "UNSTABLE");
         assert_eq!(status("failed", false, StatusCase::Upper), "FAILURE");

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 use super::outbox::{self, NewItem};
 use super::state::{self, Key};
 use super::timestamp;
-use crate::item::{Agent, Fleet, Kind};
+use crate::item::{Agent, AgentTags, Fleet, Kind};
 
 /// How long an agent that left the list is still shown.
 const KEEP_GONE: Duration = Duration::days(1);
@@ -85,6 +85,20 @@ pub fn record(
 /// JSON for the database; a failure is SQLite's to report.
 fn encode<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
+/// The tags of every agent polled (gone ones included), by agent id.
+pub fn tags(conn: &Connection) -> rusqlite::Result<AgentTags> {
+    let mut stmt = conn.prepare_cached("SELECT id, facts FROM agents")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut tags = AgentTags::new();
+    for row in rows {
+        let (id, facts) = row?;
+        if let Ok(agent) = serde_json::from_str::<Agent>(&facts) {
+            tags.insert(id, agent.tags);
+        }
+    }
+    Ok(tags)
 }
 
 /// When the agents were last polled.
