@@ -224,3 +224,33 @@ async fn list_artifacts_declared_lists_only_builds_with_artifact_paths() {
         "no listing for builds that declare no paths"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_junit_names_get_sensible_ones_and_nothing_is_refused() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    h.bk.set_builds(recent_builds(1));
+    // As real runners write them: JUnit 5 failing in @BeforeAll leaves the case's name empty,
+    // Jest leaves classname empty, and some tools leave the suite's name empty.
+    let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites>
+  <testsuite name="" tests="2" failures="1">
+    <testcase name="" classname="com.acme.CartTest" time="0.01">
+      <failure message="@BeforeAll failed">java.lang.IllegalStateException</failure>
+    </testcase>
+    <testcase name="renders" classname="" time="0.02"/>
+  </testsuite>
+</testsuites>"#;
+    h.bk.set_artifacts(
+        1,
+        vec![("tmp/junit-empty.xml".into(), xml.as_bytes().to_vec())],
+    );
+    let run = h.once_ok().await;
+    assert!(run.stdout.contains("0 dead"), "{}", run.output());
+    let suites = h.bb.suites();
+    assert_eq!(suites.len(), 1, "BuildButler accepted the suite");
+    assert_eq!(suites[0]["name"], "junit-empty", "the file's stem");
+    let cases = suites[0]["testCases"].as_array().expect("cases");
+    assert_eq!(cases[0]["testName"], "com.acme.CartTest", "its class name");
+    assert_eq!(cases[1]["className"], "junit-empty", "its suite's name");
+}

@@ -418,17 +418,19 @@ async fn ingest_tests(
     ]
     .iter()
     .all(|k| body[*k].is_u64());
+    // BuildButler refuses empty names as it refuses missing ones.
+    let named = |v: &Value| v.as_str().is_some_and(|s| !s.trim().is_empty());
     let cases = body["testCases"].as_array().is_some_and(|cases| {
         cases.iter().all(|c| {
-            c["testName"].is_string()
-                && c["className"].is_string()
+            named(&c["testName"])
+                && named(&c["className"])
                 && matches!(
                     c["status"].as_str(),
                     Some("PASSED" | "FAILED" | "SKIPPED" | "ERROR")
                 )
         })
     });
-    if !known || !counts || !cases || !body["name"].is_string() {
+    if !known || !counts || !cases || !named(&body["name"]) {
         return bad_request("tests need a known buildId, name, counts and testCases");
     }
     inner.suites.push(body);
