@@ -6,15 +6,14 @@ mod common;
 use common::*;
 use kitesync_fakes::{data, FakeButler};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
+/// `builds` builds and a BuildButler behind TLS with a CA of its own, after a `--once` that
+/// found its certificate refused: nothing delivered, the reason given.
+async fn refused_without_its_ca(builds: u64) -> (Harness, FakeButler) {
     let mut h = Harness::start().await;
     let tls = FakeButler::start_tls(API_KEY).await;
-    h.bk.set_builds(recent_builds(4));
+    h.bk.set_builds(recent_builds(builds));
     h.set_env("KITESYNC_BUILDBUTLER__URL", &tls.url);
     h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
-
-    // Without the CA, the certificate is refused: nothing delivered, the reason given.
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert!(
@@ -23,6 +22,12 @@ async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
         run.stderr
     );
     assert!(tls.builds().is_empty());
+    (h, tls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
+    let (mut h, tls) = refused_without_its_ca(4).await;
 
     let ca = h.dir.path().join("corporate-ca.pem");
     std::fs::write(&ca, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write CA");
@@ -34,29 +39,16 @@ async fn a_buildbutler_with_its_own_ca_is_trusted_through_ca_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_buildbutler_whose_ca_is_in_the_system_store_is_trusted_without_ca_file() {
-    let mut h = Harness::start().await;
-    let tls = FakeButler::start_tls(API_KEY).await;
-    h.bk.set_builds(recent_builds(3));
-    h.set_env("KITESYNC_BUILDBUTLER__URL", &tls.url);
-    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
-
     // With the machine's own store (whatever SSL_CERT_FILE/SSL_CERT_DIR this process has, or
-    // the distribution's bundle), the fake's CA is unknown: refused, nothing delivered.
-    let run = h.run(&["--once"]).await;
-    assert_eq!(run.code, 1, "{}", run.output());
-    assert!(
-        run.stderr.to_lowercase().contains("certificate"),
-        "{}",
-        run.stderr
-    );
-    assert!(tls.builds().is_empty());
+    // the distribution's bundle), the fake's CA is unknown.
+    let (mut h, tls) = refused_without_its_ca(3).await;
 
     // The standard variable names the store (here holding only the fake's CA); no ca_file.
     let store = h.dir.path().join("system-store.pem");
     std::fs::write(&store, tls.ca_pem.as_deref().expect("a TLS fake has a CA")).expect("write");
     h.set_env("SSL_CERT_FILE", &store.display().to_string());
     h.set_env("SSL_CERT_DIR", ""); // an inherited directory would be read too
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the retry backoff
+    until_retries_due(&h).await; // the retry backoff
     h.once_ok().await;
     assert_eq!(tls.builds().len(), 3);
 
