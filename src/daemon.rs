@@ -254,7 +254,7 @@ impl AgentPoller {
 
 /// Serves `/metrics` and `/healthz` on `[metrics] listen` until the daemon stops.
 async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
-    use axum::http::{header::CONTENT_TYPE, StatusCode};
+    use axum::http::{header::ACCEPT, header::CONTENT_TYPE, StatusCode};
     let listen = &app.config.metrics.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
@@ -265,15 +265,20 @@ async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result
         .map_or(listen.clone(), |a| a.to_string());
     tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     // Healthy while polls and deliveries succeed within three poll intervals.
-    let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
+    let interval = app.config.schedule.builds.interval();
+    let allowed = (interval * 3).max(Duration::from_secs(5));
     let started = Instant::now();
+    let gauge = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX);
+    app.metrics.poll_interval.set(gauge(interval.as_secs()));
+    app.metrics.started.set(chrono::Utc::now().timestamp());
     let page = Arc::clone(&app);
-    let metrics = move || {
+    let metrics = move |headers: axum::http::HeaderMap| {
         let app = Arc::clone(&page);
         async move {
             outbox_gauges(&app).await;
-            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            ([(CONTENT_TYPE, kind)], app.metrics.encode())
+            let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+            let (kind, body) = app.metrics.exposition(accept.unwrap_or(""));
+            ([(CONTENT_TYPE, kind)], body)
         }
     };
     let health = move || {
