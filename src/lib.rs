@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod exit;
 pub mod item;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod oneshot;
