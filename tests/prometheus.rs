@@ -74,12 +74,6 @@ fn the_alerting_rules_pass_promtools_checks_and_unit_tests() {
     );
 }
 
-/// A free port on 127.0.0.1 for a server that cannot be told to pick its own.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").port()
-}
-
 /// The `data` of a Prometheus API answer, once it says `success`.
 async fn api(base: &str, path: &str, params: &[(&str, &str)]) -> Option<Value> {
     let url = url::Url::parse_with_params(&format!("{base}{path}"), params).ok()?;

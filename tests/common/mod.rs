@@ -42,7 +42,11 @@ pub struct Harness {
 impl Harness {
     /// Both fakes and a config pointing at them (fast pace, short retry window).
     pub async fn start() -> Harness {
-        let bk = FakeBuildkite::start(ORG, TOKEN).await;
+        Harness::with_buildkite(FakeBuildkite::start(ORG, TOKEN).await).await
+    }
+
+    /// Like [`Harness::start`], with this fake of Buildkite (one over TLS, say).
+    pub async fn with_buildkite(bk: FakeBuildkite) -> Harness {
         let bb = FakeButler::start(API_KEY).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("kitesync.toml");
@@ -332,4 +336,11 @@ pub async fn metrics_base(stderr: &Log) -> String {
         .expect("a port");
     assert_ne!(port, 0, "the port actually bound is logged, not 0");
     format!("http://{addr}")
+}
+
+/// A free port on 127.0.0.1, for a server that cannot be told to pick its own (port 0) and
+/// say which it took.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
 }
