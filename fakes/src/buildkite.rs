@@ -748,7 +748,7 @@ fn answer(
         Some(Fault::Dropped) => http::broken(body, 0),
         _ => http::json(StatusCode::OK, &serde_json::from_str(&body).expect("json")),
     };
-    let link = links(&origin(&inner, headers), uri, query.page, last_page);
+    let link = links(&origin(inner, headers), uri, query.page, last_page);
     if let Ok(v) = HeaderValue::from_str(&link) {
         response.headers_mut().insert("link", v);
     }
