@@ -128,7 +128,11 @@ pub fn parse(xml: &[u8], stem: &str) -> Result<Vec<Suite>, JunitError> {
     let doc = decode(xml);
     let mut reader = Reader::from_reader(doc.as_ref());
     let stem = text(stem, MAX_NAME);
-    let stem: Rc<str> = Rc::from(if stem.trim().is_empty() { "tests" } else { &stem });
+    let stem: Rc<str> = Rc::from(if stem.trim().is_empty() {
+        "tests"
+    } else {
+        &stem
+    });
     let mut stack: Vec<Open> = Vec::new();
     // Cases outside any suite (directly under `<testsuites>`) get a suite of their own.
     let mut loose: Option<Open> = None;
@@ -226,7 +230,8 @@ pub fn parse(xml: &[u8], stem: &str) -> Result<Vec<Suite>, JunitError> {
                         if let Some(open) = case.as_mut() {
                             let body = body.trim();
                             if !body.is_empty() && open.case.trace.is_none() {
-                                open.case.trace = budget.detail(capped(body.to_string(), MAX_TRACE));
+                                open.case.trace =
+                                    budget.detail(capped(body.to_string(), MAX_TRACE));
                             }
                         }
                     }
@@ -349,7 +354,11 @@ fn open_case(e: &BytesStart<'_>, suite: &Rc<str>) -> OpenCase {
         case: Case {
             class_name,
             name,
-            status: if not_run { Status::Skipped } else { Status::Passed },
+            status: if not_run {
+                Status::Skipped
+            } else {
+                Status::Passed
+            },
             duration_ms: attr(e, b"time", 64).map_or(0, |t| millis(&t)),
             message: None,
             trace: None,
@@ -655,9 +664,13 @@ mod tests {
                 ("junit-web", "junit-web")
             ]
         );
-        let nested = r#"<testsuite name="outer"><testsuite><testcase name="t"/></testsuite></testsuite>"#;
+        let nested =
+            r#"<testsuite name="outer"><testsuite><testcase name="t"/></testsuite></testsuite>"#;
         let suites = parse(nested.as_bytes(), "file").expect("parses");
-        assert_eq!(suites[0].name, "outer", "an unnamed suite takes its parent's name");
+        assert_eq!(
+            suites[0].name, "outer",
+            "an unnamed suite takes its parent's name"
+        );
         assert_eq!(suites[0].cases[0].class_name, "outer");
     }
 
@@ -678,7 +691,11 @@ mod tests {
         assert_eq!(statuses(&suites[0]), [Passed, Failed, Failed, Skipped]);
         assert_eq!(cases[0].trace, None, "a flaky run's trace is not kept");
         assert_eq!(cases[1].message.as_deref(), Some("again"));
-        assert_eq!(cases[1].trace.as_deref(), Some("at B"), "system-out is not the trace");
+        assert_eq!(
+            cases[1].trace.as_deref(),
+            Some("at B"),
+            "system-out is not the trace"
+        );
         assert_eq!(cases[2].message.as_deref(), Some("first"));
         assert_eq!(cases[2].trace.as_deref(), Some("at C"));
     }
@@ -724,8 +741,14 @@ mod tests {
         assert!(suites[0].name.len() <= MAX_NAME + 6);
         assert!(case.class_name.len() <= MAX_NAME + 6 && case.name.len() <= MAX_NAME + 6);
         assert!(case.name.ends_with(" [...]"));
-        assert!(case.message.as_ref().is_some_and(|m| m.len() <= MAX_MESSAGE + 6));
-        assert!(case.trace.as_ref().is_some_and(|t| t.len() <= MAX_TRACE + 6));
+        assert!(case
+            .message
+            .as_ref()
+            .is_some_and(|m| m.len() <= MAX_MESSAGE + 6));
+        assert!(case
+            .trace
+            .as_ref()
+            .is_some_and(|t| t.len() <= MAX_TRACE + 6));
     }
 
     #[test]
