@@ -144,6 +144,16 @@ async fn the_daemon_skips_a_junit_bomb_and_delivers_everything_else() {
     let log = capture_stderr(&mut daemon);
     let warning = wait_for_log(&log, "path=\"reports/bomb.xml\"").await;
     until(|| h.bb.builds().len() == 6 && h.bb.suites().len() == 6).await;
+    // Later polls do not download the bomb again (build 3 has two files).
+    let downloads = || {
+        h.bk.requests()
+            .iter()
+            .filter(|r| r.uri.contains("/builds/3/artifacts/") && r.uri.ends_with("/download"))
+            .count()
+    };
+    let seen = h.bk_requests();
+    until(|| h.bk_requests() >= seen + 3).await;
+    assert_eq!(downloads(), 2, "each of build 3's files downloaded once");
     let peak = peak_rss(pid).expect("VmHWM of the daemon");
     terminate(&daemon);
     let line = warning

@@ -246,6 +246,11 @@ async fn the_corpus_through_the_real_binary() {
     h.bk.set_budgets(1000, 1000, std::time::Duration::from_secs(60));
     h.bk.set_builds(recent_builds(manifest.len() as u64));
     let mut suites_expected = 0;
+    let cases_expected: usize = manifest
+        .iter()
+        .filter_map(|e| e.counts)
+        .map(|c| c.cases)
+        .sum();
     for (i, expected) in manifest.iter().enumerate() {
         let bytes = std::fs::read(dir().join(&expected.path)).expect("corpus file");
         if expected.counts.is_some() {
@@ -259,11 +264,13 @@ async fn the_corpus_through_the_real_binary() {
     let run = h.once_ok().await;
     assert!(run.stdout.contains("0 dead"), "{}", run.output());
     assert_eq!(h.bb.builds().len(), manifest.len(), "every build delivered");
-    assert_eq!(
-        h.bb.suites().len(),
-        suites_expected,
-        "every suite delivered"
-    );
+    let suites = h.bb.suites();
+    assert_eq!(suites.len(), suites_expected, "every suite delivered");
+    let cases: usize = suites
+        .iter()
+        .map(|s| s["testCases"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(cases, cases_expected, "every case delivered");
     let log = run.output();
     for (i, expected) in manifest.iter().enumerate() {
         if expected.counts.is_none() {
