@@ -10,10 +10,10 @@
 //!
 //! The file is hostile input: every name, message and trace is capped as it is read, before
 //! any copy; an unnamed suite or case shares its parent's (capped) name while the file is
-//! read; the names kept and the number of cases per file are capped (over: the file is
-//! refused) and so are the messages and traces kept per file (over: the rest are dropped).
-//! A file cut off before its root element closes is refused, not read in part: a partial
-//! suite would show a cut-short run as a complete one.
+//! read; the names kept, the number of cases per file and the nesting of suites are capped
+//! (over: the file is refused), and so are the messages and traces kept per file (over: the
+//! rest are dropped). A file cut off before its root element closes is refused, not read in
+//! part: a partial suite would show a cut-short run as a complete one.
 
 use std::rc::Rc;
 
@@ -34,6 +34,8 @@ pub const MAX_CASES: usize = 50_000;
 pub const MAX_NAME_BYTES: usize = 6 * 1024 * 1024;
 /// The most bytes of messages and traces kept per file; past it they are dropped.
 pub const MAX_DETAIL_BYTES: usize = 8 * 1024 * 1024;
+/// The deepest nesting of suites read (real runners nest a handful deep).
+pub const MAX_DEPTH: usize = 256;
 
 /// Why a file is not read as test results (it is skipped with a warning).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,8 @@ pub enum JunitError {
     TooManyCases,
     #[error("its names add up to more than {MAX_NAME_BYTES} bytes")]
     NamesTooLarge,
+    #[error("suites nested more than {MAX_DEPTH} deep")]
+    TooDeep,
 }
 
 /// A suite being read.
@@ -189,6 +193,8 @@ pub fn parse(xml: &[u8], stem: &str) -> Result<Vec<Suite>, JunitError> {
                         };
                         if self_closing {
                             close(open, &mut done, &mut budget)?;
+                        } else if stack.len() >= MAX_DEPTH {
+                            return Err(JunitError::TooDeep);
                         } else {
                             stack.push(open);
                         }
@@ -770,6 +776,15 @@ mod tests {
         assert!(matches!(
             parse(bomb.as_bytes(), "s"),
             Err(JunitError::NamesTooLarge)
+        ));
+        let deep = format!(
+            "{}<testcase/>{}",
+            "<testsuite>".repeat(MAX_DEPTH + 1),
+            "</testsuite>".repeat(MAX_DEPTH + 1)
+        );
+        assert!(matches!(
+            parse(deep.as_bytes(), "s"),
+            Err(JunitError::TooDeep)
         ));
     }
 }
