@@ -216,6 +216,24 @@ fn flaky_reruns_passed_and_failed_reruns_failed() {
 }
 
 #[test]
+fn a_doctype_and_a_split_cdata_end_inside_a_failure_are_text() {
+    let bytes = std::fs::read(dir().join("xmlrunner-unittest.xml")).expect("corpus file");
+    let suites = junit::parse(&bytes, "x").expect("parses");
+    let case = suites
+        .iter()
+        .flat_map(|s| &s.cases)
+        .find(|c| c.name == "test_gets_json")
+        .expect("the case");
+    assert_eq!(case.status, TestStatus::Failed);
+    assert!(
+        case.trace
+            .as_deref()
+            .is_some_and(|t| t.contains("<!DOCTYPE html><html><body>502 ]]> Bad Gateway")),
+        "{case:?}"
+    );
+}
+
+#[test]
 fn an_external_entity_is_never_resolved() {
     let bytes =
         std::fs::read(dir().join("derived-doctype-external-entity.xml")).expect("corpus file");

@@ -30,6 +30,13 @@ class InventoryTest(unittest.TestCase):
                 self.assertNotEqual(size, "XL")
 
 
+class HtmlAnswerTest(unittest.TestCase):
+    def test_gets_json(self):
+        # A server answered HTML: the failure's text holds a DOCTYPE and a CDATA end marker.
+        body = "<!DOCTYPE html><html><body>502 ]]> Bad Gateway</body></html>"
+        self.assertTrue(body.startswith("{"), body)
+
+
 class ÜnicodeNamesTest(unittest.TestCase):
     def test_straße(self):
         self.assertIn("ß", "Straße")
