@@ -48,8 +48,8 @@ proptest! {
 
     #[test]
     fn junit_never_panics(xml in junitish(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = junit::parse(xml.as_bytes());
-        let _ = junit::parse(&bytes);
+        let _ = junit::parse(xml.as_bytes(), "fuzz");
+        let _ = junit::parse(&bytes, "fuzz");
     }
 
     #[test]

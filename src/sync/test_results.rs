@@ -8,7 +8,7 @@ use super::{junit, SyncError};
 use crate::app::App;
 use crate::buildkite::client::FetchError;
 use crate::buildkite::Build;
-use crate::item::{Kind, Suite, TestResults};
+use crate::item::{Kind, TestResults};
 use crate::store::enrich::Fetched;
 
 /// The JUnit suites of `build`'s matching artifacts, as outbox items.
@@ -49,12 +49,12 @@ pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetche
             }
             Err(FetchError::Failed(e)) => return Err(SyncError::Storage(e)),
         };
-        match junit::parse(&bytes) {
+        match junit::parse(&bytes, stem(&artifact.path)) {
             Ok(suites) => {
                 for (i, suite) in suites.into_iter().enumerate() {
                     let results = TestResults {
                         build_id: build.id.clone(),
-                        suite: named(suite, &artifact.path),
+                        suite,
                     };
                     let payload = serde_json::to_string(&results)
                         .map_err(SyncError::encode("test results"))?;
@@ -65,73 +65,17 @@ pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetche
                     });
                 }
             }
-            Err(e) => skip(&e),
+            Err(e) => skip(&e.to_string()),
         }
     }
     Ok(fetched)
 }
 
-/// Names BuildButler accepts (it refuses empty ones): a suite without a name takes the file's
-/// stem, a case without a class name its suite's name, a case without a name its class name.
-fn named(mut suite: Suite, path: &str) -> Suite {
-    if suite.name.trim().is_empty() {
-        let stem = std::path::Path::new(path)
-            .file_stem()
-            .and_then(|s| s.to_str());
-        suite.name = stem
-            .filter(|s| !s.is_empty())
-            .unwrap_or("tests")
-            .to_string();
-    }
-    for case in &mut suite.cases {
-        if case.class_name.trim().is_empty() {
-            case.class_name.clone_from(&suite.name);
-        }
-        if case.name.trim().is_empty() {
-            case.name.clone_from(&case.class_name);
-        }
-    }
-    suite
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::item::{Case, TestStatus};
-
-    #[test]
-    fn empty_names_get_sensible_ones() {
-        let case = |class_name: &str, name: &str| Case {
-            class_name: class_name.into(),
-            name: name.into(),
-            status: TestStatus::Failed,
-            duration_ms: 0,
-            message: None,
-            trace: None,
-        };
-        let suite = Suite {
-            name: " ".into(),
-            duration_ms: 0,
-            cases: vec![
-                case("", "adds"),
-                case("com.acme.CartTest", ""),
-                case("", ""),
-            ],
-        };
-        let s = named(suite, "reports/junit-web.xml");
-        assert_eq!(s.name, "junit-web");
-        let names: Vec<(&str, &str)> = s
-            .cases
-            .iter()
-            .map(|c| (c.class_name.as_str(), c.name.as_str()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("junit-web", "adds"),
-                ("com.acme.CartTest", "com.acme.CartTest"),
-                ("junit-web", "junit-web")
-            ]
-        );
-    }
+/// The file's stem, which names a suite that has no name of its own (BuildButler refuses
+/// empty names; `junit::parse` says how the rest are named).
+pub fn stem(path: &str) -> &str {
+    std::path::Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
 }

@@ -1,0 +1,303 @@
+//! The corpus of real reports (`tests/data/junit/real/`, made by real runners; SOURCES.md says
+//! how): each file's cases, failures, errors and skips are counted by its elements with
+//! another XML reader (roxmltree), independently of kitesync's parser and of the suites'
+//! count attributes (which real runners get wrong), and compared with what the parser
+//! produces and with the runner's own console summary (manifest.toml). Then the whole corpus
+//! goes through the real binary as the artifacts of real builds.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use kitesync::item::TestStatus;
+use kitesync::sync::junit;
+use kitesync::sync::test_results::stem;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/junit/real")
+}
+
+/// What manifest.toml says of one file.
+#[derive(Debug)]
+struct Expected {
+    path: String,
+    /// None: not JUnit, or refused (cut off).
+    counts: Option<Counts>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    cases: usize,
+    failures: usize,
+    errors: usize,
+    skipped: usize,
+}
+
+fn manifest() -> Vec<Expected> {
+    let text = std::fs::read_to_string(dir().join("manifest.toml")).expect("manifest.toml");
+    let doc: toml_edit::DocumentMut = text.parse().expect("manifest.toml is TOML");
+    let files = doc["file"].as_array_of_tables().expect("[[file]] tables");
+    files
+        .iter()
+        .map(|t| {
+            let int = |key: &str| t.get(key).and_then(|v| v.as_integer());
+            let path = t["path"].as_str().expect("path").to_string();
+            let counts = int("cases").map(|cases| Counts {
+                cases: cases as usize,
+                failures: int("failures").unwrap_or(0) as usize,
+                errors: int("errors").unwrap_or(0) as usize,
+                skipped: int("skipped").unwrap_or(0) as usize,
+            });
+            assert!(
+                t.get("console").is_some() || t.get("from").is_some(),
+                "{path}: the manifest says where its counts come from"
+            );
+            Expected { path, counts }
+        })
+        .collect()
+}
+
+/// The document as text, decoded here (not by the parser): a UTF-8 byte order mark dropped,
+/// UTF-16 by its byte order mark or its first bytes, leading blank lines dropped.
+fn decode(bytes: &[u8]) -> String {
+    let utf16 = |b: &[u8], le: bool| {
+        let units: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|p| {
+                if le {
+                    u16::from_le_bytes([p[0], p[1]])
+                } else {
+                    u16::from_be_bytes([p[0], p[1]])
+                }
+            })
+            .collect();
+        String::from_utf16(&units).expect("valid UTF-16")
+    };
+    let text = match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8(rest.to_vec()).expect("UTF-8"),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
+        [_, 0, ..] => utf16(bytes, true),
+        [0, _, ..] => utf16(bytes, false),
+        _ => String::from_utf8(bytes.to_vec()).expect("UTF-8"),
+    };
+    text.trim_start().to_string()
+}
+
+/// Counts by elements with roxmltree; None when it is not JUnit or not well-formed.
+fn count_independently(bytes: &[u8]) -> Option<Counts> {
+    let text = decode(bytes);
+    // An external entity is never loaded: it reads as empty text.
+    let never_load = |_: Option<&str>, _: &str| Ok(Some(""));
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        entity_resolver: Some(&never_load),
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&text, options).ok()?;
+    let root = doc.root_element().tag_name().name();
+    if !matches!(root, "testsuites" | "testsuite" | "testcase") {
+        return None;
+    }
+    let mut counts = Counts::default();
+    for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
+        counts.cases += 1;
+        let children: Vec<&str> = case
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| c.tag_name().name())
+            .collect();
+        let first = |names: &[&str]| children.iter().find(|c| names.contains(c)).copied();
+        let not_run = case
+            .attribute("status")
+            .is_some_and(|s| ["notrun", "skipped", "disabled"].contains(&s));
+        match first(&["failure", "error"]).or_else(|| first(&["rerunFailure", "rerunError"])) {
+            Some("failure" | "rerunFailure") => counts.failures += 1,
+            Some(_) => counts.errors += 1,
+            None if not_run || children.contains(&"skipped") => counts.skipped += 1,
+            None => {}
+        }
+    }
+    Some(counts)
+}
+
+/// What kitesync's parser made of the file, counted the same way.
+fn count_parsed(path: &str, bytes: &[u8]) -> Result<Counts, junit::JunitError> {
+    let suites = junit::parse(bytes, stem(path))?;
+    let mut counts = Counts::default();
+    for suite in &suites {
+        assert!(
+            !suite.name.trim().is_empty(),
+            "{path}: a suite without a name"
+        );
+        for case in &suite.cases {
+            assert!(
+                !case.name.trim().is_empty() && !case.class_name.trim().is_empty(),
+                "{path}: a case without a name or class name in {}",
+                suite.name
+            );
+            counts.cases += 1;
+            match case.status {
+                TestStatus::Failed => counts.failures += 1,
+                TestStatus::Error => counts.errors += 1,
+                TestStatus::Skipped => counts.skipped += 1,
+                TestStatus::Passed => {}
+            }
+        }
+    }
+    Ok(counts)
+}
+
+#[test]
+fn every_real_report_is_counted_alike_by_elements_by_the_parser_and_by_its_runner() {
+    let manifest = manifest();
+    let on_disk: Vec<String> = std::fs::read_dir(dir())
+        .expect("corpus")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".xml"))
+        .collect();
+    for name in &on_disk {
+        assert!(
+            manifest.iter().any(|e| &e.path == name),
+            "{name} is not in manifest.toml"
+        );
+    }
+    let junit_files = manifest.iter().filter(|e| e.counts.is_some()).count();
+    assert!(junit_files >= 25, "{junit_files} JUnit files in the corpus");
+    for expected in &manifest {
+        let bytes = std::fs::read(dir().join(&expected.path)).expect("corpus file");
+        let independent = count_independently(&bytes);
+        let parsed = count_parsed(&expected.path, &bytes);
+        match expected.counts {
+            Some(counts) => {
+                assert_eq!(independent, Some(counts), "{}: by elements", expected.path);
+                assert_eq!(
+                    parsed.as_ref().ok(),
+                    Some(&counts),
+                    "{}: by kitesync's parser ({:?})",
+                    expected.path,
+                    parsed.as_ref().err()
+                );
+            }
+            None => {
+                assert_eq!(independent, None, "{}: JUnit after all?", expected.path);
+                assert!(parsed.is_err(), "{}: read as JUnit", expected.path);
+            }
+        }
+    }
+}
+
+#[test]
+fn flaky_reruns_passed_and_failed_reruns_failed() {
+    let bytes = std::fs::read(dir().join("surefire-rerun-flaky.xml")).expect("corpus file");
+    let suites = junit::parse(&bytes, "surefire-rerun-flaky").expect("parses");
+    let status = |name: &str| {
+        suites[0]
+            .cases
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.status)
+    };
+    assert_eq!(status("flakyThenPasses"), Some(TestStatus::Passed));
+    assert_eq!(status("flakyErrorThenPasses"), Some(TestStatus::Passed));
+    assert_eq!(status("computesTotal"), Some(TestStatus::Failed));
+    assert_eq!(status("throwsUnexpectedly"), Some(TestStatus::Error));
+    let bytes = std::fs::read(dir().join("nextest.xml")).expect("corpus file");
+    let suites = junit::parse(&bytes, "nextest").expect("parses");
+    let flaky = suites[0]
+        .cases
+        .iter()
+        .find(|c| c.name == "tests::flaky_then_passes")
+        .expect("the flaky test");
+    assert_eq!(flaky.status, TestStatus::Passed);
+    assert_eq!(flaky.trace, None, "a passed case carries no trace");
+}
+
+#[test]
+fn a_doctype_and_a_split_cdata_end_inside_a_failure_are_text() {
+    let bytes = std::fs::read(dir().join("xmlrunner-unittest.xml")).expect("corpus file");
+    let suites = junit::parse(&bytes, "x").expect("parses");
+    let case = suites
+        .iter()
+        .flat_map(|s| &s.cases)
+        .find(|c| c.name == "test_gets_json")
+        .expect("the case");
+    assert_eq!(case.status, TestStatus::Failed);
+    assert!(
+        case.trace
+            .as_deref()
+            .is_some_and(|t| t.contains("<!DOCTYPE html><html><body>502 ]]> Bad Gateway")),
+        "{case:?}"
+    );
+}
+
+#[test]
+fn an_external_entity_is_never_resolved() {
+    let bytes =
+        std::fs::read(dir().join("derived-doctype-external-entity.xml")).expect("corpus file");
+    let suites = junit::parse(&bytes, "x").expect("parses");
+    let failed = suites[0]
+        .cases
+        .iter()
+        .find(|c| c.name == "test_totals_with_tax")
+        .expect("the case");
+    assert!(
+        failed
+            .trace
+            .as_deref()
+            .is_some_and(|t| t.contains("tax is 20 % &xxe;")),
+        "{failed:?}"
+    );
+}
+
+/// The whole corpus as the artifacts of real builds, one file per build: every build is
+/// delivered, every JUnit file's suites reach BuildButler (which refuses empty names), and
+/// each file that is not JUnit or is cut off is skipped with a warning naming its build and
+/// path, without a dead letter.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_corpus_through_the_real_binary() {
+    let manifest = manifest();
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[reports/*.xml]");
+    h.bk.set_budgets(1000, 1000, std::time::Duration::from_secs(60));
+    h.bk.set_builds(recent_builds(manifest.len() as u64));
+    let mut suites_expected = 0;
+    let cases_expected: usize = manifest
+        .iter()
+        .filter_map(|e| e.counts)
+        .map(|c| c.cases)
+        .sum();
+    for (i, expected) in manifest.iter().enumerate() {
+        let bytes = std::fs::read(dir().join(&expected.path)).expect("corpus file");
+        if expected.counts.is_some() {
+            suites_expected += junit::parse(&bytes, "x").expect("parses").len();
+        }
+        h.bk.set_artifacts(
+            i as u64 + 1,
+            vec![(format!("reports/{}", expected.path), bytes)],
+        );
+    }
+    let run = h.once_ok().await;
+    assert!(run.stdout.contains("0 dead"), "{}", run.output());
+    assert_eq!(h.bb.builds().len(), manifest.len(), "every build delivered");
+    let suites = h.bb.suites();
+    assert_eq!(suites.len(), suites_expected, "every suite delivered");
+    let cases: usize = suites
+        .iter()
+        .map(|s| s["testCases"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(cases, cases_expected, "every case delivered");
+    let log = run.output();
+    for (i, expected) in manifest.iter().enumerate() {
+        if expected.counts.is_none() {
+            let warned = log.lines().any(|l| {
+                l.contains("JUnit file skipped")
+                    && l.contains(&format!("path=\"reports/{}\"", expected.path))
+                    && l.contains(&format!("#{}\"", i + 1))
+            });
+            assert!(warned, "no warning for {}:\n{log}", expected.path);
+        }
+    }
+}
