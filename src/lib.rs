@@ -19,6 +19,7 @@ pub mod net;
 pub mod oneshot;
 pub mod outage;
 pub mod progress;
+pub mod ride_out;
 pub mod schedule;
 pub mod status;
 pub mod store;

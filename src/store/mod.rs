@@ -12,6 +12,7 @@ pub mod cursor;
 pub mod enrich;
 mod migrate;
 pub mod outbox;
+pub mod refusal;
 pub mod state;
 
 use std::path::{Path, PathBuf};

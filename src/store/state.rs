@@ -12,6 +12,12 @@ pub enum Key {
     AgentsPolledAt,
     /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
     RateLimit,
+    /// The organizations and token fingerprints a poll has succeeded with (JSON, see
+    /// [`super::refusal`]).
+    WorkedWith,
+    /// The refusal from Buildkite the daemon is riding out, if any (JSON of
+    /// [`super::refusal::Refusal`]).
+    BuildkiteRefusal,
 }
 
 impl Key {
@@ -23,6 +29,8 @@ impl Key {
             Key::LastDeliveryOkAt => "last_delivery_ok_at",
             Key::AgentsPolledAt => "agents_polled_at",
             Key::RateLimit => "rate_limit",
+            Key::WorkedWith => "worked_with",
+            Key::BuildkiteRefusal => "buildkite_refusal",
         }
     }
 }
@@ -41,6 +49,13 @@ pub fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
     .execute([key.as_str(), value])?;
+    Ok(())
+}
+
+/// Removes `key`.
+pub fn clear(conn: &Connection, key: Key) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM state WHERE key = ?1")?
+        .execute([key.as_str()])?;
     Ok(())
 }
 
