@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
+use crate::buildkite::SourceError;
 use crate::deliver::{deliver_loop, OnFatal, Stop};
 use crate::metrics::{Activity, StateLabels};
-use crate::buildkite::SourceError;
 use crate::outage::Outage;
 use crate::ride_out::{RideOut, Verdict};
 use crate::schedule::Schedule;
@@ -168,7 +168,10 @@ impl Poller {
             tracing::debug!("the previous poll is still running: skipping this tick");
             return;
         };
-        let PollHealth { outage: health, ride_out } = &mut *guard;
+        let PollHealth {
+            outage: health,
+            ride_out,
+        } = &mut *guard;
         if ride_out.waiting() {
             tracing::debug!("Buildkite refused the last poll: waiting for the next try");
             return;

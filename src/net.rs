@@ -174,10 +174,16 @@ mod tests {
 
     #[test]
     fn snippets_are_short_and_on_one_line() {
-        assert_eq!(snippet("  <html>\n  <title>Access denied</title> ", 100), "<html> <title>Access denied</title>");
+        assert_eq!(
+            snippet("  <html>\n  <title>Access denied</title> ", 100),
+            "<html> <title>Access denied</title>"
+        );
         assert_eq!(snippet("one two three", 7), "one two…");
         assert_eq!(snippet("one two three", 5), "one t…");
-        assert_eq!(snippet(&"x".repeat(10_000), 10), format!("{}…", "x".repeat(10)));
+        assert_eq!(
+            snippet(&"x".repeat(10_000), 10),
+            format!("{}…", "x".repeat(10))
+        );
         assert_eq!(snippet("héllo wörld", 8), "héllo wö…");
         assert_eq!(snippet("", 8), "");
     }

@@ -67,7 +67,9 @@ impl RideOut {
         match worked {
             Ok(true) => {}
             Ok(false) => return Verdict::Stop,
-            Err(e) => tracing::warn!("cannot tell whether kitesync worked before ({e}): riding this refusal out"),
+            Err(e) => tracing::warn!(
+                "cannot tell whether kitesync worked before ({e}): riding this refusal out"
+            ),
         }
         let now = Utc::now();
         let attempts = self.refused.as_ref().map_or(1, |r| r.attempts + 1);
@@ -80,14 +82,8 @@ impl RideOut {
             retry_at: Instant::now() + wait,
         });
         let secs = wait.as_secs().max(1);
-        tracing::error!(
-            attempts,
-            "Buildkite refuses kitesync: {error}. kitesync has worked with this organization and \
-             token before, so this may pass (a token being rotated, a proxy, an API hiccup): \
-             it goes on delivering what it has and tries again in {secs}s (refused since {})",
-            timestamp(since)
-        );
-        app.metrics.buildkite_refused.set(1);
+        // Recorded before it is logged: whoever reads the log finds it in `status` and
+        // `/healthz` too.
         let record = Refusal {
             since: timestamp(since),
             attempts,
@@ -100,6 +96,14 @@ impl RideOut {
         if let Err(e) = app.store.call(move |c| refusal::set(c, &record)).await {
             tracing::warn!("cannot record the refusal for `status`: {e}");
         }
+        app.metrics.buildkite_refused.set(1);
+        tracing::error!(
+            attempts,
+            "Buildkite refuses kitesync: {error}. kitesync has worked with this organization and \
+             token before, so this may pass (a token being rotated, a proxy, an API hiccup): \
+             it goes on delivering what it has and tries again in {secs}s (refused since {})",
+            timestamp(since)
+        );
         Verdict::RetryIn(wait)
     }
 

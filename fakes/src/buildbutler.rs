@@ -325,7 +325,12 @@ async fn ingest_build(
 /// A 201 whose JSON never ends.
 fn endless_answer() -> Response {
     let head = r#"{"ok": true, "padding": ["#;
-    http::endless(StatusCode::CREATED, "application/json", head, r#""and on and on","#)
+    http::endless(
+        StatusCode::CREATED,
+        "application/json",
+        head,
+        r#""and on and on","#,
+    )
 }
 
 /// Buildkite's webhook receiver: `X-Buildkite-Token` must be the API key, or

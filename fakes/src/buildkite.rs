@@ -395,6 +395,16 @@ impl FakeBuildkite {
         self.lock().requests.clone()
     }
 
+    /// Accepts `token` instead (as after a rotation: the old one now gets 401).
+    pub fn set_token(&self, token: &str) {
+        self.lock().token = token.to_string();
+    }
+
+    /// Requests being answered now (waiting out a latency or delay).
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
     /// The most requests that were ever being answered at once.
     pub fn max_in_flight(&self) -> u32 {
         self.lock().max_in_flight

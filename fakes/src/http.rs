@@ -49,7 +49,12 @@ pub fn broken(full: String, keep: usize) -> Response {
 
 /// An answer with `status` whose body never ends: `head`, then 64 KiB chunks of `filler`
 /// again and again, as fast as the client reads them (no `Content-Length`), until it hangs up.
-pub fn endless(status: StatusCode, content_type: &str, head: &'static str, filler: &str) -> Response {
+pub fn endless(
+    status: StatusCode,
+    content_type: &str,
+    head: &'static str,
+    filler: &str,
+) -> Response {
     use futures_util::StreamExt;
     let chunk = Bytes::from(filler.repeat((64 * 1024 / filler.len().max(1)).max(1)));
     let body = futures_util::stream::once(async move { Bytes::from_static(head.as_bytes()) })

@@ -311,8 +311,16 @@ mod tests {
             DEFAULT_429_WAIT
         );
         assert_eq!(b.waits(), 3);
-        let day = headers(&[("RateLimit-Remaining", "0"), ("RateLimit-Limit", "200"), ("RateLimit-Reset", "86400")]);
-        assert_eq!(b.rate_limited(&day, b"{}"), MAX_WAIT, "a day-long reset waits 2 minutes");
+        let day = headers(&[
+            ("RateLimit-Remaining", "0"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "86400"),
+        ]);
+        assert_eq!(
+            b.rate_limited(&day, b"{}"),
+            MAX_WAIT,
+            "a day-long reset waits 2 minutes"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -358,6 +366,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         b.rate_limited(&HeaderMap::new(), br#"{"reset": 5}"#);
         let sent = waiting.await.expect("task");
-        assert!(sent - start >= Duration::from_secs(6) + RESET_BUFFER, "{:?}", sent - start);
+        assert!(
+            sent - start >= Duration::from_secs(6) + RESET_BUFFER,
+            "{:?}",
+            sent - start
+        );
     }
 }

@@ -500,7 +500,11 @@ impl Client {
         let get = Get {
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
-            ..Get::new(&url, Scope::ReadBuildLogs, max_bytes.saturating_add(LOG_SLACK))
+            ..Get::new(
+                &url,
+                Scope::ReadBuildLogs,
+                max_bytes.saturating_add(LOG_SLACK),
+            )
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let (text, _) = self
@@ -899,6 +903,9 @@ mod tests {
     #[test]
     fn rounding_up_the_last_second_chrono_holds_does_not_panic() {
         let last = DateTime::<Utc>::MAX_UTC;
-        assert_eq!(whole_second(last, Round::Up), whole_second(last, Round::Down));
+        assert_eq!(
+            whole_second(last, Round::Up),
+            whole_second(last, Round::Down)
+        );
     }
 }

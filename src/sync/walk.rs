@@ -263,9 +263,9 @@ impl Walk {
     ) -> Result<(), SourceError> {
         let from = asked.created_from.map(|t| self.floor(t));
         let to = asked.created_to.and_then(|t| self.ceil(t));
-        let outside = created.iter().find(|(_, t)| {
-            from.is_some_and(|from| *t < from) || to.is_some_and(|to| *t >= to)
-        });
+        let outside = created
+            .iter()
+            .find(|(_, t)| from.is_some_and(|from| *t < from) || to.is_some_and(|to| *t >= to));
         match outside {
             Some((id, t)) => Err(SourceError::Protocol {
                 endpoint: endpoint.to_string(),
@@ -411,7 +411,11 @@ mod tests {
                 .filter(|(_, t)| self.ignore_created_to || to.is_none_or(|to| *t < to))
                 .collect();
             let per_page = q.per_page.unwrap_or(100) as usize;
-            let page = if self.ignore_page { 1 } else { q.page.unwrap_or(1) };
+            let page = if self.ignore_page {
+                1
+            } else {
+                q.page.unwrap_or(1)
+            };
             let skip = (page as usize - 1) * per_page;
             let items: Vec<Item<Build>> = matching
                 .iter()
@@ -795,9 +799,21 @@ mod tests {
     #[tokio::test]
     async fn pages_that_time_out_at_25_or_fail_otherwise_are_an_error_as_before() {
         for (case, fails, asked) in [
-            ("timed out at every size", Fails::TimedOut, vec![100, 50, 25]),
-            ("too large at every size", Fails::TooLarge, vec![100, 50, 25]),
-            ("unavailable for another reason", Fails::Otherwise, vec![100]),
+            (
+                "timed out at every size",
+                Fails::TimedOut,
+                vec![100, 50, 25],
+            ),
+            (
+                "too large at every size",
+                Fails::TooLarge,
+                vec![100, 50, 25],
+            ),
+            (
+                "unavailable for another reason",
+                Fails::Otherwise,
+                vec![100],
+            ),
         ] {
             let table = Table {
                 slow: Some(Slow {

@@ -3,6 +3,14 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod health;
+pub mod memory;
+
+#[allow(unused_imports)] // as above: not every test file needs these
+pub use health::*;
+#[allow(unused_imports)]
+pub use memory::*;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -193,18 +201,28 @@ where
 
 /// Waits until the future `check()` makes answers `Some`, and returns what it holds (checking
 /// every 10 ms), up to [`DEADLINE`].
-pub async fn until_some<T, F, Fut>(mut check: F) -> T
+pub async fn until_some<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    until_some_within(DEADLINE, check).await
+}
+
+/// [`until_some`] with a deadline of `limit`: for a condition that cannot come before a wait
+/// kitesync must make (a rate budget's reset, say), `limit` is that wait plus [`DEADLINE`].
+pub async fn until_some_within<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(found) = check().await {
             return found;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("condition not reached in {} s", DEADLINE.as_secs());
+            panic!("condition not reached in {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
