@@ -21,9 +21,20 @@ const PEAK_RSS_MIB: f64 = 100.0;
 /// minutes (Buildkite's windows are one), and half a second after the reset.
 const LONGEST_BUDGET_WAIT: Duration = Duration::from_millis(120_500);
 
-fn junit() -> Vec<u8> {
+/// Both fakes with `builds` recent builds, the first `reports` of which uploaded a JUnit
+/// file that kitesync reads; budgets nothing here runs out of; kitesync's debug log.
+async fn with_reports(builds: u64, reports: u64) -> Harness {
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "info,kitesync=debug");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    h.bk.set_builds(recent_builds(builds));
     let path = format!("{}/tests/data/junit/rspec.xml", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(path).expect("fixture")
+    let junit = std::fs::read(path).expect("fixture");
+    for n in 1..=reports {
+        h.bk.set_artifacts(n, vec![(format!("tmp/junit-{n}.xml"), junit.clone())]);
+    }
+    h
 }
 
 /// Stops `daemon` with SIGTERM: it must end cleanly.
@@ -93,16 +104,9 @@ async fn endless_pages_and_error_bodies_are_cut_at_their_caps_and_the_daemon_goe
 
 #[tokio::test(flavor = "multi_thread")]
 async fn endless_artifact_lists_and_logs_cost_only_a_retry_of_their_builds_extras() {
-    let mut h = Harness::start().await;
-    h.set_env("RUST_LOG", "info,kitesync=debug");
-    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    let mut h = with_reports(7, 3).await;
     h.set_env("KITESYNC_LOGS__ENABLED", "true");
     h.set_env("KITESYNC_LOGS__MAX_BYTES", "1000");
-    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
-    h.bk.set_builds(recent_builds(7));
-    for n in 1..=3 {
-        h.bk.set_artifacts(n, vec![(format!("tmp/junit-{n}.xml"), junit())]);
-    }
     // Build 7 failed. Its log server ignores Range: a log within the slack still gives its
     // tail; the first answer never ends.
     let job = format!("{}-j1", data::build_id(7));
@@ -152,12 +156,9 @@ async fn check_cuts_an_endless_access_token_answer() {
         PEAK_RSS_MIB,
         "check against an endless access token",
     );
-    let out = tokio::time::timeout(DEADLINE, check.wait_with_output())
-        .await
-        .expect("check ended")
-        .expect("reaped");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let out = ended_by_itself(check).await;
+    let stdout = &out.stdout;
+    assert_eq!(out.code, 2, "{}", out.output());
     assert!(
         stdout.contains("v2/access-token is larger than 64 KiB"),
         "{stdout}"
@@ -170,15 +171,8 @@ async fn check_cuts_an_endless_access_token_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn link_loops_in_the_agents_and_artifacts_lists_are_stopped_and_outlived() {
-    let mut h = Harness::start().await;
-    h.set_env("RUST_LOG", "info,kitesync=debug");
+    let mut h = with_reports(3, 3).await;
     h.set_env("KITESYNC_SCHEDULE__AGENTS", "* * * * * *");
-    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
-    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
-    h.bk.set_builds(recent_builds(3));
-    for n in 1..=3 {
-        h.bk.set_artifacts(n, vec![(format!("tmp/junit-{n}.xml"), junit())]);
-    }
     h.bk.set_agents(
         (1..=3)
             .map(|n| data::agent(ORG, n, "connected", None))
@@ -387,13 +381,9 @@ async fn a_block_page_before_any_success_stops_with_exit_2_naming_what_is_in_bet
     assert_eq!(run.code, 2, "{}", run.output());
     assert_logged(&run.stderr, &[IN_BETWEEN, "Access Denied"]);
     assert!(!run.stderr.contains("scope"), "{}", run.stderr);
-    let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
-        .await
-        .expect("exited by itself")
-        .expect("reaped");
-    assert_eq!(out.status.code(), Some(2));
-    assert_logged(&String::from_utf8_lossy(&out.stderr), &[IN_BETWEEN]);
+    let out = ended_by_itself(h.spawn_daemon()).await;
+    assert_eq!(out.code, 2, "{}", out.output());
+    assert_logged(&out.stderr, &[IN_BETWEEN]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,13 +409,8 @@ async fn a_restart_during_a_token_rotation_rides_out_the_401_but_a_new_token_nev
 
     // A token that never worked is a configuration to fix: exit 2, as before.
     h.set_env("KITESYNC_BUILDKITE__TOKEN", "bkua_NEVER_WORKED_0b9a");
-    let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
-        .await
-        .expect("exited by itself")
-        .expect("reaped");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_logged(&stderr, &["rejected the API token (401"]);
-    assert!(!stderr.contains("NEVER_WORKED"), "{stderr}");
+    let out = ended_by_itself(h.spawn_daemon()).await;
+    assert_eq!(out.code, 2, "{}", out.output());
+    assert_logged(&out.stderr, &["rejected the API token (401"]);
+    assert!(!out.output().contains("NEVER_WORKED"), "{}", out.output());
 }

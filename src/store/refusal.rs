@@ -34,8 +34,7 @@ pub fn worked(conn: &Connection, organization: &str, fingerprint: &str) -> rusql
     all.retain(|w| *w != this);
     all.insert(0, this);
     all.truncate(KEEP);
-    let json = serde_json::to_string(&all).unwrap_or_default();
-    state::set(conn, Key::WorkedWith, &json)
+    state::set(conn, Key::WorkedWith, &json(&all)?)
 }
 
 /// True when a poll has succeeded with `organization` and the token of `fingerprint`.
@@ -72,14 +71,18 @@ pub struct Refusal {
 
 /// Keeps `refusal` as the one being ridden out.
 pub fn set(conn: &Connection, refusal: &Refusal) -> rusqlite::Result<()> {
-    let json = serde_json::to_string(refusal).unwrap_or_default();
-    state::set(conn, Key::BuildkiteRefusal, &json)
+    state::set(conn, Key::BuildkiteRefusal, &json(refusal)?)
 }
 
 /// The refusal being ridden out, if any.
 pub fn get(conn: &Connection) -> rusqlite::Result<Option<Refusal>> {
     let value = state::get(conn, Key::BuildkiteRefusal)?;
     Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// `value` as JSON, or the error that stops the write.
+fn json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 /// Ends a refusal: a poll succeeded.

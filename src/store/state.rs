@@ -12,11 +12,11 @@ pub enum Key {
     AgentsPolledAt,
     /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
     RateLimit,
-    /// The organizations and token fingerprints a poll has succeeded with (JSON, see
-    /// [`super::refusal`]).
+    /// The organizations and token fingerprints a poll has succeeded with (a JSON list, kept
+    /// by the `refusal` module).
     WorkedWith,
-    /// The refusal from Buildkite the daemon is riding out, if any (JSON of
-    /// [`super::refusal::Refusal`]).
+    /// The refusal from Buildkite the daemon is riding out, if any (JSON, kept by the
+    /// `refusal` module).
     BuildkiteRefusal,
 }
 

@@ -32,6 +32,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     /// Everything it printed.
     pub fn output(&self) -> String {
@@ -121,11 +131,7 @@ retry_window_seconds = 5
             .await
             .expect("kitesync finished within 120 s")
             .expect("kitesync ran");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 
     /// `--once`, expected to deliver everything.
@@ -164,6 +170,16 @@ pub fn recent_builds(count: u64) -> Vec<Value> {
         Utc::now() - chrono::Duration::seconds(5),
         spacing,
     )
+}
+
+/// Waits (up to [`DEADLINE`]) for `child`, which must end by itself (a daemon that stops
+/// on a configuration error, say); its exit code and what it wrote to stderr and stdout.
+pub async fn ended_by_itself(child: tokio::process::Child) -> Run {
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("exited by itself")
+        .expect("reaped");
+    Run::from(out)
 }
 
 /// Sends SIGTERM to `child`.
