@@ -342,7 +342,7 @@ impl Client {
                 }
                 serde_json::from_slice::<Token>(body)
                     .map(|t| t.scopes)
-                    .map_err(|e| format!("not an access-token answer ({e})"))
+                    .map_err(|e| format!("not an access-token answer ({})", quote_error(&e)))
             })
             .await?;
         Ok(scopes)
@@ -528,7 +528,7 @@ impl Client {
         let (items, headers) = self
             .get(&Get::new(url, scope, scope.page_cap()), |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
-                    .map_err(|e| format!("the answer is not a JSON list ({e})"))
+                    .map_err(|e| format!("the answer is not a JSON list ({})", quote_error(&e)))
             })
             .await?;
         let next = self.next_link(url, &headers)?;
@@ -540,8 +540,7 @@ impl Client {
                 .into_iter()
                 .map(|raw| Item {
                     // A value that does not fit the model may be huge: quote little of it.
-                    decoded: serde_json::from_str(raw.get())
-                        .map_err(|e| net::snippet(&e.to_string(), QUOTE_CHARS)),
+                    decoded: serde_json::from_str(raw.get()).map_err(|e| quote_error(&e)),
                     raw: String::from(Box::<str>::from(raw)),
                 })
                 .collect(),
@@ -786,6 +785,12 @@ fn endpoint_name(url: &Url) -> String {
     format!("{host}{port}{}", url.path())
 }
 
+/// A JSON error as a message may quote it: serde's "invalid type" errors hold the value
+/// that did not fit, which may be a whole answer.
+fn quote_error(e: &serde_json::Error) -> String {
+    net::snippet(&e.to_string(), QUOTE_CHARS)
+}
+
 /// The `message` of Buildkite's JSON error (`{"message": ...}`), if `body` is one.
 fn buildkite_message(body: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(body)
@@ -898,6 +903,14 @@ mod tests {
         assert_eq!(buildkite_message("<html>Access denied</html>"), None);
         assert_eq!(buildkite_message(r#"{"error": "denied"}"#), None);
         assert_eq!(buildkite_message(r#"{"message": 403}"#), None);
+    }
+
+    #[test]
+    fn a_json_error_quotes_little_of_the_value_that_did_not_fit() {
+        let huge = format!("\"{}\"", "<html>".repeat(100_000));
+        let e = serde_json::from_str::<Vec<u8>>(&huge).expect_err("not a list");
+        assert!(e.to_string().len() > 100_000, "serde quotes the value");
+        assert!(quote_error(&e).chars().count() <= QUOTE_CHARS + 1);
     }
 
     #[test]
