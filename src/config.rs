@@ -82,6 +82,17 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A fingerprint that tells one secret from another without revealing it: 16 hex digits
+    /// of a SHA-256 of the secret (domain-separated), for the state database.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"kitesync secret fingerprint\0")
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -150,6 +161,10 @@ pub struct BuildkiteConfig {
     pub connect_timeout_seconds: u64,
     /// A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy, say).
     pub ca_file: Option<PathBuf>,
+    /// The daemon, after it has worked with this organization and token: the longest wait
+    /// between tries while Buildkite (or something on the way) refuses it with 401, 403 or
+    /// 404. Tries start 30 s apart (or this, if shorter) and double up to it.
+    pub refused_retry_seconds: u64,
 }
 
 /// `[buildbutler]`: the sink.
@@ -288,6 +303,7 @@ impl Default for BuildkiteConfig {
             timeout_seconds: default_timeout_seconds(),
             connect_timeout_seconds: default_connect_timeout_seconds(),
             ca_file: None,
+            refused_retry_seconds: 300,
         }
     }
 }
@@ -356,6 +372,10 @@ impl BuildkiteConfig {
     /// Per-request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
+    }
+    /// The longest wait between tries while Buildkite refuses a daemon that has worked.
+    pub fn refused_retry(&self) -> Duration {
+        Duration::from_secs(self.refused_retry_seconds)
     }
 }
 
@@ -508,6 +528,7 @@ impl Config {
             ("buildkite", "first_poll_lookback_minutes", bk.first_poll_lookback_minutes, 1, 525_600),
             ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
             ("buildkite", "connect_timeout_seconds", bk.connect_timeout_seconds, 1, 600),
+            ("buildkite", "refused_retry_seconds", bk.refused_retry_seconds, 1, 3_600),
             ("buildbutler", "connect_timeout_seconds", bb.connect_timeout_seconds, 1, 600),
             ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
             ("buildbutler", "timeout_seconds", bb.timeout_seconds, 1, 3_600),

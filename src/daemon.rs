@@ -5,7 +5,9 @@
 //! skipped. On shutdown the poll and the deliveries in flight are dropped at their next
 //! await; every SQLite transaction is short and runs to its end on the blocking pool, so the
 //! state is always either before or after a page. Outages are logged when they start, every
-//! ten minutes while they last, and when they end — not on every attempt.
+//! ten minutes while they last, and when they end — not on every attempt. A refusal from
+//! Buildkite stops the daemon only if it never worked with this organization and token;
+//! after that it is ridden out ([`crate::ride_out`]).
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -16,12 +18,14 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
+use crate::buildkite::SourceError;
 use crate::deliver::{deliver_loop, OnFatal, Stop};
 use crate::metrics::{Activity, StateLabels};
 use crate::outage::Outage;
+use crate::ride_out::{RideOut, Verdict};
 use crate::schedule::Schedule;
 use crate::store::outbox;
-use crate::sync::{agents, builds, enrich};
+use crate::sync::{agents, builds, enrich, SyncError};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +46,10 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let queued = Arc::new(Notify::new());
     let poller = Arc::new(Poller {
         app: Arc::clone(&app),
-        running: Mutex::new(Outage::new("Buildkite poll")),
+        running: Mutex::new(PollHealth {
+            outage: Outage::new("Buildkite poll"),
+            ride_out: RideOut::default(),
+        }),
         queued: Arc::clone(&queued),
         stop: stop_rx.clone(),
         fatal: fatal_tx.clone(),
@@ -142,7 +149,7 @@ where
 /// One poll at a time, with its health.
 struct Poller {
     app: Arc<App>,
-    running: Mutex<Outage>,
+    running: Mutex<PollHealth>,
     queued: Arc<Notify>,
     stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
@@ -150,13 +157,28 @@ struct Poller {
     summarized: std::sync::atomic::AtomicBool,
 }
 
+/// How the polls are doing: outages of any kind, and a refusal being ridden out.
+struct PollHealth {
+    outage: Outage,
+    ride_out: RideOut,
+}
+
 impl Poller {
-    /// A scheduled tick: polls unless a poll is already running or the daemon is stopping.
+    /// A scheduled tick: polls unless a poll is already running, the daemon is stopping, or
+    /// a refused poll's next try is not due.
     async fn tick(&self) {
-        let Ok(mut health) = self.running.try_lock() else {
+        let Ok(mut guard) = self.running.try_lock() else {
             tracing::debug!("the previous poll is still running: skipping this tick");
             return;
         };
+        let PollHealth {
+            outage: health,
+            ride_out,
+        } = &mut *guard;
+        if ride_out.waiting() {
+            tracing::debug!("Buildkite refused the last poll: waiting for the next try");
+            return;
+        }
         let mut stop = self.stop.clone();
         if *stop.borrow() != Stop::No {
             return;
@@ -177,6 +199,7 @@ impl Poller {
                 metrics.builds_polled.inc_by(report.finished as u64);
                 metrics.builds_queued.inc_by(report.queued as u64);
                 metrics.succeeded(Activity::Poll);
+                ride_out.accepted(app);
                 health.ok();
                 let requests = app.client.requests();
                 let (pages, queued) = (report.pages, report.queued);
@@ -205,10 +228,10 @@ impl Poller {
             Err(e) => {
                 let text = e.to_string();
                 metrics.failed(Activity::Poll, &text);
-                if e.is_configuration() {
-                    let _ = self.fatal.send(Some(text));
-                } else {
+                if !e.is_configuration() {
                     health.failed(&text);
+                } else if ride_out.refused(app, &e).await == Verdict::Stop {
+                    let _ = self.fatal.send(Some(text));
                 }
             }
         }
@@ -274,8 +297,9 @@ async fn first_cycle(app: Arc<App>, poll: builds::PollReport, mut stop: watch::R
     );
 }
 
-/// The agent poll, on its own schedule. A token without `read_agents` turns it off (with
-/// one error) rather than stopping the build sync.
+/// The agent poll, on its own schedule. A token without `read_agents` (Buildkite's own 403
+/// naming the scope) turns it off (with one error) rather than stopping the build sync; any
+/// other refusal is an outage like the rest, tried again on the schedule.
 struct AgentPoller {
     app: Arc<App>,
     queued: Arc<Notify>,
@@ -311,7 +335,7 @@ impl AgentPoller {
                     self.queued.notify_one();
                 }
             }
-            Err(e) if e.is_configuration() => {
+            Err(e @ SyncError::Source(SourceError::Forbidden { .. })) => {
                 tracing::error!("agent sync is off until kitesync restarts: {e} (or set [schedule] agents = \"\")");
                 self.off.store(true, Ordering::Relaxed);
             }

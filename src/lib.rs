@@ -20,6 +20,7 @@ pub mod net;
 pub mod oneshot;
 pub mod outage;
 pub mod progress;
+pub mod ride_out;
 pub mod route;
 pub mod schedule;
 pub mod status;

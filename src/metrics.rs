@@ -114,6 +114,9 @@ metrics! {
     /// Unix time the daemon started.
     started: Gauge = Gauge::default(),
         "kitesync_start_time_seconds", "Unix time the daemon started";
+    /// 1 while Buildkite refuses a daemon that has worked (see `ride_out`), else 0.
+    buildkite_refused: Gauge = Gauge::default(),
+        "kitesync_buildkite_refused", "1 while Buildkite (or something on the way) refuses polls that worked before; retried with backoff";
     /// Unix time of the last success.
     last_success: Family<WhatLabels, Gauge> = Family::default(),
         "kitesync_last_success_timestamp_seconds", "Unix time of the last successful poll or delivery";
@@ -173,8 +176,9 @@ impl Metrics {
         }
     }
 
-    /// `None` when healthy, else why not: no successful poll within `allowed` (once the
-    /// daemon has been up that long), or pending deliveries and none accepted within it.
+    /// `None` when healthy, else why not: Buildkite refusing polls that worked before, no
+    /// successful poll within `allowed` (once the daemon has been up that long), or pending
+    /// deliveries and none accepted within it.
     pub fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
         let now = chrono::Utc::now().timestamp();
         let allowed_s = allowed.as_secs() as i64;
@@ -185,6 +189,12 @@ impl Metrics {
         };
         let errors = self.errors();
         let error = |what, none| errors.get(&what).map_or(none, String::as_str);
+        if self.buildkite_refused.get() > 0 {
+            let why = error(Activity::Poll, "refused");
+            return Some(format!(
+                "Buildkite refuses kitesync's polls, which worked before: {why}; retrying with backoff, deliveries go on"
+            ));
+        }
         if stale(Activity::Poll) {
             let why = error(Activity::Poll, "no poll has succeeded yet");
             return Some(format!(

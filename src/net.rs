@@ -55,6 +55,82 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     exp.min(cap).mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
+/// Why a body was not read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the cap, declared (`Content-Length`) or sent: the rest was not read.
+    TooLarge { cap: u64 },
+    /// The connection failed mid-answer.
+    Cut(reqwest::Error),
+}
+
+/// Reads `response`'s body in chunks, refusing more than `cap` bytes: a `Content-Length`
+/// over the cap is refused before any of it is read, and a body that goes on past the cap
+/// (an endless stream, say) is dropped there.
+pub async fn read_capped(response: &mut reqwest::Response, cap: u64) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > cap) {
+        return Err(BodyError::TooLarge { cap });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Cut)? {
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Err(BodyError::TooLarge { cap });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// At most the first `cap` bytes of a body that only explains an error: the rest is never
+/// read, and a connection that fails mid-body leaves what came before.
+pub async fn read_prefix(response: &mut reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        let Ok(Some(chunk)) = response.chunk().await else {
+            break;
+        };
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    body
+}
+
+/// The start of `text` as an error message may quote it: whitespace runs (newlines
+/// included) as one space, at most `max_chars` characters, `…` where it was cut.
+pub fn snippet(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut words = text.split_whitespace();
+    let mut count = 0;
+    for word in words.by_ref() {
+        let room = max_chars.saturating_sub(count + usize::from(!out.is_empty()));
+        if word.chars().count() > room {
+            if !out.is_empty() && room > 0 {
+                out.push(' ');
+            }
+            out.extend(word.chars().take(room));
+            out.push('…');
+            return out;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+            count += 1;
+        }
+        out.push_str(word);
+        count += word.chars().count();
+    }
+    out
+}
+
+/// A size as people read it: `32 MiB`, `64 KiB`, `1000 bytes`.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    match bytes {
+        b if b >= KIB * KIB && b % (KIB * KIB) == 0 => format!("{} MiB", b / (KIB * KIB)),
+        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// A transport error in one line, with its root cause ("connection refused", "operation
 /// timed out") and without the URL's query.
 pub fn describe(e: &reqwest::Error) -> String {
@@ -116,5 +192,29 @@ mod tests {
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
             assert!(backoff(40, base, cap) <= cap);
         }
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        assert_eq!(
+            snippet("  <html>\n  <title>Access denied</title> ", 100),
+            "<html> <title>Access denied</title>"
+        );
+        assert_eq!(snippet("one two three", 7), "one two…");
+        assert_eq!(snippet("one two three", 5), "one t…");
+        assert_eq!(
+            snippet(&"x".repeat(10_000), 10),
+            format!("{}…", "x".repeat(10))
+        );
+        assert_eq!(snippet("héllo wörld", 8), "héllo wö…");
+        assert_eq!(snippet("", 8), "");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(32 * 1024 * 1024), "32 MiB");
+        assert_eq!(size(64 * 1024), "64 KiB");
+        assert_eq!(size(1000), "1000 bytes");
+        assert_eq!(size(1024 * 1024 + 1024), "1025 KiB");
     }
 }

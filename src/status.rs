@@ -10,6 +10,7 @@ use crate::exit::Error;
 use crate::item::Kind;
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::outbox::{self, DeadLetter};
+use crate::store::refusal::{self, Refusal};
 use crate::store::state::{self, Key};
 use crate::store::{enrich, timestamp, Store};
 
@@ -35,6 +36,9 @@ pub struct Status {
     pub backfills: Vec<Checkpoint>,
     /// The Buildkite budgets as last seen.
     pub rate_limit: Option<Seen>,
+    /// A refusal from Buildkite the daemon is riding out (polls that worked before now
+    /// answered 401, 403 or 404).
+    pub buildkite_refusal: Option<Refusal>,
 }
 
 /// Outbox items of one kind in one state.
@@ -80,6 +84,7 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
                 enrich_waiting: enrich::count(c)?,
                 backfills: backfill::all(c)?,
                 rate_limit: value(Key::RateLimit)?.and_then(|v| serde_json::from_str(&v).ok()),
+                buildkite_refusal: refusal::get(c)?,
             })
         })
         .await
@@ -97,6 +102,13 @@ pub fn render(s: &Status) -> String {
     let cursor = or(&s.high_water_mark, "not set: the first poll looks back");
     line("cursor (finished at)", cursor);
     line("last poll ok", or(&s.last_poll_ok_at, "never"));
+    if let Some(r) = &s.buildkite_refusal {
+        let text = format!(
+            "since {}, {} polls, next try {}: {}",
+            r.since, r.attempts, r.next_attempt_at, r.error
+        );
+        line("BUILDKITE REFUSES", text);
+    }
     line("last delivery ok", or(&s.last_delivery_ok_at, "never"));
     line("last agent poll", or(&s.agents_polled_at, "never"));
     let depth = if s.outbox.is_empty() {

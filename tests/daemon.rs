@@ -173,14 +173,13 @@ async fn an_outage_is_logged_when_it_starts_and_when_it_ends() {
 async fn a_revoked_token_stops_the_daemon_with_exit_2() {
     let h = Harness::start().await;
     h.bk.set_scopes(&[]);
-    let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
-        .await
-        .expect("exited by itself")
-        .expect("reaped");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("lacks the read_builds scope"), "{stderr}");
+    let out = ended_by_itself(h.spawn_daemon()).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("lacks the read_builds scope"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,16 +221,12 @@ async fn a_wrong_buildbutler_key_at_start_stops_the_daemon_with_exit_2() {
     let mut h = Harness::start().await;
     h.set_env("KITESYNC_BUILDBUTLER__API_KEY", "bb_live_WRONG");
     h.bk.set_builds(recent_builds(3));
-    let daemon = h.spawn_daemon();
-    let out = tokio::time::timeout(DEADLINE, daemon.wait_with_output())
-        .await
-        .expect("exited by itself")
-        .expect("reaped");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = ended_by_itself(h.spawn_daemon()).await;
+    assert_eq!(out.code, 2);
     assert!(
-        stderr.contains("BuildButler rejected the API key"),
-        "{stderr}"
+        out.stderr.contains("BuildButler rejected the API key"),
+        "{}",
+        out.stderr
     );
 }
 

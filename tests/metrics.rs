@@ -2,22 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use kitesync_fakes::data;
-
-/// The status and body of a GET, or `None` if nothing answered (in time).
-async fn get(url: &str) -> Option<(u16, String)> {
-    let _ = rustls::crypto::ring::default_provider().install_default(); // as net::client does
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.ok()?))
-}
 
 /// `/metrics`, read by a Prometheus text parser.
 async fn scrape(base: &str) -> Option<(String, prometheus_parse::Scrape)> {
@@ -35,18 +21,6 @@ async fn scrape_until(
 ) -> (String, prometheus_parse::Scrape) {
     let ready = &ready;
     until_some(|| async move { scrape(base).await.filter(|(_, s)| ready(s)) }).await
-}
-
-/// Waits until `/healthz` answers `status`, and returns what it said.
-async fn healthz_until(base: &str, status: u16) -> String {
-    let url = format!("{base}/healthz");
-    let url = url.as_str();
-    until_some(|| async move {
-        get(url)
-            .await
-            .and_then(|(s, body)| (s == status).then_some(body))
-    })
-    .await
 }
 
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -238,3 +238,58 @@ async fn json_logs_are_one_object_per_line() {
         .expect("the dead letter is logged");
     assert_eq!(dead["fields"]["item"], "acme/mobile#2");
 }
+
+/// The daemon's descriptors that point at a deleted file of the state database (a WAL or
+/// shared-memory file another process removed under it).
+fn deleted_state_files(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| target.contains("state.db") && target.ends_with("(deleted)"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_beside_the_daemon_leaves_the_daemons_writes_where_everyone_sees_them() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(3));
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let pid = daemon.id().expect("running");
+    // Delivered: the daemon took and released its delivery lock.
+    until(|| h.bb.builds().len() == 3).await;
+    until(|| last_delivery_ok(&h).is_some()).await;
+    // Another process opens and closes the database, as `status` does.
+    let status = h.run(&["status"]).await;
+    assert_eq!(status.code, 0, "{}", status.output());
+    assert!(
+        deleted_state_files(pid).is_empty(),
+        "{:?}",
+        deleted_state_files(pid)
+    );
+    // What the daemon writes next is in the database, not in a WAL only it can see.
+    let before = last_delivery_ok(&h);
+    h.bk.add_builds([kitesync_fakes::data::just_finished(ORG, 4, "web")]);
+    until(|| h.bb.builds().len() == 4).await;
+    until(|| last_delivery_ok(&h) > before).await;
+    assert!(
+        deleted_state_files(pid).is_empty(),
+        "{:?}",
+        deleted_state_files(pid)
+    );
+    terminate(&daemon);
+    let ended = daemon.wait().await.expect("reaped");
+    assert!(ended.success(), "{}", log_text(&stderr));
+}
+
+/// `last_delivery_ok_at` as another process reads it from the state database.
+fn last_delivery_ok(h: &Harness) -> Option<String> {
+    let conn = rusqlite::Connection::open(h.state_path()).ok()?;
+    conn.query_row(
+        "SELECT value FROM state WHERE key = 'last_delivery_ok_at'",
+        [],
+        |r| r.get(0),
+    )
+    .ok()
+}

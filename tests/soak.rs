@@ -17,16 +17,6 @@ use common::*;
 use kitesync_fakes::{data, ButlerFault, Fault};
 use rand::Rng;
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "runs for minutes: cargo test --release --test soak -- --ignored"]
 async fn the_daemon_survives_minutes_of_faults_without_losing_or_growing() {
@@ -63,7 +53,7 @@ async fn the_daemon_survives_minutes_of_faults_without_losing_or_growing() {
         let elapsed = started.elapsed().as_secs();
         h.bb.set_down(elapsed >= outage.0 && elapsed < outage.0 + outage.1);
         if tick.is_multiple_of(10) {
-            curve.push((elapsed, rss_mib(pid)));
+            curve.push((elapsed, rss_mib(pid).unwrap_or(0.0)));
         }
         tick += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -74,7 +64,7 @@ async fn the_daemon_survives_minutes_of_faults_without_losing_or_growing() {
     while h.bb.build_count() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    curve.push((started.elapsed().as_secs(), rss_mib(pid)));
+    curve.push((started.elapsed().as_secs(), rss_mib(pid).unwrap_or(0.0)));
     terminate(&daemon);
     let status = daemon.wait().await.expect("reaped");
 

@@ -40,6 +40,10 @@ pub enum ButlerFault {
     Status(u16),
     /// Store the item, then drop the connection before the answer arrives.
     DropAfterStoring,
+    /// Store the item, then answer 201 with a body that never ends.
+    EndlessAnswer,
+    /// Answer with this status and an HTML body that never ends, storing nothing.
+    EndlessError(u16),
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +162,11 @@ impl FakeButler {
     /// Queues faults for the next requests, in order.
     pub fn inject(&self, faults: impl IntoIterator<Item = ButlerFault>) {
         self.lock().faults.extend(faults);
+    }
+
+    /// Faults queued and not yet served.
+    pub fn faults_left(&self) -> usize {
+        self.lock().faults.len()
     }
 
     /// Answers 400 for builds with these numbers.
@@ -282,10 +291,17 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<Option<ButlerFault>, Re
             &json!({"error": "unauthorized"}),
         ));
     }
+    let status = |code| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match inner.faults.pop_front() {
         Some(ButlerFault::Status(code)) => Err(http::json(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            status(code),
             &json!({"error": "injected fault"}),
+        )),
+        Some(ButlerFault::EndlessError(code)) => Err(http::endless(
+            status(code),
+            "text/html",
+            "<html><body>",
+            "<p>and on and on</p>",
         )),
         other => Ok(other),
     }
@@ -353,8 +369,20 @@ async fn ingest_build(
     inner.build_posts += 1;
     match fault {
         Some(ButlerFault::DropAfterStoring) => http::broken(stored.to_string(), 0),
+        Some(ButlerFault::EndlessAnswer) => endless_answer(),
         _ => http::json(StatusCode::CREATED, &stored),
     }
+}
+
+/// A 201 whose JSON never ends.
+fn endless_answer() -> Response {
+    let head = r#"{"ok": true, "padding": ["#;
+    http::endless(
+        StatusCode::CREATED,
+        "application/json",
+        head,
+        r#""and on and on","#,
+    )
 }
 
 /// Buildkite's webhook receiver: `X-Buildkite-Token` must be the API key, or
@@ -534,6 +562,7 @@ async fn ingest_stages(
     inner.stage_posts += 1;
     match fault {
         Some(ButlerFault::DropAfterStoring) => http::broken(body.to_string(), 0),
+        Some(ButlerFault::EndlessAnswer) => endless_answer(),
         _ => http::json(StatusCode::CREATED, &json!({"ok": true})),
     }
 }

@@ -17,7 +17,8 @@ use crate::http;
 /// Buildkite's answer when a listing pages too deep.
 pub const TOO_DEEP: &str = "Listing builds this deep is not supported. Please narrow your query using filters such as branch or created_from.";
 
-/// A fault injected into the next request to a list endpoint.
+/// A fault injected into the next request (see [`FakeBuildkite::inject`] and
+/// [`FakeBuildkite::inject_at`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Answer with this status and a JSON error body.
@@ -32,6 +33,40 @@ pub enum Fault {
     Malformed,
     /// A 302 to this URL (another host, say).
     Redirect(String),
+    /// A 200 whose body never ends: a JSON list that never closes (endless text to a log
+    /// reader), sent as fast as the client reads.
+    Endless,
+    /// This status with an HTML body that never ends.
+    EndlessError(u16),
+    /// A 403 with an HTML page, as a proxy or firewall on the way sends it.
+    BlockPage,
+    /// The right answer, but its `RateLimit-*` headers say both budgets are spent until
+    /// this many seconds from now (the budgets are in fact untouched).
+    LongReset(u64),
+}
+
+/// The endpoint a fault injected with [`FakeBuildkite::inject_at`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    AccessToken,
+    Builds,
+    Agents,
+    Artifacts,
+    /// An artifact's `/download` (the 302 to storage).
+    Download,
+    Log,
+}
+
+/// How the agents and artifacts lists page (see [`FakeBuildkite::set_paging`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// As Buildkite does.
+    #[default]
+    Normal,
+    /// Every page's `Link` names the page itself as the next one.
+    LinkToSelf,
+    /// `page` is ignored (the first page every time), yet `Link` goes on to page 2, 3, ...
+    IgnorePage,
 }
 
 /// A request the fake received.
@@ -79,6 +114,17 @@ struct Inner {
     org_budget: Budget,
     user_budget: Budget,
     faults: VecDeque<Fault>,
+    /// Faults for one endpoint's next requests, before any of `faults`.
+    targeted: BTreeMap<Endpoint, VecDeque<Fault>>,
+    /// Every request answered with a proxy's 403 HTML page.
+    blocked: bool,
+    paging: Paging,
+    /// A broken builds listing: every filter (times, branches) is ignored.
+    ignore_filters: bool,
+    /// A log server that sends the whole log whatever `Range` asks.
+    ignore_range: bool,
+    /// Set by [`Fault::LongReset`] for the answer being made.
+    claimed_reset: Option<u64>,
     latency: Duration,
     delays: VecDeque<Duration>,
     requests: Vec<RecordedRequest>,
@@ -143,6 +189,12 @@ impl FakeBuildkite {
             },
             user_budget: Budget { limit: 50, used: 0 },
             faults: VecDeque::new(),
+            targeted: BTreeMap::new(),
+            blocked: false,
+            paging: Paging::Normal,
+            ignore_filters: false,
+            ignore_range: false,
+            claimed_reset: None,
             latency: Duration::ZERO,
             delays: VecDeque::new(),
             requests: Vec::new(),
@@ -311,6 +363,43 @@ impl FakeBuildkite {
         self.lock().faults.extend(faults);
     }
 
+    /// Queues faults for the next requests to `endpoint`, in order (before any queued with
+    /// [`FakeBuildkite::inject`]).
+    pub fn inject_at(&self, endpoint: Endpoint, faults: impl IntoIterator<Item = Fault>) {
+        self.lock()
+            .targeted
+            .entry(endpoint)
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Faults queued and not yet served.
+    pub fn faults_left(&self) -> usize {
+        let inner = self.lock();
+        inner.faults.len() + inner.targeted.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// While `blocked`, every request is answered by something on the way: a 403 HTML page.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.lock().blocked = blocked;
+    }
+
+    /// How the agents and artifacts lists page.
+    pub fn set_paging(&self, paging: Paging) {
+        self.lock().paging = paging;
+    }
+
+    /// Makes the builds listing ignore every filter (`finished_from`, `created_from`,
+    /// `created_to`, branches), as a broken server or proxy might; paging still works.
+    pub fn set_ignore_filters(&self, ignore: bool) {
+        self.lock().ignore_filters = ignore;
+    }
+
+    /// Makes the log endpoint send the whole log whatever `Range` asks.
+    pub fn set_ignore_range(&self, ignore: bool) {
+        self.lock().ignore_range = ignore;
+    }
+
     /// Delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
@@ -331,6 +420,16 @@ impl FakeBuildkite {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
+    }
+
+    /// Accepts `token` instead (as after a rotation: the old one now gets 401).
+    pub fn set_token(&self, token: &str) {
+        self.lock().token = token.to_string();
+    }
+
+    /// Requests being answered now (waiting out a latency or delay).
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
     }
 
     /// The most requests that were ever being answered at once.
@@ -383,6 +482,17 @@ enum Listing {
 }
 
 impl Listing {
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Listing::AccessToken => Endpoint::AccessToken,
+            Listing::Builds(_) => Endpoint::Builds,
+            Listing::Agents => Endpoint::Agents,
+            Listing::Artifacts(_) => Endpoint::Artifacts,
+            Listing::Download(..) => Endpoint::Download,
+            Listing::Log(_) => Endpoint::Log,
+        }
+    }
+
     fn scope(&self) -> &'static str {
         match self {
             Listing::Builds(_) => "read_builds",
@@ -502,7 +612,8 @@ fn log(inner: &Inner, job: &str, headers: &HeaderMap) -> Response {
         .get("range")
         .and_then(|v| v.to_str().ok())
         .and_then(|r| r.strip_prefix("bytes=-"))
-        .and_then(|n| n.parse::<usize>().ok());
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|_| !inner.ignore_range);
     let (status, body) = match suffix {
         Some(_) if bytes.is_empty() => (StatusCode::RANGE_NOT_SATISFIABLE, &bytes[..0]),
         Some(n) => (
@@ -569,7 +680,31 @@ async fn list(s: Shared, org: String, listing: Listing, headers: HeaderMap, uri:
         org_remaining,
     });
     rate_headers(&inner, response.headers_mut());
+    if let Some(reset) = inner.claimed_reset.take() {
+        let headers = response.headers_mut();
+        for prefix in ["ratelimit", "ratelimit-user"] {
+            for (name, value) in [("remaining", "0".to_string()), ("reset", reset.to_string())] {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::try_from(format!("{prefix}-{name}")),
+                    HeaderValue::from_str(&value),
+                ) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+    }
     response
+}
+
+/// What a proxy or firewall on the way answers: a 403 that is not Buildkite's JSON.
+fn block_page() -> Response {
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header("content-type", "text/html")
+        .body(axum::body::Body::from(
+            "<!DOCTYPE html>\n<html><head><title>Access Denied</title></head>\n<body><h1>Access Denied</h1>\n<p>The request was blocked by the corporate web gateway (policy: uncategorized-api).</p></body></html>\n",
+        ))
+        .expect("valid response")
 }
 
 /// The delay of a builds page too big to answer in time (see
@@ -602,6 +737,9 @@ fn answer(
     uri: &Uri,
     authorization: Option<&str>,
 ) -> Response {
+    if inner.blocked {
+        return block_page();
+    }
     if authorization != Some(format!("Bearer {}", inner.token).as_str()) {
         return http::json(
             StatusCode::UNAUTHORIZED,
@@ -646,7 +784,24 @@ fn answer(
             &json!({"message": "No organization found"}),
         );
     }
-    let fault = inner.faults.pop_front();
+    let fault = inner
+        .targeted
+        .get_mut(&listing.endpoint())
+        .and_then(VecDeque::pop_front)
+        .or_else(|| inner.faults.pop_front());
+    match fault {
+        Some(Fault::Endless) => {
+            let item = r#"{"id": "endless", "note": "and on and on"},"#;
+            return http::endless(StatusCode::OK, "application/json", "[", item);
+        }
+        Some(Fault::EndlessError(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return http::endless(status, "text/html", "<html><body>", "<p>and on and on</p>");
+        }
+        Some(Fault::BlockPage) => return block_page(),
+        Some(Fault::LongReset(reset)) => inner.claimed_reset = Some(reset),
+        _ => {}
+    }
     if let Some(Fault::RateLimited(reset)) = fault {
         // As if other tools spent the organization's budget: exhausted until `reset`.
         inner.org_budget.used = inner.org_budget.limit;
@@ -686,6 +841,14 @@ fn answer(
     if inner.ignore_created_to {
         query.created_to = None;
     }
+    if inner.ignore_filters {
+        query.ignore_filters();
+    }
+    // What the agents and artifacts pages link to, and which page they serve.
+    let asked_page = query.page;
+    if inner.paging == Paging::IgnorePage {
+        query.page = 1;
+    }
     if query.page > inner.max_page {
         return http::json(StatusCode::BAD_REQUEST, &json!({"message": TOO_DEEP}));
     }
@@ -716,7 +879,7 @@ fn answer(
             (page, more)
         }
         Listing::Artifacts(number) => {
-            return artifacts_page(inner, *number, &query, headers, uri);
+            return artifacts_page(inner, *number, &query, asked_page, headers, uri);
         }
         Listing::Download(..) | Listing::Log(_) | Listing::AccessToken => (Vec::new(), false),
         // Only connected and stopping agents are listed.
@@ -742,13 +905,17 @@ fn answer(
         }
     };
     let body = serde_json::to_string(&page).expect("serializable");
-    let last_page = if more { query.page + 1 } else { query.page };
+    let more = more || (inner.paging == Paging::IgnorePage && matches!(listing, Listing::Agents));
+    let last_page = if more { asked_page + 1 } else { asked_page };
     let mut response = match fault {
         Some(Fault::Truncated) => http::broken(body.clone(), body.len() / 2),
         Some(Fault::Dropped) => http::broken(body, 0),
         _ => http::json(StatusCode::OK, &serde_json::from_str(&body).expect("json")),
     };
-    let link = links(&origin(inner, headers), uri, query.page, last_page);
+    let link = match (inner.paging, listing) {
+        (Paging::LinkToSelf, Listing::Agents) => self_link(&origin(inner, headers), uri),
+        _ => links(&origin(inner, headers), uri, asked_page, last_page),
+    };
     if let Ok(v) = HeaderValue::from_str(&link) {
         response.headers_mut().insert("link", v);
     }
@@ -799,6 +966,11 @@ fn rate_headers(inner: &Inner, headers: &mut HeaderMap) {
     if inner.user_budget.used >= inner.user_budget.limit {
         set("ratelimit-user-warning", warning.into());
     }
+}
+
+/// A `Link` naming the page asked for as the next one.
+fn self_link(origin: &str, uri: &Uri) -> String {
+    format!("<{origin}{uri}>; rel=\"next\"")
 }
 
 /// RFC 8288 links to the first, previous, next and last pages, as absolute URLs.
@@ -883,6 +1055,14 @@ impl Query {
         q
     }
 
+    /// Forgets every filter, as a broken server that ignores them would.
+    fn ignore_filters(&mut self) {
+        self.finished_from = None;
+        self.created_from = None;
+        self.created_to = None;
+        self.branches.clear();
+    }
+
     /// Drops the fraction of every time filter, as a server that ignores milliseconds would.
     fn truncate_times(&mut self) {
         for t in [
@@ -937,11 +1117,13 @@ fn origin(inner: &Inner, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-/// A page of a build's artifacts, with `Link` headers.
+/// A page of a build's artifacts (page `query.page`), with `Link` headers as for page
+/// `asked` (they differ when the server ignores `page`).
 fn artifacts_page(
     inner: &Inner,
     number: u64,
     query: &Query,
+    asked: u32,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Response {
@@ -968,7 +1150,12 @@ fn artifacts_page(
     let page: Vec<&Value> = all.iter().skip(start).take(query.per_page).collect();
     let mut response = http::json(StatusCode::OK, &json!(page));
     let last_page = all.len().div_ceil(query.per_page).max(1) as u32;
-    if let Ok(v) = HeaderValue::from_str(&links(&host, uri, query.page, last_page)) {
+    let link = match inner.paging {
+        Paging::Normal => links(&host, uri, asked, last_page),
+        Paging::LinkToSelf => self_link(&host, uri),
+        Paging::IgnorePage => links(&host, uri, asked, asked + 1),
+    };
+    if let Ok(v) = HeaderValue::from_str(&link) {
         response.headers_mut().insert("link", v);
     }
     response

@@ -47,6 +47,26 @@ pub fn broken(full: String, keep: usize) -> Response {
         .expect("valid response")
 }
 
+/// An answer with `status` whose body never ends: `head`, then 64 KiB chunks of `filler`
+/// again and again, as fast as the client reads them (no `Content-Length`), until it hangs up.
+pub fn endless(
+    status: StatusCode,
+    content_type: &str,
+    head: &'static str,
+    filler: &str,
+) -> Response {
+    use futures_util::StreamExt;
+    let chunk = Bytes::from(filler.repeat((64 * 1024 / filler.len().max(1)).max(1)));
+    let body = futures_util::stream::once(async move { Bytes::from_static(head.as_bytes()) })
+        .chain(futures_util::stream::repeat(chunk))
+        .map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(body))
+        .expect("valid response")
+}
+
 /// Serves `app` over TLS on a fresh loopback port, with a certificate made for 127.0.0.1
 /// now; returns the base URL (`https://127.0.0.1:PORT`) and the certificate (PEM) a client
 /// must trust.

@@ -5,7 +5,9 @@
 //! answer the headers are read; when either budget is down to its reserve (`reserve_percent`
 //! of its limit, at least 2 requests) kitesync waits for that budget's reset instead of
 //! spending what others need. On a 429 it waits out the `Reset` of the budget that ran out
-//! (Buildkite sends no `Retry-After`).
+//! (Buildkite sends no `Retry-After`). Such a wait holds every request of the process, from
+//! any task, until it has passed, and ends [`RESET_BUFFER`] after the reset, as Buildkite's
+//! own Go client waits, so that the first request does not land in the old window.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -22,6 +24,10 @@ use crate::net;
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Used on a 429 that says nothing about when to come back.
 const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
+/// Added to every wait for a budget's reset: `RateLimit-Reset` is in whole seconds, and a
+/// request sent on the dot may still count against the old window (go-buildkite adds the
+/// same 500 ms).
+const RESET_BUFFER: Duration = Duration::from_millis(500);
 
 /// One budget as the headers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +117,7 @@ pub struct Budget {
 
 #[derive(Default)]
 struct State {
+    /// No request before this, whichever task asks: a wait for a budget's reset.
     not_before: Option<Instant>,
     last: Snapshot,
     waits: u64,
@@ -134,13 +141,19 @@ impl Budget {
         reserve(limit, self.reserve_percent)
     }
 
-    /// Waits until a request may be sent.
+    /// Waits until a request may be sent: until any wait for a budget's reset has passed
+    /// (however many tasks wait for it, and even if it grew while they waited), then for
+    /// kitesync's own pace.
     pub async fn acquire(&self) {
-        let until = self.lock().not_before.take();
-        if let Some(until) = until {
+        while let Some(until) = self.deferred_until() {
             tokio::time::sleep_until(until).await;
         }
         self.limiter.until_ready().await;
+    }
+
+    /// The end of the wait for a budget's reset, while it lasts.
+    fn deferred_until(&self) -> Option<Instant> {
+        self.lock().not_before.filter(|t| *t > Instant::now())
     }
 
     /// Records an answer's headers; if a budget is down to its reserve, the next request
@@ -201,7 +214,7 @@ impl Budget {
     }
 
     fn defer(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(MAX_WAIT) + RESET_BUFFER;
         let mut state = self.lock();
         state.waits += 1;
         state.not_before = Some(state.not_before.map_or(until, |t| t.max(until)));
@@ -303,5 +316,65 @@ mod tests {
             DEFAULT_429_WAIT
         );
         assert_eq!(b.waits(), 3);
+        let day = headers(&[
+            ("RateLimit-Remaining", "0"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "86400"),
+        ]);
+        assert_eq!(
+            b.rate_limited(&day, b"{}"),
+            MAX_WAIT,
+            "a day-long reset waits 2 minutes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_task_honours_a_deferral_until_it_passes() {
+        let b = std::sync::Arc::new(Budget::new(6000, 10));
+        let start = Instant::now();
+        b.rate_limited(&HeaderMap::new(), br#"{"reset": 3}"#);
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let b = std::sync::Arc::clone(&b);
+                tokio::spawn(async move {
+                    b.acquire().await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        for task in tasks {
+            let sent = task.await.expect("task");
+            assert!(
+                sent - start >= Duration::from_secs(3) + RESET_BUFFER,
+                "a task went through after {:?}",
+                sent - start
+            );
+        }
+        // Once passed, it holds no one back.
+        let now = Instant::now();
+        b.acquire().await;
+        assert_eq!(Instant::now(), now);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferral_that_grows_while_tasks_wait_holds_them_all() {
+        let b = std::sync::Arc::new(Budget::new(6000, 10));
+        let start = Instant::now();
+        b.rate_limited(&HeaderMap::new(), br#"{"reset": 2}"#);
+        let waiting = {
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move {
+                b.acquire().await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b.rate_limited(&HeaderMap::new(), br#"{"reset": 5}"#);
+        let sent = waiting.await.expect("task");
+        assert!(
+            sent - start >= Duration::from_secs(6) + RESET_BUFFER,
+            "{:?}",
+            sent - start
+        );
     }
 }

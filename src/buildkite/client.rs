@@ -1,6 +1,8 @@
 //! The Buildkite REST client: bearer auth, paced by the [`Budget`], `Link` pagination,
 //! retries of transient faults, and errors that say what to do.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +28,40 @@ const MAX_RATE_LIMITED: u32 = 10;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+// Caps on what is read of an answer, by what it is: a body over its cap is an error naming
+// the endpoint and the cap, never an allocation.
+/// A page of builds: 100 builds with every job and retried job are a few MB.
+const BUILDS_PAGE_CAP: u64 = 32 * 1024 * 1024;
+/// A page of agents or of a build's artifacts (100 of them, about a KB each).
+const LIST_PAGE_CAP: u64 = 8 * 1024 * 1024;
+/// A whole list of agents or artifacts, every page together.
+const LIST_CAP: u64 = 16 * 1024 * 1024;
+/// The pages of a list of agents or artifacts followed at most (10,000 items).
+const MAX_LIST_PAGES: usize = 100;
+/// A small answer: the access token, an artifact's `/download` redirect.
+const SMALL_CAP: u64 = 64 * 1024;
+/// A log tail may be this much more than the `max_bytes` asked for (headers, a server that
+/// rounds its ranges); a server that ignores `Range` and sends more is refused.
+const LOG_SLACK: u64 = 64 * 1024;
+/// What is read of an error answer's body, which only explains the status.
+const ERROR_BODY_CAP: usize = 16 * 1024;
+/// What an error message quotes of a body, in characters.
+const QUOTE_CHARS: usize = 200;
+
 /// Why a Buildkite request failed for good.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("Buildkite rejected the API token (401 at {endpoint}): it is invalid, expired or revoked; set a valid token in [buildkite] token or token_file")]
     Unauthorized { endpoint: String },
+    /// A 401 or 403 whose body is not Buildkite's JSON error (an HTML block page, say): a
+    /// proxy, firewall or gateway between kitesync and Buildkite answered, not Buildkite.
+    #[error("something between kitesync and Buildkite refused the request ({status} at {endpoint}, and not with Buildkite's JSON error: {quote:?}): a proxy, firewall or gateway on the way; ask whoever runs it to let kitesync reach the Buildkite API")]
+    Blocked {
+        endpoint: String,
+        status: u16,
+        /// The start of what it answered.
+        quote: String,
+    },
     #[error("the Buildkite API token lacks the {scope} scope needed for {endpoint} (403): add {scope} to the token at https://buildkite.com/user/api-access-tokens")]
     Forbidden { endpoint: String, scope: String },
     #[error("Buildkite answered 404 for {endpoint}: check [buildkite] organization and that the token's owner belongs to it")]
@@ -57,6 +88,9 @@ pub enum SourceError {
     },
     #[error("Buildkite's answer at {endpoint} points at another host ({host}) for more: refusing to send the token there")]
     ForeignLink { endpoint: String, host: String },
+    /// An answer longer than kitesync reads of such an answer (an endless stream, say).
+    #[error("Buildkite's answer at {endpoint} is larger than {}: not read further (a page of fewer items may fit)", net::size(*cap))]
+    TooLarge { endpoint: String, cap: u64 },
     /// A successful answer that breaks the API's rules (a list that does not narrow, a link
     /// that does not parse).
     #[error("Buildkite's answer at {endpoint} cannot be followed: {problem}")]
@@ -69,6 +103,7 @@ impl SourceError {
         matches!(
             self,
             SourceError::Unauthorized { .. }
+                | SourceError::Blocked { .. }
                 | SourceError::Forbidden { .. }
                 | SourceError::NotFound { .. }
         )
@@ -134,7 +169,10 @@ pub enum Round {
 pub fn whole_second(t: DateTime<Utc>, round: Round) -> String {
     let down = t.with_nanosecond(0).unwrap_or(t);
     let t = match round {
-        Round::Up if down < t => down + chrono::Duration::seconds(1),
+        // The last second chrono can hold has no next one: it stays as it is.
+        Round::Up if down < t => down
+            .checked_add_signed(chrono::Duration::seconds(1))
+            .unwrap_or(down),
         _ => down,
     };
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -151,6 +189,15 @@ enum Scope {
 }
 
 impl Scope {
+    /// The most a page of a list needing this scope may hold.
+    fn page_cap(self) -> u64 {
+        match self {
+            Scope::ReadBuilds => BUILDS_PAGE_CAP,
+            Scope::ReadAgents | Scope::ReadArtifacts => LIST_PAGE_CAP,
+            Scope::None | Scope::ReadBuildLogs => SMALL_CAP,
+        }
+    }
+
     /// The scope's name, and the `endpoint` label of the request metrics.
     fn names(self) -> (&'static str, &'static str) {
         match self {
@@ -177,25 +224,29 @@ pub struct Client {
     api: Url,
     org: String,
     auth: HeaderValue,
+    /// Only to take it out of what an error quotes (a proxy may echo the request).
+    token: Secret,
     budget: Arc<Budget>,
     requests: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
-/// One GET: the token scope it needs, extra headers, and the statuses besides 2xx that are
-/// answers rather than errors.
+/// One GET: the token scope it needs, the most of its answer that is read, extra headers,
+/// and the statuses besides 2xx that are answers rather than errors.
 struct Get<'a> {
     url: &'a Url,
     scope: Scope,
+    cap: u64,
     headers: HeaderMap,
     also_ok: &'a [StatusCode],
 }
 
 impl<'a> Get<'a> {
-    fn new(url: &'a Url, scope: Scope) -> Get<'a> {
+    fn new(url: &'a Url, scope: Scope, cap: u64) -> Get<'a> {
         Get {
             url,
             scope,
+            cap,
             headers: HeaderMap::new(),
             also_ok: &[],
         }
@@ -244,6 +295,7 @@ impl Client {
             api: config.api_url.clone(),
             org: config.organization.clone(),
             auth: bearer(&config.token())?,
+            token: config.token(),
             budget,
             requests: AtomicU64::new(0),
             metrics,
@@ -283,14 +335,14 @@ impl Client {
     pub async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
         let url = self.endpoint(&["access-token"]);
         let (scopes, _) = self
-            .get(&Get::new(&url, Scope::None), |_, _, body| {
+            .get(&Get::new(&url, Scope::None, SMALL_CAP), |_, _, body| {
                 #[derive(serde::Deserialize)]
                 struct Token {
                     scopes: Vec<String>,
                 }
                 serde_json::from_slice::<Token>(body)
                     .map(|t| t.scopes)
-                    .map_err(|e| format!("not an access-token answer ({e})"))
+                    .map_err(|e| format!("not an access-token answer ({})", quote_error(&e)))
             })
             .await?;
         Ok(scopes)
@@ -313,17 +365,51 @@ impl Client {
     }
 
     /// Every item of a small list (agents, a build's artifacts), following `Link` pages
-    /// (on the API's own host only).
+    /// (on the API's own host only). It stops with an error naming the endpoint at a `Link`
+    /// cycle (a page already read, or the same items again), after [`MAX_LIST_PAGES`] pages,
+    /// or past [`LIST_CAP`] in all.
     async fn list_all<T: serde::de::DeserializeOwned>(
         &self,
         mut url: Url,
         scope: Scope,
     ) -> Result<Vec<Item<T>>, SourceError> {
         url.query_pairs_mut().append_pair("per_page", "100");
+        let endpoint = endpoint_name(&url);
+        let stop = |problem: String| SourceError::Protocol {
+            endpoint: endpoint.clone(),
+            problem,
+        };
         let mut all = Vec::new();
+        let mut read: HashSet<Url> = HashSet::new();
+        let mut last_page: Option<u64> = None;
+        let mut bytes: u64 = 0;
         let mut next = Some(url);
         while let Some(page_url) = next {
+            if read.len() >= MAX_LIST_PAGES {
+                return Err(stop(format!(
+                    "more than {MAX_LIST_PAGES} pages; stopped there"
+                )));
+            }
+            if !read.insert(page_url.clone()) {
+                return Err(stop(
+                    "its Link header leads back to a page already read; stopped there".into(),
+                ));
+            }
             let page = self.list(&page_url, scope).await?;
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            page.items.iter().for_each(|i| i.raw.hash(&mut hasher));
+            let this_page = hasher.finish();
+            if !page.items.is_empty() && last_page == Some(this_page) {
+                return Err(stop(
+                    "the next page holds the same items as the one before; stopped there".into(),
+                ));
+            }
+            last_page = Some(this_page);
+            bytes += page.items.iter().map(|i| i.raw.len() as u64).sum::<u64>();
+            if bytes > LIST_CAP {
+                let cap = net::size(LIST_CAP);
+                return Err(stop(format!("the list is larger than {cap} in all")));
+            }
             all.extend(page.items);
             next = page.next;
         }
@@ -354,7 +440,7 @@ impl Client {
         let url = self.on_api_host(url, &self.api)?;
         let get = Get {
             also_ok: &REDIRECTS,
-            ..Get::new(&url, Scope::ReadArtifacts)
+            ..Get::new(&url, Scope::ReadArtifacts, SMALL_CAP)
         };
         let (location, _) = self
             .get(&get, |status, headers, body| {
@@ -387,24 +473,17 @@ impl Client {
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }
-        if response.content_length().is_some_and(|n| n > cap) {
-            return Err(FetchError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        net::read_capped(&mut response, cap)
             .await
-            .map_err(|e| failed(format!("cut short: {}", net::describe(&e))))?
-        {
-            if (body.len() + chunk.len()) as u64 > cap {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|e| match e {
+                net::BodyError::TooLarge { .. } => FetchError::TooLarge,
+                net::BodyError::Cut(e) => failed(format!("cut short: {}", net::describe(&e))),
+            })
     }
 
-    /// The last `max_bytes` of a job's log (empty when the log is).
+    /// The last `max_bytes` of a job's log (empty when the log is). A server that ignores
+    /// `Range` may send the whole log: up to `max_bytes` and some slack its tail is kept,
+    /// more is refused.
     pub async fn log_tail(
         &self,
         pipeline: &str,
@@ -421,7 +500,11 @@ impl Client {
         let get = Get {
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
-            ..Get::new(&url, Scope::ReadBuildLogs)
+            ..Get::new(
+                &url,
+                Scope::ReadBuildLogs,
+                max_bytes.saturating_add(LOG_SLACK),
+            )
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let (text, _) = self
@@ -443,9 +526,9 @@ impl Client {
         scope: Scope,
     ) -> Result<Page<T>, SourceError> {
         let (items, headers) = self
-            .get(&Get::new(url, scope), |_, _, body| {
+            .get(&Get::new(url, scope, scope.page_cap()), |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
-                    .map_err(|e| format!("the answer is not a JSON list ({e})"))
+                    .map_err(|e| format!("the answer is not a JSON list ({})", quote_error(&e)))
             })
             .await?;
         let next = self.next_link(url, &headers)?;
@@ -456,8 +539,9 @@ impl Client {
             items: items
                 .into_iter()
                 .map(|raw| Item {
-                    decoded: serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
-                    raw: raw.get().to_string(),
+                    // A value that does not fit the model may be huge: quote little of it.
+                    decoded: serde_json::from_str(raw.get()).map_err(|e| quote_error(&e)),
+                    raw: String::from(Box::<str>::from(raw)),
                 })
                 .collect(),
             next,
@@ -540,7 +624,7 @@ impl Client {
             .send()
             .await;
         let (scope, kind) = get.scope.names();
-        let response = match sent {
+        let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.request(kind, "error");
@@ -553,16 +637,25 @@ impl Client {
         let status = response.status();
         self.metrics.request(kind, status.as_str());
         let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
-                return Attempt::Transient {
-                    reason: format!("body cut short: {}", net::describe(&e)),
-                    timed_out: e.is_timeout(),
+        let answer = status.is_success() || get.also_ok.contains(&status);
+        let body = if answer {
+            match net::read_capped(&mut response, get.cap).await {
+                Ok(body) => body,
+                Err(net::BodyError::TooLarge { cap }) => {
+                    let endpoint = endpoint.to_string();
+                    return Attempt::Failed(SourceError::TooLarge { endpoint, cap });
+                }
+                Err(net::BodyError::Cut(e)) => {
+                    return Attempt::Transient {
+                        reason: format!("body cut short: {}", net::describe(&e)),
+                        timed_out: e.is_timeout(),
+                    }
                 }
             }
+        } else {
+            net::read_prefix(&mut response, ERROR_BODY_CAP).await
         };
-        if status.is_success() || get.also_ok.contains(&status) {
+        if answer {
             self.budget.observe(&headers);
             self.report_budget();
             return Attempt::Done(status, body, headers);
@@ -581,8 +674,18 @@ impl Client {
             };
         }
         let endpoint = endpoint.to_string();
-        let message = error_message(&body);
+        let text = self.redacted(String::from_utf8_lossy(&body).into_owned());
+        let buildkite = buildkite_message(&text);
+        let message = net::snippet(buildkite.as_deref().unwrap_or(&text), QUOTE_CHARS);
         Attempt::Failed(match status {
+            // Buildkite answers these with its JSON error; anything else came from elsewhere.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if buildkite.is_none() => {
+                SourceError::Blocked {
+                    endpoint,
+                    status: status.as_u16(),
+                    quote: message,
+                }
+            }
             StatusCode::UNAUTHORIZED => SourceError::Unauthorized { endpoint },
             StatusCode::FORBIDDEN => {
                 let scope = missing_scope(&message).unwrap_or(scope).to_string();
@@ -628,6 +731,15 @@ impl Client {
             });
         }
         Ok(url)
+    }
+
+    /// `text` without the token in it (a proxy's error page may echo the request).
+    fn redacted(&self, text: String) -> String {
+        let token = self.token.expose();
+        if token.is_empty() || !text.contains(token) {
+            return text;
+        }
+        text.replace(token, "***")
     }
 
     /// Copies the budgets Buildkite last reported into the metrics.
@@ -676,16 +788,19 @@ fn endpoint_name(url: &Url) -> String {
     format!("{host}{port}{}", url.path())
 }
 
-/// The `message` of a Buildkite error body, or the start of the body.
-fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_string()
-        })
+/// A JSON error as a message may quote it: serde's "invalid type" errors hold the value
+/// that did not fit, which may be a whole answer.
+fn quote_error(e: &serde_json::Error) -> String {
+    net::snippet(&e.to_string(), QUOTE_CHARS)
+}
+
+/// The `message` of Buildkite's JSON error (`{"message": ...}`), if `body` is one.
+fn buildkite_message(body: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("message")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// "Your access token doesn't have the read_builds scope" -> `read_builds`.
@@ -783,8 +898,30 @@ mod tests {
     }
 
     #[test]
-    fn error_message_prefers_json_message() {
-        assert_eq!(error_message(br#"{"message": "No way"}"#), "No way");
-        assert_eq!(error_message(b"<html>oops</html>"), "<html>oops</html>");
+    fn only_a_json_message_is_buildkites() {
+        assert_eq!(
+            buildkite_message(r#"{"message": "No way"}"#).as_deref(),
+            Some("No way")
+        );
+        assert_eq!(buildkite_message("<html>Access denied</html>"), None);
+        assert_eq!(buildkite_message(r#"{"error": "denied"}"#), None);
+        assert_eq!(buildkite_message(r#"{"message": 403}"#), None);
+    }
+
+    #[test]
+    fn a_json_error_quotes_little_of_the_value_that_did_not_fit() {
+        let huge = format!("\"{}\"", "<html>".repeat(100_000));
+        let e = serde_json::from_str::<Vec<u8>>(&huge).expect_err("not a list");
+        assert!(e.to_string().len() > 100_000, "serde quotes the value");
+        assert!(quote_error(&e).chars().count() <= QUOTE_CHARS + 1);
+    }
+
+    #[test]
+    fn rounding_up_the_last_second_chrono_holds_does_not_panic() {
+        let last = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(
+            whole_second(last, Round::Up),
+            whole_second(last, Round::Down)
+        );
     }
 }

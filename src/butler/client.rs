@@ -14,6 +14,13 @@ use crate::config::{Config, Mode, Secret, StatusCase};
 use crate::item::{AgentTags, Fleet, Item, Kind, Log, TestResults};
 use crate::net;
 
+/// The most kitesync reads of a BuildButler answer it uses (the stored build, with its id).
+const ANSWER_CAP: u64 = 1024 * 1024;
+/// What is read of an error answer, which only explains the status.
+const ERROR_BODY_CAP: usize = 16 * 1024;
+/// What an error message quotes of an answer, in characters.
+const QUOTE_CHARS: usize = 300;
+
 /// Why a delivery did not go through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -306,7 +313,7 @@ impl Sink {
         let retry = |how: &str, e: reqwest::Error| {
             SendError::Retry(format!("BuildButler {route}: {how}{}", net::describe(&e)))
         };
-        let response = self
+        let mut response = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "application/json")
@@ -316,13 +323,21 @@ impl Sink {
             .await
             .map_err(|e| retry("", e))?;
         let status = response.status();
-        let text = response
-            .bytes()
-            .await
-            .map_err(|e| retry("answer cut short: ", e))?;
         if status.is_success() {
+            // Stored, most likely; sent again it is an upsert.
+            let text = match net::read_capped(&mut response, ANSWER_CAP).await {
+                Ok(text) => text,
+                Err(net::BodyError::Cut(e)) => return Err(retry("answer cut short: ", e)),
+                Err(net::BodyError::TooLarge { cap }) => {
+                    return Err(SendError::Retry(format!(
+                        "BuildButler {route}: its answer is larger than {}: not read further",
+                        net::size(cap)
+                    )))
+                }
+            };
             return Ok(serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null));
         }
+        let text = net::read_prefix(&mut response, ERROR_BODY_CAP).await;
         let path = format!("{}/{route}", self.shown);
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SendError::Fatal(format!(
@@ -347,8 +362,7 @@ impl Sink {
                 SendError::Retry(format!("BuildButler {route} answered {s}"))
             }
             s => {
-                let detail = String::from_utf8_lossy(&text[..text.len().min(300)]);
-                let detail = detail.trim().replace('\n', " ");
+                let detail = net::snippet(&String::from_utf8_lossy(&text), QUOTE_CHARS);
                 SendError::Reject {
                     status: Some(s),
                     message: format!("BuildButler refused it ({s} at {route}): {detail}"),

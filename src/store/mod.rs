@@ -12,6 +12,7 @@ pub mod cursor;
 pub mod enrich;
 mod migrate;
 pub mod outbox;
+pub mod refusal;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,18 @@ pub enum Cause {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    gate: Arc<Gate>,
+}
+
+/// What the delivery lock takes: within the process a mutex, across processes an flock on
+/// the database file. That file is opened once and stays open as long as the store: closing
+/// *any* descriptor of a file drops every POSIX lock the process holds on it, SQLite's shared
+/// lock included, and a process whose lock is gone lets another one's connection think it is
+/// the last, checkpoint, and delete the WAL this process still writes to.
+#[derive(Default)]
+struct Gate {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    file: tokio::sync::OnceCell<Arc<std::fs::File>>,
 }
 
 impl Store {
@@ -90,6 +103,7 @@ impl Store {
         Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            gate: Arc::default(),
         }
     }
 
@@ -98,14 +112,22 @@ impl Store {
     /// the outbox again: an older version of a build can never overwrite a newer one, even
     /// with a backfill running beside the daemon. Released when dropped.
     pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
-        // An flock on the database file itself: read access is enough, and it is separate
-        // from the fcntl locks SQLite takes on the same file.
+        // One task of this process at a time; then an flock on the database file itself (read
+        // access is enough; flock is separate from the fcntl locks SQLite takes), through the
+        // one descriptor the store keeps open (see `Gate`).
         let doing = "cannot take its delivery lock";
-        let file = std::fs::File::open(&self.path).map_err(failing(&self.path, doing))?;
+        let turn = Arc::clone(&self.gate.turn).lock_owned().await;
+        let file = self
+            .gate
+            .file
+            .get_or_try_init(|| async { std::fs::File::open(&self.path).map(Arc::new) })
+            .await
+            .map_err(failing(&self.path, doing))?;
+        let file = Arc::clone(file);
         let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
         let file = locked.map_err(failing(&self.path, doing))?;
         let file = file.map_err(failing(&self.path, doing))?;
-        Ok(DeliveryLock { _file: file })
+        Ok(DeliveryLock { file, _turn: turn })
     }
 
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
@@ -161,7 +183,15 @@ fn failing<E: Into<Cause>>(path: &Path, doing: &'static str) -> impl FnOnce(E) -
 
 /// The right to deliver from a state database (see [`Store::delivery_lock`]).
 pub struct DeliveryLock {
-    _file: std::fs::File,
+    file: Arc<std::fs::File>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for DeliveryLock {
+    fn drop(&mut self) {
+        // Unlocked, never closed: the store keeps the descriptor (see `Gate`).
+        let _ = self.file.unlock();
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of the outbox's times.
@@ -192,6 +222,18 @@ mod tests {
         assert!(wait.is_err(), "a second deliverer must wait");
         drop(held);
         let second = tokio::time::timeout(Duration::from_secs(5), b.delivery_lock()).await;
+        assert!(matches!(second, Ok(Ok(_))), "then it gets its turn");
+    }
+
+    #[tokio::test]
+    async fn one_deliverer_at_a_time_within_a_process_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("state.db")).expect("open");
+        let held = store.delivery_lock().await.expect("first lock");
+        let wait = tokio::time::timeout(Duration::from_millis(300), store.delivery_lock()).await;
+        assert!(wait.is_err(), "a second task must wait");
+        drop(held);
+        let second = tokio::time::timeout(Duration::from_secs(5), store.delivery_lock()).await;
         assert!(matches!(second, Ok(Ok(_))), "then it gets its turn");
     }
 

@@ -14,6 +14,12 @@ pub enum Key {
     RateLimit,
     /// The BuildButler ingest prefix that works, for a URL and configured prefix (JSON).
     IngestRoute,
+    /// The organizations and token fingerprints a poll has succeeded with (a JSON list, kept
+    /// by the `refusal` module).
+    WorkedWith,
+    /// The refusal from Buildkite the daemon is riding out, if any (JSON, kept by the
+    /// `refusal` module).
+    BuildkiteRefusal,
 }
 
 impl Key {
@@ -26,6 +32,8 @@ impl Key {
             Key::AgentsPolledAt => "agents_polled_at",
             Key::RateLimit => "rate_limit",
             Key::IngestRoute => "ingest_route",
+            Key::WorkedWith => "worked_with",
+            Key::BuildkiteRefusal => "buildkite_refusal",
         }
     }
 }
@@ -44,6 +52,13 @@ pub fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
     .execute([key.as_str(), value])?;
+    Ok(())
+}
+
+/// Removes `key`.
+pub fn clear(conn: &Connection, key: Key) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM state WHERE key = ?1")?
+        .execute([key.as_str()])?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::buildkite::{Build, BuildQuery, Client};
 use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
 use crate::store::state::{self, Key};
-use crate::store::{cursor, now_ms, timestamp, Store};
+use crate::store::{cursor, now_ms, refusal, timestamp, Store};
 
 /// What a poll found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,10 +44,13 @@ pub async fn poll(
 ) -> Result<PollReport, SyncError> {
     let bk = &config.buildkite;
     let mark = store.call(|c| cursor::high_water_mark(c)).await?;
+    // The mark is a time the server sent: shifting it must not overflow (chrono's first
+    // time is before any build).
     let from = match mark {
-        Some(mark) => mark - bk.overlap(),
-        None => Utc::now() - bk.first_poll_lookback(),
-    };
+        Some(mark) => mark.checked_sub_signed(bk.overlap()),
+        None => Utc::now().checked_sub_signed(bk.first_poll_lookback()),
+    }
+    .unwrap_or(DateTime::<Utc>::MIN_UTC);
     tracing::debug!(finished_from = %from, "polling builds");
     let mut walk = Walk::buildkite(BuildQuery {
         finished_from: Some(from),
@@ -87,10 +90,14 @@ pub async fn poll(
         budgets: client.budget().last_seen(),
     };
     let seen = serde_json::to_string(&seen).map_err(SyncError::encode("the rate budgets"))?;
+    // It worked with this organization and token: a refusal later is a passing one.
+    let (org, token) = (bk.organization.clone(), bk.token().fingerprint());
     store
         .call(move |c| {
             cursor::complete_cycle(c, mark.as_deref(), keep)?;
-            state::set(c, Key::RateLimit, &seen)
+            state::set(c, Key::RateLimit, &seen)?;
+            refusal::worked(c, &org, &token)?;
+            refusal::clear(c)
         })
         .await?;
     Ok(report)

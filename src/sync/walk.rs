@@ -16,14 +16,22 @@
 //! in: once narrowed, every bound is a whole second; the bounds it starts from (a range's
 //! ends, a checkpoint) are widened to whole seconds by the client.
 //!
-//! A page of 100 builds with all their jobs can be too big for the server to answer in time.
-//! When a page request times out (after the client's own retries), the walk halves its page
-//! size, down to [`MIN_PER_PAGE`], and asks again; the smaller size lasts for the rest of the
-//! walk. Nothing of the walk's exactness depends on the size: a page is only ever compared
-//! with the size it was asked with, and a step being paged through restarts from its page 1
-//! at the new size, the ids already read of it skipped.
+//! A page of 100 builds with all their jobs can be too big for the server to answer in time,
+//! or for kitesync to read (larger than the client's cap). When a page request times out
+//! (after the client's own retries) or is too large, the walk halves its page size, down to
+//! [`MIN_PER_PAGE`], and asks again; the smaller size lasts for the rest of the walk.
+//! Nothing of the walk's exactness depends on the size: a page is only ever compared with
+//! the size it was asked with, and a step being paged through restarts from its page 1 at
+//! the new size, the ids already read of it skipped.
+//!
+//! Every walk ends, whatever the server answers: a page with a build outside the bounds it
+//! was asked for (a server that ignores `created_to`, say), a list that does not narrow, a
+//! step whose next page is the page before again, and a step of more than
+//! [`MAX_STEP_BUILDS`] builds are each an error naming the endpoint.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
@@ -31,8 +39,12 @@ use serde::Deserialize;
 use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
 use crate::buildkite::{Build, BuildQuery, Client, SourceError};
 
-/// The smallest page a walk shrinks to when pages time out.
+/// The smallest page a walk shrinks to when pages time out or are too large.
 pub const MIN_PER_PAGE: u32 = 25;
+
+/// The most builds of one step of time the walk pages through (Buildkite's depth limit
+/// comes long before): more is an error, not a walk without end.
+pub const MAX_STEP_BUILDS: usize = 10_000;
 
 /// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
 pub trait Pages {
@@ -62,7 +74,7 @@ pub struct Walk {
     /// Set while walking the builds of one step that fills pages by itself.
     tie: Option<Tie>,
     /// Ids already read of the step the next page starts with.
-    boundary: Vec<String>,
+    boundary: HashSet<String>,
     /// The step of the oldest build read so far.
     oldest: Option<DateTime<Utc>>,
     /// The last step walked as a [`Tie`].
@@ -70,10 +82,15 @@ pub struct Walk {
     done: bool,
 }
 
-/// Paging through the builds created in one step: `[at, at + step)`, page by page.
+/// Paging through the builds created in one step: `[at, to)`, page by page.
 struct Tie {
     at: DateTime<Utc>,
+    /// `at` + the step.
+    to: DateTime<Utc>,
     page: u32,
+    /// The ids of the page before (hashed): the same page again means the server ignores
+    /// `page`.
+    last: Option<u64>,
 }
 
 /// Just what the walk needs of a listed build, read even from builds that do not decode.
@@ -102,7 +119,7 @@ impl Walk {
             step,
             per_page,
             tie: None,
-            boundary: Vec::new(),
+            boundary: HashSet::new(),
             oldest: None,
             tied: None,
             done: false,
@@ -112,7 +129,7 @@ impl Walk {
     /// The `created_to` bound of what is still to walk (`None` before the first page).
     pub fn upper(&self) -> Option<DateTime<Utc>> {
         match &self.tie {
-            Some(tie) => Some(tie.at + self.step),
+            Some(tie) => Some(tie.to),
             None => self.query.created_to,
         }
     }
@@ -127,14 +144,11 @@ impl Walk {
         if self.done {
             return Ok(None);
         }
-        let mut page = loop {
-            match pages.page(&self.ask()).await {
-                Err(SourceError::Unavailable {
-                    endpoint,
-                    timed_out: true,
-                    ..
-                }) if self.per_page > MIN_PER_PAGE => self.shrink(&endpoint),
-                answer => break answer?,
+        let (mut page, asked) = loop {
+            let asked = self.ask();
+            match pages.page(&asked).await {
+                Err(e) if self.per_page > MIN_PER_PAGE && too_big(&e) => self.shrink(&e),
+                answer => break (answer?, asked),
             }
         };
         // A proxy may strip `Link`: a full page means there may be more.
@@ -147,13 +161,38 @@ impl Walk {
                 Some((c.id, self.floor(c.created_at?)))
             })
             .collect();
+        self.check_bounds(&asked, &created, &page.endpoint)?;
         page.items
-            .retain(|i| !self.boundary.iter().any(|b| read(i, b)));
+            .retain(|i| !listed_id(i).is_some_and(|id| self.boundary.contains(id.as_ref())));
         let oldest = created.iter().map(|(_, t)| *t).min();
         match (&mut self.tie, oldest) {
             (Some(tie), _) if more => {
                 // Still within the step: remember every id read, go on.
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                created.iter().for_each(|(id, _)| id.hash(&mut hasher));
+                let ids = hasher.finish();
+                if tie.last == Some(ids) {
+                    return Err(SourceError::Protocol {
+                        endpoint: page.endpoint,
+                        problem: format!(
+                            "page {} of the builds created at {} is the page before again; \
+                             refusing to walk it forever",
+                            tie.page, tie.at
+                        ),
+                    });
+                }
+                tie.last = Some(ids);
                 self.boundary.extend(created.into_iter().map(|(id, _)| id));
+                if self.boundary.len() > MAX_STEP_BUILDS {
+                    return Err(SourceError::Protocol {
+                        endpoint: page.endpoint,
+                        problem: format!(
+                            "more than {MAX_STEP_BUILDS} builds created at {}; refusing to \
+                             page through them",
+                            tie.at
+                        ),
+                    });
+                }
                 tie.page += 1;
             }
             (Some(tie), _) => {
@@ -173,6 +212,7 @@ impl Walk {
                                 .into(),
                     });
                 }
+                let to = self.after(oldest, &page.endpoint)?;
                 if self.oldest == Some(oldest) {
                     // A whole page created in one step: page through that step alone
                     // (never deep), then go on below it.
@@ -180,7 +220,9 @@ impl Walk {
                     self.boundary.extend(created.into_iter().map(|(id, _)| id));
                     self.tie = Some(Tie {
                         at: oldest,
+                        to,
                         page: 1,
+                        last: None,
                     });
                 } else {
                     self.boundary = created
@@ -188,7 +230,7 @@ impl Walk {
                         .filter(|(_, t)| *t == oldest)
                         .map(|(id, _)| id)
                         .collect();
-                    self.query.created_to = Some(oldest + self.step);
+                    self.query.created_to = Some(to);
                 }
                 self.oldest = Some(oldest);
             }
@@ -203,16 +245,42 @@ impl Walk {
             None => self.query.clone(),
             Some(tie) => BuildQuery {
                 created_from: Some(self.query.created_from.map_or(tie.at, |f| f.max(tie.at))),
-                created_to: Some(tie.at + self.step),
+                created_to: Some(tie.to),
                 page: Some(tie.page),
                 ..self.query.clone()
             },
         }
     }
 
+    /// Refuses a page that lists a build (`created`: ids and steps) outside the `created_*`
+    /// bounds it was `asked` with: such a server ignores them, and a walk of it would not
+    /// narrow. The bounds are compared as sent (widened to whole steps).
+    fn check_bounds(
+        &self,
+        asked: &BuildQuery,
+        created: &[(String, DateTime<Utc>)],
+        endpoint: &str,
+    ) -> Result<(), SourceError> {
+        let from = asked.created_from.map(|t| self.floor(t));
+        let to = asked.created_to.and_then(|t| self.ceil(t));
+        let outside = created
+            .iter()
+            .find(|(_, t)| from.is_some_and(|from| *t < from) || to.is_some_and(|to| *t >= to));
+        match outside {
+            Some((id, t)) => Err(SourceError::Protocol {
+                endpoint: endpoint.to_string(),
+                problem: format!(
+                    "the list did not narrow: it holds build {id}, created at {t}, outside the \
+                     created_from/created_to asked for; refusing to walk it forever"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Halves the page size (not below [`MIN_PER_PAGE`]) for the rest of the walk, after a
-    /// page of the current size timed out at `endpoint`.
-    fn shrink(&mut self, endpoint: &str) {
+    /// page of the current size timed out or was too large (`why`).
+    fn shrink(&mut self, why: &SourceError) {
         let before = self.per_page;
         self.per_page = (before / 2).max(MIN_PER_PAGE);
         self.query.per_page = Some(self.per_page);
@@ -220,12 +288,12 @@ impl Walk {
         // first page; `boundary` holds every id of it already read, so none comes twice.
         if let Some(tie) = &mut self.tie {
             tie.page = 1;
+            tie.last = None;
         }
         tracing::warn!(
-            endpoint,
             per_page = self.per_page,
-            "Buildkite did not answer a page of {before} builds in time; asking for {} at a \
-             time for the rest of this walk",
+            "a page of {before} builds failed ({why}); asking for {} at a time for the rest \
+             of this walk",
             self.per_page
         );
     }
@@ -234,13 +302,44 @@ impl Walk {
     fn floor(&self, t: DateTime<Utc>) -> DateTime<Utc> {
         t.duration_trunc(self.step).unwrap_or(t)
     }
+
+    /// The first step boundary at or after `t`; `None` past the last time chrono holds.
+    fn ceil(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let floor = self.floor(t);
+        match floor == t {
+            true => Some(t),
+            false => floor.checked_add_signed(self.step),
+        }
+    }
+
+    /// The step after the one starting at `t` (a build's creation, as the server sent it).
+    fn after(&self, t: DateTime<Utc>, endpoint: &str) -> Result<DateTime<Utc>, SourceError> {
+        t.checked_add_signed(self.step)
+            .ok_or_else(|| SourceError::Protocol {
+                endpoint: endpoint.to_string(),
+                problem: format!("a build created at {t}, a time kitesync cannot count past"),
+            })
+    }
 }
 
-/// True when `item` is the build `id` (read from its JSON, so even an undecodable one).
-fn read(item: &Item<Build>, id: &str) -> bool {
+/// True when a page failed for its size: no answer in time, or more than the client reads.
+fn too_big(e: &SourceError) -> bool {
+    matches!(
+        e,
+        SourceError::Unavailable {
+            timed_out: true,
+            ..
+        } | SourceError::TooLarge { .. }
+    )
+}
+
+/// The id of a listed build (read from its JSON, so even of an undecodable one).
+fn listed_id(item: &Item<Build>) -> Option<std::borrow::Cow<'_, str>> {
     match &item.decoded {
-        Ok(build) => build.id == id,
-        Err(_) => serde_json::from_str::<Created>(&item.raw).is_ok_and(|c| c.id == id),
+        Ok(build) => Some(std::borrow::Cow::Borrowed(build.id.as_str())),
+        Err(_) => serde_json::from_str::<Created>(&item.raw)
+            .ok()
+            .map(|c| std::borrow::Cow::Owned(c.id)),
     }
 }
 
@@ -264,6 +363,8 @@ mod tests {
         ignore_created_to: bool,
         /// A proxy that strips `Link`.
         strip_link: bool,
+        /// A broken server that serves the first page whatever `page` asks.
+        ignore_page: bool,
         /// Applied to the list after each answer: builds arrive and leave while it is read.
         churn: Mutex<Vec<Vec<(String, i64)>>>,
         /// A server too slow for big pages.
@@ -276,8 +377,18 @@ mod tests {
     struct Slow {
         above: u32,
         after: usize,
-        /// Failed for want of an answer in time (`false`: some other fault, a 502, say).
-        timed_out: bool,
+        fails: Fails,
+    }
+
+    /// How a page too big for the server fails.
+    #[derive(Clone, Copy, Debug)]
+    enum Fails {
+        /// No answer in time.
+        TimedOut,
+        /// An answer larger than the client reads.
+        TooLarge,
+        /// Some other fault: a 502, say.
+        Otherwise,
     }
 
     impl Table {
@@ -300,7 +411,12 @@ mod tests {
                 .filter(|(_, t)| self.ignore_created_to || to.is_none_or(|to| *t < to))
                 .collect();
             let per_page = q.per_page.unwrap_or(100) as usize;
-            let skip = (q.page.unwrap_or(1) as usize - 1) * per_page;
+            let page = if self.ignore_page {
+                1
+            } else {
+                q.page.unwrap_or(1)
+            };
+            let skip = (page as usize - 1) * per_page;
             let items: Vec<Item<Build>> = matching
                 .iter()
                 .skip(skip)
@@ -334,11 +450,18 @@ mod tests {
             let answer = match too_big {
                 Some(slow) => {
                     self.queries.lock().expect("lock").push(query.clone());
-                    Err(SourceError::Unavailable {
-                        endpoint: "127.0.0.1/v2/organizations/acme/builds".into(),
-                        attempts: 5,
-                        reason: "timed out".into(),
-                        timed_out: slow.timed_out,
+                    let endpoint = "127.0.0.1/v2/organizations/acme/builds".to_string();
+                    Err(match slow.fails {
+                        Fails::TooLarge => SourceError::TooLarge {
+                            endpoint,
+                            cap: 1 << 25,
+                        },
+                        fails => SourceError::Unavailable {
+                            endpoint,
+                            attempts: 5,
+                            reason: "timed out".into(),
+                            timed_out: matches!(fails, Fails::TimedOut),
+                        },
                     })
                 }
                 None => Ok(self.serve(query)),
@@ -584,12 +707,16 @@ mod tests {
                 vec![100, 50],
             ),
         ];
-        for (case, list, above, first) in cases {
+        for ((case, list, above, first), fails) in cases
+            .into_iter()
+            .flat_map(|c| [(c.clone(), Fails::TimedOut), (c, Fails::TooLarge)])
+        {
+            let case = &format!("{case}, {fails:?}");
             let table = Table {
                 slow: Some(Slow {
                     above,
                     after: 0,
-                    timed_out: true,
+                    fails,
                 }),
                 ..Table::new(&list)
             };
@@ -626,7 +753,7 @@ mod tests {
             slow: Some(Slow {
                 above: 50,
                 after: 4,
-                timed_out: true,
+                fails: Fails::TimedOut,
             }),
             ..Table::new(&list)
         };
@@ -671,24 +798,83 @@ mod tests {
 
     #[tokio::test]
     async fn pages_that_time_out_at_25_or_fail_otherwise_are_an_error_as_before() {
-        for (case, timed_out, asked) in [
-            ("timed out at every size", true, vec![100, 50, 25]),
-            ("unavailable for another reason", false, vec![100]),
+        for (case, fails, asked) in [
+            (
+                "timed out at every size",
+                Fails::TimedOut,
+                vec![100, 50, 25],
+            ),
+            (
+                "too large at every size",
+                Fails::TooLarge,
+                vec![100, 50, 25],
+            ),
+            (
+                "unavailable for another reason",
+                Fails::Otherwise,
+                vec![100],
+            ),
         ] {
             let table = Table {
                 slow: Some(Slow {
                     above: 0,
                     after: 0,
-                    timed_out,
+                    fails,
                 }),
                 ..Table::new(&builds(0, 30, T0, 5))
             };
             let err = walk(&table, 1, 100).await.expect_err(case);
-            assert!(
-                matches!(&err, SourceError::Unavailable { timed_out: t, .. } if *t == timed_out),
-                "{case}: {err}"
-            );
+            let as_failed = match (&err, fails) {
+                (SourceError::TooLarge { .. }, Fails::TooLarge) => true,
+                (SourceError::Unavailable { timed_out, .. }, Fails::TimedOut) => *timed_out,
+                (SourceError::Unavailable { timed_out, .. }, Fails::Otherwise) => !*timed_out,
+                _ => false,
+            };
+            assert!(as_failed, "{case}: {err}");
             assert_eq!(sizes(&table), asked, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_page_within_a_step_is_refused_not_walked_forever() {
+        // 35 builds in one millisecond: the walk pages through that step, and the server
+        // answers its first page every time.
+        let table = Table {
+            ignore_page: true,
+            ..Table::new(&builds(0, 35, T0, 0))
+        };
+        let err = walk(&table, 1, 10).await.expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("the page before again")),
+            "{err}"
+        );
+        let asked = table.queries.lock().expect("lock").len();
+        assert!(asked <= 4, "refused within a few requests, not {asked}");
+    }
+
+    #[tokio::test]
+    async fn more_builds_in_one_step_than_the_walk_pages_through_is_an_error() {
+        let table = Table::new(&builds(0, MAX_STEP_BUILDS + 150, T0, 0));
+        let err = walk(&table, 1, 100).await.expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains(&format!("more than {MAX_STEP_BUILDS} builds"))),
+            "{err}"
+        );
+        let asked = table.queries.lock().expect("lock").len();
+        assert!(asked <= MAX_STEP_BUILDS / 100 + 3, "{asked} requests");
+    }
+
+    #[tokio::test]
+    async fn builds_at_the_last_time_chrono_holds_end_the_walk_without_a_panic() {
+        // A page full of builds at the end of time: the walk would narrow to just after it.
+        let end = DateTime::<Utc>::MAX_UTC.timestamp_millis();
+        for step_ms in [1, 1000] {
+            let table = Table::new(&builds(0, 15, end, 0));
+            let err = walk(&table, step_ms, 10).await.expect_err("refused");
+            assert!(
+                matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("cannot count past")),
+                "step {step_ms} ms: {err}"
+            );
         }
     }
 }

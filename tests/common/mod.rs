@@ -3,6 +3,14 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod health;
+pub mod memory;
+
+#[allow(unused_imports)] // as above: not every test file needs these
+pub use health::*;
+#[allow(unused_imports)]
+pub use memory::*;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,6 +30,16 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Run {
@@ -117,11 +135,7 @@ retry_window_seconds = 5
             .await
             .expect("kitesync finished within 120 s")
             .expect("kitesync ran");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 
     /// `--once`, expected to deliver everything.
@@ -162,6 +176,16 @@ pub fn recent_builds(count: u64) -> Vec<Value> {
     )
 }
 
+/// Waits (up to [`DEADLINE`]) for `child`, which must end by itself (a daemon that stops
+/// on a configuration error, say); its exit code and what it wrote to stderr and stdout.
+pub async fn ended_by_itself(child: tokio::process::Child) -> Run {
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("exited by itself")
+        .expect("reaped");
+    Run::from(out)
+}
+
 /// Sends SIGTERM to `child`.
 pub fn terminate(child: &tokio::process::Child) {
     let pid = child.id().expect("still running");
@@ -197,18 +221,28 @@ where
 
 /// Waits until the future `check()` makes answers `Some`, and returns what it holds (checking
 /// every 10 ms), up to [`DEADLINE`].
-pub async fn until_some<T, F, Fut>(mut check: F) -> T
+pub async fn until_some<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    until_some_within(DEADLINE, check).await
+}
+
+/// [`until_some`] with a deadline of `limit`: for a condition that cannot come before a wait
+/// kitesync must make (a rate budget's reset, say), `limit` is that wait plus [`DEADLINE`].
+pub async fn until_some_within<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(found) = check().await {
             return found;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("condition not reached in {} s", DEADLINE.as_secs());
+            panic!("condition not reached in {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -321,21 +355,6 @@ pub fn tool_available(tool: &str, package: &str) -> bool {
     }
     eprintln!("skipping: {tool} not installed (set CI=1 to make this a failure)");
     false
-}
-
-/// The address the daemon's metrics server bound (it listens on port 0), from its log.
-pub async fn metrics_base(stderr: &Log) -> String {
-    const SAYS: &str = "metrics on http://";
-    let log = wait_for_log(stderr, SAYS).await;
-    let at = log.find(SAYS).expect("logged") + SAYS.len();
-    let addr = &log[at..at + log[at..].find("/metrics").expect("the /metrics path")];
-    let port: u16 = addr
-        .strip_prefix("127.0.0.1:")
-        .unwrap_or_else(|| panic!("metrics bound to {addr}, not 127.0.0.1"))
-        .parse()
-        .expect("a port");
-    assert_ne!(port, 0, "the port actually bound is logged, not 0");
-    format!("http://{addr}")
 }
 
 /// A free port on 127.0.0.1, for a server that cannot be told to pick its own (port 0) and
