@@ -875,9 +875,16 @@ api_key = "bb-key"
             );
             load(&text)
         };
-        for refused in ["http://buildbutler:3000", "http://10.0.0.7", "http://[fd00::1]:80"] {
+        for refused in [
+            "http://buildbutler:3000",
+            "http://10.0.0.7",
+            "http://[fd00::1]:80",
+        ] {
             let m = with(refused).unwrap_err().to_string();
-            assert!(m.contains("line 10: [buildbutler] webhook_send_buildkite_token"), "{m}");
+            assert!(
+                m.contains("line 10: [buildbutler] webhook_send_buildkite_token"),
+                "{m}"
+            );
             assert!(m.contains("clear text") && m.contains("https://"), "{m}");
             assert!(!m.contains("bk-token"), "{m}");
         }
@@ -899,7 +906,10 @@ api_key = "bb-key"
     #[test]
     fn a_secret_pasted_into_a_file_key_is_not_echoed() {
         for (key, value) in [
-            ("token_file", "\"bkua_0123456789abcdef0123456789abcdef01234567\""),
+            (
+                "token_file",
+                "\"bkua_0123456789abcdef0123456789abcdef01234567\"",
+            ),
             ("token_file", "\"ab/cd+ef/0123456789\""),
             ("token_file", "\"/bkua_0123456789\""),
             ("token_file", "9876543210987654"),

@@ -189,6 +189,7 @@ impl FakeBuildkite {
                 content,
                 storage_requests: Vec::new(),
                 expired: false,
+                location: None,
             })
             .collect();
         inner.artifacts.insert(number, artifacts);
@@ -198,6 +199,16 @@ impl FakeBuildkite {
     pub fn expire_artifacts(&self, number: u64) {
         if let Some(artifacts) = self.lock().artifacts.get_mut(&number) {
             artifacts.iter_mut().for_each(|a| a.expired = true);
+        }
+    }
+
+    /// Points the `/download` 302 of build `number`'s artifacts at `location` instead of the
+    /// storage host (as a hostile or broken answer might).
+    pub fn set_download_location(&self, number: u64, location: &str) {
+        if let Some(artifacts) = self.lock().artifacts.get_mut(&number) {
+            artifacts
+                .iter_mut()
+                .for_each(|a| a.location = Some(location.to_string()));
         }
     }
 
@@ -377,6 +388,8 @@ struct FakeArtifact {
     storage_requests: Vec<Option<String>>,
     /// Expired: its `/download` answers 404.
     expired: bool,
+    /// Where its `/download` points instead of the storage host.
+    location: Option<String>,
 }
 
 type BuildPath = Path<(String, String, u64)>;
@@ -436,17 +449,19 @@ async fn storage_get(
 
 /// The 302 Buildkite answers for an artifact download.
 fn download(inner: &Inner, number: u64, id: &str) -> Response {
-    let exists = inner
+    let found = inner
         .artifacts
         .get(&number)
-        .is_some_and(|a| a.iter().any(|a| a.id == id && !a.expired));
-    if !exists {
+        .and_then(|a| a.iter().find(|a| a.id == id && !a.expired));
+    let Some(artifact) = found else {
         return http::json(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
-    }
-    let location = format!(
-        "{}/artifacts/{id}?X-Amz-Signature=presigned",
-        inner.storage_url
-    );
+    };
+    let location = artifact.location.clone().unwrap_or_else(|| {
+        format!(
+            "{}/artifacts/{id}?X-Amz-Signature=presigned",
+            inner.storage_url
+        )
+    });
     let mut r = http::json(StatusCode::FOUND, &json!({"url": location}));
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert("location", v);

@@ -246,17 +246,14 @@ mod tests {
     #[test]
     fn the_database_and_its_wal_and_shm_are_private() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| {
-            std::fs::metadata(p)
-                .expect("exists")
-                .permissions()
-                .mode()
-                & 0o777
-        };
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.db");
         let store = Store::open(&path).expect("open");
-        let (wal, shm) = (dir.path().join("state.db-wal"), dir.path().join("state.db-shm"));
+        let (wal, shm) = (
+            dir.path().join("state.db-wal"),
+            dir.path().join("state.db-shm"),
+        );
         // Open, in WAL mode, both sidecars exist (the connection keeps them).
         assert_eq!(
             [mode(&path), mode(&wal), mode(&shm)],
