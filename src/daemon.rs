@@ -7,7 +7,7 @@
 //! state is always either before or after a page. Outages are logged when they start, every
 //! ten minutes while they last, and when they end — not on every attempt.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +17,11 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
 use crate::deliver::{deliver_loop, OnFatal, Stop};
-use crate::metrics::{Activity, StateLabels};
+use crate::metrics::Activity;
 use crate::outage::Outage;
 use crate::schedule::Schedule;
-use crate::store::outbox;
 use crate::sync::{agents, builds, enrich};
+use crate::{gauges, metrics_server};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -252,69 +252,26 @@ impl AgentPoller {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `[metrics] listen` until the daemon stops.
-async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
-    use axum::http::{header::CONTENT_TYPE, StatusCode};
-    let listen = &app.config.metrics.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
-    })?;
-    // The address actually bound: with port 0 the system picks a free port.
-    let bound = listener
-        .local_addr()
-        .map_or(listen.clone(), |a| a.to_string());
-    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
-    // Healthy while polls and deliveries succeed within three poll intervals.
-    let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
-    let started = Instant::now();
-    let page = Arc::clone(&app);
-    let metrics = move || {
-        let app = Arc::clone(&page);
-        async move {
-            outbox_gauges(&app).await;
-            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            ([(CONTENT_TYPE, kind)], app.metrics.encode())
-        }
-    };
-    let health = move || {
-        let app = Arc::clone(&app);
-        async move {
-            let pending = outbox_gauges(&app).await;
-            match app.metrics.unhealthy(allowed, started.elapsed(), pending) {
-                None => (StatusCode::OK, "ok\n".to_string()),
-                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-            }
-        }
-    };
-    let router = axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/healthz", axum::routing::get(health));
-    let stopped = async move {
+/// Serves `/metrics` and `/healthz` on `[metrics] listen`, and keeps the gauges that come
+/// from the state database fresh, until the daemon stops.
+async fn serve_metrics(app: Arc<App>, stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
+    let stopped = |mut stop: watch::Receiver<Stop>| async move {
         let _ = stop.wait_for(|s| *s != Stop::No).await;
     };
-    tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .into_future(),
-    );
-    Ok(())
-}
-
-/// Refreshes the outbox gauges from the store; the number of pending items.
-async fn outbox_gauges(app: &App) -> i64 {
-    let summary = app
-        .store
-        .call(|c| outbox::summary(c))
+    let listen = &app.config.metrics.listen;
+    // Healthy while polls and deliveries succeed within three poll intervals.
+    let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
+    let metrics = Arc::clone(&app.metrics);
+    let bound = metrics_server::start(listen, metrics, allowed, stopped(stop.clone()))
         .await
-        .unwrap_or_default();
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for (state, n) in [("pending", summary.pending), ("dead", summary.dead)] {
-        let labels = StateLabels {
-            state: state.into(),
-        };
-        app.metrics.outbox.get_or_create(&labels).set(gauge(n));
-    }
-    gauge(summary.pending)
+        .map_err(|e| {
+            DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
+        })?;
+    tokio::spawn(async move {
+        gauges::keep_fresh(app.store.clone(), &app.metrics, stopped(stop)).await;
+    });
+    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+    Ok(())
 }
 
 /// Tells systemd (when started as `Type=notify`) how the service is doing; a no-op otherwise.
