@@ -155,17 +155,21 @@ impl Resolver {
             .iter()
             .flat_map(|name| [name.to_string(), name.to_uppercase()])
             .filter_map(|name| std::env::var(name).ok())
-            .filter_map(|value| {
-                let url = if value.contains("://") {
-                    value
-                } else {
-                    format!("http://{value}")
-                };
-                Some(Url::parse(&url).ok()?.host_str()?.to_ascii_lowercase())
-            })
+            .filter_map(|value| proxy_host(&value))
             .collect();
         Resolver { proxies }
     }
+}
+
+/// The host of a proxy variable's value (`http://proxy:3128`, or `proxy:3128` as reqwest
+/// also takes it), in lower case.
+fn proxy_host(value: &str) -> Option<String> {
+    let url = if value.contains("://") {
+        Url::parse(value)
+    } else {
+        Url::parse(&format!("http://{value}"))
+    };
+    Some(url.ok()?.host_str()?.to_ascii_lowercase())
 }
 
 impl Resolve for Resolver {
@@ -301,6 +305,19 @@ mod tests {
         );
         let err = check_resolved("evil.example", &[at("fd00:ec2::254")]).expect_err("refused");
         assert!(matches!(err, Refused::Resolved { .. }), "{err}");
+    }
+
+    #[test]
+    fn proxies_are_named_as_reqwest_reads_them() {
+        for (value, host) in [
+            ("http://Proxy.Corp:3128", "proxy.corp"),
+            ("proxy.corp:3128", "proxy.corp"),
+            ("socks5h://user:pw@10.0.0.1:1080", "10.0.0.1"),
+            ("http://[fd00::3]:3128/", "[fd00::3]"),
+        ] {
+            assert_eq!(proxy_host(value).as_deref(), Some(host), "{value}");
+        }
+        assert_eq!(proxy_host(""), None);
     }
 
     /// A storage host on 127.0.0.1 whose `/hop/N` redirects to `/hop/N-1`, `/hop/0` being the
