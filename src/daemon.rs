@@ -260,7 +260,11 @@ async fn serve_metrics(app: Arc<App>, stop: watch::Receiver<Stop>) -> Result<(),
     };
     let listen = &app.config.metrics.listen;
     // Healthy while polls and deliveries succeed within three poll intervals.
-    let allowed = (app.config.schedule.builds.interval() * 3).max(Duration::from_secs(5));
+    let interval = app.config.schedule.builds.interval();
+    let allowed = (interval * 3).max(Duration::from_secs(5));
+    let gauge = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX);
+    app.metrics.poll_interval.set(gauge(interval.as_secs()));
+    app.metrics.started.set(chrono::Utc::now().timestamp());
     let metrics = Arc::clone(&app.metrics);
     let bound = metrics_server::start(listen, metrics, allowed, stopped(stop.clone()))
         .await

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::butler::{SendError, Sink};
-use crate::item::Item;
+use crate::item::{Item, Kind};
 use crate::metrics::Activity;
 use crate::net;
 use crate::outage::Outage;
@@ -36,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
     pub delivered: usize,
+    /// Of those delivered, builds.
+    pub builds: usize,
     /// Attempts that failed and will be retried.
     pub retried: usize,
     /// Items BuildButler refused for good.
@@ -116,6 +118,7 @@ fn judge(
         let outcome = match result {
             Ok(()) => {
                 report.delivered += 1;
+                report.builds += usize::from(row.kind == Kind::Build);
                 Outcome::Delivered
             }
             Err(SendError::Retry(e)) => {
@@ -190,7 +193,9 @@ pub async fn deliver_loop(
             Ok(report) => {
                 delivered += report.delivered as u64;
                 metrics.delivered.inc_by(report.delivered as u64);
+                metrics.builds_delivered.inc_by(report.builds as u64);
                 metrics.dead_lettered.inc_by(report.dead as u64);
+                metrics.delivery_failures.inc_by(report.retried as u64);
                 if report.delivered + report.dead + report.retried > 0 {
                     let took = started.elapsed().as_secs_f64();
                     metrics.delivery_seconds.observe(took);

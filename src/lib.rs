@@ -15,6 +15,7 @@ pub mod deliver;
 pub mod exit;
 pub mod gauges;
 pub mod item;
+pub mod logging;
 pub mod metrics;
 pub mod metrics_server;
 pub mod net;

@@ -12,6 +12,7 @@ use clap::Parser;
 use kitesync::command::{self, Replay};
 use kitesync::config::Config;
 use kitesync::exit::{Ending, Error};
+use kitesync::logging::LogFormat;
 
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.
 ///
@@ -23,8 +24,9 @@ struct Cli {
     /// The TOML config file (every key may also be set as KITESYNC_SECTION__KEY).
     #[arg(long, short, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// Log lines as text (default) or as JSON objects, one per line (level from RUST_LOG).
-    #[arg(long, value_name = "FORMAT", global = true, default_value = "text")]
+    /// Log lines as text, as JSON objects one per line, or to the systemd journal; auto (the
+    /// default) is the journal when stderr is connected to it, else text. Level from RUST_LOG.
+    #[arg(long, value_name = "FORMAT", global = true, default_value = "auto")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,12 +48,6 @@ struct Cli {
     /// (same --since) started, so that running the same command again resumes it.
     #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "backfill")]
     until: Option<DateTime<Utc>>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -99,19 +95,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // tokio-cron-scheduler says "Uninited" and "Job creator created" at INFO.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn")
-                }),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    kitesync::logging::init(cli.log_format);
     let dry_run = cli.dry_run;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -86,20 +86,34 @@ metrics! {
         "kitesync_buildkite_rate_limited", "Buildkite answers 429";
     remaining: Family<ScopeLabels, Gauge> = Family::default(),
         "kitesync_buildkite_ratelimit_remaining", "Requests left in each Buildkite budget, as last reported";
+    limit: Family<ScopeLabels, Gauge> = Family::default(),
+        "kitesync_buildkite_ratelimit_limit", "Size of each Buildkite budget per window, as last reported";
+    reserve: Family<ScopeLabels, Gauge> = Family::default(),
+        "kitesync_buildkite_ratelimit_reserve", "Requests of each Buildkite budget kitesync leaves to others (reserve_percent)";
     builds_polled: Counter = Counter::default(),
         "kitesync_builds_polled", "Finished builds listed by polls";
     builds_queued: Counter = Counter::default(),
         "kitesync_builds_queued", "Builds queued for delivery (new or finished again)";
     delivered: Counter = Counter::default(),
-        "kitesync_items_delivered", "Items BuildButler accepted";
+        "kitesync_items_delivered", "Items BuildButler accepted (builds, test suites, logs, agents)";
+    builds_delivered: Counter = Counter::default(),
+        "kitesync_builds_delivered", "Builds BuildButler accepted";
     dead_lettered: Counter = Counter::default(),
         "kitesync_items_dead_lettered", "Items BuildButler refused for good";
+    delivery_failures: Counter = Counter::default(),
+        "kitesync_delivery_failures", "Delivery attempts that failed and will be retried";
     outbox: Family<StateLabels, Gauge> = Family::default(),
         "kitesync_outbox_items", "Items in the outbox by state";
     poll_seconds: Histogram = Histogram::new(exponential_buckets(0.05, 2.0, 12)),
         "kitesync_poll_duration_seconds", "Duration of build polls";
     delivery_seconds: Histogram = Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         "kitesync_delivery_duration_seconds", "Duration of delivery passes";
+    /// The build poll's schedule, in seconds between polls.
+    poll_interval: Gauge = Gauge::default(),
+        "kitesync_poll_interval_seconds", "Seconds between build polls ([schedule] builds)";
+    /// Unix time the daemon started.
+    started: Gauge = Gauge::default(),
+        "kitesync_start_time_seconds", "Unix time the daemon started";
     /// Unix time of the last success.
     last_success: Family<WhatLabels, Gauge> = Family::default(),
         "kitesync_last_success_timestamp_seconds", "Unix time of the last successful poll or delivery";
@@ -144,6 +158,21 @@ impl Metrics {
         text
     }
 
+    /// Every figure in the format a scraper that sent `accept` reads: OpenMetrics when it
+    /// asks for it (Prometheus does), else the classic text format (`promtool check
+    /// metrics`, curl). Returns the content type and the body.
+    pub fn exposition(&self, accept: &str) -> (&'static str, String) {
+        let text = self.encode();
+        if accept.contains("application/openmetrics-text") {
+            (
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
+        } else {
+            ("text/plain; version=0.0.4; charset=utf-8", classic(&text))
+        }
+    }
+
     /// `None` when healthy, else why not: no successful poll within `allowed` (once the
     /// daemon has been up that long), or pending deliveries and none accepted within it.
     pub fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
@@ -173,5 +202,60 @@ impl Metrics {
 
     fn errors(&self) -> MutexGuard<'_, HashMap<Activity, String>> {
         self.errors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// OpenMetrics text as the classic text format: a counter family's `HELP` and `TYPE` name its
+/// `_total` sample (OpenMetrics names the family without it), and there is no `# EOF`.
+fn classic(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE ", "# UNIT "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some(("# UNIT ", _)) => continue,
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(&name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_sample_and_has_no_eof() {
+        let metrics = Metrics::new();
+        metrics.delivered.inc_by(3);
+        let (kind, text) = metrics.exposition("*/*");
+        assert!(kind.starts_with("text/plain; version=0.0.4"));
+        assert!(text.contains("# TYPE kitesync_items_delivered_total counter\n"));
+        assert!(text.contains("# HELP kitesync_items_delivered_total Items BuildButler"));
+        assert!(text.contains("\nkitesync_items_delivered_total 3\n"));
+        assert!(text.contains("# TYPE kitesync_poll_duration_seconds histogram\n"));
+        assert!(!text.contains("# EOF"));
+
+        let (kind, text) = metrics.exposition("application/openmetrics-text;version=1.0.0");
+        assert!(kind.starts_with("application/openmetrics-text"));
+        assert!(text.contains("# TYPE kitesync_items_delivered counter\n"));
+        assert!(text.ends_with("# EOF\n"));
     }
 }

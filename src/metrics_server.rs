@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header::CONTENT_TYPE, StatusCode};
+use axum::http::{header::ACCEPT, header::CONTENT_TYPE, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -45,12 +45,10 @@ pub async fn start(
 fn router(metrics: Arc<Metrics>, allowed: Duration) -> axum::Router {
     let started = Instant::now();
     let page = Arc::clone(&metrics);
-    let metrics_page = move || {
-        let text = page.encode();
-        async move {
-            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            ([(CONTENT_TYPE, kind)], text)
-        }
+    let metrics_page = move |headers: axum::http::HeaderMap| {
+        let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+        let (kind, body) = page.exposition(accept.unwrap_or(""));
+        async move { ([(CONTENT_TYPE, kind)], body) }
     };
     let health = move || {
         let labels = StateLabels {

@@ -70,10 +70,32 @@ pub fn describe(e: &reqwest::Error) -> String {
         "request failed"
     };
     let root = std::iter::successors(Some(e as &dyn Error), |&e| e.source()).last();
-    match root.map(ToString::to_string) {
+    let said = match root.map(ToString::to_string) {
         Some(cause) if cause != e.to_string() => format!("{what}: {cause}"),
         _ => what.to_string(),
+    };
+    let proxy = e.url().filter(|_| e.is_connect()).and_then(proxy_variable);
+    match proxy {
+        Some(var) => format!(
+            "{said} ({var} is set: if this host is reached through that proxy, check the \
+             proxy's address, credentials and allow list; NO_PROXY names hosts reached directly)"
+        ),
+        None => said,
     }
+}
+
+/// The environment variable naming a proxy for `url`'s scheme, when one is set (never its
+/// value, which may hold credentials).
+fn proxy_variable(url: &reqwest::Url) -> Option<&'static str> {
+    let names: &[&'static str] = match url.scheme() {
+        "https" => &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
+        "http" => &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
+        _ => &[],
+    };
+    names
+        .iter()
+        .copied()
+        .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 #[cfg(test)]

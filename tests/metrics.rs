@@ -49,21 +49,6 @@ async fn healthz_until(base: &str, status: u16) -> String {
     .await
 }
 
-/// The address the daemon's metrics server bound (it listens on port 0), from its log.
-async fn metrics_base(stderr: &Log) -> String {
-    const SAYS: &str = "metrics on http://";
-    let log = wait_for_log(stderr, SAYS).await;
-    let at = log.find(SAYS).expect("logged") + SAYS.len();
-    let addr = &log[at..at + log[at..].find("/metrics").expect("the /metrics path")];
-    let port: u16 = addr
-        .strip_prefix("127.0.0.1:")
-        .unwrap_or_else(|| panic!("metrics bound to {addr}, not 127.0.0.1"))
-        .parse()
-        .expect("a port");
-    assert_ne!(port, 0, "the port actually bound is logged, not 0");
-    format!("http://{addr}")
-}
-
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .samples

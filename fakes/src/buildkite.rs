@@ -66,6 +66,8 @@ struct Inner {
     logs: BTreeMap<String, String>,
     /// Base URL of the artifact storage host (another port: another host).
     storage_url: String,
+    /// Whether the API is served over TLS.
+    tls: bool,
     /// A broken server: `created_to` is ignored.
     ignore_created_to: bool,
     /// A server that drops the fraction of a time filter (`10:00:00.999` → `10:00:00`).
@@ -92,6 +94,8 @@ struct Inner {
 pub struct FakeBuildkite {
     /// Base URL, without `/v2`.
     pub url: String,
+    /// The certificate (PEM) a client must trust, for a fake started with TLS.
+    pub ca_pem: Option<String>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -101,6 +105,16 @@ impl FakeBuildkite {
     /// Starts a fake for organization `org` accepting `token` with every read scope. Budgets
     /// are Buildkite's defaults: 200 a minute for the organization, 50 for the user.
     pub async fn start(org: &str, token: &str) -> FakeBuildkite {
+        Self::start_with(org, token, false).await
+    }
+
+    /// Like [`FakeBuildkite::start`], with the API served over TLS (a certificate for
+    /// 127.0.0.1 and localhost, in `ca_pem`); the storage host stays plain HTTP.
+    pub async fn start_tls(org: &str, token: &str) -> FakeBuildkite {
+        Self::start_with(org, token, true).await
+    }
+
+    async fn start_with(org: &str, token: &str, tls: bool) -> FakeBuildkite {
         let inner = Arc::new(Mutex::new(Inner {
             org: org.to_string(),
             token: token.to_string(),
@@ -117,6 +131,7 @@ impl FakeBuildkite {
             artifacts: BTreeMap::new(),
             logs: BTreeMap::new(),
             storage_url: String::new(),
+            tls,
             max_page: 10,
             ignore_created_to: false,
             truncate_params: false,
@@ -156,17 +171,29 @@ impl FakeBuildkite {
                 get(job_log),
             )
             .with_state(Arc::clone(&inner));
-        let url = http::serve(app).await;
+        let (url, ca_pem) = if tls {
+            let (url, pem) = http::serve_tls(app).await;
+            (url, Some(pem))
+        } else {
+            (http::serve(app).await, None)
+        };
         let storage = Router::new()
             .route("/artifacts/{id}", get(storage_get))
             .with_state(Arc::clone(&inner));
         let storage_url = http::serve(storage).await;
         inner.lock().unwrap_or_else(|e| e.into_inner()).storage_url = storage_url;
-        FakeBuildkite { url, inner }
+        FakeBuildkite { url, ca_pem, inner }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names the storage host `host` (e.g. `localhost`) in the redirects to it, instead of
+    /// 127.0.0.1: a host of its own for proxy rules.
+    pub fn set_storage_host(&self, host: &str) {
+        let mut inner = self.lock();
+        inner.storage_url = inner.storage_url.replacen("127.0.0.1", host, 1);
     }
 
     /// Replaces every build.
@@ -736,7 +763,7 @@ fn answer(
         Some(Fault::Dropped) => http::broken(body, 0),
         _ => http::json(StatusCode::OK, &serde_json::from_str(&body).expect("json")),
     };
-    let link = links(headers, uri, query.page, last_page);
+    let link = links(&origin(inner, headers), uri, query.page, last_page);
     if let Ok(v) = HeaderValue::from_str(&link) {
         response.headers_mut().insert("link", v);
     }
@@ -790,13 +817,9 @@ fn rate_headers(inner: &Inner, headers: &mut HeaderMap) {
 }
 
 /// RFC 8288 links to the first, previous, next and last pages, as absolute URLs.
-fn links(headers: &HeaderMap, uri: &Uri, page: u32, last: u32) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+fn links(origin: &str, uri: &Uri, page: u32, last: u32) -> String {
     let to = |p: u32| {
-        let mut url = url::Url::parse(&format!("http://{host}{}", uri.path())).expect("url");
+        let mut url = url::Url::parse(&format!("{origin}{}", uri.path())).expect("url");
         {
             let mut q = url.query_pairs_mut();
             for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
@@ -918,6 +941,17 @@ fn glob(pattern: &str, s: &str) -> bool {
     }
 }
 
+/// The scheme and host the client used to reach the API (its `Host` header), for the URLs
+/// in answers, as Buildkite gives URLs on the host that was asked.
+fn origin(inner: &Inner, headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let scheme = if inner.tls { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
 /// A page of a build's artifacts, with `Link` headers.
 fn artifacts_page(
     inner: &Inner,
@@ -927,10 +961,7 @@ fn artifacts_page(
     uri: &Uri,
 ) -> Response {
     let org = &inner.org;
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = origin(inner, headers);
     let all: Vec<Value> = inner
         .artifacts
         .get(&number)
@@ -943,8 +974,8 @@ fn artifacts_page(
                 "dirname": dirname, "filename": filename, "mime_type": "application/xml",
                 "state": "finished", "file_size": a.content.len(), "glob_path": null,
                 "original_path": null, "sha1sum": "0000000000000000000000000000000000000000",
-                "url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}", a.id),
-                "download_url": format!("http://{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}/download", a.id),
+                "url": format!("{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}", a.id),
+                "download_url": format!("{host}/v2/organizations/{org}/pipelines/p/builds/{number}/artifacts/{}/download", a.id),
             })
         })
         .collect();
@@ -952,7 +983,7 @@ fn artifacts_page(
     let page: Vec<&Value> = all.iter().skip(start).take(query.per_page).collect();
     let mut response = http::json(StatusCode::OK, &json!(page));
     let last_page = all.len().div_ceil(query.per_page).max(1) as u32;
-    if let Ok(v) = HeaderValue::from_str(&links(headers, uri, query.page, last_page)) {
+    if let Ok(v) = HeaderValue::from_str(&links(&host, uri, query.page, last_page)) {
         response.headers_mut().insert("link", v);
     }
     response

@@ -129,6 +129,11 @@ impl Budget {
         }
     }
 
+    /// The requests of a budget of `limit` that kitesync leaves to others.
+    pub fn reserve_of(&self, limit: u32) -> u32 {
+        reserve(limit, self.reserve_percent)
+    }
+
     /// Waits until a request may be sent.
     pub async fn acquire(&self) {
         let until = self.lock().not_before.take();

@@ -640,8 +640,11 @@ impl Client {
     fn report_budget(&self) {
         for (name, s) in self.budget.last_seen().scopes() {
             let labels = crate::metrics::ScopeLabels { scope: name.into() };
-            let gauge = self.metrics.remaining.get_or_create(&labels);
-            gauge.set(s.remaining.into());
+            let m = &self.metrics;
+            m.remaining.get_or_create(&labels).set(s.remaining.into());
+            m.limit.get_or_create(&labels).set(s.limit.into());
+            let reserve = self.budget.reserve_of(s.limit);
+            m.reserve.get_or_create(&labels).set(reserve.into());
         }
     }
 

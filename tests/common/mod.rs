@@ -42,7 +42,11 @@ pub struct Harness {
 impl Harness {
     /// Both fakes and a config pointing at them (fast pace, short retry window).
     pub async fn start() -> Harness {
-        let bk = FakeBuildkite::start(ORG, TOKEN).await;
+        Harness::with_buildkite(FakeBuildkite::start(ORG, TOKEN).await).await
+    }
+
+    /// Like [`Harness::start`], with this fake of Buildkite (one over TLS, say).
+    pub async fn with_buildkite(bk: FakeBuildkite) -> Harness {
         let bb = FakeButler::start(API_KEY).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("kitesync.toml");
@@ -340,4 +344,26 @@ pub fn tool_available(tool: &str, package: &str) -> bool {
     }
     eprintln!("skipping: {tool} not installed (set CI=1 to make this a failure)");
     false
+}
+
+/// The address the daemon's metrics server bound (it listens on port 0), from its log.
+pub async fn metrics_base(stderr: &Log) -> String {
+    const SAYS: &str = "metrics on http://";
+    let log = wait_for_log(stderr, SAYS).await;
+    let at = log.find(SAYS).expect("logged") + SAYS.len();
+    let addr = &log[at..at + log[at..].find("/metrics").expect("the /metrics path")];
+    let port: u16 = addr
+        .strip_prefix("127.0.0.1:")
+        .unwrap_or_else(|| panic!("metrics bound to {addr}, not 127.0.0.1"))
+        .parse()
+        .expect("a port");
+    assert_ne!(port, 0, "the port actually bound is logged, not 0");
+    format!("http://{addr}")
+}
+
+/// A free port on 127.0.0.1, for a server that cannot be told to pick its own (port 0) and
+/// say which it took.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
 }
