@@ -14,12 +14,22 @@ use kitesync::config::Config;
 use kitesync::exit::{Ending, Error};
 use kitesync::logging::LogFormat;
 
+/// The end of `--help` and of the man page.
+const AFTER_HELP: &str = "Exit status: 0 when everything was delivered; 1 when something is \
+left (retried on the next run) or Buildkite or the state database failed; 2 when the \
+configuration, the token or its scopes, or BuildButler's key or URL must be fixed; 130 when \
+a backfill was interrupted (run it again to resume).
+
+Files: /etc/kitesync/kitesync.toml (the packaged config; every key may also be set as \
+KITESYNC_SECTION__KEY), the state database at state_path, \
+/usr/share/doc/kitesync/README.md (the manual).";
+
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.
 ///
 /// Without --once or --backfill it runs as a service: it polls on the [schedule] builds cron
 /// and delivers continuously until SIGTERM or Ctrl-C.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_long_help = AFTER_HELP)]
 struct Cli {
     /// The TOML config file (every key may also be set as KITESYNC_SECTION__KEY).
     #[arg(long, short, value_name = "FILE", global = true)]
@@ -78,6 +88,34 @@ enum Command {
         #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "since")]
         until: Option<DateTime<Utc>>,
     },
+    /// Print a shell completion script on stdout (the .deb installs bash's, zsh's and fish's).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (kitesync.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Writes what `completions` and `manpages` generate from the CLI itself.
+fn generate(command: &Command) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    match command {
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(cli, dir)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cli, "kitesync", &mut std::io::stdout());
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -95,6 +133,15 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command @ (Command::Completions { .. } | Command::Manpages { .. })) = &cli.command {
+        return match generate(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kitesync: cannot write: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     kitesync::logging::init(cli.log_format);
     let dry_run = cli.dry_run;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,6 +173,9 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
     };
     let config = Config::load(path)?;
     match cli.command {
+        Some(Command::Completions { .. } | Command::Manpages { .. }) => Err(Error::Usage(
+            "completions and manpages need no config".into(),
+        )),
         Some(Command::Check) => command::check(config).await,
         Some(Command::Status { json }) => command::status(&config, json).await,
         Some(Command::Replay {
