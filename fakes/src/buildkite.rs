@@ -108,8 +108,8 @@ impl FakeBuildkite {
         Self::start_with(org, token, false).await
     }
 
-    /// Like [`FakeBuildkite::start`], with the API served over TLS (a certificate for
-    /// 127.0.0.1 and localhost, in `ca_pem`); the storage host stays plain HTTP.
+    /// Like [`FakeBuildkite::start`], with the API and the storage host served over TLS (one
+    /// certificate for 127.0.0.1 and localhost, in `ca_pem`), as Buildkite and S3 are.
     pub async fn start_tls(org: &str, token: &str) -> FakeBuildkite {
         Self::start_with(org, token, true).await
     }
@@ -171,16 +171,17 @@ impl FakeBuildkite {
                 get(job_log),
             )
             .with_state(Arc::clone(&inner));
-        let (url, ca_pem) = if tls {
-            let (url, pem) = http::serve_tls(app).await;
-            (url, Some(pem))
-        } else {
-            (http::serve(app).await, None)
-        };
         let storage = Router::new()
             .route("/artifacts/{id}", get(storage_get))
             .with_state(Arc::clone(&inner));
-        let storage_url = http::serve(storage).await;
+        let (url, storage_url, ca_pem) = if tls {
+            let (acceptor, pem) = http::tls_certificate();
+            let url = http::serve_tls_with(app, acceptor.clone()).await;
+            let storage_url = http::serve_tls_with(storage, acceptor).await;
+            (url, storage_url, Some(pem))
+        } else {
+            (http::serve(app).await, http::serve(storage).await, None)
+        };
         inner.lock().unwrap_or_else(|e| e.into_inner()).storage_url = storage_url;
         FakeBuildkite { url, ca_pem, inner }
     }
