@@ -386,7 +386,63 @@ impl ButlerConfig {
     }
 }
 
+/// A setting that has no effect with the rest of the config, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// `[section] key`.
+    pub key: &'static str,
+    /// Why it does nothing, and what to change.
+    pub fix: &'static str,
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is set but has no effect: {}", self.key, self.fix)
+    }
+}
+
 impl Config {
+    /// The settings changed from their defaults that the rest of the config makes useless
+    /// (a key at its default, as the example config shows it, is never named).
+    pub fn ignored(&self) -> Vec<Ignored> {
+        let (bb, tests, logs) = (&self.buildbutler, &self.tests, &self.logs);
+        let (metrics, schedule) = (&self.metrics, &self.schedule);
+        let (d_tests, d_logs) = (TestsConfig::default(), LogsConfig::default());
+        let d_agents = ScheduleConfig::default().agents;
+        let ingest = bb.mode == Mode::Ingest;
+        let tests_on = !tests.junit_artifact_globs.is_empty();
+        #[rustfmt::skip]
+        let rules = [
+            (!metrics.enabled && metrics.listen != MetricsConfig::default().listen,
+             "[metrics] listen", "metrics are off; set [metrics] enabled = true"),
+            (!logs.enabled && logs.max_bytes != d_logs.max_bytes,
+             "[logs] max_bytes", "logs are off; set [logs] enabled = true"),
+            (!tests_on && tests.max_file_bytes != d_tests.max_file_bytes,
+             "[tests] max_file_bytes", "test results are off; set [tests] junit_artifact_globs"),
+            (!tests_on && tests.list_artifacts != d_tests.list_artifacts,
+             "[tests] list_artifacts", "test results are off; set [tests] junit_artifact_globs"),
+            (!ingest && tests_on,
+             "[tests] junit_artifact_globs", "webhook mode carries builds only; set [buildbutler] mode = \"ingest\" for test results"),
+            (!ingest && logs.enabled,
+             "[logs] enabled", "webhook mode carries builds only; set [buildbutler] mode = \"ingest\" for logs"),
+            (!ingest && schedule.agents.is_some() && schedule.agents.as_ref().map(Schedule::as_str) != d_agents.as_ref().map(Schedule::as_str),
+             "[schedule] agents", "webhook mode carries builds only; set [buildbutler] mode = \"ingest\" for the agent sync"),
+            (!ingest && bb.ingest_prefix != default_ingest_prefix(),
+             "[buildbutler] ingest_prefix", "it is for ingest mode; webhook mode posts to /webhooks/buildkite"),
+            (!ingest && bb.status_case != StatusCase::default(),
+             "[buildbutler] status_case", "it is for ingest mode; webhook mode sends Buildkite's own states"),
+            (ingest && bb.webhook_signature,
+             "[buildbutler] webhook_signature", "it is for webhook mode; set [buildbutler] mode = \"webhook\" or remove it"),
+            (ingest && bb.webhook_send_buildkite_token,
+             "[buildbutler] webhook_send_buildkite_token", "it is for webhook mode; set [buildbutler] mode = \"webhook\" or remove it"),
+        ];
+        rules
+            .into_iter()
+            .filter(|(applies, ..)| *applies)
+            .map(|(_, key, fix)| Ignored { key, fix })
+            .collect()
+    }
+
     /// True when JUnit results are read from artifacts (ingest mode only).
     pub fn tests_enabled(&self) -> bool {
         !self.tests.junit_artifact_globs.is_empty() && self.buildbutler.mode == Mode::Ingest
@@ -452,7 +508,8 @@ impl Config {
             return Err(file.error("buildkite", "api_url", problem));
         }
         file.check_http_url("buildbutler", "url", &bb.url)?;
-        if bb.webhook_send_buildkite_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
+        let sends_token = bb.mode == Mode::Webhook && bb.webhook_send_buildkite_token;
+        if sends_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
             let host = bb.url.host_str().unwrap_or_default();
             let problem = format!(
                 "= true with a plain http:// [buildbutler] url would send your Buildkite token in clear \
@@ -737,6 +794,35 @@ api_key = "bb-key"
         shown.state_path = defaults.state_path.clone();
         // Every value the example shows is the default (only the required keys differ).
         assert_eq!(format!("{:?}", shown), format!("{:?}", defaults));
+        // So a copy of it warns about nothing.
+        assert_eq!(shown.ignored(), Vec::new());
+    }
+
+    #[test]
+    fn settings_without_effect_are_named_with_what_to_change() {
+        let keys = |c: &Config| c.ignored().iter().map(|i| i.key).collect::<Vec<_>>();
+        assert!(keys(&load(GOOD).expect("valid")).is_empty());
+        let text =
+            format!("{GOOD}\n[metrics]\nlisten = \"0.0.0.0:9187\"\n\n[logs]\nmax_bytes = 1000\n");
+        let c = load(&text).expect("valid");
+        assert_eq!(keys(&c), ["[metrics] listen", "[logs] max_bytes"]);
+        let said = c.ignored()[0].to_string();
+        assert!(said.contains("set [metrics] enabled = true"), "{said}");
+        // Turned on, the same values are used: nothing to say.
+        let on = text
+            .replace("[metrics]\n", "[metrics]\nenabled = true\n")
+            .replace("[logs]\n", "[logs]\nenabled = true\n");
+        assert!(keys(&load(&on).expect("valid")).is_empty());
+        // Webhook mode carries builds only.
+        let webhook = GOOD.replace(
+            "[buildbutler]\n",
+            "[buildbutler]\nmode = \"webhook\"\nstatus_case = \"lower\"\n",
+        );
+        let webhook = format!("{webhook}\n[tests]\njunit_artifact_globs = [\"*.xml\"]\n");
+        assert_eq!(
+            keys(&load(&webhook).expect("valid")),
+            ["[tests] junit_artifact_globs", "[buildbutler] status_case"]
+        );
     }
 
     #[test]
@@ -898,9 +984,14 @@ api_key = "bb-key"
         ] {
             assert!(with(allowed).is_ok(), "{allowed}");
         }
-        // Without the opt-in, plain http stays fine.
+        // Without the opt-in, or in ingest mode (where it sends nothing), plain http is fine.
         let text = GOOD.replace("http://127.0.0.1:3000", "http://buildbutler:3000");
         assert!(load(&text).is_ok());
+        let ingest = text.replace(
+            "api_key = \"bb-key\"",
+            "api_key = \"bb-key\"\nwebhook_send_buildkite_token = true",
+        );
+        assert!(load(&ingest).is_ok());
     }
 
     #[test]

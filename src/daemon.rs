@@ -46,6 +46,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         queued: Arc::clone(&queued),
         stop: stop_rx.clone(),
         fatal: fatal_tx.clone(),
+        summarized: std::sync::atomic::AtomicBool::new(false),
     });
 
     let mut scheduler = JobScheduler::new()
@@ -145,6 +146,8 @@ struct Poller {
     queued: Arc<Notify>,
     stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
+    /// Set once the first successful poll has been summarized.
+    summarized: std::sync::atomic::AtomicBool,
 }
 
 impl Poller {
@@ -182,6 +185,12 @@ impl Poller {
                     tracing::info!("{queued} newly finished builds queued");
                     self.queued.notify_one();
                 }
+                if !self
+                    .summarized
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tokio::spawn(first_cycle(Arc::clone(app), report.clone(), stop.clone()));
+                }
                 let enriched = tokio::select! {
                     r = enrich::run(app) => r,
                     _ = stop.wait_for(|s| *s == Stop::Now) => return,
@@ -204,6 +213,65 @@ impl Poller {
             }
         }
     }
+}
+
+/// How long the first-cycle summary waits for the first poll's builds to be delivered.
+const FIRST_CYCLE_WAIT: Duration = Duration::from_secs(120);
+
+/// Logs one line an operator can act on once the first poll's builds are delivered (or
+/// [`FIRST_CYCLE_WAIT`] passed): organization, pipelines, builds delivered, where the cursor
+/// starts, the agent sync and test results on or off, the budget left.
+async fn first_cycle(app: Arc<App>, poll: builds::PollReport, mut stop: watch::Receiver<Stop>) {
+    let metrics = &app.metrics;
+    let delivered = || usize::try_from(metrics.builds_delivered.get()).unwrap_or(usize::MAX);
+    let waited = tokio::time::timeout(FIRST_CYCLE_WAIT, async {
+        while delivered() < poll.queued {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::select! {
+        _ = waited => {}
+        _ = stop.wait_for(|s| *s != Stop::No) => return,
+    }
+    let config = &app.config;
+    let mut names: Vec<&str> = poll.pipelines.iter().map(String::as_str).take(10).collect();
+    let more = poll.pipelines.len().saturating_sub(names.len());
+    if more > 0 {
+        names.push("…");
+    }
+    let pipelines = match poll.pipelines.len() {
+        0 => "no pipeline with builds in the window".to_string(),
+        n => format!("{n} pipelines with builds ({})", names.join(", ")),
+    };
+    let on = |b: bool| if b { "on" } else { "off" };
+    let agents = match (&config.schedule.agents, config.agents_enabled()) {
+        (Some(s), true) => format!("agent sync on ({})", s.as_str()),
+        _ => "agent sync off".to_string(),
+    };
+    let seen = app.client.budget().last_seen();
+    let left = |s: Option<crate::buildkite::budget::Scope>| {
+        s.map_or("not reported".to_string(), |s| {
+            format!("{} of {}", s.remaining, s.limit)
+        })
+    };
+    let since = poll.since.format("%Y-%m-%d %H:%M:%S UTC");
+    let cursor = if poll.first {
+        format!("a new state: the cursor starts at {since} (builds finished earlier need kitesync --backfill --since DATE)")
+    } else {
+        format!("resumed from the cursor at {since}")
+    };
+    tracing::info!(
+        "first cycle: organization {org}, {pipelines}; {delivered} of {queued} builds delivered; \
+         {cursor}; {agents}; test results {tests}; logs {logs}; Buildkite budget left: \
+         organization {by_org}, token owner {by_user}",
+        org = config.buildkite.organization,
+        delivered = delivered().min(poll.queued),
+        queued = poll.queued,
+        tests = on(config.tests_enabled()),
+        logs = on(config.logs_enabled()),
+        by_org = left(seen.org),
+        by_user = left(seen.user),
+    );
 }
 
 /// The agent poll, on its own schedule. A token without `read_agents` turns it off (with

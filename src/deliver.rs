@@ -11,14 +11,15 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::butler::{SendError, Sink};
+use crate::butler::SendError;
 use crate::item::{Item, Kind};
 use crate::metrics::Activity;
 use crate::net;
 use crate::outage::Outage;
+use crate::route;
 use crate::store::agents;
 use crate::store::outbox::{self, Outcome, Row, Summary};
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{now_ms, StoreError};
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
@@ -57,13 +58,14 @@ pub enum DeliverError {
 /// Delivers every due row. Rows whose retry falls before `retry_until` are waited for and
 /// tried again; later ones stay in the outbox for the next drain.
 pub async fn drain(
-    store: &Store,
-    sink: &Arc<Sink>,
-    concurrency: usize,
+    app: &App,
     retry_until: tokio::time::Instant,
 ) -> Result<DeliveryReport, DeliverError> {
+    let (store, sink, config) = (&app.store, &app.sink, &app.config);
+    let concurrency = config.buildbutler.concurrency;
+    route::recall(store, sink, config).await?;
     let mut report = DeliveryReport::default();
-    loop {
+    'batches: loop {
         let lock = store.delivery_lock().await?;
         let rows = store.call(|c| outbox::due(c, now_ms(), BATCH)).await?;
         if rows.is_empty() {
@@ -96,10 +98,19 @@ pub async fn drain(
             .ready_chunks(SETTLE_CHUNK);
         // Outcomes are recorded as they arrive, so a crash re-sends at most a chunk.
         while let Some(chunk) = results.next().await {
+            let builds_before = report.builds;
             let (settled, fatal) = judge(chunk, &mut report);
             store.call(move |c| outbox::settle(c, &settled)).await?;
-            if let Some(e) = fatal {
-                return Err(DeliverError::Fatal(e));
+            if report.builds > builds_before {
+                route::confirm(store, sink, config).await?;
+            }
+            match fatal {
+                None => {}
+                // The rows not settled are due again, and go to the prefix now in use.
+                Some(SendError::NoRoute(_)) if route::recover(store, sink, config).await? => {
+                    continue 'batches;
+                }
+                Some(e) => return Err(DeliverError::Fatal(e.to_string())),
             }
         }
         drop(lock);
@@ -110,7 +121,7 @@ pub async fn drain(
 fn judge(
     results: Vec<(Row, Result<(), SendError>)>,
     report: &mut DeliveryReport,
-) -> (Vec<(Row, Outcome)>, Option<String>) {
+) -> (Vec<(Row, Outcome)>, Option<SendError>) {
     let mut fatal = None;
     let mut first_retry: Option<String> = None;
     let mut settled = Vec::with_capacity(results.len());
@@ -133,7 +144,7 @@ fn judge(
                 tracing::error!(item = row.label, "kept as a dead letter: {message}");
                 Outcome::Dead(message)
             }
-            Err(SendError::Fatal(e)) => {
+            Err(e @ (SendError::Fatal(_) | SendError::NoRoute(_))) => {
                 fatal = Some(e);
                 continue;
             }
@@ -177,10 +188,9 @@ pub async fn deliver_loop(
     on_fatal: OnFatal,
 ) -> u64 {
     let mut outage = Outage::new("BuildButler delivery");
-    let bb = &app.config.buildbutler;
     let mut delivered: u64 = 0;
     loop {
-        let drain = drain(&app.store, &app.sink, bb.concurrency, Instant::now());
+        let drain = drain(&app, Instant::now());
         let started = Instant::now();
         let result = tokio::select! {
             r = drain => r,
@@ -255,6 +265,6 @@ pub async fn deliver_all(
 ) -> Result<(Result<DeliveryReport, DeliverError>, Summary), StoreError> {
     let bb = &app.config.buildbutler;
     let retry_until = Instant::now() + bb.retry_window();
-    let delivery = drain(&app.store, &app.sink, bb.concurrency, retry_until).await;
+    let delivery = drain(app, retry_until).await;
     Ok((delivery, app.store.call(|c| outbox::summary(c)).await?))
 }

@@ -22,6 +22,7 @@ pub mod net;
 pub mod oneshot;
 pub mod outage;
 pub mod progress;
+pub mod route;
 pub mod schedule;
 pub mod status;
 pub mod store;

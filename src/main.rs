@@ -172,6 +172,9 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
         return Err(Error::Usage(why.into()));
     };
     let config = Config::load(path)?;
+    for ignored in config.ignored() {
+        tracing::warn!("{ignored}");
+    }
     match cli.command {
         Some(Command::Completions { .. } | Command::Manpages { .. }) => Err(Error::Usage(
             "completions and manpages need no config".into(),

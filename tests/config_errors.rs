@@ -1,6 +1,8 @@
 //! Every configuration mistake gets one clear line naming the file, the key and (where it is
 //! in the file) the line, and exit code 2; secrets are never echoed.
 
+mod common;
+
 use std::process::Command;
 
 struct Outcome {
@@ -192,4 +194,58 @@ fn environment_overrides_the_file_and_can_supply_the_secret() {
         o.stderr
     );
     assert!(!o.stderr.contains("SECRET"), "{}", o.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setting_without_effect_is_warned_about_once_at_start_and_the_example_is_quiet() {
+    let mut h = common::Harness::start().await;
+    h.bk.set_builds(common::recent_builds(1));
+    h.set_env("KITESYNC_METRICS__LISTEN", "0.0.0.0:9187");
+    let run = h.once_ok().await;
+    let warned: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("has no effect"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", run.stderr);
+    assert!(
+        warned[0].contains("WARN")
+            && warned[0].contains("[metrics] listen")
+            && warned[0].contains("set [metrics] enabled = true"),
+        "{}",
+        warned[0]
+    );
+
+    // A copy of the example config (every key at its default) warns about nothing.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .expect("example");
+    let example = example
+        .replace(
+            "organization = \"acme\"",
+            &format!("organization = \"{}\"", common::ORG),
+        )
+        .replace(
+            "# token = \"bkua_...\"",
+            &format!("token = \"{}\"", common::TOKEN),
+        )
+        .replace(
+            "# api_key = \"bb_live_...\"",
+            &format!("api_key = \"{}\"", common::API_KEY),
+        )
+        .replace(
+            "url = \"http://buildbutler:3000\"",
+            &format!("url = \"{}\"", h.bb.url),
+        )
+        .replace(
+            "api_url = \"https://api.buildkite.com\"",
+            &format!("api_url = \"{}\"", h.bk.url),
+        );
+    std::fs::write(&h.config, example).expect("config");
+    h.env.retain(|(k, _)| k != "KITESYNC_METRICS__LISTEN");
+    h.set_env("KITESYNC_STATE_PATH", &h.state_path().display().to_string());
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(!run.stderr.contains("has no effect"), "{}", run.stderr);
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
 }

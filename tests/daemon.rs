@@ -234,3 +234,44 @@ async fn a_wrong_buildbutler_key_at_start_stops_the_daemon_with_exit_2() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_cycle_is_summarized_in_one_line_an_operator_can_act_on() {
+    let h = Harness::start().await;
+    h.bk.set_builds(recent_builds(3));
+    let mut daemon = h.spawn_daemon();
+    let log = capture_stderr(&mut daemon);
+    let text = wait_for_log(&log, "first cycle:").await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("first cycle:"))
+        .unwrap_or_default()
+        .to_string();
+    for part in [
+        "INFO",
+        &format!("organization {ORG}"),
+        "3 pipelines with builds (api, mobile, web)",
+        "3 of 3 builds delivered",
+        "a new state: the cursor starts at",
+        "kitesync --backfill --since",
+        "agent sync off",
+        "test results off",
+        "Buildkite budget left: organization",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from: {line}");
+    }
+    // Once per start: later polls do not repeat it.
+    h.bk.add_builds([data::just_finished(ORG, 4, "web")]);
+    until(|| h.bb.builds().len() == 4).await;
+    wait_for_logs(&log, "newly finished builds queued", 2).await;
+    assert_eq!(log_text(&log).matches("first cycle:").count(), 1);
+    terminate(&daemon);
+    let _ = daemon.wait().await;
+
+    // A restart resumes from the cursor, and says so.
+    let mut daemon = h.spawn_daemon();
+    let log = capture_stderr(&mut daemon);
+    let text = wait_for_log(&log, "first cycle:").await;
+    assert!(text.contains("resumed from the cursor at"), "{text}");
+    terminate(&daemon);
+}

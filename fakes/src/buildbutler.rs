@@ -1,4 +1,6 @@
-//! A fake BuildButler ingest API (`/api/v1/ingest/...`, the prefix its GitHub Action uses).
+//! A fake BuildButler ingest API, at one prefix: `/api/v1/ingest/...` (the prefix its GitHub
+//! Action uses) by default, or `/ingest/...` (its docs'); the other answers 404, as a server
+//! without that route does.
 //!
 //! Builds are upserted by `externalRunId`, as the real server does; the fake also counts
 //! every POST so tests can tell upserts from duplicates. It checks the fields BuildButler
@@ -59,7 +61,14 @@ struct Inner {
     first_seen: BTreeMap<String, std::time::Instant>,
     suites: Vec<Value>,
     logs: Vec<Value>,
+    /// The ingest prefix this server answers (`/api/v1/ingest` when empty).
+    prefix: String,
+    /// The path of every POST, answered or not.
+    posts: Vec<String>,
 }
+
+/// The two ingest prefixes BuildButler is known by.
+const PREFIXES: [&str; 2] = ["/api/v1/ingest", "/ingest"];
 
 /// A webhook delivery the fake received.
 #[derive(Debug, Clone)]
@@ -98,13 +107,20 @@ impl FakeButler {
             api_key: api_key.to_string(),
             ..Inner::default()
         }));
-        let app = Router::new()
-            .route("/api/v1/ingest/builds", post(ingest_build))
-            .route("/api/v1/ingest/pipeline-stages", post(ingest_stages))
-            .route("/api/v1/ingest/agents", post(ingest_agents))
-            .route("/api/v1/ingest/tests", post(ingest_tests))
-            .route("/api/v1/ingest/build-logs", post(ingest_logs))
-            .route("/webhooks/buildkite", post(webhook))
+        let mut app = Router::new().route("/webhooks/buildkite", post(webhook));
+        for prefix in PREFIXES {
+            app = app
+                .route(&format!("{prefix}/builds"), post(ingest_build))
+                .route(&format!("{prefix}/pipeline-stages"), post(ingest_stages))
+                .route(&format!("{prefix}/agents"), post(ingest_agents))
+                .route(&format!("{prefix}/tests"), post(ingest_tests))
+                .route(&format!("{prefix}/build-logs"), post(ingest_logs));
+        }
+        let app = app
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&inner),
+                one_prefix,
+            ))
             .with_state(Arc::clone(&inner));
         let (url, ca_pem) = if tls {
             let (url, pem) = http::serve_tls(app).await;
@@ -159,6 +175,17 @@ impl FakeButler {
         self.lock().down = down;
     }
 
+    /// Answers ingest requests at `prefix` only (`/api/v1/ingest` or `/ingest`); the other
+    /// prefix answers 404.
+    pub fn set_ingest_prefix(&self, prefix: &str) {
+        self.lock().prefix = prefix.to_string();
+    }
+
+    /// The path of every POST received, in order (404s included).
+    pub fn posts(&self) -> Vec<String> {
+        self.lock().posts.clone()
+    }
+
     /// Delay before every answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
@@ -198,6 +225,31 @@ impl FakeButler {
     pub fn auth_seen(&self) -> Vec<(Option<String>, Option<String>)> {
         self.lock().auth_seen.clone()
     }
+}
+
+/// Notes every POST, and answers 404 under the ingest prefix this server does not have.
+async fn one_prefix(
+    State(s): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let other = {
+        let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+        inner.posts.push(path.clone());
+        let ours = if inner.prefix.is_empty() {
+            PREFIXES[0]
+        } else {
+            inner.prefix.as_str()
+        };
+        PREFIXES
+            .iter()
+            .any(|p| *p != ours && path.starts_with(&format!("{p}/")))
+    };
+    if other {
+        return http::json(StatusCode::NOT_FOUND, &json!({"error": "not found"}));
+    }
+    next.run(request).await
 }
 
 /// Checks auth, latency and injected faults common to every route. `Err` is the answer.

@@ -30,6 +30,24 @@ pub enum SendError {
     /// Nothing can be delivered until the operator acts (bad API key, wrong URL).
     #[error("{0}")]
     Fatal(String),
+    /// The builds (or webhook) route answered 404: a wrong URL, mode or ingest prefix.
+    /// Fatal too, unless BuildButler answers at the other known prefix ([`Sink::probe`]).
+    #[error("{0}")]
+    NoRoute(String),
+}
+
+/// The ingest prefixes BuildButler is known by: its GitHub Action's and its docs'.
+pub const INGEST_PREFIXES: [&str; 2] = ["/api/v1/ingest", "/ingest"];
+
+/// What one ingest prefix of BuildButler answered to an empty build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The route exists and the API key was accepted (the empty build refused, 400/422).
+    Answers,
+    /// 404: no such route there.
+    Missing,
+    /// Anything else: the key refused, BuildButler down, a network error.
+    Failed(SendError),
 }
 
 impl SendError {
@@ -54,7 +72,8 @@ pub struct Sink {
     server: String,
     /// The server as it may appear in messages: host, port and path, no credentials.
     shown: String,
-    prefix: String,
+    /// The ingest prefix in use: the configured one, or the other one found to answer.
+    prefix: std::sync::RwLock<String>,
     mode: Mode,
     org: String,
     case: StatusCase,
@@ -95,7 +114,7 @@ impl Sink {
             http,
             server,
             shown,
-            prefix: bb.ingest_prefix.trim_end_matches('/').to_string(),
+            prefix: std::sync::RwLock::new(bb.ingest_prefix.trim_end_matches('/').to_string()),
             mode: bb.mode,
             org: config.buildkite.organization.clone(),
             case: bb.status_case,
@@ -151,28 +170,73 @@ impl Sink {
         }
     }
 
-    /// Checks that BuildButler answers and accepts the API key, storing nothing: an empty
-    /// build (ingest) is refused for its content, a `ping` event (webhook) is skipped.
-    pub async fn check(&self) -> Result<String, SendError> {
-        let answer = match self.mode {
-            Mode::Ingest => self.ingest("builds", &serde_json::json!({})).await,
-            Mode::Webhook => {
-                self.webhook("ping", br#"{"event":"ping"}"#.to_vec(), None)
-                    .await
-            }
-        };
-        let accepted = format!("{} answered and accepted the API key", self.shown);
-        match answer {
-            Ok(_) => Ok(accepted),
+    /// The ingest prefix in use.
+    pub fn prefix(&self) -> String {
+        self.prefix
+            .read()
+            .map_or_else(|e| e.into_inner().clone(), |p| p.clone())
+    }
+
+    /// Uses `prefix` from now on (the other known one, found to answer).
+    pub fn use_prefix(&self, prefix: &str) {
+        match self.prefix.write() {
+            Ok(mut p) => *p = prefix.to_string(),
+            Err(e) => *e.into_inner() = prefix.to_string(),
+        }
+    }
+
+    /// Whether BuildButler answers at ingest `prefix`, with an empty build it refuses for its
+    /// content (so nothing is stored).
+    pub async fn probe(&self, prefix: &str) -> Probe {
+        let url = format!("{}{prefix}/builds", self.server);
+        let route = format!("{}/builds", prefix.trim_start_matches('/'));
+        match self
+            .post(&url, &route, b"{}".to_vec(), HeaderMap::new())
+            .await
+        {
+            Ok(_) => Probe::Answers,
             // Refused for its (empty) content, as a validating API does: the key was accepted.
             Err(SendError::Reject {
                 status: Some(StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY),
                 ..
-            }) => Ok(format!(
-                "{accepted} (the empty test build was refused, as it should be)"
-            )),
-            Err(e) => Err(e),
+            }) => Probe::Answers,
+            Err(SendError::NoRoute(_)) => Probe::Missing,
+            Err(e) => Probe::Failed(e),
         }
+    }
+
+    /// Checks that BuildButler answers and accepts the API key, storing nothing: an empty
+    /// build (ingest) is refused for its content, a `ping` event (webhook) is skipped. In
+    /// ingest mode a configured prefix that answers 404 is checked against the other known
+    /// one, and the line to set is named.
+    pub async fn check(&self) -> Result<String, SendError> {
+        let accepted = format!("{} answered and accepted the API key", self.shown);
+        if self.mode == Mode::Webhook {
+            let ping = self.webhook("ping", br#"{"event":"ping"}"#.to_vec(), None);
+            return ping.await.map(|_| accepted);
+        }
+        let configured = self.prefix();
+        let refused = "(the empty test build was refused, as it should be)";
+        match self.probe(&configured).await {
+            Probe::Answers => return Ok(format!("{accepted} at {configured} {refused}")),
+            Probe::Failed(e) => return Err(e),
+            Probe::Missing => {}
+        }
+        let shown = &self.shown;
+        let other = INGEST_PREFIXES.into_iter().find(|p| *p != configured);
+        let found = match other {
+            Some(other) => (self.probe(other).await == Probe::Answers).then_some(other),
+            None => None,
+        };
+        Err(SendError::NoRoute(match found {
+            Some(other) => format!(
+                "BuildButler at {shown} has no ingest route at {configured} (404) but answers at {other}: set ingest_prefix = \"{other}\" in [buildbutler]"
+            ),
+            None => format!(
+                "BuildButler at {shown} answered 404 at {}: check [buildbutler] url",
+                INGEST_PREFIXES.join(" and at ")
+            ),
+        }))
     }
 
     async fn ingest_build(&self, build: Build, tags: &AgentTags) -> Result<(), SendError> {
@@ -219,8 +283,9 @@ impl Sink {
         route: &str,
         body: &T,
     ) -> Result<serde_json::Value, SendError> {
-        let url = format!("{}{}/{route}", self.server, self.prefix);
-        let shown_route = format!("{}/{route}", self.prefix.trim_start_matches('/'));
+        let prefix = self.prefix();
+        let url = format!("{}{prefix}/{route}", self.server);
+        let shown_route = format!("{}/{route}", prefix.trim_start_matches('/'));
         let bytes = serde_json::to_vec(body).map_err(|e| SendError::unrenderable(route, e))?;
         self.post(&url, &shown_route, bytes, HeaderMap::new()).await
     }
@@ -265,7 +330,7 @@ impl Sink {
             )),
             // No builds or webhook route: the URL is wrong. Any other: the item's route or build.
             StatusCode::NOT_FOUND if route.ends_with("/builds") || route.starts_with("webhooks") => {
-                SendError::Fatal(format!(
+                SendError::NoRoute(format!(
                     "BuildButler answered 404 at {path}: check [buildbutler] url, mode and ingest_prefix (its docs use \"/ingest\", its Action \"/api/v1/ingest\")"
                 ))
             }

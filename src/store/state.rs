@@ -12,6 +12,8 @@ pub enum Key {
     AgentsPolledAt,
     /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
     RateLimit,
+    /// The BuildButler ingest prefix that works, for a URL and configured prefix (JSON).
+    IngestRoute,
 }
 
 impl Key {
@@ -23,6 +25,7 @@ impl Key {
             Key::LastDeliveryOkAt => "last_delivery_ok_at",
             Key::AgentsPolledAt => "agents_polled_at",
             Key::RateLimit => "rate_limit",
+            Key::IngestRoute => "ingest_route",
         }
     }
 }

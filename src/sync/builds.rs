@@ -23,6 +23,12 @@ pub struct PollReport {
     pub queued: usize,
     /// Builds that could not be decoded and went straight to dead letters.
     pub undecodable: usize,
+    /// The poll looked for builds finished since this time.
+    pub since: DateTime<Utc>,
+    /// True when the state had no cursor: the poll looked back `first_poll_lookback_minutes`.
+    pub first: bool,
+    /// The pipelines of the builds listed (finished or not, filtered out or not).
+    pub pipelines: std::collections::BTreeSet<String>,
 }
 
 /// Polls once: walks every build finished since the cursor and queues the new ones.
@@ -48,12 +54,20 @@ pub async fn poll(
         branches: bk.branches.clone(),
         ..BuildQuery::default()
     });
-    let mut report = PollReport::default();
+    let mut report = PollReport {
+        since: from,
+        first: mark.is_none(),
+        ..PollReport::default()
+    };
     let mut latest: Option<DateTime<Utc>> = None;
     let mut started: Option<DateTime<Utc>> = None;
     while let Some(page) = walk.next(client).await? {
         report.pages += 1;
         started = started.or(page.date).or_else(|| Some(Utc::now()));
+        let listed = page.items.iter().filter_map(|i| i.decoded.as_ref().ok());
+        report
+            .pipelines
+            .extend(listed.map(|b| b.pipeline_slug().to_string()));
         let (entries, latest_finish) = select(config, page.items, &page.endpoint);
         latest = latest.max(latest_finish);
         report.finished += entries.len();
