@@ -72,6 +72,17 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// The path of a secret file. Anything but a string is refused without being echoed: it may
+/// be the secret itself, pasted where its path belongs.
+fn secret_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    match serde_json::Value::deserialize(d) {
+        Ok(serde_json::Value::String(s)) => Ok(Some(PathBuf::from(s))),
+        _ => Err(serde::de::Error::custom(
+            "must be the path of a file, as a string",
+        )),
+    }
+}
+
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
@@ -141,6 +152,7 @@ pub struct BuildkiteConfig {
     /// API access token (read scopes); or use `token_file`.
     pub token: Option<Secret>,
     /// A file holding the token, e.g. a systemd credential.
+    #[serde(deserialize_with = "secret_path")]
     pub token_file: Option<PathBuf>,
     /// kitesync's own pace, well under the token owner's 50 requests a minute.
     pub requests_per_minute: u32,
@@ -177,7 +189,7 @@ pub struct ButlerConfig {
     #[serde(default)]
     pub api_key: Option<Secret>,
     /// A file holding the API key, e.g. a systemd credential.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret_path")]
     pub api_key_file: Option<PathBuf>,
     /// Which BuildButler route to deliver to.
     #[serde(default)]
@@ -516,6 +528,16 @@ impl Config {
             return Err(file.error("buildkite", "api_url", problem));
         }
         file.check_http_url("buildbutler", "url", &bb.url)?;
+        let sends_token = bb.mode == Mode::Webhook && bb.webhook_send_buildkite_token;
+        if sends_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
+            let host = bb.url.host_str().unwrap_or_default();
+            let problem = format!(
+                "= true with a plain http:// [buildbutler] url would send your Buildkite token in clear \
+                 text to {host} (and into the access log of every proxy on the way): use an https:// \
+                 url, or turn it off (http:// is allowed only to a loopback host)"
+            );
+            return Err(file.error("buildbutler", "webhook_send_buildkite_token", &problem));
+        }
         if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
             let problem = "must start with '/', e.g. \"/api/v1/ingest\"";
             return Err(file.error("buildbutler", "ingest_prefix", problem));
@@ -565,6 +587,18 @@ impl Config {
             return Err(file.error("metrics", "listen", &problem));
         }
         Ok(())
+    }
+}
+
+/// True when `url`'s host is this machine: `localhost` or a loopback address.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
     }
 }
 
@@ -620,6 +654,30 @@ impl ConfigFile {
         self.error(section, key, &problem)
     }
 
+    /// The error for a secret file that cannot be read. Its path is shown only when it names
+    /// a file that exists or one in an existing directory (other than `/`): anything else may
+    /// be the secret itself, pasted where its path belongs.
+    fn unreadable_secret_file(
+        &self,
+        section: &str,
+        key: &str,
+        path: &Path,
+        e: &std::io::Error,
+    ) -> ConfigError {
+        let in_a_directory = path
+            .parent()
+            .is_some_and(|dir| dir.parent().is_some() && dir.is_dir());
+        if path.exists() || in_a_directory {
+            return self.unreadable(section, key, path, e);
+        }
+        let why = io_reason(e);
+        let problem = format!(
+            "names a file that cannot be read ({why}), in no directory that exists; the value is not shown, \
+             as it may be the secret itself: put the secret in a file and its path here"
+        );
+        self.error(section, key, &problem)
+    }
+
     fn check_http_url(&self, section: &str, key: &str, url: &Url) -> Result<(), ConfigError> {
         if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
             return Ok(());
@@ -646,7 +704,7 @@ impl ConfigFile {
             (Some(v), None) => (v, key),
             (None, Some(p)) => {
                 let text = std::fs::read_to_string(p)
-                    .map_err(|e| self.unreadable(section, &file_key, p, &e))?;
+                    .map_err(|e| self.unreadable_secret_file(section, &file_key, p, &e))?;
                 (Secret(text.trim().to_string()), file_key.as_str())
             }
             (None, None) => {
@@ -913,6 +971,82 @@ api_key = "bb-key"
         );
         let c = load(&text).expect("valid");
         assert_eq!(c.buildkite.token().expose(), "from-file");
+    }
+
+    #[test]
+    fn the_buildkite_token_goes_over_plain_http_only_to_loopback() {
+        let with = |url: &str| {
+            let text = GOOD.replace("http://127.0.0.1:3000", url).replace(
+                "api_key = \"bb-key\"",
+                "api_key = \"bb-key\"\nmode = \"webhook\"\nwebhook_send_buildkite_token = true",
+            );
+            load(&text)
+        };
+        for refused in [
+            "http://buildbutler:3000",
+            "http://10.0.0.7",
+            "http://[fd00::1]:80",
+        ] {
+            let m = with(refused).unwrap_err().to_string();
+            assert!(
+                m.contains("line 10: [buildbutler] webhook_send_buildkite_token"),
+                "{m}"
+            );
+            assert!(m.contains("clear text") && m.contains("https://"), "{m}");
+            assert!(!m.contains("bk-token"), "{m}");
+        }
+        for allowed in [
+            "https://buildbutler:3000",
+            "http://127.0.0.1:3000",
+            "http://127.1:3000",
+            "http://localhost:3000",
+            "http://[::1]:3000",
+            "http://[::ffff:127.0.0.1]:3000",
+        ] {
+            assert!(with(allowed).is_ok(), "{allowed}");
+        }
+        // Without the opt-in, or in ingest mode (where it sends nothing), plain http is fine.
+        let text = GOOD.replace("http://127.0.0.1:3000", "http://buildbutler:3000");
+        assert!(load(&text).is_ok());
+        let ingest = text.replace(
+            "api_key = \"bb-key\"",
+            "api_key = \"bb-key\"\nwebhook_send_buildkite_token = true",
+        );
+        assert!(load(&ingest).is_ok());
+    }
+
+    #[test]
+    fn a_secret_pasted_into_a_file_key_is_not_echoed() {
+        for (key, value) in [
+            (
+                "token_file",
+                "\"bkua_0123456789abcdef0123456789abcdef01234567\"",
+            ),
+            ("token_file", "\"ab/cd+ef/0123456789\""),
+            ("token_file", "\"/bkua_0123456789\""),
+            ("token_file", "9876543210987654"),
+            ("token_file", "true"),
+        ] {
+            let text = GOOD.replace("token = \"bk-token\"", &format!("{key} = {value}"));
+            let m = load(&text).unwrap_err().to_string();
+            assert!(m.contains("line 4: [buildkite] token_file"), "{m}");
+            let shown = value.trim_matches('"').trim_start_matches('/');
+            assert!(!m.contains(shown), "{value} echoed: {m}");
+        }
+        let text = GOOD.replace("api_key = \"bb-key\"", "api_key_file = \"bb_live_SECRET\"");
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains("[buildbutler] api_key_file"), "{m}");
+        assert!(!m.contains("SECRET"), "{m}");
+        // A path in a directory that exists is shown: it helps, and is no secret.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("buildkite-token");
+        let text = GOOD.replace(
+            "token = \"bk-token\"",
+            &format!("token_file = \"{}\"", missing.display()),
+        );
+        let m = load(&text).unwrap_err().to_string();
+        assert!(m.contains(&missing.display().to_string()), "{m}");
+        assert!(m.contains("no such file"), "{m}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Buildkite stops the daemon only if it never worked with this organization and token;
 //! after that it is ridden out ([`crate::ride_out`]).
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +20,12 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use crate::app::App;
 use crate::buildkite::SourceError;
 use crate::deliver::{deliver_loop, OnFatal, Stop};
-use crate::metrics::{Activity, StateLabels};
+use crate::metrics::Activity;
 use crate::outage::Outage;
 use crate::ride_out::{RideOut, Verdict};
 use crate::schedule::Schedule;
-use crate::store::outbox;
 use crate::sync::{agents, builds, enrich, SyncError};
+use crate::{gauges, metrics_server};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -344,74 +344,30 @@ impl AgentPoller {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `[metrics] listen` until the daemon stops.
-async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
-    use axum::http::{header::ACCEPT, header::CONTENT_TYPE, StatusCode};
+/// Serves `/metrics` and `/healthz` on `[metrics] listen`, and keeps the gauges that come
+/// from the state database fresh, until the daemon stops.
+async fn serve_metrics(app: Arc<App>, stop: watch::Receiver<Stop>) -> Result<(), DaemonError> {
+    let stopped = |mut stop: watch::Receiver<Stop>| async move {
+        let _ = stop.wait_for(|s| *s != Stop::No).await;
+    };
     let listen = &app.config.metrics.listen;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
-    })?;
-    // The address actually bound: with port 0 the system picks a free port.
-    let bound = listener
-        .local_addr()
-        .map_or(listen.clone(), |a| a.to_string());
-    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     // Healthy while polls and deliveries succeed within three poll intervals.
     let interval = app.config.schedule.builds.interval();
     let allowed = (interval * 3).max(Duration::from_secs(5));
-    let started = Instant::now();
     let gauge = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX);
     app.metrics.poll_interval.set(gauge(interval.as_secs()));
     app.metrics.started.set(chrono::Utc::now().timestamp());
-    let page = Arc::clone(&app);
-    let metrics = move |headers: axum::http::HeaderMap| {
-        let app = Arc::clone(&page);
-        async move {
-            outbox_gauges(&app).await;
-            let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
-            let (kind, body) = app.metrics.exposition(accept.unwrap_or(""));
-            ([(CONTENT_TYPE, kind)], body)
-        }
-    };
-    let health = move || {
-        let app = Arc::clone(&app);
-        async move {
-            let pending = outbox_gauges(&app).await;
-            match app.metrics.unhealthy(allowed, started.elapsed(), pending) {
-                None => (StatusCode::OK, "ok\n".to_string()),
-                Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-            }
-        }
-    };
-    let router = axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/healthz", axum::routing::get(health));
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s != Stop::No).await;
-    };
-    tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .into_future(),
-    );
-    Ok(())
-}
-
-/// Refreshes the outbox gauges from the store; the number of pending items.
-async fn outbox_gauges(app: &App) -> i64 {
-    let summary = app
-        .store
-        .call(|c| outbox::summary(c))
+    let metrics = Arc::clone(&app.metrics);
+    let bound = metrics_server::start(listen, metrics, allowed, stopped(stop.clone()))
         .await
-        .unwrap_or_default();
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for (state, n) in [("pending", summary.pending), ("dead", summary.dead)] {
-        let labels = StateLabels {
-            state: state.into(),
-        };
-        app.metrics.outbox.get_or_create(&labels).set(gauge(n));
-    }
-    gauge(summary.pending)
+        .map_err(|e| {
+            DaemonError::Setup(format!("[metrics] listen: cannot listen on {listen}: {e}"))
+        })?;
+    tokio::spawn(async move {
+        gauges::keep_fresh(app.store.clone(), &app.metrics, stopped(stop)).await;
+    });
+    tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+    Ok(())
 }
 
 /// Tells systemd (when started as `Type=notify`) how the service is doing; a no-op otherwise.

@@ -166,6 +166,13 @@ fn data_walks_one_way() {
             "{file} imports {target}: the source uses only config, metrics and net"
         );
     }
+    // A scrape never waits for SQLite: the metrics server reads only the metrics.
+    for (file, target) in imported_by(&graph, "metrics_server.rs") {
+        assert_eq!(
+            target, "metrics.rs",
+            "{file} imports {target}: the metrics server reads only the metrics"
+        );
+    }
     // The delivery loops of every mode live in deliver.rs.
     for (file, text) in sources() {
         for needle in ["fn deliver_loop", "fn drain", "fn deliver_all"] {
@@ -244,6 +251,7 @@ fn the_checks_read_real_imports() {
     assert!(of("butler/client.rs").contains("item.rs"));
     assert!(of("store/outbox.rs").contains("store/state.rs"));
     assert!(of("sync/enrich.rs").contains("sync/test_results.rs"));
+    assert!(of("metrics_server.rs").contains("metrics.rs"));
     assert!(
         of("main.rs").is_empty(),
         "main.rs uses the library by its crate name"

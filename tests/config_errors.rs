@@ -80,15 +80,54 @@ fn empty_api_key() {
 fn unreadable_token_file() {
     let text = GOOD.replace(
         "token = \"bkua_SECRET_TOKEN_d6a1f0\"",
-        "token_file = \"/nonexistent/kitesync-token\"",
+        "token_file = \"/tmp/kitesync-no-such-token\"",
     );
     assert_config_error(
         &run(&text),
         &[
             "line 3",
             "token_file",
-            "/nonexistent/kitesync-token",
+            "/tmp/kitesync-no-such-token",
             "no such file",
+        ],
+    );
+}
+
+#[test]
+fn a_token_pasted_into_token_file_is_not_echoed() {
+    for value in [
+        "\"bkua_SECRET_TOKEN_d6a1f0\"",
+        "\"/bkua_SECRET_TOKEN_d6a1f0\"",
+        "93000000000000",
+    ] {
+        let text = GOOD.replace(
+            "token = \"bkua_SECRET_TOKEN_d6a1f0\"",
+            &format!("token_file = {value}"),
+        );
+        let o = run(&text);
+        assert_config_error(&o, &["line 3", "[buildkite] token_file"]);
+        assert!(!o.stderr.contains("93000000000000"), "{}", o.stderr);
+    }
+    // From the environment too.
+    let text = GOOD.replace("token = \"bkua_SECRET_TOKEN_d6a1f0\"\n", "");
+    let o = run_with(
+        &text,
+        &[("KITESYNC_BUILDKITE__TOKEN_FILE", "bkua_SECRET_FROM_ENV")],
+    );
+    assert_config_error(&o, &["[buildkite] token_file"]);
+}
+
+#[test]
+fn the_buildkite_token_is_not_sent_to_buildbutler_over_plain_http() {
+    let text = GOOD.replace("http://127.0.0.1:9", "http://buildbutler.example:3000")
+        + "mode = \"webhook\"\nwebhook_send_buildkite_token = true\n";
+    assert_config_error(
+        &run(&text),
+        &[
+            "line 9",
+            "[buildbutler] webhook_send_buildkite_token",
+            "buildbutler.example",
+            "https://",
         ],
     );
 }

@@ -49,9 +49,12 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     let base = metrics_base(&stderr).await;
     until(|| h.bb.builds().len() == 5).await;
 
-    // The counters move once the delivery loop has settled its batch.
+    // The counters move once the delivery loop has settled its batch; the outbox gauges
+    // once the daemon has next read them from the state database (every few seconds: a
+    // scrape never queries it).
     let (text, scrape) = scrape_until(&base, |s| {
         sample(s, "kitesync_items_delivered_total", &[]).is_some_and(|n| n >= 5.0)
+            && sample(s, "kitesync_outbox_items", &[("state", "pending")]) == Some(0.0)
     })
     .await;
     assert_eq!(
@@ -101,6 +104,69 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     h.bb.set_down(false);
     until(|| h.bb.builds().len() == 6).await;
     assert_eq!(healthz_until(&base, 200).await, "ok\n");
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}
+
+/// Opens a connection to the metrics server that sends nothing.
+async fn idle_connection(base: &str) -> tokio::net::TcpStream {
+    let addr = base.strip_prefix("http://").expect("an http URL");
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_server_caps_connections_and_times_out_silent_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX_CONNECTIONS: usize = 16; // metrics_server::MAX_CONNECTIONS
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.bk.set_builds(recent_builds(3));
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    until(|| h.bb.builds().len() == 3).await;
+
+    // Clients that connect and never send a request (or send half of one) take every
+    // connection the server serves at once, and it says so.
+    let mut silent = Vec::new();
+    for _ in 0..MAX_CONNECTIONS - 1 {
+        silent.push(idle_connection(&base).await);
+    }
+    let mut slow = idle_connection(&base).await;
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a request");
+    silent.push(slow);
+    wait_for_log(&stderr, &format!("all {MAX_CONNECTIONS} connections taken")).await;
+
+    // They are closed once the header-read timeout has passed, and a real scrape gets in.
+    let (text, _) = scrape_until(&base, |s| {
+        sample(s, "kitesync_items_delivered_total", &[]).is_some_and(|n| n >= 3.0)
+    })
+    .await;
+    assert!(text.contains("kitesync_outbox_items"), "{text}");
+    for mut conn in silent {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "a silent connection was left open: {read:?}"
+        );
+        let answer = String::from_utf8_lossy(&buf);
+        assert!(!answer.contains("kitesync_"), "{answer}");
+    }
+
+    // Many scrapes at once all get their answer (in turns of at most 16).
+    let scrapes = (0..40).map(|_| {
+        let url = format!("{base}/healthz");
+        tokio::spawn(async move { get(&url).await })
+    });
+    for scrape in scrapes {
+        let answer = scrape.await.expect("joined");
+        assert_eq!(answer, Some((200, "ok\n".to_string())));
+    }
     terminate(&daemon);
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));

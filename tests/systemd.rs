@@ -42,3 +42,185 @@ fn units_verify_cleanly() {
         assert!(said.trim().is_empty(), "{unit} has warnings: {said}");
     }
 }
+
+/// The `Key=Value` lines of a unit's `[Service]` section.
+fn service_lines(unit: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(unit);
+    let text = std::fs::read_to_string(&path).expect("unit");
+    text.lines()
+        .skip_while(|l| l.trim() != "[Service]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_services_contain_a_runaway_and_bind_only_the_metrics_port() {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"))
+            .expect("example");
+    assert!(
+        example.contains("listen = \"127.0.0.1:9187\""),
+        "the default metrics port is the one kitesync.service allows"
+    );
+    for (unit, allowed) in [
+        ("kitesync.service", Some("SocketBindAllow=tcp:9187")),
+        ("kitesync@.service", None),
+        ("kitesync-once.service", None),
+    ] {
+        let lines = service_lines(unit);
+        for limit in ["MemoryHigh=", "MemoryMax=", "TasksMax=", "LimitNOFILE="] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(limit)),
+                "{unit} lacks {limit}"
+            );
+        }
+        for needed in ["SocketBindDeny=any", "UMask=0077"] {
+            assert!(lines.iter().any(|l| l == needed), "{unit} lacks {needed}");
+        }
+        let allows: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("SocketBindAllow="))
+            .collect();
+        assert_eq!(
+            allows.first().map(|l| l.as_str()),
+            allowed,
+            "{unit}: {allows:?}"
+        );
+        assert!(allows.len() <= 1, "{unit}: {allows:?}");
+    }
+}
+
+/// The `-p`/`--property=` settings of the README's backfill `systemd-run` recipe.
+fn backfill_recipe() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README");
+    let recipe = readme
+        .split("```")
+        .find(|block| block.starts_with("sh\n") && block.contains("systemd-run"))
+        .expect("the backfill recipe")
+        .replace("\\\n", " ");
+    // Words, with "double quotes" keeping spaces.
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in recipe.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    words.push(word);
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        if w == "-p" {
+            settings.extend(words.next());
+        } else if let Some(setting) = w.strip_prefix("--property=") {
+            settings.push(setting.to_string());
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_backfill_recipe_carries_the_services_hardening() {
+    let recipe = backfill_recipe();
+    assert!(recipe.iter().any(|s| s == "UMask=0077"), "{recipe:?}");
+    // The service's dynamic user (named after the unit), so both can open the 0600 files.
+    assert!(recipe.iter().any(|s| s == "User=kitesync"), "{recipe:?}");
+    // Everything but what makes the service a service, its environment (the recipe names
+    // the paths itself) and the metrics port (a backfill serves nothing).
+    let service_only = [
+        "Type=",
+        "NotifyAccess=",
+        "WatchdogSec=",
+        "ExecStart=",
+        "Restart=",
+        "RestartSec=",
+        "RestartPreventExitStatus=",
+        "TimeoutStopSec=",
+        "WorkingDirectory=",
+        "Environment=",
+        "SocketBindAllow=",
+    ];
+    for line in service_lines("kitesync.service") {
+        if service_only.iter().any(|k| line.starts_with(k)) {
+            continue;
+        }
+        assert!(
+            recipe.contains(&line),
+            "the backfill recipe lacks {line}: {recipe:?}"
+        );
+    }
+
+    // As a unit, the same settings pass systemd-analyze verify.
+    if !tool_available("systemd-analyze", "systemd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = dir.path().join("run-backfill.service");
+    let body = recipe.join("\n");
+    let exec = env!("CARGO_BIN_EXE_kitesync");
+    std::fs::write(
+        &unit,
+        format!(
+            "[Service]\nType=oneshot\nExecStart={exec} --backfill --since 2025-01-01\n{body}\n"
+        ),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "the recipe's settings: {said}");
+}
+
+#[test]
+fn the_packaged_config_holds_no_secret_and_stays_readable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("config.example.toml")).expect("example");
+    let doc: toml_edit::DocumentMut = example.parse().expect("TOML");
+    for (section, key) in [("buildkite", "token"), ("buildbutler", "api_key")] {
+        assert!(
+            doc.get(section).and_then(|s| s.get(key)).is_none(),
+            "the packaged config sets [{section}] {key}"
+        );
+    }
+    // Installed world-readable: the units' dynamic user must read it.
+    let cargo: toml_edit::DocumentMut = std::fs::read_to_string(root.join("Cargo.toml"))
+        .expect("Cargo.toml")
+        .parse()
+        .expect("TOML");
+    let assets = cargo["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("deb assets");
+    let installed = assets
+        .iter()
+        .filter_map(|a| a.as_array())
+        .find(|a| a.get(1).and_then(|v| v.as_str()) == Some("etc/kitesync/kitesync.toml"))
+        .expect("the packaged config");
+    assert_eq!(installed.get(2).and_then(|v| v.as_str()), Some("644"));
+    let unit = std::fs::read_to_string(root.join("systemd/kitesync.service")).expect("unit");
+    assert!(
+        unit.contains("install -D -m 0644 config.example.toml /etc/kitesync/kitesync.toml"),
+        "the unit's install note keeps the config readable"
+    );
+}

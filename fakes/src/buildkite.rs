@@ -154,8 +154,8 @@ impl FakeBuildkite {
         Self::start_with(org, token, false).await
     }
 
-    /// Like [`FakeBuildkite::start`], with the API served over TLS (a certificate for
-    /// 127.0.0.1 and localhost, in `ca_pem`); the storage host stays plain HTTP.
+    /// Like [`FakeBuildkite::start`], with the API and the storage host served over TLS (one
+    /// certificate for 127.0.0.1 and localhost, in `ca_pem`), as Buildkite and S3 are.
     pub async fn start_tls(org: &str, token: &str) -> FakeBuildkite {
         Self::start_with(org, token, true).await
     }
@@ -223,16 +223,17 @@ impl FakeBuildkite {
                 get(job_log),
             )
             .with_state(Arc::clone(&inner));
-        let (url, ca_pem) = if tls {
-            let (url, pem) = http::serve_tls(app).await;
-            (url, Some(pem))
-        } else {
-            (http::serve(app).await, None)
-        };
         let storage = Router::new()
             .route("/artifacts/{id}", get(storage_get))
             .with_state(Arc::clone(&inner));
-        let storage_url = http::serve(storage).await;
+        let (url, storage_url, ca_pem) = if tls {
+            let (acceptor, pem) = http::tls_certificate();
+            let url = http::serve_tls_with(app, acceptor.clone()).await;
+            let storage_url = http::serve_tls_with(storage, acceptor).await;
+            (url, storage_url, Some(pem))
+        } else {
+            (http::serve(app).await, http::serve(storage).await, None)
+        };
         inner.lock().unwrap_or_else(|e| e.into_inner()).storage_url = storage_url;
         FakeBuildkite { url, ca_pem, inner }
     }
@@ -268,6 +269,7 @@ impl FakeBuildkite {
                 content,
                 storage_requests: Vec::new(),
                 expired: false,
+                location: None,
             })
             .collect();
         inner.artifacts.insert(number, artifacts);
@@ -277,6 +279,16 @@ impl FakeBuildkite {
     pub fn expire_artifacts(&self, number: u64) {
         if let Some(artifacts) = self.lock().artifacts.get_mut(&number) {
             artifacts.iter_mut().for_each(|a| a.expired = true);
+        }
+    }
+
+    /// Points the `/download` 302 of build `number`'s artifacts at `location` instead of the
+    /// storage host (as a hostile or broken answer might).
+    pub fn set_download_location(&self, number: u64, location: &str) {
+        if let Some(artifacts) = self.lock().artifacts.get_mut(&number) {
+            artifacts
+                .iter_mut()
+                .for_each(|a| a.location = Some(location.to_string()));
         }
     }
 
@@ -514,6 +526,8 @@ struct FakeArtifact {
     storage_requests: Vec<Option<String>>,
     /// Expired: its `/download` answers 404.
     expired: bool,
+    /// Where its `/download` points instead of the storage host.
+    location: Option<String>,
 }
 
 type BuildPath = Path<(String, String, u64)>;
@@ -573,17 +587,19 @@ async fn storage_get(
 
 /// The 302 Buildkite answers for an artifact download.
 fn download(inner: &Inner, number: u64, id: &str) -> Response {
-    let exists = inner
+    let found = inner
         .artifacts
         .get(&number)
-        .is_some_and(|a| a.iter().any(|a| a.id == id && !a.expired));
-    if !exists {
+        .and_then(|a| a.iter().find(|a| a.id == id && !a.expired));
+    let Some(artifact) = found else {
         return http::json(StatusCode::NOT_FOUND, &json!({"message": "Not Found"}));
-    }
-    let location = format!(
-        "{}/artifacts/{id}?X-Amz-Signature=presigned",
-        inner.storage_url
-    );
+    };
+    let location = artifact.location.clone().unwrap_or_else(|| {
+        format!(
+            "{}/artifacts/{id}?X-Amz-Signature=presigned",
+            inner.storage_url
+        )
+    });
     let mut r = http::json(StatusCode::FOUND, &json!({"url": location}));
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert("location", v);

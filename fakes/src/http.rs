@@ -67,10 +67,9 @@ pub fn endless(
         .expect("valid response")
 }
 
-/// Serves `app` over TLS on a fresh loopback port, with a certificate made for 127.0.0.1
-/// now; returns the base URL (`https://127.0.0.1:PORT`) and the certificate (PEM) a client
-/// must trust.
-pub async fn serve_tls(app: Router) -> (String, String) {
+/// A TLS certificate made now for 127.0.0.1 and localhost: what serves it, and the
+/// certificate (PEM) a client must trust.
+pub fn tls_certificate() -> (tokio_rustls::TlsAcceptor, String) {
     use std::sync::Arc;
     let made =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
@@ -87,7 +86,20 @@ pub async fn serve_tls(app: Router) -> (String, String) {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .expect("a TLS config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert_pem)
+}
+
+/// Serves `app` over TLS on a fresh loopback port, with a certificate made for 127.0.0.1
+/// now; returns the base URL (`https://127.0.0.1:PORT`) and the certificate (PEM) a client
+/// must trust.
+pub async fn serve_tls(app: Router) -> (String, String) {
+    let (acceptor, cert_pem) = tls_certificate();
+    (serve_tls_with(app, acceptor).await, cert_pem)
+}
+
+/// Serves `app` over TLS with `acceptor`'s certificate on a fresh loopback port; returns the
+/// base URL (`https://127.0.0.1:PORT`).
+pub async fn serve_tls_with(app: Router, acceptor: tokio_rustls::TlsAcceptor) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -109,5 +121,5 @@ pub async fn serve_tls(app: Router) -> (String, String) {
             });
         }
     });
-    (format!("https://{addr}"), cert_pem)
+    format!("https://{addr}")
 }

@@ -15,6 +15,7 @@ use url::Url;
 
 use super::budget::Budget;
 use super::model::{Agent, Artifact, Build};
+use super::storage::{self, Refused};
 use crate::config::{BuildkiteConfig, Secret};
 use crate::metrics::Metrics;
 use crate::net;
@@ -115,6 +116,9 @@ impl SourceError {
 pub enum FetchError {
     #[error("larger than [tests] max_file_bytes")]
     TooLarge,
+    /// Refused before connecting: see [`storage::check`].
+    #[error("refused: {0}")]
+    Refused(Refused),
     #[error("{0}")]
     Failed(String),
 }
@@ -288,10 +292,13 @@ impl Client {
                 .build()
                 .map_err(|e| crate::net::describe(&e))
         };
+        let storage = net::client(config.timeout(), connect, config.ca_file.as_deref())?;
         Ok(Client {
             http: build(reqwest::redirect::Policy::none())?,
-            // Storage hosts get no token, so following their redirects is safe.
-            storage: build(reqwest::redirect::Policy::limited(3))?,
+            // Storage hosts get no token; their redirects are checked before they are followed.
+            storage: storage::guarded(storage, config.api_url.scheme())
+                .build()
+                .map_err(|e| crate::net::describe(&e))?,
             api: config.api_url.clone(),
             org: config.organization.clone(),
             auth: bearer(&config.token())?,
@@ -460,16 +467,15 @@ impl Client {
     }
 
     /// Downloads what an artifact's `/download` pointed at, from the storage host, without
-    /// the token; refuses more than `cap` bytes.
+    /// the token; refuses more than `cap` bytes, and a location (or a redirect from it) that
+    /// [`storage::check`] refuses, before connecting to it.
     pub async fn fetch_storage(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
+        storage::check(url, self.api.scheme(), 1).map_err(FetchError::Refused)?;
         let host = url.host_str().unwrap_or("?").to_string();
         let failed = |what: String| FetchError::Failed(format!("{host}: {what}"));
-        let mut response = self
-            .storage
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| failed(net::describe(&e)))?;
+        let mut response = self.storage.get(url.clone()).send().await.map_err(|e| {
+            storage::refusal(&e).map_or_else(|| failed(net::describe(&e)), FetchError::Refused)
+        })?;
         if !response.status().is_success() {
             return Err(failed(format!("answered {}", response.status())));
         }

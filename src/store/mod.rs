@@ -70,7 +70,7 @@ struct Gate {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let new = !path.exists();
+        let new = make_private(path).map_err(failing(path, "cannot create it"))?;
         let mut conn = Connection::open(path).map_err(failing(path, "cannot open it"))?;
         // Every write transaction takes the write lock when it begins, so that one that read
         // first waits for a backfill's or the daemon's write instead of failing at once.
@@ -160,6 +160,54 @@ impl Store {
     }
 }
 
+/// Creates the database file readable and writable by its owner only (0600), whatever the
+/// umask, or takes group and other access away from an existing one and its `-wal` and
+/// `-shm` files: they hold build data, log tails and stack traces. SQLite gives the `-wal`
+/// and `-shm` files it creates the database file's mode. True when the file is new.
+fn make_private(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {
+            // The umask may have taken the owner's bits too.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(true);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let sidecar = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    for file in [path.to_path_buf(), sidecar("-wal"), sidecar("-shm")] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::info!(
+                "{} was readable by others (mode {mode:o}): made it private (mode {:o})",
+                file.display(),
+                mode & 0o700
+            ),
+            Err(e) => tracing::warn!(
+                "{} is readable by others (mode {mode:o}) and cannot be made private: {e}",
+                file.display()
+            ),
+        }
+    }
+    Ok(false)
+}
+
 /// Refuses a schema this kitesync cannot use: newer than it knows or, when only reading
 /// (nothing may be migrated), older.
 fn schema(path: &Path, found: usize, read_only: bool) -> Result<(), StoreError> {
@@ -235,6 +283,37 @@ mod tests {
         drop(held);
         let second = tokio::time::timeout(Duration::from_secs(5), store.delivery_lock()).await;
         assert!(matches!(second, Ok(Ok(_))), "then it gets its turn");
+    }
+
+    #[test]
+    fn the_database_and_its_wal_and_shm_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).expect("open");
+        let (wal, shm) = (
+            dir.path().join("state.db-wal"),
+            dir.path().join("state.db-shm"),
+        );
+        // Open, in WAL mode, both sidecars exist (the connection keeps them).
+        assert_eq!(
+            [mode(&path), mode(&wal), mode(&shm)],
+            [0o600; 3],
+            "whatever this process's umask"
+        );
+        drop(store);
+        // An older database that others could read is made private when opened.
+        let conn = Connection::open(&path).expect("open");
+        let _: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .expect("a read opens the WAL");
+        for p in [&path, &wal, &shm] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!([mode(&path), mode(&wal), mode(&shm)], [0o600; 3]);
+        drop((conn, store));
     }
 
     #[test]

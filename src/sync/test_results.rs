@@ -47,6 +47,10 @@ pub async fn collect(app: &App, build: &Build, label: &str) -> Result<Vec<Fetche
                 skip("larger than [tests] max_file_bytes");
                 continue;
             }
+            Err(e @ FetchError::Refused(_)) => {
+                skip(&e.to_string());
+                continue;
+            }
             Err(FetchError::Failed(e)) => return Err(SyncError::Storage(e)),
         };
         match junit::parse(&bytes, stem(&artifact.path)) {

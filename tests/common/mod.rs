@@ -157,6 +157,29 @@ retry_window_seconds = 5
         cmd.spawn().expect("kitesync started")
     }
 
+    /// Starts the daemon (polling every second) under the file-creation mask `umask`, as
+    /// `sh -c 'umask UMASK && exec kitesync ...'`.
+    pub fn spawn_daemon_with_umask(&self, umask: &str) -> tokio::process::Child {
+        let mut daemon = self.command(&[]);
+        daemon.env("KITESYNC_SCHEDULE__BUILDS", "* * * * * *");
+        let daemon = daemon.as_std();
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(daemon.get_program())
+            .args(daemon.get_args());
+        for (key, value) in daemon.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("kitesync started")
+    }
+
     /// Buildkite requests made so far.
     pub fn bk_requests(&self) -> usize {
         self.bk.requests().len()
