@@ -1,5 +1,6 @@
-//! The service: polls on the `[schedule] builds` cron (tokio-cron-scheduler) and delivers
-//! continuously in between, until SIGTERM or SIGINT.
+//! The service: polls on the `[schedule] builds` cron (tokio-cron-scheduler), delivers
+//! continuously in between, and fetches test results and logs in a task of their own (never
+//! on the poll's path), until SIGTERM or SIGINT.
 //!
 //! A poll never overlaps itself: a tick that comes while the previous poll still runs is
 //! skipped. On shutdown the poll and the deliveries in flight are dropped at their next
@@ -20,7 +21,7 @@ use crate::deliver::{deliver_loop, OnFatal, Stop};
 use crate::metrics::{Activity, StateLabels};
 use crate::outage::Outage;
 use crate::schedule::Schedule;
-use crate::store::outbox;
+use crate::store::{enrich as enrich_queue, now_ms, outbox};
 use crate::sync::{agents, builds, enrich};
 
 /// Why the daemon stopped on its own.
@@ -40,10 +41,12 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
     let queued = Arc::new(Notify::new());
+    let enrich_wake = Arc::new(Notify::new());
     let poller = Arc::new(Poller {
         app: Arc::clone(&app),
         running: Mutex::new(Outage::new("Buildkite poll")),
         queued: Arc::clone(&queued),
+        enrich_wake: Arc::clone(&enrich_wake),
         stop: stop_rx.clone(),
         fatal: fatal_tx.clone(),
     });
@@ -77,6 +80,12 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         stop_rx.clone(),
         fatal_tx,
         OnFatal::StopIfNeverDelivered,
+    ));
+    let enriching = tokio::spawn(enrich::run_loop(
+        Arc::clone(&app),
+        enrich_wake,
+        Arc::clone(&queued),
+        stop_rx.clone(),
     ));
     // Poll at once on start, then on the schedule.
     tokio::spawn({
@@ -114,6 +123,8 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let _ = stop_tx.send(Stop::Now);
     let _ = scheduler.shutdown().await;
     let _ = delivery.await;
+    // The step under way takes its attempt back (it was stopped, not lost).
+    let _ = tokio::time::timeout(Duration::from_secs(5), enriching).await;
     // A poll in progress notices the stop at its next await; wait for it to let go.
     let _ = tokio::time::timeout(Duration::from_secs(5), poller.running.lock()).await;
     outcome
@@ -143,6 +154,8 @@ struct Poller {
     app: Arc<App>,
     running: Mutex<Outage>,
     queued: Arc<Notify>,
+    /// Wakes the enrichment task when a poll queued builds.
+    enrich_wake: Arc<Notify>,
     stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
 }
@@ -181,16 +194,7 @@ impl Poller {
                 if queued > 0 {
                     tracing::info!("{queued} newly finished builds queued");
                     self.queued.notify_one();
-                }
-                let enriched = tokio::select! {
-                    r = enrich::run(app) => r,
-                    _ = stop.wait_for(|s| *s == Stop::Now) => return,
-                };
-                // Builds keep flowing whatever happens to their test results and logs.
-                match enriched {
-                    Ok(r) if r.items > 0 => self.queued.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => health.failed(&format!("fetching test results and logs: {e}")),
+                    self.enrich_wake.notify_one();
                 }
             }
             Err(e) => {
@@ -272,6 +276,7 @@ async fn serve_metrics(app: Arc<App>, mut stop: watch::Receiver<Stop>) -> Result
         let app = Arc::clone(&page);
         async move {
             outbox_gauges(&app).await;
+            enrich_gauges(&app).await;
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             ([(CONTENT_TYPE, kind)], app.metrics.encode())
         }
@@ -315,6 +320,20 @@ async fn outbox_gauges(app: &App) -> i64 {
         app.metrics.outbox.get_or_create(&labels).set(gauge(n));
     }
     gauge(summary.pending)
+}
+
+/// Refreshes the enrichment backlog gauges from the store.
+async fn enrich_gauges(app: &App) {
+    let backlog = app.store.call(|c| enrich_queue::backlog(c)).await;
+    let backlog = backlog.unwrap_or_default();
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let m = &app.metrics;
+    m.enrich_backlog_builds.set(gauge(backlog.builds));
+    m.enrich_backlog_files.set(gauge(backlog.files));
+    let age = backlog
+        .oldest_queued_at
+        .map_or(0, |at| (now_ms() - at).max(0) / 1000);
+    m.enrich_oldest.set(age);
 }
 
 /// Tells systemd (when started as `Type=notify`) how the service is doing; a no-op otherwise.

@@ -65,7 +65,7 @@ async fn a_0_1_outbox_of_every_kind_is_migrated_and_delivered_as_0_1_would_have(
     let version: u32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6);
+    assert_eq!(version, 7, "migrated to the latest schema");
     let ci2: Value = serde_json::from_str(&facts[1]).expect("json");
     assert_eq!(ci2["name"], "ci-2");
     assert_eq!(ci2["connection_state"], "connected");

@@ -6,6 +6,10 @@
 //! of its limit, at least 2 requests) kitesync waits for that budget's reset instead of
 //! spending what others need. On a 429 it waits out the `Reset` of the budget that ran out
 //! (Buildkite sends no `Retry-After`).
+//!
+//! Test results and logs ([`Lane::Enrich`]) may use only a share of kitesync's pace: they
+//! pass a pacer of their own before the shared one, so a backlog of them never starves the
+//! build and agent polls. When their share is spent they wait; nothing is skipped.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -102,9 +106,20 @@ fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
     })
 }
 
+/// Who a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The build and agent polls, and every other request: kitesync's whole pace.
+    Poll,
+    /// Test results and logs: at most their share of the pace.
+    Enrich,
+}
+
 /// Paces every Buildkite request. Shared by all of a process's requests.
 pub struct Budget {
     limiter: DefaultDirectRateLimiter,
+    /// The share of the pace that test results and logs may use.
+    enrich: DefaultDirectRateLimiter,
     reserve_percent: u32,
     state: Mutex<State>,
 }
@@ -118,19 +133,33 @@ struct State {
 
 impl Budget {
     /// A budget that never goes faster than `requests_per_minute`, in bursts of at most 10,
-    /// and leaves `reserve_percent` of Buildkite's budgets to others.
-    pub fn new(requests_per_minute: u32, reserve_percent: u32) -> Budget {
-        let rpm = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(requests_per_minute.min(10)).unwrap_or(NonZeroU32::MIN);
+    /// leaves `reserve_percent` of Buildkite's budgets to others, and lets [`Lane::Enrich`]
+    /// use at most `enrich_share_percent` of the pace.
+    pub fn new(
+        requests_per_minute: u32,
+        reserve_percent: u32,
+        enrich_share_percent: u32,
+    ) -> Budget {
+        let share = |n: u32| (u64::from(n) * u64::from(enrich_share_percent.min(100)) / 100) as u32;
+        let pace = |rpm: u32, burst: u32| {
+            let rpm = NonZeroU32::new(rpm).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst))
+        };
+        let burst = requests_per_minute.min(10);
         Budget {
-            limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+            limiter: pace(requests_per_minute, burst),
+            enrich: pace(share(requests_per_minute), share(burst)),
             reserve_percent,
             state: Mutex::new(State::default()),
         }
     }
 
-    /// Waits until a request may be sent.
-    pub async fn acquire(&self) {
+    /// Waits until a request for `lane` may be sent.
+    pub async fn acquire(&self, lane: Lane) {
+        if lane == Lane::Enrich {
+            self.enrich.until_ready().await;
+        }
         let until = self.lock().not_before.take();
         if let Some(until) = until {
             tokio::time::sleep_until(until).await;
@@ -277,8 +306,20 @@ mod tests {
     }
 
     #[test]
+    fn enrichment_has_only_its_share_of_the_pace() {
+        let burst = |limiter: &DefaultDirectRateLimiter| {
+            (0..100).take_while(|_| limiter.check().is_ok()).count()
+        };
+        let b = Budget::new(600, 10, 50);
+        assert_eq!(burst(&b.enrich), 5, "half of the pace's burst of 10");
+        assert_eq!(burst(&b.limiter), 10, "the polls keep the whole pace");
+        let b = Budget::new(1, 10, 1);
+        assert_eq!(burst(&b.enrich), 1, "never less than one request");
+    }
+
+    #[test]
     fn a_429_waits_for_the_scope_that_ran_out() {
-        let b = Budget::new(30, 10);
+        let b = Budget::new(30, 10, 50);
         let h = headers(&[
             ("RateLimit-Remaining", "120"),
             ("RateLimit-Limit", "200"),

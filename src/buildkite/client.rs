@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::budget::Budget;
+use super::budget::{Budget, Lane};
 use super::model::{Agent, Artifact, Build};
 use crate::config::{BuildkiteConfig, Secret};
 use crate::metrics::Metrics;
@@ -140,6 +140,28 @@ pub fn whole_second(t: DateTime<Utc>, round: Round) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A request for test results or logs: paced in [`Lane::Enrich`] and counted by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrichRequest {
+    /// A page of a build's artifact list.
+    Listing,
+    /// An artifact's `/download` (the 302 to its storage URL).
+    Download,
+    /// A job's log tail.
+    Log,
+}
+
+impl EnrichRequest {
+    /// The `kind` label of the enrichment request metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrichRequest::Listing => "listing",
+            EnrichRequest::Download => "download",
+            EnrichRequest::Log => "log",
+        }
+    }
+}
+
 /// The token scope a request needs (named when Buildkite answers 403).
 #[derive(Debug, Clone, Copy)]
 enum Scope {
@@ -179,16 +201,19 @@ pub struct Client {
     auth: HeaderValue,
     budget: Arc<Budget>,
     requests: AtomicU64,
+    /// Requests for test results and logs, by [`EnrichRequest`] (as index).
+    enrich_requests: [AtomicU64; 3],
     metrics: Arc<Metrics>,
 }
 
-/// One GET: the token scope it needs, extra headers, and the statuses besides 2xx that are
-/// answers rather than errors.
+/// One GET: the token scope it needs, extra headers, the statuses besides 2xx that are
+/// answers rather than errors, and whether it is for test results or logs.
 struct Get<'a> {
     url: &'a Url,
     scope: Scope,
     headers: HeaderMap,
     also_ok: &'a [StatusCode],
+    enrich: Option<EnrichRequest>,
 }
 
 impl<'a> Get<'a> {
@@ -198,6 +223,7 @@ impl<'a> Get<'a> {
             scope,
             headers: HeaderMap::new(),
             also_ok: &[],
+            enrich: None,
         }
     }
 }
@@ -246,6 +272,7 @@ impl Client {
             auth: bearer(&config.token())?,
             budget,
             requests: AtomicU64::new(0),
+            enrich_requests: Default::default(),
             metrics,
         })
     }
@@ -253,6 +280,11 @@ impl Client {
     /// Requests sent so far (every attempt counts, as Buildkite counts them).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests of this `kind` sent so far for test results and logs.
+    pub fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
+        self.enrich_requests[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The pacing budget.
@@ -275,7 +307,7 @@ impl Client {
             .extend_pairs(time("created_to", query.created_to, Round::Up))
             .extend_pairs(query.branches.iter().map(|b| ("branch[]", b)))
             .extend_pairs(query.page.map(|p| ("page", p.to_string())));
-        self.list(&url, Scope::ReadBuilds).await
+        self.list(&Get::new(&url, Scope::ReadBuilds)).await
     }
 
     /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
@@ -300,7 +332,7 @@ impl Client {
     pub async fn probe_builds(&self) -> Result<(), SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         url.query_pairs_mut().append_pair("per_page", "1");
-        self.list::<serde_json::Value>(&url, Scope::ReadBuilds)
+        self.list::<serde_json::Value>(&Get::new(&url, Scope::ReadBuilds))
             .await
             .map(drop)
     }
@@ -309,7 +341,7 @@ impl Client {
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
         let url = self.endpoint(&["organizations", &self.org, "agents"]);
-        self.list_all(url, Scope::ReadAgents).await
+        self.list_all(url, Scope::ReadAgents, None).await
     }
 
     /// Every item of a small list (agents, a build's artifacts), following `Link` pages
@@ -318,12 +350,17 @@ impl Client {
         &self,
         mut url: Url,
         scope: Scope,
+        enrich: Option<EnrichRequest>,
     ) -> Result<Vec<Item<T>>, SourceError> {
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut all = Vec::new();
         let mut next = Some(url);
         while let Some(page_url) = next {
-            let page = self.list(&page_url, scope).await?;
+            let get = Get {
+                enrich,
+                ..Get::new(&page_url, scope)
+            };
+            let page = self.list(&get).await?;
             all.extend(page.items);
             next = page.next;
         }
@@ -337,7 +374,8 @@ impl Client {
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
         let url = self.build_endpoint(pipeline, number, &["artifacts"]);
-        self.list_all(url, Scope::ReadArtifacts).await
+        self.list_all(url, Scope::ReadArtifacts, Some(EnrichRequest::Listing))
+            .await
     }
 
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
@@ -354,6 +392,7 @@ impl Client {
         let url = self.on_api_host(url, &self.api)?;
         let get = Get {
             also_ok: &REDIRECTS,
+            enrich: Some(EnrichRequest::Download),
             ..Get::new(&url, Scope::ReadArtifacts)
         };
         let (location, _) = self
@@ -421,6 +460,7 @@ impl Client {
         let get = Get {
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
+            enrich: Some(EnrichRequest::Log),
             ..Get::new(&url, Scope::ReadBuildLogs)
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
@@ -439,11 +479,11 @@ impl Client {
 
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
-        url: &Url,
-        scope: Scope,
+        get: &Get<'_>,
     ) -> Result<Page<T>, SourceError> {
+        let url = get.url;
         let (items, headers) = self
-            .get(&Get::new(url, scope), |_, _, body| {
+            .get(get, |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
                     .map_err(|e| format!("the answer is not a JSON list ({e})"))
             })
@@ -481,9 +521,13 @@ impl Client {
         };
         let mut failures = 0;
         let mut rate_limited = 0;
+        let lane = get.enrich.map_or(Lane::Poll, |_| Lane::Enrich);
         loop {
-            self.budget.acquire().await;
+            self.budget.acquire(lane).await;
             self.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(kind) = get.enrich {
+                self.count_enrich(kind);
+            }
             let (reason, malformed, timed_out) = match self.attempt(get, &endpoint).await {
                 Attempt::Done(status, body, headers) => match parse(status, &headers, &body) {
                     Ok(value) => return Ok((value, headers)),
@@ -628,6 +672,11 @@ impl Client {
             });
         }
         Ok(url)
+    }
+
+    fn count_enrich(&self, kind: EnrichRequest) {
+        self.enrich_requests[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics.enrich_request(kind.as_str());
     }
 
     /// Copies the budgets Buildkite last reported into the metrics.

@@ -97,15 +97,36 @@ impl Store {
     /// time, one batch at a time, so that a batch in flight always lands before anyone reads
     /// the outbox again: an older version of a build can never overwrite a newer one, even
     /// with a backfill running beside the daemon. Released when dropped.
-    pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
+    pub async fn delivery_lock(&self) -> Result<Lock, StoreError> {
         // An flock on the database file itself: read access is enough, and it is separate
         // from the fcntl locks SQLite takes on the same file.
         let doing = "cannot take its delivery lock";
         let file = std::fs::File::open(&self.path).map_err(failing(&self.path, doing))?;
+        self.flock(file, doing).await
+    }
+
+    /// Waits for the right to fetch test results and logs: one build at a time, by one
+    /// process at a time, so that a backfill beside the daemon never fetches a file twice.
+    /// An flock on a file beside the database (`<state_path>.enrich-lock`); released when
+    /// dropped, or when the process dies.
+    pub async fn enrich_lock(&self) -> Result<Lock, StoreError> {
+        let doing = "cannot take its enrichment lock";
+        let mut path = self.path.clone().into_os_string();
+        path.push(".enrich-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(failing(&self.path, doing))?;
+        self.flock(file, doing).await
+    }
+
+    async fn flock(&self, file: std::fs::File, doing: &'static str) -> Result<Lock, StoreError> {
         let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
         let file = locked.map_err(failing(&self.path, doing))?;
         let file = file.map_err(failing(&self.path, doing))?;
-        Ok(DeliveryLock { _file: file })
+        Ok(Lock { _file: file })
     }
 
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
@@ -159,8 +180,9 @@ fn failing<E: Into<Cause>>(path: &Path, doing: &'static str) -> impl FnOnce(E) -
     }
 }
 
-/// The right to deliver from a state database (see [`Store::delivery_lock`]).
-pub struct DeliveryLock {
+/// The right to deliver from a state database, or to enrich its builds (see
+/// [`Store::delivery_lock`], [`Store::enrich_lock`]).
+pub struct Lock {
     _file: std::fs::File,
 }
 

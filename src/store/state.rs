@@ -12,6 +12,8 @@ pub enum Key {
     AgentsPolledAt,
     /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
     RateLimit,
+    /// What enrichment has spent and skipped (JSON of [`super::enrich::Totals`]).
+    EnrichTotals,
 }
 
 impl Key {
@@ -23,6 +25,7 @@ impl Key {
             Key::LastDeliveryOkAt => "last_delivery_ok_at",
             Key::AgentsPolledAt => "agents_polled_at",
             Key::RateLimit => "rate_limit",
+            Key::EnrichTotals => "enrich_totals",
         }
     }
 }

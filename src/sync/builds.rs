@@ -54,7 +54,7 @@ pub async fn poll(
     while let Some(page) = walk.next(client).await? {
         report.pages += 1;
         started = started.or(page.date).or_else(|| Some(Utc::now()));
-        let (entries, latest_finish) = select(config, page.items, &page.endpoint);
+        let (entries, latest_finish) = select(config, page.items, &page.endpoint, true);
         latest = latest.max(latest_finish);
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
@@ -101,11 +101,12 @@ pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
 }
 
 /// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
-/// latest `finished_at`.
+/// latest `finished_at`. Without `enrich`, none of them has test results or logs fetched.
 pub fn select(
     config: &Config,
     items: Vec<Item<Build>>,
     endpoint: &str,
+    enrich: bool,
 ) -> (Vec<Entry>, Option<DateTime<Utc>>) {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
@@ -128,7 +129,7 @@ pub fn select(
                 }
                 Entry {
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
-                    enrich: enriches(config, &build),
+                    enrich: enrich && enriches(config, &build),
                     build_id: build.id,
                     finished_at: timestamp(finished),
                     payload: item.raw,
