@@ -34,7 +34,7 @@ struct Cli {
     once: bool,
     /// With --once: after delivering the builds, fetch test results and logs for at most this
     /// many seconds; the rest stays queued for the next run (0: leave them all).
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, requires = "once",
+    #[arg(long, value_name = "SECONDS", default_value_t = kitesync::oneshot::DEFAULT_ENRICH_SECONDS, requires = "once",
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     enrich_seconds: u64,
     /// With --backfill: fetch no test results or logs for the range (see [enrich] backfill).

@@ -23,6 +23,10 @@ use crate::sync::builds::{self, PollReport};
 use crate::sync::enrich::{self, EnrichReport};
 use crate::sync::SyncError;
 
+/// `--enrich-seconds` by default: how long `--once` fetches test results and logs after
+/// delivering its builds. `systemd/kitesync-once.service` leaves room for it.
+pub const DEFAULT_ENRICH_SECONDS: u64 = 120;
+
 /// What a `--once` run did and left.
 #[derive(Debug)]
 pub struct OnceReport {

@@ -9,5 +9,5 @@ pub mod buildkite;
 pub mod data;
 mod http;
 
-pub use buildbutler::{ButlerFault, FakeButler, Webhook};
+pub use buildbutler::{Arrival, ButlerFault, FakeButler, Webhook};
 pub use buildkite::{FakeBuildkite, Fault, RecordedRequest};

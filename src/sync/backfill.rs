@@ -73,6 +73,11 @@ pub struct Estimate {
 impl fmt::Display for Estimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let minutes = self.listings.div_ceil(self.per_minute.max(1));
+        let took = match minutes {
+            0 | 1 => "about a minute".to_string(),
+            m if m < 120 => format!("about {m} minutes"),
+            m => format!("about {} hours", m.div_ceil(60)),
+        };
         let logs = if self.logs {
             ", and one per failed job's log"
         } else {
@@ -80,7 +85,7 @@ impl fmt::Display for Estimate {
         };
         write!(
             f,
-            "test results are on for this backfill: about {} finished builds in the range cost about {} requests to walk, plus about {} artifact listings (one per build that ran a command step: {} of the first page's {}) and one request per JUnit file{logs}; at [enrich] max_share_percent, {} requests a minute, the listings alone take about {minutes} minutes. --without-test-results (or [enrich] backfill = false) skips test results and logs for the range",
+            "test results are on for this backfill: about {} finished builds in the range cost about {} requests to walk, plus about {} artifact listings (one per build that ran a command step: {} of the first page's {}) and one request per JUnit file{logs}; at [enrich] max_share_percent, {} requests a minute, the listings alone take {took}. --without-test-results (or [enrich] backfill = false) skips test results and logs for the range",
             self.builds, self.walk_requests, self.listings, self.page_listed, self.page_builds, self.per_minute
         )
     }
