@@ -757,6 +757,25 @@ api_key = "bb-key"
     }
 
     #[test]
+    fn enrich_keys_have_defaults_and_ranges() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.enrich.max_share_percent, 50);
+        assert_eq!(c.enrich.max_files_per_build, 50);
+        assert_eq!(c.enrich.max_bytes_per_build, 64 << 20);
+        assert!(c.enrich.backfill);
+        for (key, value) in [("max_share_percent", "0"), ("max_share_percent", "101")] {
+            let text = format!("{GOOD}\n[enrich]\n{key} = {value}\n");
+            let m = load(&text).unwrap_err().to_string();
+            assert!(
+                m.contains(&format!(
+                    "line 11: [enrich] {key} = {value} is out of range"
+                )),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
     fn api_url_with_v2_and_url_passwords() {
         let text = GOOD.replace(
             "organization = \"acme\"",

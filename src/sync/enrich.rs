@@ -33,7 +33,7 @@ const MAX_ATTEMPTS: u32 = 5;
 const MAX_FILE_FAILURES: u32 = 5;
 /// Attempts at a JUnit file that never finished (kitesync was killed or stopped while
 /// fetching it) before it is given up.
-pub const MAX_FILE_UNFINISHED: u32 = 3;
+const MAX_FILE_UNFINISHED: u32 = 3;
 /// The longest the background task sleeps before looking at the queue again.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 /// How long it pauses after a failure that is not a build's own (the state database, the
