@@ -42,14 +42,15 @@ const PAUSE: Duration = Duration::from_secs(30);
 const CONFIGURATION_PAUSE: Duration = Duration::from_secs(300);
 
 /// What an enrichment run did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EnrichReport {
     /// Builds finished with: everything fetched, skipped or given up.
     pub builds: usize,
     /// Test suites and logs queued.
     pub items: usize,
-    /// Steps to be tried again later.
+    /// Steps to be tried again later, and the last one's error.
     pub retried: usize,
+    pub last_error: Option<String>,
 }
 
 /// Enriches the builds that are due, one after the other, until none is due or `stop` says
@@ -120,6 +121,10 @@ pub async fn run_loop(
     loop {
         let mut pause = Duration::ZERO;
         match run(&app, stop.clone(), &queued).await {
+            // Nothing but failures: Buildkite or the storage host is failing.
+            Ok(r) if r.builds + r.items == 0 && r.retried > 0 => {
+                outage.failed(&r.last_error.unwrap_or_default());
+            }
             Ok(_) => outage.ok(),
             Err(e) if e.is_configuration() => {
                 outage.failed(&format!(
