@@ -12,7 +12,7 @@ pub enum Key {
     AgentsPolledAt,
     /// The Buildkite budgets as last seen (JSON of [`crate::buildkite::budget::Seen`]).
     RateLimit,
-    /// What enrichment has spent and skipped (JSON of [`super::enrich::Totals`]).
+    /// What enrichment has spent and skipped (JSON of `Totals` in `store/enrich.rs`).
     EnrichTotals,
 }
 
