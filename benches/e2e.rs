@@ -1,11 +1,14 @@
 //! End-to-end benchmark: the real `kitesync` binary, as a separate process, against the
 //! fakes on loopback, with realistic generated builds (jobs, a mix of states).
 //!
-//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady]
+//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady|tests]
 //!
 //! Prints a table: builds delivered per second, Buildkite requests against the minimum
-//! ceil(N/100), 429s, peak RSS of the kitesync process, requests per idle daemon cycle, and
-//! the delay from a build's finish to its delivery while builds finish at 10 a second.
+//! ceil(N/100), 429s, peak RSS of the kitesync process, requests per idle daemon cycle, the
+//! delay from a build's finish to its delivery while builds finish at 10 a second; and with
+//! test results on: requests per 1,000 builds, builds per second and RSS of a backfill with
+//! JUnit files, and the delay from finish to delivery while a backlog of test results is
+//! being fetched.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,6 +28,11 @@ struct Env {
 }
 
 async fn env(schedule: &str) -> Env {
+    env_with(schedule, "").await
+}
+
+/// The benchmark's config, with `extra` TOML appended (new sections only).
+async fn env_with(schedule: &str, extra: &str) -> Env {
     let bk = FakeBuildkite::start(ORG, "bench-token").await;
     let bb = FakeButler::start("bench-key").await;
     bk.set_budgets(10_000_000, 10_000_000, Duration::from_secs(60));
@@ -33,7 +41,7 @@ async fn env(schedule: &str) -> Env {
     std::fs::write(
         &config,
         format!(
-            "state_path = \"{}\"\n\n[buildkite]\norganization = \"{ORG}\"\napi_url = \"{}\"\ntoken = \"bench-token\"\nrequests_per_minute = 10000\n\n[buildbutler]\nurl = \"{}\"\napi_key = \"bench-key\"\nconcurrency = 16\n\n[schedule]\nbuilds = \"{schedule}\"\nagents = \"\"\n",
+            "state_path = \"{}\"\n\n[buildkite]\norganization = \"{ORG}\"\napi_url = \"{}\"\ntoken = \"bench-token\"\nrequests_per_minute = 10000\n\n[buildbutler]\nurl = \"{}\"\napi_key = \"bench-key\"\nconcurrency = 16\n\n[schedule]\nbuilds = \"{schedule}\"\nagents = \"\"\n{extra}",
             dir.path().join("state.db").display(),
             bk.url,
             bb.url
@@ -197,16 +205,27 @@ async fn steady() {
     let e = env("*/2 * * * * *").await;
     let mut daemon = kitesync(&e.config, &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let seconds = 30;
+    let delays = finishing(&e, 10, seconds, 0).await;
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    println!("\nsteady state: 10 builds finishing per second for {seconds} s, 2 s poll schedule");
+    latency_rows(&delays, 10 * seconds);
+}
+
+/// Adds `per_second` builds finishing now for `seconds` (numbered from 10,000), waits until
+/// BuildButler has them (besides the `already` it held), and returns how long each took from
+/// its finish to BuildButler, sorted.
+async fn finishing(e: &Env, per_second: u64, seconds: u64, already: usize) -> Vec<f64> {
     let mut finished = std::collections::BTreeMap::new();
-    let seconds = 30u64;
-    for i in 0..seconds * 10 {
+    for i in 0..seconds * per_second {
         let n = 10_000 + i;
         e.bk.add_builds([data::just_finished(ORG, n, "web")]);
         finished.insert(data::build_id(n), Instant::now());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(1000 / per_second)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while e.bb.build_count() < finished.len() && Instant::now() < deadline {
+    while e.bb.build_count() < already + finished.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seen = e.bb.first_seen();
@@ -215,18 +234,20 @@ async fn steady() {
         .filter_map(|(id, at)| Some(seen.get(id)?.duration_since(*at).as_secs_f64()))
         .collect();
     delays.sort_by(f64::total_cmp);
+    delays
+}
+
+/// Rows of how many of `finished` builds were delivered, and how fast: median and p99.
+fn latency_rows(delays: &[f64], finished: u64) {
     let pct = |p: f64| {
         delays
             .get(((delays.len() as f64 - 1.0) * p) as usize)
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let _ = daemon.start_kill();
-    let _ = daemon.wait().await;
-    println!("\nsteady state: 10 builds finishing per second for {seconds} s, 2 s poll schedule");
     row(
         "builds delivered",
-        format!("{} of {}", delays.len(), finished.len()),
+        format!("{} of {finished}", delays.len()),
         "all",
     );
     row(
@@ -239,6 +260,105 @@ async fn steady() {
         format!("{:.2} s", pct(0.99)),
         "<= 3 s",
     );
+}
+
+/// A JUnit file of one suite with ten passing cases.
+fn junit(name: &str) -> Vec<u8> {
+    let cases: String = (0..10)
+        .map(|i| format!(r#"<testcase classname="{name}" name="case{i}" time="0.01"/>"#))
+        .collect();
+    format!(r#"<?xml version="1.0"?><testsuite name="{name}">{cases}</testsuite>"#).into_bytes()
+}
+
+/// Gives builds `numbers` `files` JUnit files each.
+fn with_junit(bk: &FakeBuildkite, numbers: impl Iterator<Item = u64>, files: usize) {
+    for n in numbers {
+        let all = (0..files).map(|i| (format!("junit/{i}.xml"), junit(&format!("b{n}-{i}"))));
+        bk.set_artifacts(n, all.collect());
+    }
+}
+
+/// A backfill of `builds` builds with 2 JUnit files each, test results on, at the highest
+/// pace the config allows (10,000 requests a minute) with all of it open to enrichment: what
+/// test results cost in requests, and what they do to throughput and memory.
+async fn with_test_results(builds: u64) {
+    let tests =
+        "[tests]\njunit_artifact_globs = [\"junit/*.xml\"]\n[enrich]\nmax_share_percent = 100\n";
+    let e = env_with("*/30 * * * * *", tests).await;
+    let now = Utc::now();
+    let spacing = chrono::Duration::milliseconds(730 * 86_400_000 / builds.max(1) as i64);
+    let generated =
+        data::finished_builds(ORG, 1, builds, now - chrono::Duration::hours(1), spacing);
+    e.bk.set_builds(generated);
+    with_junit(&e.bk, 1..=builds, 2);
+    let since = (now - chrono::Duration::days(731)).to_rfc3339();
+    let child = kitesync(&e.config, &["--backfill", "--since", &since]);
+    let (took, peak, _, ok) = watch(child).await;
+    let requests = e.bk.requests().len();
+    let per_1000 = requests as f64 * 1000.0 / builds as f64;
+    println!(
+        "\nwith test results: backfill of {builds} builds with 2 JUnit files each ({})",
+        if ok { "exit 0" } else { "FAILED" }
+    );
+    row(
+        "builds / test suites delivered",
+        format!("{} / {}", e.bb.build_count(), e.bb.suite_count()),
+        &format!("{builds} / {}", 2 * builds),
+    );
+    row(
+        "Buildkite requests per 1,000 builds",
+        format!("{per_1000:.0}"),
+        "1,000 + 2,000 + 10 = 3,010",
+    );
+    row(
+        "builds delivered per second, with their test results",
+        format!("{:.1}", builds as f64 / took.as_secs_f64()),
+        "the pace: 10,000 a minute / 3",
+    );
+    row("peak RSS of kitesync", format!("{peak:.1} MiB"), "< 40 MB");
+}
+
+/// The daemon works through a backlog of test results (300 builds x 10 files at half of
+/// 6,000 requests a minute: over a minute) while builds finish at 2 a second: how long each
+/// takes from its finish to BuildButler.
+async fn latency_during_a_backlog() {
+    let tests = "[tests]\njunit_artifact_globs = [\"junit/*.xml\"]\n";
+    let e = env_with("*/2 * * * * *", tests).await;
+    std::fs::write(
+        &e.config,
+        std::fs::read_to_string(&e.config)
+            .expect("config")
+            .replace("requests_per_minute = 10000", "requests_per_minute = 6000"),
+    )
+    .expect("config");
+    let now = Utc::now();
+    e.bk.set_builds(data::finished_builds(
+        ORG,
+        1,
+        300,
+        now - chrono::Duration::minutes(30),
+        chrono::Duration::seconds(5),
+    ));
+    with_junit(&e.bk, 1..=300, 10);
+    let mut daemon = kitesync(&e.config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while e.bb.build_count() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = 20;
+    let delays = finishing(&e, 2, seconds, 300).await;
+    let suites_meanwhile = e.bb.suite_count();
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    println!(
+        "\nwith test results: 2 builds finishing per second for {seconds} s, 2 s poll schedule, during a backlog of 3,000 JUnit files"
+    );
+    row(
+        "backlog suites delivered by then (of 3,000)",
+        suites_meanwhile.to_string(),
+        "< 3,000: still working",
+    );
+    latency_rows(&delays, 2 * seconds);
 }
 
 #[tokio::main]
@@ -268,5 +388,12 @@ async fn main() {
     }
     if run("steady") {
         steady().await;
+    }
+    if run("tests") {
+        let builds = value("--test-builds")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(1_000);
+        with_test_results(builds).await;
+        latency_during_a_backlog().await;
     }
 }

@@ -6,14 +6,13 @@
 //! Run it with `cargo run --release --example backfill_cost [-- BUILDS [DEPTH]]`.
 
 use kitesync::config::Config;
-use kitesync::store::backfill::Checkpoint;
-use kitesync::sync::backfill::Observer;
+use kitesync::sync::backfill::{Observer, Progress};
 use kitesync_fakes::{data, FakeBuildkite, FakeButler};
 
 struct Quiet;
 
 impl Observer for Quiet {
-    fn page(&mut self, _: &Checkpoint, _: f64, _: u64, _: u64) {}
+    fn page(&mut self, _: &Progress<'_>) {}
 }
 
 #[tokio::main]
@@ -53,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         kitesync::app::App::new(config)?,
         since,
         Some(now),
+        true,
         &mut Quiet,
         std::future::pending(),
     )

@@ -58,7 +58,12 @@ impl App {
     pub fn new(config: Config) -> Result<App, String> {
         let store = Store::open(&config.state_path).map_err(|e| e.to_string())?;
         let bk = &config.buildkite;
-        let budget = Arc::new(Budget::new(bk.requests_per_minute, bk.reserve_percent));
+        let share = config.enrich.max_share_percent;
+        let budget = Arc::new(Budget::new(
+            bk.requests_per_minute,
+            bk.reserve_percent,
+            share,
+        ));
         let metrics = Arc::new(Metrics::new());
         let client = Client::new(bk, budget, Arc::clone(&metrics))?;
         let sink = Arc::new(Sink::new(&config)?);

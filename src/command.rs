@@ -3,6 +3,7 @@
 //! these and prints what it ends with.
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -33,10 +34,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     Ok(Ending::new(String::new(), Vec::new(), Exit::Success))
 }
 
-/// `--once`: one poll, then every delivery that can be made now.
-pub async fn once(config: Config, dry_run: bool) -> Result<Ending, Error> {
+/// `--once`: one poll, every delivery that can be made now, and test results and logs for
+/// at most `enrich_for`.
+pub async fn once(config: Config, dry_run: bool, enrich_for: Duration) -> Result<Ending, Error> {
     let (app, _scratch) = one_shot_app(config, dry_run)?;
-    Ok(oneshot::run_once(&app).await?.ending(dry_run))
+    Ok(oneshot::run_once(&app, enrich_for).await?.ending(dry_run))
+}
+
+/// How a `--backfill` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BackfillOptions {
+    pub dry_run: bool,
+    /// Progress as a bar (on a terminal) rather than log lines.
+    pub terminal: bool,
+    /// `--without-test-results`: no test results or logs for the range.
+    pub without_test_results: bool,
 }
 
 /// `--backfill`: every finished build created in `[since, until)`, resumable.
@@ -44,18 +56,23 @@ pub async fn backfill(
     config: Config,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
-    dry_run: bool,
-    terminal: bool,
+    options: BackfillOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Ending, Error> {
+    let BackfillOptions {
+        dry_run,
+        terminal,
+        without_test_results,
+    } = options;
     let end = until.unwrap_or_else(Utc::now);
     if since >= end {
         let why = format!("--since ({since}) must be before --until ({end})");
         return Err(Error::Usage(why));
     }
+    let enrich = config.enrich.backfill && !without_test_results;
     let (app, _scratch) = one_shot_app(config, dry_run)?;
     let mut reporter = Reporter::new(terminal);
-    let outcome = oneshot::run_backfill(app, since, until, &mut reporter, shutdown).await;
+    let outcome = oneshot::run_backfill(app, since, until, enrich, &mut reporter, shutdown).await;
     reporter.finish();
     Ok(outcome?.ending(dry_run))
 }

@@ -20,7 +20,7 @@ use crate::schedule::Schedule;
 pub const ENV_PREFIX: &str = "KITESYNC_";
 
 /// The top-level keys and sections of the config.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "metrics",
     "state_path",
     "buildkite",
@@ -28,6 +28,7 @@ const SECTIONS: [&str; 7] = [
     "schedule",
     "tests",
     "logs",
+    "enrich",
 ];
 
 /// A configuration problem, worded for the operator. Its `Display` is the whole message.
@@ -127,6 +128,8 @@ pub struct Config {
     pub tests: TestsConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub enrich: EnrichConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
 }
@@ -288,6 +291,23 @@ pub struct LogsConfig {
     pub max_bytes: u64,
 }
 
+/// `[enrich]`: how test results and logs are fetched (what is fetched is `[tests]` and
+/// `[logs]`): their share of the pace and their caps per build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// The most of `[buildkite] requests_per_minute` that test results and logs may use, in
+    /// percent; the build and agent polls always have the rest.
+    pub max_share_percent: u32,
+    /// JUnit files fetched per build at most; the rest is skipped with a warning.
+    pub max_files_per_build: u64,
+    /// Bytes of JUnit files fetched per build at most; the rest is skipped with a warning.
+    pub max_bytes_per_build: u64,
+    /// Whether `--backfill` fetches test results and logs for the builds it queues
+    /// (`--without-test-results` turns it off for one run).
+    pub backfill: bool,
+}
+
 // The defaults, which README.md and config.example.toml show.
 
 impl Default for MetricsConfig {
@@ -336,6 +356,17 @@ impl Default for TestsConfig {
             junit_artifact_globs: Vec::new(),
             max_file_bytes: 10 * 1024 * 1024,
             list_artifacts: ListArtifacts::All,
+        }
+    }
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            max_share_percent: 50,
+            max_files_per_build: 50,
+            max_bytes_per_build: 64 * 1024 * 1024,
+            backfill: true,
         }
     }
 }
@@ -468,6 +499,11 @@ impl Config {
         !self.tests.junit_artifact_globs.is_empty() && self.buildbutler.mode == Mode::Ingest
     }
 
+    /// True when anything is fetched besides builds: test results or logs.
+    pub fn enrich_enabled(&self) -> bool {
+        self.tests_enabled() || self.logs_enabled()
+    }
+
     /// True when failed jobs' log tails are sent (ingest mode only).
     pub fn logs_enabled(&self) -> bool {
         self.logs.enabled && self.buildbutler.mode == Mode::Ingest
@@ -558,6 +594,9 @@ impl Config {
             ("buildbutler", "ingest_prefix", bb.ingest_prefix.len() as u64, 0, 200),
             ("tests", "max_file_bytes", self.tests.max_file_bytes, 1, 1 << 30),
             ("logs", "max_bytes", self.logs.max_bytes, 1, 1 << 30),
+            ("enrich", "max_share_percent", u64::from(self.enrich.max_share_percent), 1, 100),
+            ("enrich", "max_files_per_build", self.enrich.max_files_per_build, 1, 100_000),
+            ("enrich", "max_bytes_per_build", self.enrich.max_bytes_per_build, 1, 1 << 40),
         ];
         for (section, key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -879,6 +918,25 @@ api_key = "bb-key"
             .unwrap_err()
             .to_string()
             .contains("out of range"));
+    }
+
+    #[test]
+    fn enrich_keys_have_defaults_and_ranges() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.enrich.max_share_percent, 50);
+        assert_eq!(c.enrich.max_files_per_build, 50);
+        assert_eq!(c.enrich.max_bytes_per_build, 64 << 20);
+        assert!(c.enrich.backfill);
+        for (key, value) in [("max_share_percent", "0"), ("max_share_percent", "101")] {
+            let text = format!("{GOOD}\n[enrich]\n{key} = {value}\n");
+            let m = load(&text).unwrap_err().to_string();
+            assert!(
+                m.contains(&format!(
+                    "line 11: [enrich] {key} = {value} is out of range"
+                )),
+                "{m}"
+            );
+        }
     }
 
     #[test]

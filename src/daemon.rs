@@ -1,5 +1,6 @@
-//! The service: polls on the `[schedule] builds` cron (tokio-cron-scheduler) and delivers
-//! continuously in between, until SIGTERM or SIGINT.
+//! The service: polls on the `[schedule] builds` cron (tokio-cron-scheduler), delivers
+//! continuously in between, and fetches test results and logs in a task of their own (never
+//! on the poll's path), until SIGTERM or SIGINT.
 //!
 //! A poll never overlaps itself: a tick that comes while the previous poll still runs is
 //! skipped. On shutdown the poll and the deliveries in flight are dropped at their next
@@ -44,6 +45,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
     let queued = Arc::new(Notify::new());
+    let enrich_wake = Arc::new(Notify::new());
     let poller = Arc::new(Poller {
         app: Arc::clone(&app),
         running: Mutex::new(PollHealth {
@@ -51,6 +53,7 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
             ride_out: RideOut::default(),
         }),
         queued: Arc::clone(&queued),
+        enrich_wake: Arc::clone(&enrich_wake),
         stop: stop_rx.clone(),
         fatal: fatal_tx.clone(),
         summarized: std::sync::atomic::AtomicBool::new(false),
@@ -85,6 +88,12 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         stop_rx.clone(),
         fatal_tx,
         OnFatal::StopIfNeverDelivered,
+    ));
+    let enriching = tokio::spawn(enrich::run_loop(
+        Arc::clone(&app),
+        enrich_wake,
+        Arc::clone(&queued),
+        stop_rx.clone(),
     ));
     // Poll at once on start, then on the schedule.
     tokio::spawn({
@@ -122,6 +131,8 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     let _ = stop_tx.send(Stop::Now);
     let _ = scheduler.shutdown().await;
     let _ = delivery.await;
+    // The step under way takes its attempt back (it was stopped, not lost).
+    let _ = tokio::time::timeout(Duration::from_secs(5), enriching).await;
     // A poll in progress notices the stop at its next await; wait for it to let go.
     let _ = tokio::time::timeout(Duration::from_secs(5), poller.running.lock()).await;
     outcome
@@ -151,6 +162,8 @@ struct Poller {
     app: Arc<App>,
     running: Mutex<PollHealth>,
     queued: Arc<Notify>,
+    /// Wakes the enrichment task when a poll queued builds.
+    enrich_wake: Arc<Notify>,
     stop: watch::Receiver<Stop>,
     fatal: watch::Sender<Option<String>>,
     /// Set once the first successful poll has been summarized.
@@ -207,22 +220,13 @@ impl Poller {
                 if queued > 0 {
                     tracing::info!("{queued} newly finished builds queued");
                     self.queued.notify_one();
+                    self.enrich_wake.notify_one();
                 }
                 if !self
                     .summarized
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
                     tokio::spawn(first_cycle(Arc::clone(app), report.clone(), stop.clone()));
-                }
-                let enriched = tokio::select! {
-                    r = enrich::run(app) => r,
-                    _ = stop.wait_for(|s| *s == Stop::Now) => return,
-                };
-                // Builds keep flowing whatever happens to their test results and logs.
-                match enriched {
-                    Ok(r) if r.items > 0 => self.queued.notify_one(),
-                    Ok(_) => {}
-                    Err(e) => health.failed(&format!("fetching test results and logs: {e}")),
                 }
             }
             Err(e) => {

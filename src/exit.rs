@@ -2,7 +2,7 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | done: everything delivered |
+//! | 0 | done: everything delivered (see [`outbox_done`]) |
 //! | 1 | not everything delivered (yet), or a transient failure: run again |
 //! | 2 | the operator must fix something: configuration, credentials, scopes |
 //! | 130 | a backfill stopped by Ctrl-C or SIGTERM (it resumes when run again) |
@@ -11,6 +11,7 @@ use crate::buildkite::SourceError;
 use crate::config::ConfigError;
 use crate::daemon::DaemonError;
 use crate::deliver::DeliverError;
+use crate::store::outbox::Summary;
 use crate::store::StoreError;
 use crate::sync::SyncError;
 
@@ -42,6 +43,15 @@ impl Exit {
             Exit::Interrupted => 130,
         }
     }
+}
+
+/// The one rule for what a run leaves in the outbox: it is done when nothing is pending and
+/// the only dead letters are test suites BuildButler refused for their content. Those are
+/// reported (in the summary, in `status`) and can be sent again with `replay --dead`, but
+/// never fail a run on their own; a dead build, log or agent fleet does. Test results and
+/// logs still waiting to be fetched are not in the outbox: they never fail a run either.
+pub fn outbox_done(outbox: &Summary) -> bool {
+    outbox.pending == 0 && outbox.dead == outbox.dead_tests
 }
 
 /// What a command that ran has to say: its summary (stdout, or stderr next to a dry run's

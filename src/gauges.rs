@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::metrics::{Metrics, StateLabels};
-use crate::store::{outbox, Store, StoreError};
+use crate::store::{enrich, now_ms, outbox, Store, StoreError};
 
 /// How often the daemon reads the gauges from the state database.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -19,6 +19,8 @@ pub const REFRESH: Duration = Duration::from_secs(5);
 pub struct Snapshot {
     /// Outbox items pending and dead.
     pub outbox: outbox::Summary,
+    /// Builds and files waiting for their test results and logs.
+    pub enrich: enrich::Backlog,
 }
 
 impl Snapshot {
@@ -26,6 +28,7 @@ impl Snapshot {
     pub fn read(conn: &Connection) -> rusqlite::Result<Snapshot> {
         Ok(Snapshot {
             outbox: outbox::summary(conn)?,
+            enrich: enrich::backlog(conn)?,
         })
     }
 
@@ -38,6 +41,11 @@ impl Snapshot {
             };
             metrics.outbox.get_or_create(&labels).set(gauge(n));
         }
+        metrics.enrich_backlog_builds.set(gauge(self.enrich.builds));
+        metrics.enrich_backlog_files.set(gauge(self.enrich.files));
+        let oldest = self.enrich.oldest_queued_at;
+        let age = oldest.map_or(0, |at| (now_ms() - at).max(0) / 1000);
+        metrics.enrich_oldest.set(age);
     }
 }
 

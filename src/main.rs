@@ -6,10 +6,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
-use kitesync::command::{self, Replay};
+use kitesync::command::{self, BackfillOptions, Replay};
 use kitesync::config::Config;
 use kitesync::exit::{Ending, Error};
 use kitesync::logging::LogFormat;
@@ -43,6 +44,14 @@ struct Cli {
     /// Poll once, deliver, and exit: 0 when everything was delivered.
     #[arg(long, conflicts_with = "backfill")]
     once: bool,
+    /// With --once: after delivering the builds, fetch test results and logs for at most this
+    /// many seconds; the rest stays queued for the next run (0: leave them all).
+    #[arg(long, value_name = "SECONDS", default_value_t = kitesync::oneshot::DEFAULT_ENRICH_SECONDS, requires = "once",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    enrich_seconds: u64,
+    /// With --backfill: fetch no test results or logs for the range (see [enrich] backfill).
+    #[arg(long, requires = "backfill")]
+    without_test_results: bool,
     /// With --once or --backfill: poll as usual, but print what would be delivered as NDJSON
     /// on stdout instead of sending it, and change no state.
     #[arg(long)]
@@ -152,7 +161,7 @@ fn main() -> ExitCode {
         Ok(runtime) => {
             let ended = runtime.block_on(dispatch(cli));
             // Let the blocking pool finish a transaction in flight, but do not hang on a request.
-            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            runtime.shutdown_timeout(Duration::from_secs(5));
             ended
         }
         Err(e) => Err(e),
@@ -198,12 +207,18 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
             };
             command::replay(config, what).await
         }
-        None if cli.once => command::once(config, cli.dry_run).await,
+        None if cli.once => {
+            let enrich_for = Duration::from_secs(cli.enrich_seconds);
+            command::once(config, cli.dry_run, enrich_for).await
+        }
         None => match cli.since {
             Some(since) => {
-                let terminal = std::io::stderr().is_terminal();
-                let (until, dry_run) = (cli.until, cli.dry_run);
-                command::backfill(config, since, until, dry_run, terminal, shutdown_signal()).await
+                let options = BackfillOptions {
+                    dry_run: cli.dry_run,
+                    terminal: std::io::stderr().is_terminal(),
+                    without_test_results: cli.without_test_results,
+                };
+                command::backfill(config, since, cli.until, options, shutdown_signal()).await
             }
             None => command::serve(config, shutdown_signal()).await,
         },

@@ -31,6 +31,18 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// A request for test results or logs: `listing`, `download` or `log`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EnrichKindLabels {
+    pub kind: String,
+}
+
+/// The cap that skipped a JUnit file: `files_per_build`, `bytes_per_build` or `file_bytes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub cap: String,
+}
+
 /// What succeeded or failed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Activity {
@@ -117,6 +129,20 @@ metrics! {
     /// 1 while Buildkite refuses a daemon that has worked (see `ride_out`), else 0.
     buildkite_refused: Gauge = Gauge::default(),
         "kitesync_buildkite_refused", "1 while Buildkite (or something on the way) refuses polls that worked before; retried with backoff";
+    enrich_requests: Family<EnrichKindLabels, Counter> = Family::default(),
+        "kitesync_enrich_requests", "Buildkite requests for test results and logs: artifact listings, downloads and logs";
+    enrich_items: Counter = Counter::default(),
+        "kitesync_enrich_items_queued", "Test suites and logs queued for delivery";
+    enrich_skipped: Family<CapLabels, Counter> = Family::default(),
+        "kitesync_enrich_files_skipped", "JUnit files skipped by a cap";
+    enrich_given_up: Counter = Counter::default(),
+        "kitesync_enrich_files_given_up", "JUnit files given up after failing, or never finishing, repeatedly";
+    enrich_backlog_builds: Gauge = Gauge::default(),
+        "kitesync_enrich_backlog_builds", "Builds whose test results or logs are still to be fetched";
+    enrich_backlog_files: Gauge = Gauge::default(),
+        "kitesync_enrich_backlog_files", "JUnit files listed and still to be fetched";
+    enrich_oldest: Gauge = Gauge::default(),
+        "kitesync_enrich_oldest_age_seconds", "Age of the oldest build waiting for its test results or logs";
     /// Unix time of the last success.
     last_success: Family<WhatLabels, Gauge> = Family::default(),
         "kitesync_last_success_timestamp_seconds", "Unix time of the last successful poll or delivery";
@@ -137,6 +163,18 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one Buildkite request for test results or logs, of this `kind`.
+    pub fn enrich_request(&self, kind: &str) {
+        let labels = EnrichKindLabels { kind: kind.into() };
+        self.enrich_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts `n` JUnit files skipped by `cap`.
+    pub fn skipped(&self, cap: &str, n: u64) {
+        let labels = CapLabels { cap: cap.into() };
+        self.enrich_skipped.get_or_create(&labels).inc_by(n);
     }
 
     /// Notes a successful poll or delivery now.

@@ -1,24 +1,31 @@
-//! The runs that end by themselves: `--once` (one poll, then deliver everything that can be
-//! delivered now) and `--backfill` (walk a range of history while delivering), with their
-//! reports: the summary line, what went wrong, and the exit code.
+//! The runs that end by themselves: `--once` (one poll, deliver the builds, then fetch test
+//! results and logs for a while and deliver them) and `--backfill` (walk a range of history
+//! while delivering and fetching), with their reports: the summary line, what went wrong,
+//! and the exit code.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use crate::app::App;
 use crate::deliver::{deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Stop};
-use crate::exit::{Ending, Exit};
-use crate::store::backfill::Checkpoint;
+use crate::exit::{self, Ending, Exit};
+use crate::store::enrich::Backlog;
 use crate::store::outbox::{self, Summary};
 use crate::store::{self, StoreError};
 use crate::sync::agents::{self, AgentsReport};
-use crate::sync::backfill::{self, BackfillReport, Observer};
+use crate::sync::backfill::{self, BackfillReport, Estimate, Observer, Progress};
 use crate::sync::builds::{self, PollReport};
 use crate::sync::enrich::{self, EnrichReport};
 use crate::sync::SyncError;
+
+/// `--enrich-seconds` by default: how long `--once` fetches test results and logs after
+/// delivering its builds. `systemd/kitesync-once.service` leaves room for it.
+pub const DEFAULT_ENRICH_SECONDS: u64 = 120;
 
 /// What a `--once` run did and left.
 #[derive(Debug)]
@@ -33,17 +40,18 @@ pub struct OnceReport {
     pub requests: u64,
     /// The outbox after the run.
     pub outbox: Summary,
+    /// Test results and logs left to fetch by the next run.
+    pub backlog: Backlog,
 }
 
 impl OnceReport {
-    /// True when the poll worked and nothing is left to deliver.
+    /// True when the poll worked and nothing is left to deliver (see [`exit::outbox_done`]).
     pub fn complete(&self) -> bool {
         self.poll.is_ok()
             && !matches!(self.agents, Some(Err(_)))
             && self.enrich.is_ok()
             && self.delivery.is_ok()
-            && self.outbox.pending == 0
-            && self.outbox.dead == 0
+            && exit::outbox_done(&self.outbox)
     }
 
     /// True when the operator must fix credentials or configuration.
@@ -69,12 +77,14 @@ impl OnceReport {
         };
         let requests = plural(self.requests, "request");
         let summary = format!(
-            "kitesync: {polled} ({} Buildkite {requests}); {}",
+            "kitesync: {polled} ({} Buildkite {requests}); {}{}",
             self.requests,
-            delivered(&self.delivery, &self.outbox, dry_run)
+            delivered(&self.delivery, &self.outbox, dry_run),
+            left_queued(&self.backlog, "the next run")
         );
         if self.complete() {
-            return Ending::new(summary, Vec::new(), Exit::Success);
+            // Refused test suites only: reported, not a failure.
+            return Ending::new(summary, explain(&self.outbox), Exit::Success);
         }
         let agents = self.agents.as_ref().and_then(|a| a.as_ref().err());
         let notes = [
@@ -103,9 +113,10 @@ impl OnceReport {
     }
 }
 
-/// Polls once and delivers. Fails only if the state database fails; poll and delivery
-/// problems are in the report.
-pub async fn run_once(app: &App) -> Result<OnceReport, StoreError> {
+/// Polls once, delivers the builds, fetches test results and logs for at most `enrich_for`
+/// (leaving the rest queued for the next run) and delivers what was fetched. Fails only if
+/// the state database fails; poll and delivery problems are in the report.
+pub async fn run_once(app: &App, enrich_for: Duration) -> Result<OnceReport, StoreError> {
     let poll = builds::poll(&app.client, &app.store, &app.config).await;
     let due = match (app.config.agents_enabled(), &app.config.schedule.agents) {
         (true, Some(schedule)) => {
@@ -121,8 +132,26 @@ pub async fn run_once(app: &App) -> Result<OnceReport, StoreError> {
     } else {
         None
     };
-    let enrich = enrich::run(app).await;
-    let (delivery, outbox) = deliver_all(app).await?;
+    // The builds first: their test results and logs never hold them back.
+    let (builds, outbox) = deliver_all(app).await?;
+    let (enrich, delivery, outbox) = match builds {
+        // BuildButler refuses everything: fetching more for it would only spend the budget.
+        Err(e @ DeliverError::Fatal(_)) => (Ok(EnrichReport::default()), Err(e), outbox),
+        builds => {
+            let enrich = enrich_within(app, enrich_for).await;
+            let (rest, outbox) = deliver_all(app).await?;
+            let delivery = match (builds, rest) {
+                (Ok(mut b), Ok(r)) => {
+                    b.delivered += r.delivered;
+                    b.retried += r.retried;
+                    b.dead += r.dead;
+                    Ok(b)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            (enrich, delivery, outbox)
+        }
+    };
     Ok(OnceReport {
         poll,
         agents,
@@ -130,7 +159,27 @@ pub async fn run_once(app: &App) -> Result<OnceReport, StoreError> {
         delivery,
         requests: app.client.requests(),
         outbox,
+        backlog: app.store.call(|c| store::enrich::backlog(c)).await?,
     })
+}
+
+/// Fetches test results and logs for at most `within`; the step under way when time is up
+/// is abandoned and its attempt taken back.
+async fn enrich_within(app: &App, within: Duration) -> Result<EnrichReport, SyncError> {
+    if within.is_zero() {
+        return Ok(EnrichReport::default());
+    }
+    let (stop, stopped) = watch::channel(Stop::No);
+    let nobody = Notify::new();
+    let timer = async {
+        tokio::time::sleep(within).await;
+        let _ = stop.send(Stop::Now);
+        std::future::pending::<Infallible>().await
+    };
+    tokio::select! {
+        r = enrich::run(app, stopped, &nobody) => r,
+        never = timer => match never {},
+    }
 }
 
 /// What a `--backfill` run did and left.
@@ -140,20 +189,24 @@ pub struct BackfillOutcome {
     pub walk: Option<Result<BackfillReport, SyncError>>,
     /// True when Ctrl-C or SIGTERM stopped it (it resumes from its checkpoint next time).
     pub interrupted: bool,
-    /// Fetching test results and logs, after a complete walk.
+    /// Fetching the rest of the test results and logs, after the walk.
     pub enrich: Option<Result<EnrichReport, SyncError>>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     pub requests: u64,
     pub budget_waits: u64,
     pub outbox: Summary,
+    /// Test results and logs left to fetch.
+    pub backlog: Backlog,
 }
 
-/// Walks `[since, until)`, delivering as it goes, then delivers what is left. Stops early,
-/// with the checkpoint saved, when `shutdown` resolves.
+/// Walks `[since, until)`, delivering as it goes and (with `enrich_range`) fetching the test
+/// results and logs of what it queues within their share of the pace; then fetches and
+/// delivers what is left. Stops early, with the checkpoint saved, when `shutdown` resolves.
 pub async fn run_backfill(
     app: App,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
+    enrich_range: bool,
     observer: &mut dyn Observer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillOutcome, StoreError> {
@@ -168,40 +221,71 @@ pub async fn run_backfill(
         fatal_tx,
         OnFatal::Stop,
     ));
+    let enrich_wake = Arc::new(Notify::new());
+    let (enrich_stop, enrich_stopped) = watch::channel(Stop::No);
+    let enriching = tokio::spawn(enrich::run_loop(
+        Arc::clone(&app),
+        Arc::clone(&enrich_wake),
+        Arc::clone(&queued),
+        enrich_stopped,
+    ));
     let mut observer = Notifying {
         inner: observer,
         queued: Arc::clone(&queued),
+        enrich_wake,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     // Stops at Ctrl-C or SIGTERM, or when BuildButler refuses everything: walking on would
     // only spend the organization's budget.
     let walk = tokio::select! {
-        r = backfill::run(&app, since, until, &mut observer) => Some(r),
+        r = backfill::run(&app, since, until, enrich_range, &mut observer) => Some(r),
         () = &mut shutdown => None,
         _ = fatal_rx.wait_for(Option::is_some) => None,
     };
+    let _ = enrich_stop.send(Stop::Now);
+    let _ = enriching.await;
     let mut interrupted = walk.is_none() && fatal_rx.borrow().is_none();
+    // After the walk, the rest of the test results and logs, delivered as they come.
+    let mut enriched = None;
+    if walk.is_some() && fatal_rx.borrow().is_none() {
+        let (stop, stopped) = watch::channel(Stop::No);
+        let mut rest = std::pin::pin!(enrich::run(&app, stopped, &queued));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        enriched = Some(loop {
+            tokio::select! {
+                r = &mut rest => break r,
+                _ = tick.tick() => {
+                    if let Ok(backlog) = backlog(&app).await {
+                        observer.inner.enriching(&backlog, app.client.requests());
+                    }
+                }
+                () = &mut shutdown => {
+                    interrupted = true;
+                    let _ = stop.send(Stop::Now);
+                    break rest.await;
+                }
+                _ = fatal_rx.wait_for(Option::is_some) => {
+                    let _ = stop.send(Stop::Now);
+                    break rest.await;
+                }
+            }
+        });
+    }
     // After the walk, let the pass under way finish (abandoning it would re-send its
     // deliveries); after an interruption, stop at once.
-    let _ = stop_tx.send(if walk.is_some() {
+    let _ = stop_tx.send(if walk.is_some() && !interrupted {
         Stop::AfterThisPass
     } else {
         Stop::Now
     });
     let delivered_while_walking = delivering.await.unwrap_or(0) as usize;
-    let mut enriched = None;
     let fatal = fatal_rx.borrow().clone();
     let (delivery, outbox) = match (&walk, fatal) {
         (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),
-        (None, None) => (Ok(DeliveryReport::default()), summary(&app).await?),
-        (Some(_), None) => {
-            // Ctrl-C still works while the rest is fetched and delivered.
-            let rest = async {
-                enriched = Some(enrich::run(&app).await);
-                deliver_all(&app).await
-            };
+        (Some(_), None) if !interrupted => {
+            // Ctrl-C still works while the rest is delivered.
             let finished = tokio::select! {
-                r = rest => Some(r?),
+                r = deliver_all(&app) => Some(r?),
                 () = &mut shutdown => None,
             };
             match finished {
@@ -212,6 +296,7 @@ pub async fn run_backfill(
                 }
             }
         }
+        _ => (Ok(DeliveryReport::default()), summary(&app).await?),
     };
     let delivery = delivery.map(|mut d| {
         d.delivered += delivered_while_walking;
@@ -225,20 +310,35 @@ pub async fn run_backfill(
         requests: app.client.requests(),
         budget_waits: app.client.budget().waits(),
         outbox,
+        backlog: backlog(&app).await?,
     })
 }
 
-/// Passes progress on, and wakes the delivery loop after each page.
+/// Passes progress on, and wakes the delivery loop and the enrichment task after each page.
 struct Notifying<'a> {
     inner: &'a mut dyn Observer,
     queued: Arc<Notify>,
+    enrich_wake: Arc<Notify>,
 }
 
 impl Observer for Notifying<'_> {
-    fn page(&mut self, cp: &Checkpoint, fraction: f64, requests: u64, budget_waits: u64) {
+    fn page(&mut self, progress: &Progress<'_>) {
         self.queued.notify_one();
-        self.inner.page(cp, fraction, requests, budget_waits);
+        self.enrich_wake.notify_one();
+        self.inner.page(progress);
     }
+
+    fn estimate(&mut self, estimate: &Estimate) {
+        self.inner.estimate(estimate);
+    }
+
+    fn enriching(&mut self, backlog: &Backlog, requests: u64) {
+        self.inner.enriching(backlog, requests);
+    }
+}
+
+async fn backlog(app: &App) -> Result<Backlog, StoreError> {
+    app.store.call(|c| store::enrich::backlog(c)).await
 }
 
 async fn summary(app: &App) -> Result<Summary, StoreError> {
@@ -249,12 +349,13 @@ impl BackfillOutcome {
     /// The summary, what went wrong, and the exit code.
     pub fn ending(&self, dry_run: bool) -> Ending {
         let tail = format!(
-            "{} Buildkite {}, {} budget {}; {}",
+            "{} Buildkite {}, {} budget {}; {}{}",
             self.requests,
             plural(self.requests, "request"),
             self.budget_waits,
             plural(self.budget_waits, "wait"),
-            delivered(&self.delivery, &self.outbox, dry_run)
+            delivered(&self.delivery, &self.outbox, dry_run),
+            left_queued(&self.backlog, "the daemon or the next run")
         );
         if self.interrupted {
             let resume = match dry_run {
@@ -299,16 +400,15 @@ impl BackfillOutcome {
                 let fatal = matches!(e, DeliverError::Fatal(_));
                 (vec![format!("delivery stopped: {e}")], Exit::failed(fatal))
             }
-            _ if self.outbox.pending + self.outbox.dead > 0 => {
-                (explain(&self.outbox), Exit::Incomplete)
-            }
-            _ => (Vec::new(), Exit::Success),
+            _ if !exit::outbox_done(&self.outbox) => (explain(&self.outbox), Exit::Incomplete),
+            // Refused test suites only: reported, not a failure.
+            _ => (explain(&self.outbox), Exit::Success),
         };
         Ending::new(summary, notes, exit)
     }
 }
 
-/// "delivered N; outbox: P pending, D dead".
+/// "delivered N; outbox: P pending, D dead (T refused test suites)".
 fn delivered(
     delivery: &Result<DeliveryReport, DeliverError>,
     outbox: &Summary,
@@ -317,7 +417,24 @@ fn delivered(
     let n = delivery.as_ref().map_or(0, |d| d.delivered);
     let verb = if dry { "would deliver" } else { "delivered" };
     let (pending, dead) = (outbox.pending, outbox.dead);
-    format!("{verb} {n}; outbox: {pending} pending, {dead} dead")
+    let suites = match outbox.dead_tests {
+        0 => String::new(),
+        t => format!(" ({t} refused test {})", plural(t, "suite")),
+    };
+    format!("{verb} {n}; outbox: {pending} pending, {dead} dead{suites}")
+}
+
+/// "; test results and logs of N builds left queued for `whom` (M files listed)", or
+/// nothing when none are left.
+fn left_queued(backlog: &Backlog, whom: &str) -> String {
+    match (backlog.builds, backlog.files) {
+        (0, _) => String::new(),
+        (builds, files) => format!(
+            "; test results and logs of {builds} {} left queued for {whom} ({files} JUnit {} listed)",
+            plural(builds, "build"),
+            plural(files, "file")
+        ),
+    }
 }
 
 /// Why items are still in the outbox.

@@ -4,16 +4,19 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store::backfill::Checkpoint;
-use crate::sync::backfill::Observer;
+use crate::store::enrich::Backlog;
+use crate::sync::backfill::{Estimate, Observer, Progress};
 
 /// Steps of the bar: the share of the range's time span walked, in thousandths.
 const STEPS: u64 = 1000;
+/// Log lines while test results and logs are fetched after the walk: one per this many.
+const ENRICH_LOG_EVERY: u64 = 30;
 
 /// Shows how a backfill goes.
 pub struct Reporter {
     bar: Option<ProgressBar>,
     pages_logged: u64,
+    enrich_ticks: u64,
 }
 
 impl Reporter {
@@ -31,6 +34,7 @@ impl Reporter {
         Reporter {
             bar,
             pages_logged: 0,
+            enrich_ticks: 0,
         }
     }
 
@@ -42,22 +46,58 @@ impl Reporter {
     }
 }
 
+/// "N builds (M files) of test results and logs to fetch", or nothing.
+fn backlog_text(backlog: &Backlog) -> String {
+    match backlog.builds {
+        0 => String::new(),
+        builds => format!(
+            ", test results and logs of {builds} builds to fetch ({} files listed)",
+            backlog.files
+        ),
+    }
+}
+
 impl Observer for Reporter {
-    fn page(&mut self, cp: &Checkpoint, fraction: f64, requests: u64, budget_waits: u64) {
+    fn page(&mut self, p: &Progress<'_>) {
+        let cp = p.checkpoint;
         let line = format!(
-            "{} pages, {} builds, {} requests, {} budget waits, down to {}",
-            cp.pages, cp.builds, requests, budget_waits, cp.upper
+            "{} pages, {} builds, {} requests, {} budget waits, down to {}{}",
+            cp.pages,
+            cp.builds,
+            p.requests,
+            p.budget_waits,
+            cp.upper,
+            backlog_text(&p.backlog)
         );
         match &self.bar {
             Some(bar) => {
-                bar.set_position((fraction * STEPS as f64) as u64);
+                bar.set_position((p.fraction * STEPS as f64) as u64);
                 bar.set_message(line);
             }
             None if cp.pages == 1 || cp.pages >= self.pages_logged + 10 || cp.done => {
                 self.pages_logged = cp.pages;
-                tracing::info!("backfill {:.0}%: {line}", fraction * 100.0);
+                tracing::info!("backfill {:.0}%: {line}", p.fraction * 100.0);
             }
             None => {}
         }
+    }
+
+    fn estimate(&mut self, estimate: &Estimate) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("kitesync: {estimate}")),
+            None => tracing::info!("{estimate}"),
+        }
+    }
+
+    fn enriching(&mut self, backlog: &Backlog, requests: u64) {
+        let line = format!("walk done, {requests} requests{}", backlog_text(backlog));
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None if self.enrich_ticks.is_multiple_of(ENRICH_LOG_EVERY) => {
+                tracing::info!("backfill: {line}");
+            }
+            None => {}
+        }
+        self.enrich_ticks += 1;
     }
 }

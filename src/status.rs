@@ -9,10 +9,11 @@ use crate::buildkite::budget::{Scope, Seen};
 use crate::exit::Error;
 use crate::item::Kind;
 use crate::store::backfill::{self, Checkpoint};
+use crate::store::enrich::{self, Totals};
 use crate::store::outbox::{self, DeadLetter};
 use crate::store::refusal::{self, Refusal};
 use crate::store::state::{self, Key};
-use crate::store::{enrich, timestamp, Store};
+use crate::store::{now_ms, timestamp, Store};
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
@@ -33,12 +34,29 @@ pub struct Status {
     pub dead_letters: Vec<DeadLetter>,
     /// Builds whose test results or logs are still to be fetched.
     pub enrich_waiting: u64,
+    /// Test results and logs: what waits, what was spent and skipped.
+    pub enrich: Enrich,
     pub backfills: Vec<Checkpoint>,
     /// The Buildkite budgets as last seen.
     pub rate_limit: Option<Seen>,
     /// A refusal from Buildkite the daemon is riding out (polls that worked before now
     /// answered 401, 403 or 404).
     pub buildkite_refusal: Option<Refusal>,
+}
+
+/// Test results and logs, as `status` shows them.
+#[derive(Debug, Serialize)]
+pub struct Enrich {
+    /// Builds whose test results or logs are still to be fetched.
+    pub builds: u64,
+    /// JUnit files listed and still to be fetched (builds not listed yet have more).
+    pub files: u64,
+    /// When the oldest waiting build was queued (RFC 3339), and how long ago in seconds.
+    pub oldest_queued_at: Option<String>,
+    pub oldest_age_seconds: Option<i64>,
+    /// What enrichment has spent (Buildkite requests) and skipped since the state database
+    /// was created.
+    pub totals: Totals,
 }
 
 /// Outbox items of one kind in one state.
@@ -63,6 +81,10 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
         .call(move |c| {
             let value = |k: Key| state::get(c, k);
             let summary = outbox::summary(c)?;
+            let backlog = enrich::backlog(c)?;
+            let oldest = backlog
+                .oldest_queued_at
+                .and_then(chrono::DateTime::from_timestamp_millis);
             Ok(Status {
                 state_path,
                 high_water_mark: value(Key::HighWaterMark)?,
@@ -81,7 +103,16 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
                     .map(timestamp),
                 last_error: summary.last_error,
                 dead_letters: outbox::dead_letters(c, u32::MAX)?,
-                enrich_waiting: enrich::count(c)?,
+                enrich_waiting: backlog.builds,
+                enrich: Enrich {
+                    builds: backlog.builds,
+                    files: backlog.files,
+                    oldest_queued_at: oldest.map(timestamp),
+                    oldest_age_seconds: backlog
+                        .oldest_queued_at
+                        .map(|at| (now_ms() - at).max(0) / 1000),
+                    totals: enrich::totals(c)?,
+                },
                 backfills: backfill::all(c)?,
                 rate_limit: value(Key::RateLimit)?.and_then(|v| serde_json::from_str(&v).ok()),
                 buildkite_refusal: refusal::get(c)?,
@@ -125,8 +156,33 @@ pub fn render(s: &Status) -> String {
         line("next attempt", or(&s.next_attempt_at, "now"));
         line("last error", or(&s.last_error, "none"));
     }
-    let due = format!("{} builds", s.enrich_waiting);
+    let e = &s.enrich;
+    let due = match (e.builds, &e.oldest_queued_at, e.oldest_age_seconds) {
+        (0, _, _) => "0 builds".to_string(),
+        (n, Some(at), Some(age)) => {
+            format!(
+                "{n} builds ({} files listed), the oldest queued {age}s ago ({at})",
+                e.files
+            )
+        }
+        (n, _, _) => format!("{n} builds ({} files listed)", e.files),
+    };
     line("test results/logs due", due);
+    let t = &e.totals;
+    let spent = format!(
+        "{} artifact listings, {} downloads, {} logs",
+        t.listings, t.downloads, t.logs
+    );
+    line("enrich requests", spent);
+    let skipped = format!(
+        "{} by cap ({} over max_files_per_build, {} over max_bytes_per_build, {} over max_file_bytes), {} given up",
+        t.skipped(),
+        t.skipped_files_per_build,
+        t.skipped_bytes_per_build,
+        t.skipped_file_bytes,
+        t.given_up
+    );
+    line("JUnit files skipped", skipped);
     if let Some(seen) = &s.rate_limit {
         let scope = |s: Option<Scope>| {
             s.map_or("not reported".to_string(), |s| {

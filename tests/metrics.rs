@@ -171,3 +171,57 @@ async fn the_metrics_server_caps_connections_and_times_out_silent_clients() {
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_the_enrich_backlog_and_what_it_spends() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[junit/*.xml]");
+    h.set_env("KITESYNC_ENRICH__MAX_FILES_PER_BUILD", "4");
+    // 60 a minute: enrichment gets one request every 2 s, so a backlog stays a while.
+    h.set_env("KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE", "60");
+    h.bk.set_builds(recent_builds(5));
+    let xml = br#"<testsuite name="s"><testcase classname="c" name="n"/></testsuite>"#;
+    for n in 1..=5 {
+        let files = (0..5).map(|i| (format!("junit/{i}.xml"), xml.to_vec()));
+        h.bk.set_artifacts(n, files.collect());
+    }
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    let (text, scrape) = scrape_until(&base, |s| {
+        let listed = sample(s, "kitesync_enrich_requests_total", &[("kind", "listing")]);
+        listed.is_some_and(|n| n >= 1.0)
+            && sample(s, "kitesync_enrich_backlog_files", &[]).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    let backlog = sample(&scrape, "kitesync_enrich_backlog_builds", &[]);
+    assert!(backlog.is_some_and(|n| (1.0..=5.0).contains(&n)), "{text}");
+    assert!(
+        sample(&scrape, "kitesync_enrich_oldest_age_seconds", &[]).is_some(),
+        "{text}"
+    );
+    let skipped = sample(
+        &scrape,
+        "kitesync_enrich_files_skipped_total",
+        &[("cap", "files_per_build")],
+    );
+    assert!(
+        skipped.is_some_and(|n| n >= 1.0),
+        "one file over the cap per build listed: {text}"
+    );
+    let (text, scrape) = scrape_until(&base, |s| {
+        sample(s, "kitesync_enrich_items_queued_total", &[]).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    let downloads = sample(
+        &scrape,
+        "kitesync_enrich_requests_total",
+        &[("kind", "download")],
+    );
+    assert!(downloads.is_some_and(|n| n >= 1.0), "{text}");
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}

@@ -224,3 +224,31 @@ fn the_packaged_config_holds_no_secret_and_stays_readable() {
         "the unit's install note keeps the config readable"
     );
 }
+
+#[test]
+fn the_once_unit_leaves_room_for_fetching_test_results() {
+    let unit = include_str!("../systemd/kitesync-once.service");
+    let timeout = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStartSec="))
+        .expect("a start timeout");
+    let seconds: u64 = match timeout.strip_suffix("min") {
+        Some(minutes) => minutes.parse::<u64>().expect("minutes") * 60,
+        None => timeout.trim_end_matches('s').parse().expect("seconds"),
+    };
+    let exec = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    assert!(
+        !exec.contains("--enrich-seconds"),
+        "the unit relies on the default"
+    );
+    // Two rate-limit resets while polling (2 min each at most), the delivery retry window
+    // (30 s by default) before and after enrichment, and enrichment itself.
+    let needed = 2 * 120 + 2 * 30 + kitesync::oneshot::DEFAULT_ENRICH_SECONDS;
+    assert!(
+        seconds >= needed,
+        "TimeoutStartSec={timeout} leaves no room: a run may need {needed} s"
+    );
+}

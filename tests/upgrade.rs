@@ -65,7 +65,7 @@ async fn a_0_1_outbox_of_every_kind_is_migrated_and_delivered_as_0_1_would_have(
     let version: u32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6);
+    assert_eq!(version, 7, "migrated to the latest schema");
     let ci2: Value = serde_json::from_str(&facts[1]).expect("json");
     assert_eq!(ci2["name"], "ci-2");
     assert_eq!(ci2["connection_state"], "connected");
@@ -91,4 +91,35 @@ async fn a_status_case_changed_while_items_wait_applies_to_them() {
     let mut expected = queued_by_0_1("log").remove(0);
     expected["status"] = "FAILURE".into();
     assert_eq!(logs[0], expected, "only the case differs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_0_1_left_waiting_for_its_test_results_gets_them_after_the_upgrade() {
+    let mut h = Harness::start().await;
+    let conn = rusqlite::Connection::open(h.state_path()).expect("create");
+    conn.execute_batch(DUMP).expect("the 0.1 dump loads");
+    // 0.1 was killed after queueing acme/api#7 and before fetching its test results.
+    conn.execute(
+        "INSERT INTO enrich (build_id, version, label, payload)
+         SELECT key, version, label, payload FROM outbox
+         WHERE kind = 'build' AND label = 'acme/api#7'",
+        [],
+    )
+    .expect("a waiting build");
+    conn.pragma_update(None, "user_version", 5)
+        .expect("0.1's schema version");
+    drop(conn);
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    let xml = br#"<testsuite name="upgraded"><testcase classname="c" name="n"/></testsuite>"#;
+    h.bk.set_artifacts(7, vec![("tmp/junit-7.xml".into(), xml.to_vec())]);
+
+    h.once_ok().await;
+    let suites = h.bb.suites();
+    let upgraded = suites.iter().filter(|s| s["name"] == "upgraded").count();
+    assert_eq!(upgraded, 1, "its test results were fetched and delivered");
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open");
+    let waiting: i64 = conn
+        .query_row("SELECT count(*) FROM enrich", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(waiting, 0);
 }

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_kitesync_global_optspecs
-    string join \n c/config= log-format= once dry-run backfill since= until= h/help V/version
+    string join \n c/config= log-format= once enrich-seconds= without-test-results dry-run backfill since= until= h/help V/version
 end
 
 function __fish_kitesync_needs_command
@@ -29,9 +29,11 @@ complete -c kitesync -n "__fish_kitesync_needs_command" -l log-format -d 'Log li
 text\t'Text lines on stderr'
 json\t'One JSON object per line on stderr'
 journald\t'The systemd journal\'s native protocol (falls back to text when there is no journal)'"
+complete -c kitesync -n "__fish_kitesync_needs_command" -l enrich-seconds -d 'With --once: after delivering the builds, fetch test results and logs for at most this many seconds; the rest stays queued for the next run (0: leave them all)' -r
 complete -c kitesync -n "__fish_kitesync_needs_command" -l since -d 'Start of the backfill range (RFC 3339, e.g. 2025-01-01T00:00:00Z, or a date)' -r
 complete -c kitesync -n "__fish_kitesync_needs_command" -l until -d 'End of the backfill range, exclusive. Default: when the first run of this backfill (same --since) started, so that running the same command again resumes it' -r
 complete -c kitesync -n "__fish_kitesync_needs_command" -l once -d 'Poll once, deliver, and exit: 0 when everything was delivered'
+complete -c kitesync -n "__fish_kitesync_needs_command" -l without-test-results -d 'With --backfill: fetch no test results or logs for the range (see [enrich] backfill)'
 complete -c kitesync -n "__fish_kitesync_needs_command" -l dry-run -d 'With --once or --backfill: poll as usual, but print what would be delivered as NDJSON on stdout instead of sending it, and change no state'
 complete -c kitesync -n "__fish_kitesync_needs_command" -l backfill -d 'Deliver every finished build created from --since to --until, then exit. Resumable: run the same command again after an interruption'
 complete -c kitesync -n "__fish_kitesync_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'

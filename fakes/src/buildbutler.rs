@@ -69,6 +69,19 @@ struct Inner {
     prefix: String,
     /// The path of every POST, answered or not.
     posts: Vec<String>,
+    /// Suite names answered with 400.
+    reject_suites: HashSet<String>,
+    /// Every item accepted, in order of arrival.
+    arrivals: Vec<Arrival>,
+}
+
+/// An item BuildButler accepted, in order of arrival (see [`FakeButler::arrivals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// A build, by `externalRunId`.
+    Build(String),
+    /// A test suite, by `buildId` and name.
+    Suite { build: String, name: String },
 }
 
 /// The two ingest prefixes BuildButler is known by.
@@ -174,9 +187,34 @@ impl FakeButler {
         self.lock().reject.extend(numbers);
     }
 
-    /// Accepts every build again.
+    /// Accepts every build and suite again.
     pub fn clear_rejections(&self) {
-        self.lock().reject.clear();
+        let mut inner = self.lock();
+        inner.reject.clear();
+        inner.reject_suites.clear();
+    }
+
+    /// Answers 400 for test suites with these names, as BuildButler does for a suite it
+    /// refuses for its content.
+    pub fn reject_suites_named(&self, names: impl IntoIterator<Item = &'static str>) {
+        let names = names.into_iter().map(str::to_string);
+        self.lock().reject_suites.extend(names);
+    }
+
+    /// Every build and test suite accepted, in order of arrival (upserts included).
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.lock().arrivals.clone()
+    }
+
+    /// True when the build with this `externalRunId` is stored (cheaper than
+    /// [`FakeButler::builds`]).
+    pub fn has_build(&self, id: &str) -> bool {
+        self.lock().builds.contains_key(id)
+    }
+
+    /// How many test suites were accepted (cheaper than [`FakeButler::suites`]).
+    pub fn suite_count(&self) -> usize {
+        self.lock().suites.len()
     }
 
     /// While down, every request gets a 503.
@@ -365,6 +403,7 @@ async fn ingest_build(
         .first_seen
         .entry(key.clone())
         .or_insert_with(std::time::Instant::now);
+    inner.arrivals.push(Arrival::Build(key.clone()));
     inner.builds.insert(key, stored.clone());
     inner.build_posts += 1;
     match fault {
@@ -513,6 +552,12 @@ async fn ingest_tests(
     if !known || !counts || !cases || !named(&body["name"]) {
         return bad_request("tests need a known buildId, name, counts and testCases");
     }
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    if inner.reject_suites.contains(&name) {
+        return bad_request("this test suite is refused by the test");
+    }
+    let build = body["buildId"].as_str().unwrap_or_default().to_string();
+    inner.arrivals.push(Arrival::Suite { build, name });
     inner.suites.push(body);
     http::json(StatusCode::CREATED, &json!({"ok": true}))
 }

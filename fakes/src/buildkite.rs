@@ -270,6 +270,7 @@ impl FakeBuildkite {
                 storage_requests: Vec::new(),
                 expired: false,
                 location: None,
+                hangs: false,
             })
             .collect();
         inner.artifacts.insert(number, artifacts);
@@ -290,6 +291,27 @@ impl FakeBuildkite {
                 .iter_mut()
                 .for_each(|a| a.location = Some(location.to_string()));
         }
+    }
+
+    /// Makes the storage host never answer for the artifact at `path` (of any build).
+    pub fn hang_artifact(&self, path: &str) {
+        let mut inner = self.lock();
+        let all = inner.artifacts.values_mut().flatten();
+        all.filter(|a| a.path == path).for_each(|a| a.hangs = true);
+    }
+
+    /// How many times the storage host was asked for each artifact, by build number and path
+    /// (artifacts never asked for are left out).
+    pub fn storage_fetches(&self) -> BTreeMap<(u64, String), usize> {
+        let inner = self.lock();
+        let all = inner.artifacts.iter();
+        all.flat_map(|(n, files)| {
+            files
+                .iter()
+                .map(move |a| ((*n, a.path.clone()), a.storage_requests.len()))
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
     }
 
     /// The Authorization header (if any) of every request the storage host received.
@@ -528,6 +550,9 @@ struct FakeArtifact {
     expired: bool,
     /// Where its `/download` points instead of the storage host.
     location: Option<String>,
+    /// The storage host never answers for it (as a download that hangs, or that kills the
+    /// client).
+    hangs: bool,
 }
 
 type BuildPath = Path<(String, String, u64)>;
@@ -566,22 +591,33 @@ async fn storage_get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let found = inner.artifacts.values_mut().flatten().find(|a| a.id == id);
-    match found {
-        Some(a) => {
-            a.storage_requests.push(auth);
-            Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "application/xml")
-                .body(axum::body::Body::from(a.content.clone()))
-                .expect("valid response")
+    let answer = {
+        let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
+        let found = inner.artifacts.values_mut().flatten().find(|a| a.id == id);
+        match found {
+            Some(a) => {
+                a.storage_requests.push(auth);
+                (!a.hangs).then(|| {
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "application/xml")
+                        .body(axum::body::Body::from(a.content.clone()))
+                        .expect("valid response")
+                })
+            }
+            None => Some(http::json(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "NoSuchKey"}),
+            )),
         }
-        None => http::json(StatusCode::NOT_FOUND, &json!({"error": "NoSuchKey"})),
+    };
+    match answer {
+        Some(answer) => answer,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,5 +10,5 @@ pub mod buildkite;
 pub mod data;
 mod http;
 
-pub use buildbutler::{ButlerFault, FakeButler, Webhook};
+pub use buildbutler::{Arrival, ButlerFault, FakeButler, Webhook};
 pub use buildkite::{Endpoint, FakeBuildkite, Fault, Paging, RecordedRequest};

@@ -8,6 +8,10 @@
 //! (Buildkite sends no `Retry-After`). Such a wait holds every request of the process, from
 //! any task, until it has passed, and ends [`RESET_BUFFER`] after the reset, as Buildkite's
 //! own Go client waits, so that the first request does not land in the old window.
+//!
+//! Test results and logs ([`Lane::Enrich`]) may use only a share of kitesync's pace: they
+//! pass a pacer of their own before the shared one, so a backlog of them never starves the
+//! build and agent polls. When their share is spent they wait; nothing is skipped.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -108,9 +112,20 @@ fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
     })
 }
 
+/// Who a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The build and agent polls, and every other request: kitesync's whole pace.
+    Poll,
+    /// Test results and logs: at most their share of the pace.
+    Enrich,
+}
+
 /// Paces every Buildkite request. Shared by all of a process's requests.
 pub struct Budget {
     limiter: DefaultDirectRateLimiter,
+    /// The share of the pace that test results and logs may use.
+    enrich: DefaultDirectRateLimiter,
     reserve_percent: u32,
     state: Mutex<State>,
 }
@@ -125,12 +140,23 @@ struct State {
 
 impl Budget {
     /// A budget that never goes faster than `requests_per_minute`, in bursts of at most 10,
-    /// and leaves `reserve_percent` of Buildkite's budgets to others.
-    pub fn new(requests_per_minute: u32, reserve_percent: u32) -> Budget {
-        let rpm = NonZeroU32::new(requests_per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(requests_per_minute.min(10)).unwrap_or(NonZeroU32::MIN);
+    /// leaves `reserve_percent` of Buildkite's budgets to others, and lets [`Lane::Enrich`]
+    /// use at most `enrich_share_percent` of the pace.
+    pub fn new(
+        requests_per_minute: u32,
+        reserve_percent: u32,
+        enrich_share_percent: u32,
+    ) -> Budget {
+        let share = |n: u32| (u64::from(n) * u64::from(enrich_share_percent.min(100)) / 100) as u32;
+        let pace = |rpm: u32, burst: u32| {
+            let rpm = NonZeroU32::new(rpm).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst))
+        };
+        let burst = requests_per_minute.min(10);
         Budget {
-            limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+            limiter: pace(requests_per_minute, burst),
+            enrich: pace(share(requests_per_minute), share(burst)),
             reserve_percent,
             state: Mutex::new(State::default()),
         }
@@ -141,10 +167,13 @@ impl Budget {
         reserve(limit, self.reserve_percent)
     }
 
-    /// Waits until a request may be sent: until any wait for a budget's reset has passed
-    /// (however many tasks wait for it, and even if it grew while they waited), then for
-    /// kitesync's own pace.
-    pub async fn acquire(&self) {
+    /// Waits until a request for `lane` may be sent: enrichment first for its share of the
+    /// pace; then until any wait for a budget's reset has passed (however many tasks wait for
+    /// it, and even if it grew while they waited); then for kitesync's own pace.
+    pub async fn acquire(&self, lane: Lane) {
+        if lane == Lane::Enrich {
+            self.enrich.until_ready().await;
+        }
         while let Some(until) = self.deferred_until() {
             tokio::time::sleep_until(until).await;
         }
@@ -295,8 +324,20 @@ mod tests {
     }
 
     #[test]
+    fn enrichment_has_only_its_share_of_the_pace() {
+        let burst = |limiter: &DefaultDirectRateLimiter| {
+            (0..100).take_while(|_| limiter.check().is_ok()).count()
+        };
+        let b = Budget::new(600, 10, 50);
+        assert_eq!(burst(&b.enrich), 5, "half of the pace's burst of 10");
+        assert_eq!(burst(&b.limiter), 10, "the polls keep the whole pace");
+        let b = Budget::new(1, 10, 1);
+        assert_eq!(burst(&b.enrich), 1, "never less than one request");
+    }
+
+    #[test]
     fn a_429_waits_for_the_scope_that_ran_out() {
-        let b = Budget::new(30, 10);
+        let b = Budget::new(30, 10, 50);
         let h = headers(&[
             ("RateLimit-Remaining", "120"),
             ("RateLimit-Limit", "200"),
@@ -330,14 +371,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_task_honours_a_deferral_until_it_passes() {
-        let b = std::sync::Arc::new(Budget::new(6000, 10));
+        let b = std::sync::Arc::new(Budget::new(6000, 10, 50));
         let start = Instant::now();
         b.rate_limited(&HeaderMap::new(), br#"{"reset": 3}"#);
         let tasks: Vec<_> = (0..3)
             .map(|_| {
                 let b = std::sync::Arc::clone(&b);
                 tokio::spawn(async move {
-                    b.acquire().await;
+                    b.acquire(Lane::Poll).await;
                     Instant::now()
                 })
             })
@@ -352,19 +393,19 @@ mod tests {
         }
         // Once passed, it holds no one back.
         let now = Instant::now();
-        b.acquire().await;
+        b.acquire(Lane::Poll).await;
         assert_eq!(Instant::now(), now);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_deferral_that_grows_while_tasks_wait_holds_them_all() {
-        let b = std::sync::Arc::new(Budget::new(6000, 10));
+        let b = std::sync::Arc::new(Budget::new(6000, 10, 50));
         let start = Instant::now();
         b.rate_limited(&HeaderMap::new(), br#"{"reset": 2}"#);
         let waiting = {
             let b = std::sync::Arc::clone(&b);
             tokio::spawn(async move {
-                b.acquire().await;
+                b.acquire(Lane::Poll).await;
                 Instant::now()
             })
         };

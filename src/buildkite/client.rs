@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::budget::Budget;
+use super::budget::{Budget, Lane};
 use super::model::{Agent, Artifact, Build};
 use super::storage::{self, Refused};
 use crate::config::{BuildkiteConfig, Secret};
@@ -182,6 +182,28 @@ pub fn whole_second(t: DateTime<Utc>, round: Round) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A request for test results or logs: paced in [`Lane::Enrich`] and counted by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrichRequest {
+    /// A page of a build's artifact list.
+    Listing,
+    /// An artifact's `/download` (the 302 to its storage URL).
+    Download,
+    /// A job's log tail.
+    Log,
+}
+
+impl EnrichRequest {
+    /// The `kind` label of the enrichment request metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrichRequest::Listing => "listing",
+            EnrichRequest::Download => "download",
+            EnrichRequest::Log => "log",
+        }
+    }
+}
+
 /// The token scope a request needs (named when Buildkite answers 403).
 #[derive(Debug, Clone, Copy)]
 enum Scope {
@@ -232,17 +254,21 @@ pub struct Client {
     token: Secret,
     budget: Arc<Budget>,
     requests: AtomicU64,
+    /// Requests for test results and logs, by [`EnrichRequest`] (as index).
+    enrich_requests: [AtomicU64; 3],
     metrics: Arc<Metrics>,
 }
 
 /// One GET: the token scope it needs, the most of its answer that is read, extra headers,
-/// and the statuses besides 2xx that are answers rather than errors.
+/// the statuses besides 2xx that are answers rather than errors, and whether it is for test
+/// results or logs.
 struct Get<'a> {
     url: &'a Url,
     scope: Scope,
     cap: u64,
     headers: HeaderMap,
     also_ok: &'a [StatusCode],
+    enrich: Option<EnrichRequest>,
 }
 
 impl<'a> Get<'a> {
@@ -253,6 +279,7 @@ impl<'a> Get<'a> {
             cap,
             headers: HeaderMap::new(),
             also_ok: &[],
+            enrich: None,
         }
     }
 }
@@ -305,6 +332,7 @@ impl Client {
             token: config.token(),
             budget,
             requests: AtomicU64::new(0),
+            enrich_requests: Default::default(),
             metrics,
         })
     }
@@ -312,6 +340,11 @@ impl Client {
     /// Requests sent so far (every attempt counts, as Buildkite counts them).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests of this `kind` sent so far for test results and logs.
+    pub fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
+        self.enrich_requests[kind as usize].load(Ordering::Relaxed)
     }
 
     /// The pacing budget.
@@ -334,7 +367,12 @@ impl Client {
             .extend_pairs(time("created_to", query.created_to, Round::Up))
             .extend_pairs(query.branches.iter().map(|b| ("branch[]", b)))
             .extend_pairs(query.page.map(|p| ("page", p.to_string())));
-        self.list(&url, Scope::ReadBuilds).await
+        self.list(&Get::new(
+            &url,
+            Scope::ReadBuilds,
+            Scope::ReadBuilds.page_cap(),
+        ))
+        .await
     }
 
     /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
@@ -359,16 +397,20 @@ impl Client {
     pub async fn probe_builds(&self) -> Result<(), SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         url.query_pairs_mut().append_pair("per_page", "1");
-        self.list::<serde_json::Value>(&url, Scope::ReadBuilds)
-            .await
-            .map(drop)
+        self.list::<serde_json::Value>(&Get::new(
+            &url,
+            Scope::ReadBuilds,
+            Scope::ReadBuilds.page_cap(),
+        ))
+        .await
+        .map(drop)
     }
 
     /// Every connected agent of the organization, following the `Link` pages (on the API's
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
         let url = self.endpoint(&["organizations", &self.org, "agents"]);
-        self.list_all(url, Scope::ReadAgents).await
+        self.list_all(url, Scope::ReadAgents, None).await
     }
 
     /// Every item of a small list (agents, a build's artifacts), following `Link` pages
@@ -379,6 +421,7 @@ impl Client {
         &self,
         mut url: Url,
         scope: Scope,
+        enrich: Option<EnrichRequest>,
     ) -> Result<Vec<Item<T>>, SourceError> {
         url.query_pairs_mut().append_pair("per_page", "100");
         let endpoint = endpoint_name(&url);
@@ -402,7 +445,11 @@ impl Client {
                     "its Link header leads back to a page already read; stopped there".into(),
                 ));
             }
-            let page = self.list(&page_url, scope).await?;
+            let get = Get {
+                enrich,
+                ..Get::new(&page_url, scope, scope.page_cap())
+            };
+            let page = self.list(&get).await?;
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             page.items.iter().for_each(|i| i.raw.hash(&mut hasher));
             let this_page = hasher.finish();
@@ -430,7 +477,8 @@ impl Client {
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
         let url = self.build_endpoint(pipeline, number, &["artifacts"]);
-        self.list_all(url, Scope::ReadArtifacts).await
+        self.list_all(url, Scope::ReadArtifacts, Some(EnrichRequest::Listing))
+            .await
     }
 
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
@@ -447,6 +495,7 @@ impl Client {
         let url = self.on_api_host(url, &self.api)?;
         let get = Get {
             also_ok: &REDIRECTS,
+            enrich: Some(EnrichRequest::Download),
             ..Get::new(&url, Scope::ReadArtifacts, SMALL_CAP)
         };
         let (location, _) = self
@@ -506,6 +555,7 @@ impl Client {
         let get = Get {
             headers,
             also_ok: &[StatusCode::RANGE_NOT_SATISFIABLE],
+            enrich: Some(EnrichRequest::Log),
             ..Get::new(
                 &url,
                 Scope::ReadBuildLogs,
@@ -528,11 +578,11 @@ impl Client {
 
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
-        url: &Url,
-        scope: Scope,
+        get: &Get<'_>,
     ) -> Result<Page<T>, SourceError> {
+        let url = get.url;
         let (items, headers) = self
-            .get(&Get::new(url, scope, scope.page_cap()), |_, _, body| {
+            .get(get, |_, _, body| {
                 serde_json::from_slice::<Vec<Box<RawValue>>>(body)
                     .map_err(|e| format!("the answer is not a JSON list ({})", quote_error(&e)))
             })
@@ -571,9 +621,13 @@ impl Client {
         };
         let mut failures = 0;
         let mut rate_limited = 0;
+        let lane = get.enrich.map_or(Lane::Poll, |_| Lane::Enrich);
         loop {
-            self.budget.acquire().await;
+            self.budget.acquire(lane).await;
             self.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(kind) = get.enrich {
+                self.count_enrich(kind);
+            }
             let (reason, malformed, timed_out) = match self.attempt(get, &endpoint).await {
                 Attempt::Done(status, body, headers) => match parse(status, &headers, &body) {
                     Ok(value) => return Ok((value, headers)),
@@ -746,6 +800,12 @@ impl Client {
             return text;
         }
         text.replace(token, "***")
+    }
+
+    /// Counts one request for test results or logs, by kind.
+    fn count_enrich(&self, kind: EnrichRequest) {
+        self.enrich_requests[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.metrics.enrich_request(kind.as_str());
     }
 
     /// Copies the budgets Buildkite last reported into the metrics.

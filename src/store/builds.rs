@@ -60,7 +60,7 @@ fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite:
     };
     outbox::upsert(tx, &item, now_ms)?;
     if e.enrich && e.dead.is_none() {
-        enrich::add(tx, &item)?;
+        enrich::add(tx, &item, now_ms)?;
     }
     Ok(true)
 }

@@ -72,6 +72,26 @@ const STEPS: &[Step] = &[
     // 6: every outbox kind keeps Buildkite's facts (0.1 kept test results, logs and fleets
     // in BuildButler's wire format, rendered at poll time); the fleet table likewise.
     Code(facts_not_wire),
+    // 7: enrichment in steps saved one by one: the listing, each JUnit file (its attempts
+    // recorded before it is fetched), the logs; the queue's age.
+    Sql(
+        "ALTER TABLE enrich ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE enrich ADD COLUMN listed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE enrich ADD COLUMN logs_done INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE enrich ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+     UPDATE enrich SET queued_at = CAST(unixepoch('subsec') * 1000 AS INTEGER);
+     CREATE INDEX enrich_due ON enrich (next_attempt_at, queued_at);
+     CREATE TABLE enrich_files (
+         build_id     TEXT NOT NULL,
+         artifact_id  TEXT NOT NULL,
+         path         TEXT NOT NULL,
+         download_url TEXT NOT NULL,
+         size         INTEGER,
+         attempts     INTEGER NOT NULL DEFAULT 0,
+         failures     INTEGER NOT NULL DEFAULT 0,
+         PRIMARY KEY (build_id, artifact_id)
+     ) WITHOUT ROWID;",
+    ),
 ];
 
 /// The schema version this kitesync writes.

@@ -130,6 +130,26 @@ impl Store {
         Ok(DeliveryLock { file, _turn: turn })
     }
 
+    /// Waits for the right to fetch test results and logs: one build at a time, by one
+    /// process at a time, so that a backfill beside the daemon never fetches a file twice.
+    /// An flock on a file beside the database (`<state_path>.enrich-lock`); released when
+    /// dropped, or when the process dies.
+    pub async fn enrich_lock(&self) -> Result<EnrichLock, StoreError> {
+        let doing = "cannot take its enrichment lock";
+        let mut path = self.path.clone().into_os_string();
+        path.push(".enrich-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(failing(&self.path, doing))?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+        let file = locked.map_err(failing(&self.path, doing))?;
+        let file = file.map_err(failing(&self.path, doing))?;
+        Ok(EnrichLock { _file: file })
+    }
+
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
     /// another process writes to it: for `--dry-run`, which must change nothing.
     pub fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
@@ -240,6 +260,11 @@ impl Drop for DeliveryLock {
         // Unlocked, never closed: the store keeps the descriptor (see `Gate`).
         let _ = self.file.unlock();
     }
+}
+
+/// The right to enrich a state database's builds (see [`Store::enrich_lock`]).
+pub struct EnrichLock {
+    _file: std::fs::File,
 }
 
 /// Milliseconds since the Unix epoch, the unit of the outbox's times.

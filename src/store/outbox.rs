@@ -211,6 +211,8 @@ pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
 pub struct Summary {
     pub pending: u64,
     pub dead: u64,
+    /// Of the dead letters, the test suites.
+    pub dead_tests: u64,
     /// When the earliest pending row may be tried (ms since the epoch).
     pub next_attempt_at: Option<i64>,
     /// The most recent error of a pending row, if any failed.
@@ -221,18 +223,20 @@ pub struct Summary {
 
 /// Counts and the errors worth showing.
 pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
-    let (pending, dead, next_attempt_at, last_error) = conn.query_row(
+    let (pending, dead, dead_tests, next_attempt_at, last_error) = conn.query_row(
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),
+                count(*) FILTER (WHERE state = 'dead' AND kind = ?1),
                 min(next_attempt_at) FILTER (WHERE state = 'pending'),
                 (SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
                  ORDER BY next_attempt_at DESC LIMIT 1)
          FROM outbox",
-        [],
+        [Kind::Tests],
         |r| r.try_into(),
     )?;
     Ok(Summary {
         pending,
         dead,
+        dead_tests,
         next_attempt_at,
         last_error,
         dead_letters: dead_letters(conn, 5)?,

@@ -20,6 +20,8 @@ pub enum Key {
     /// The refusal from Buildkite the daemon is riding out, if any (JSON, kept by the
     /// `refusal` module).
     BuildkiteRefusal,
+    /// What enrichment has spent and skipped (JSON of `Totals` in `store/enrich.rs`).
+    EnrichTotals,
 }
 
 impl Key {
@@ -34,6 +36,7 @@ impl Key {
             Key::IngestRoute => "ingest_route",
             Key::WorkedWith => "worked_with",
             Key::BuildkiteRefusal => "buildkite_refusal",
+            Key::EnrichTotals => "enrich_totals",
         }
     }
 }

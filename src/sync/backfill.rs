@@ -11,6 +11,8 @@
 //! rest of `until`'s second. The checkpoint is a whole second once the walk has narrowed
 //! (below it nothing was skipped), or the range's own end before that.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 
 use super::builds::select;
@@ -19,13 +21,74 @@ use super::SyncError;
 use crate::app::App;
 use crate::buildkite::BuildQuery;
 use crate::store::backfill::{self, Checkpoint};
-use crate::store::builds::{record_page, requeue, Progress};
+use crate::store::builds::{self as page, record_page, requeue};
+use crate::store::enrich::{self, Backlog};
 use crate::store::{cursor, now_ms, timestamp};
 
-/// Reports progress as the walk goes; called after each page.
+/// How far a backfill has got, after a page.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub checkpoint: &'a Checkpoint,
+    /// The share of the range's time span walked, in [0, 1].
+    pub fraction: f64,
+    /// Buildkite requests and budget waits so far.
+    pub requests: u64,
+    pub budget_waits: u64,
+    /// Test results and logs still to fetch.
+    pub backlog: Backlog,
+}
+
+/// Reports progress as the walk goes.
 pub trait Observer {
-    /// `fraction` of the range's time span walked, in [0, 1].
-    fn page(&mut self, checkpoint: &Checkpoint, fraction: f64, requests: u64, budget_waits: u64);
+    /// After each page.
+    fn page(&mut self, progress: &Progress<'_>);
+    /// Once, after the first page, when test results are fetched for the range: what they
+    /// will cost.
+    fn estimate(&mut self, _estimate: &Estimate) {}
+    /// Every second or so after the walk, while the rest of the test results and logs are
+    /// fetched (`requests` so far).
+    fn enriching(&mut self, _backlog: &Backlog, _requests: u64) {}
+}
+
+/// What a backfill with test results will cost, estimated from its first page: about one
+/// request per 100 builds for the walk, one artifact listing per build that ran a command
+/// step, and one request per JUnit file (and per failed job's log, with logs on).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Finished builds on the first page, and how many of them will have their artifacts
+    /// listed.
+    pub page_builds: u64,
+    pub page_listed: u64,
+    /// Finished builds estimated for the range (what is left of it, when resumed).
+    pub builds: u64,
+    /// Requests estimated for the walk, and for the artifact listings.
+    pub walk_requests: u64,
+    pub listings: u64,
+    /// Whether failed jobs' logs are fetched too.
+    pub logs: bool,
+    /// Requests a minute test results and logs may use (their share of the pace).
+    pub per_minute: u64,
+}
+
+impl fmt::Display for Estimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minutes = self.listings.div_ceil(self.per_minute.max(1));
+        let took = match minutes {
+            0 | 1 => "about a minute".to_string(),
+            m if m < 120 => format!("about {m} minutes"),
+            m => format!("about {} hours", m.div_ceil(60)),
+        };
+        let logs = if self.logs {
+            ", and one per failed job's log"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "test results are on for this backfill: about {} finished builds in the range cost about {} requests to walk, plus about {} artifact listings (one per build that ran a command step: {} of the first page's {}) and one request per JUnit file{logs}; at [enrich] max_share_percent, {} requests a minute, the listings alone take {took}. --without-test-results (or [enrich] backfill = false) skips test results and logs for the range",
+            self.builds, self.walk_requests, self.listings, self.page_listed, self.page_builds, self.per_minute
+        )
+    }
 }
 
 /// What a backfill run did.
@@ -39,13 +102,15 @@ pub struct BackfillReport {
     pub resumed: bool,
 }
 
-/// Walks `[since, until)` and queues every finished build created in it. Without `until`,
-/// the range ends when the first run from this `since` started, so running the same command
-/// again resumes it (or finds it done).
+/// Walks `[since, until)` and queues every finished build created in it, with its test
+/// results and logs to fetch when `enrich_range`. Without `until`, the range ends when the
+/// first run from this `since` started, so running the same command again resumes it (or
+/// finds it done).
 pub async fn run(
     app: &App,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
+    enrich_range: bool,
     observer: &mut dyn Observer,
 ) -> Result<BackfillReport, SyncError> {
     let from = timestamp(since);
@@ -73,11 +138,14 @@ pub async fn run(
         branches: bk.branches.clone(),
         ..BuildQuery::default()
     });
+    // Where this run starts: the estimate scales its first page to what is left from here.
+    let start = parse(&cp.upper).unwrap_or(end).min(end);
+    let mut first = true;
     while !cp.done {
         let Some(page) = walk.next(&app.client).await? else {
             break;
         };
-        let (entries, _) = select(&app.config, page.items, &page.endpoint);
+        let (entries, _) = select(&app.config, page.items, &page.endpoint, enrich_range);
         cp.pages += 1;
         cp.builds += entries.len() as u64;
         cp.done = walk.is_done();
@@ -86,18 +154,45 @@ pub async fn run(
         } else {
             walk.upper().map_or_else(|| from.clone(), timestamp)
         };
+        let page_builds = entries.len() as u64;
+        let page_listed = entries.iter().filter(|e| e.enrich).count() as u64;
         let saved = cp.clone();
-        report.queued += app
+        let (queued, backlog) = app
             .store
-            .call(move |c| record_page(c, &entries, Progress::Backfill(&saved), now_ms()))
+            .call(move |c| {
+                let queued = record_page(c, &entries, page::Progress::Backfill(&saved), now_ms())?;
+                Ok((queued, enrich::backlog(c)?))
+            })
             .await?;
+        report.queued += queued;
         let walked = parse(&cp.upper).map_or(span, |u| (end - u).num_milliseconds() as f64);
-        observer.page(
-            &cp,
-            (walked / span).clamp(0.0, 1.0),
-            app.client.requests(),
-            app.client.budget().waits(),
-        );
+        let fraction = (walked / span).clamp(0.0, 1.0);
+        if std::mem::take(&mut first) && enrich_range && app.config.tests_enabled() {
+            // The first page covers this share of what is left of the range.
+            let covered = |upper: &str| parse(upper).map_or(since, |u| u.max(since));
+            let (left, walked) = (start - since, start - covered(&cp.upper));
+            let share = match left.num_milliseconds() {
+                ms if ms > 0 => (walked.num_milliseconds() as f64 / ms as f64).clamp(1e-6, 1.0),
+                _ => 1.0,
+            };
+            let scale = |n: u64| (n as f64 / share).round() as u64;
+            observer.estimate(&Estimate {
+                page_builds,
+                page_listed,
+                builds: scale(page_builds),
+                walk_requests: scale(1),
+                listings: scale(page_listed),
+                logs: app.config.logs_enabled(),
+                per_minute: enrich_per_minute(&app.config),
+            });
+        }
+        observer.page(&Progress {
+            checkpoint: &cp,
+            fraction,
+            requests: app.client.requests(),
+            budget_waits: app.client.budget().waits(),
+            backlog,
+        });
     }
     if cp.done && cp.open_ended {
         // Everything created up to `until` is queued: a daemon that never ran yet takes
@@ -127,13 +222,19 @@ pub async fn replay(
     });
     let mut queued = 0;
     while let Some(page) = walk.next(&app.client).await? {
-        let (entries, _) = select(&app.config, page.items, &page.endpoint);
+        let (entries, _) = select(&app.config, page.items, &page.endpoint, true);
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))
             .await?;
     }
     Ok(queued)
+}
+
+/// Requests a minute that test results and logs may use: their share of the pace.
+fn enrich_per_minute(config: &crate::config::Config) -> u64 {
+    let rpm = u64::from(config.buildkite.requests_per_minute);
+    (rpm * u64::from(config.enrich.max_share_percent) / 100).max(1)
 }
 
 fn parse(t: &str) -> Option<DateTime<Utc>> {

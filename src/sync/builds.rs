@@ -71,7 +71,7 @@ pub async fn poll(
         report
             .pipelines
             .extend(listed.map(|b| b.pipeline_slug().to_string()));
-        let (entries, latest_finish) = select(config, page.items, &page.endpoint);
+        let (entries, latest_finish) = select(config, page.items, &page.endpoint, true);
         latest = latest.max(latest_finish);
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
@@ -122,11 +122,12 @@ pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
 }
 
 /// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
-/// latest `finished_at`.
+/// latest `finished_at`. Without `enrich`, none of them has test results or logs fetched.
 pub fn select(
     config: &Config,
     items: Vec<Item<Build>>,
     endpoint: &str,
+    enrich: bool,
 ) -> (Vec<Entry>, Option<DateTime<Utc>>) {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
@@ -149,7 +150,7 @@ pub fn select(
                 }
                 Entry {
                     label: format!("{org}/{}#{}", build.pipeline_slug(), build.number),
-                    enrich: enriches(config, &build),
+                    enrich: enrich && enriches(config, &build),
                     build_id: build.id,
                     finished_at: timestamp(finished),
                     payload: item.raw,
