@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::exit::{Ending, Error, Exit};
 use crate::oneshot::{self, plural};
 use crate::progress::Reporter;
-use crate::store::outbox;
+use crate::store::{outbox, Store};
 use crate::{check, daemon, status, sync};
 
 /// The app for a one-shot run; with `dry_run`, one that works on a throw-away copy of the
@@ -22,12 +22,14 @@ fn one_shot_app(config: Config, dry_run: bool) -> Result<(App, Option<Scratch>),
         let (app, scratch) = App::dry_run(config).map_err(Error::Setup)?;
         Ok((app, Some(scratch)))
     } else {
+        Store::check_owner(&config.state_path)?;
         Ok((App::new(config).map_err(Error::Setup)?, None))
     }
 }
 
 /// Runs the service until `shutdown` resolves or a configuration error stops it.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<Ending, Error> {
+    Store::check_owner(&config.state_path)?;
     let app = App::new(config).map_err(Error::Setup)?;
     daemon::run(app, shutdown).await?;
     tracing::info!("stopped");
@@ -116,6 +118,7 @@ pub enum Replay {
 
 /// `replay`: queues items again, as upserts, for the daemon or the next `--once`.
 pub async fn replay(config: Config, what: Replay) -> Result<Ending, Error> {
+    Store::check_owner(&config.state_path)?;
     let app = App::new(config).map_err(Error::Setup)?;
     let queued = match what {
         Replay::Dead => app.store.call(|c| outbox::replay_dead(c)).await?,

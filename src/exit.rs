@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 use crate::daemon::DaemonError;
 use crate::deliver::DeliverError;
 use crate::store::outbox::Summary;
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError};
 use crate::sync::SyncError;
 
 /// How a command ended.
@@ -110,7 +110,44 @@ impl Error {
             Error::Source(e) => e.is_configuration(),
             Error::Deliver(e) => matches!(e, DeliverError::Fatal(_)),
             Error::Daemon(e) => matches!(e, DaemonError::Configuration(_)),
-            Error::Missing(_) | Error::Setup(_) | Error::Store(_) => false,
+            Error::Store(e) => matches!(e.cause, Cause::OtherOwner { .. }),
+            Error::Missing(_) | Error::Setup(_) => false,
         })
+    }
+
+    /// For a state database that belongs to another user (the service's): the line that runs
+    /// the same command, `args`, as the service, with the packaged config's credentials.
+    pub fn run_as_service(&self, args: &[String]) -> Option<String> {
+        let Error::Store(e) = self else { return None };
+        if !matches!(e.cause, Cause::OtherOwner { .. }) {
+            return None;
+        }
+        let state = e
+            .path
+            .parent()
+            .and_then(|d| d.strip_prefix("/var/lib").ok());
+        let state = state.map_or("kitesync".into(), |d| d.display().to_string());
+        let creds = "/run/credentials/run-kitesync.service";
+        let args: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+        Some(format!(
+            "run it as the service instead:\n  sudo systemd-run --wait --pty --unit=run-kitesync \
+             -p DynamicUser=yes -p User=kitesync -p StateDirectory={state} -p UMask=0077 \
+             -p LoadCredential=buildkite-token:/etc/kitesync/buildkite-token \
+             -p LoadCredential=buildbutler-key:/etc/kitesync/buildbutler-key \
+             --setenv=KITESYNC_BUILDKITE__TOKEN_FILE={creds}/buildkite-token \
+             --setenv=KITESYNC_BUILDBUTLER__API_KEY_FILE={creds}/buildbutler-key \
+             kitesync {}\n(README, \"History: --backfill\", has the same with the service's hardening)",
+            args.join(" ")
+        ))
+    }
+}
+
+/// `word` as one shell word.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:@,+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }

@@ -242,6 +242,10 @@ fn finish(ended: Result<Ending, Error>, dry_run: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("kitesync: {e}");
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            if let Some(line) = e.run_as_service(&args) {
+                eprintln!("kitesync: {line}");
+            }
             ExitCode::from(e.exit().code())
         }
     }

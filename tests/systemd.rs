@@ -196,14 +196,39 @@ fn the_backfill_recipe_carries_the_services_hardening() {
 #[test]
 fn the_packaged_config_holds_no_secret_and_stays_readable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let example = std::fs::read_to_string(root.join("config.example.toml")).expect("example");
-    let doc: toml_edit::DocumentMut = example.parse().expect("TOML");
-    for (section, key) in [("buildkite", "token"), ("buildbutler", "api_key")] {
-        assert!(
-            doc.get(section).and_then(|s| s.get(key)).is_none(),
-            "the packaged config sets [{section}] {key}"
-        );
+    for file in ["config.packaged.toml", "config.example.toml"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("config");
+        let doc: toml_edit::DocumentMut = text.parse().expect("TOML");
+        for (section, key) in [("buildkite", "token"), ("buildbutler", "api_key")] {
+            assert!(
+                doc.get(section).and_then(|s| s.get(key)).is_none(),
+                "{file} sets [{section}] {key}"
+            );
+        }
     }
+    // The packaged config names the credential files the install steps write, and a state
+    // path that is the units' own.
+    let packaged: toml_edit::DocumentMut =
+        std::fs::read_to_string(root.join("config.packaged.toml"))
+            .expect("packaged")
+            .parse()
+            .expect("TOML");
+    assert_eq!(
+        packaged["buildkite"]["token_file"].as_str(),
+        Some("/etc/kitesync/buildkite-token")
+    );
+    assert_eq!(
+        packaged["buildbutler"]["api_key_file"].as_str(),
+        Some("/etc/kitesync/buildbutler-key")
+    );
+    assert_eq!(
+        packaged["state_path"].as_str(),
+        Some("/var/lib/kitesync/kitesync.db")
+    );
+    let service = std::fs::read_to_string(root.join("systemd/kitesync.service")).expect("unit");
+    assert!(service.contains("LoadCredential=buildkite-token:/etc/kitesync/buildkite-token"));
+    assert!(service.contains("LoadCredential=buildbutler-key:/etc/kitesync/buildbutler-key"));
+    assert!(service.contains("Environment=KITESYNC_STATE_PATH=%S/kitesync/kitesync.db"));
     // Installed world-readable: the units' dynamic user must read it.
     let cargo: toml_edit::DocumentMut = std::fs::read_to_string(root.join("Cargo.toml"))
         .expect("Cargo.toml")
@@ -220,7 +245,7 @@ fn the_packaged_config_holds_no_secret_and_stays_readable() {
     assert_eq!(installed.get(2).and_then(|v| v.as_str()), Some("644"));
     let unit = std::fs::read_to_string(root.join("systemd/kitesync.service")).expect("unit");
     assert!(
-        unit.contains("install -D -m 0644 config.example.toml /etc/kitesync/kitesync.toml"),
+        unit.contains("install -D -m 0644 config.packaged.toml /etc/kitesync/kitesync.toml"),
         "the unit's install note keeps the config readable"
     );
 }

@@ -45,6 +45,10 @@ pub enum Cause {
     Schema { found: usize, known: usize },
     #[error("the task running it failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// It (or the directory it would be created in) belongs to another user: files written
+    /// now would belong to this one, and its owner (the service) could no longer open them.
+    #[error("it belongs to user {owner}, and this is user {me}: writing to it would leave files its owner (the service) cannot open; run the command as the service, or use `kitesync status`, which only reads")]
+    OtherOwner { owner: u32, me: u32 },
 }
 
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking
@@ -70,6 +74,7 @@ struct Gate {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::check_owner(path)?;
         let new = make_private(path).map_err(failing(path, "cannot create it"))?;
         let mut conn = Connection::open(path).map_err(failing(path, "cannot open it"))?;
         // Every write transaction takes the write lock when it begins, so that one that read
@@ -184,6 +189,45 @@ impl Store {
 /// umask, or takes group and other access away from an existing one and its `-wal` and
 /// `-shm` files: they hold build data, log tails and stack traces. SQLite gives the `-wal`
 /// and `-shm` files it creates the database file's mode. True when the file is new.
+impl Store {
+    /// Refuses a database (or, for a new one, its directory) that belongs to another user
+    /// than the one running: a hand run as root beside a service with a user of its own, say.
+    pub fn check_owner(path: &Path) -> Result<(), StoreError> {
+        same_owner(path)
+    }
+}
+
+fn same_owner(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = |p: &Path| std::fs::metadata(p).ok().map(|m| m.uid());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let exists = uid(path).is_some();
+    let Some(owner) = uid(path).or_else(|| uid(dir)) else {
+        return Ok(());
+    };
+    // /proc/self belongs to the process's effective user.
+    let me = uid(Path::new("/proc/self")).unwrap_or(owner);
+    // A database in a shared directory such as /tmp is created by whoever runs first.
+    let shared = !exists && sticky(dir);
+    if owner == me || shared {
+        return Ok(());
+    }
+    Err(StoreError {
+        path: path.to_path_buf(),
+        doing: "cannot write to it",
+        cause: Cause::OtherOwner { owner, me },
+    })
+}
+
+/// True for a directory anyone may create files in (the sticky bit, as /tmp).
+fn sticky(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o1000 != 0)
+}
+
 fn make_private(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let created = std::fs::OpenOptions::new()
