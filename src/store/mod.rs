@@ -81,8 +81,7 @@ impl Store {
         // first waits for a backfill's or the daemon's write instead of failing at once.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.busy_timeout(Duration::from_secs(10))
-            .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|_| set_up(&conn))
             .map_err(failing(path, "cannot set it up"))?;
         let found = migrate::run(&mut conn).map_err(failing(path, "cannot migrate it"))?;
         schema(path, found, false)?;
@@ -185,15 +184,34 @@ impl Store {
     }
 }
 
-/// Creates the database file readable and writable by its owner only (0600), whatever the
-/// umask, or takes group and other access away from an existing one and its `-wal` and
-/// `-shm` files: they hold build data, log tails and stack traces. SQLite gives the `-wal`
-/// and `-shm` files it creates the database file's mode. True when the file is new.
 impl Store {
     /// Refuses a database (or, for a new one, its directory) that belongs to another user
     /// than the one running: a hand run as root beside a service with a user of its own, say.
     pub fn check_owner(path: &Path) -> Result<(), StoreError> {
         same_owner(path)
+    }
+}
+
+/// Puts a connection in WAL mode. SQLite answers "locked" at once, without its busy
+/// handler, while another process holds the database in a way that blocks the switch (a
+/// daemon writing while a backfill starts, say): that is retried for up to 10 s.
+fn set_up(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"));
+        match done {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done => return done,
+        }
     }
 }
 
@@ -228,6 +246,10 @@ fn sticky(dir: &Path) -> bool {
     std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o1000 != 0)
 }
 
+/// Creates the database file readable and writable by its owner only (0600), whatever the
+/// umask, or takes group and other access away from an existing one and its `-wal` and
+/// `-shm` files: they hold build data, log tails and stack traces. SQLite gives the `-wal`
+/// and `-shm` files it creates the database file's mode. True when the file is new.
 fn make_private(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let created = std::fs::OpenOptions::new()
