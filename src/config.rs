@@ -459,9 +459,12 @@ impl Config {
         let (bb, tests, logs) = (&self.buildbutler, &self.tests, &self.logs);
         let (metrics, schedule) = (&self.metrics, &self.schedule);
         let (d_tests, d_logs) = (TestsConfig::default(), LogsConfig::default());
+        let (enrich, d_enrich) = (&self.enrich, EnrichConfig::default());
         let d_agents = ScheduleConfig::default().agents;
         let ingest = bb.mode == Mode::Ingest;
         let tests_on = !tests.junit_artifact_globs.is_empty();
+        // Enrichment fetches test results and logs, which only ingest mode sends.
+        let enriching = ingest && (tests_on || logs.enabled);
         #[rustfmt::skip]
         let rules = [
             (!metrics.enabled && metrics.listen != MetricsConfig::default().listen,
@@ -482,6 +485,14 @@ impl Config {
              "[buildbutler] ingest_prefix", "it is for ingest mode; webhook mode posts to /webhooks/buildkite"),
             (!ingest && bb.status_case != StatusCase::default(),
              "[buildbutler] status_case", "it is for ingest mode; webhook mode sends Buildkite's own states"),
+            (!enriching && enrich.max_share_percent != d_enrich.max_share_percent,
+             "[enrich] max_share_percent", "neither test results nor logs are fetched; set [tests] junit_artifact_globs or [logs] enabled = true"),
+            (!enriching && enrich.backfill != d_enrich.backfill,
+             "[enrich] backfill", "neither test results nor logs are fetched; set [tests] junit_artifact_globs or [logs] enabled = true"),
+            (!(ingest && tests_on) && enrich.max_files_per_build != d_enrich.max_files_per_build,
+             "[enrich] max_files_per_build", "test results are off; set [tests] junit_artifact_globs"),
+            (!(ingest && tests_on) && enrich.max_bytes_per_build != d_enrich.max_bytes_per_build,
+             "[enrich] max_bytes_per_build", "test results are off; set [tests] junit_artifact_globs"),
             (ingest && bb.webhook_signature,
              "[buildbutler] webhook_signature", "it is for webhook mode; set [buildbutler] mode = \"webhook\" or remove it"),
             (ingest && bb.webhook_send_buildkite_token,
@@ -868,6 +879,14 @@ api_key = "bb-key"
         assert_eq!(keys(&c), ["[metrics] listen", "[logs] max_bytes"]);
         let said = c.ignored()[0].to_string();
         assert!(said.contains("set [metrics] enabled = true"), "{said}");
+        // Enrichment tuned while it fetches nothing.
+        let tuned = format!("{GOOD}\n[enrich]\nmax_files_per_build = 10\nmax_share_percent = 20\n");
+        assert_eq!(
+            keys(&load(&tuned).expect("valid")),
+            ["[enrich] max_share_percent", "[enrich] max_files_per_build"]
+        );
+        let fetching = format!("{tuned}\n[tests]\njunit_artifact_globs = [\"*.xml\"]\n");
+        assert!(keys(&load(&fetching).expect("valid")).is_empty());
         // Turned on, the same values are used: nothing to say.
         let on = text
             .replace("[metrics]\n", "[metrics]\nenabled = true\n")
