@@ -28,17 +28,8 @@ fn units_verify_cleanly() {
         "kitesync-once.service",
         "kitesync-once.timer",
     ] {
-        let out = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(dir.path().join(unit))
-            .output()
-            .expect("systemd-analyze ran");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{unit}: {said}");
+        let (ok, said) = verify(&dir.path().join(unit));
+        assert!(ok, "{unit}: {said}");
         assert!(said.trim().is_empty(), "{unit} has warnings: {said}");
     }
 }
@@ -179,17 +170,8 @@ fn the_backfill_recipe_carries_the_services_hardening() {
         ),
     )
     .expect("write");
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&unit)
-        .output()
-        .expect("systemd-analyze ran");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
+    let (ok, said) = verify(&unit);
+    assert!(ok, "{said}");
     assert!(said.trim().is_empty(), "the recipe's settings: {said}");
 }
 
@@ -276,4 +258,19 @@ fn the_once_unit_leaves_room_for_fetching_test_results() {
         seconds >= needed,
         "TimeoutStartSec={timeout} leaves no room: a run may need {needed} s"
     );
+}
+
+/// `systemd-analyze verify` of a unit file: whether it passed, and everything it said.
+fn verify(unit: &Path) -> (bool, String) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
 }
