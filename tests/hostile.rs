@@ -233,14 +233,18 @@ async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_eve
     h.bk.set_builds(old.into_iter().chain(new).collect());
     h.bk.set_ignore_filters(true);
 
-    // --once ends after two requests, naming the endpoint.
+    // --once ends after its first page (which lists builds that finished before the
+    // finished_from asked for), naming the endpoint.
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert_logged(
         &run.stderr,
-        &["acme/builds cannot be followed: the list did not narrow"],
+        &[
+            "acme/builds cannot be followed: it lists build",
+            "before the finished_from asked for",
+        ],
     );
-    assert_eq!(h.bk_requests(), 2, "not a walk through everything it lists");
+    assert_eq!(h.bk_requests(), 1, "not a walk through everything it lists");
     let delivered = |h: &Harness, numbers: std::ops::RangeInclusive<u64>| {
         let builds = h.bb.builds();
         numbers
@@ -251,19 +255,137 @@ async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_eve
         delivered(&h, 301..=305),
         "the new builds were on the first page"
     );
+    assert_eq!(h.bb.builds().len(), 5, "and none of the old ones");
 
     // The daemon: every poll ends the same way, and what finishes meanwhile still arrives.
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
     h.bk.add_builds([data::just_finished(ORG, 306, "api")]);
     until(|| delivered(&h, 301..=306)).await;
-    wait_for_logs(&stderr, "did not narrow", 1).await;
+    wait_for_logs(&stderr, "before the finished_from asked for", 1).await;
+    assert_eq!(h.bb.builds().len(), 6, "none of the old builds");
     assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a list that ignores every filter");
     // Mended, the server's next poll walks to its end again.
     h.bk.set_ignore_filters(false);
     wait_for_log(&stderr, "Buildkite poll recovered").await;
     h.bk.add_builds([data::just_finished(ORG, 307, "web")]);
     until(|| delivered(&h, 301..=307)).await;
+    stop(daemon, &stderr).await;
+}
+
+/// `count` builds numbered from 1, all created within one second ten minutes ago (a
+/// trigger step fanning out, say) and finished over the last minute.
+fn builds_of_one_second(count: u64) -> Vec<serde_json::Value> {
+    let now = chrono::Utc::now();
+    let second = chrono::DurationRound::duration_trunc(ago(10), chrono::Duration::seconds(1))
+        .expect("a whole second");
+    (1..=count)
+        .map(|n| {
+            let ms = chrono::Duration::milliseconds(n as i64);
+            let finished = now - chrono::Duration::seconds(60) + ms * 100;
+            data::build(ORG, n, "web", "passed", second + ms, Some(finished))
+        })
+        .collect()
+}
+
+/// Builds-list requests made so far.
+fn builds_requests(h: &Harness) -> usize {
+    let requests = h.bk.requests();
+    requests
+        .iter()
+        .filter(|r| r.uri.contains("/builds"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_page_and_reshuffles_a_seconds_ties_ends_each_poll_with_an_error() {
+    const IGNORES_PAGE: &str = "holds no build not read before: the server ignores `page`";
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "info,kitesync=debug");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    // 150 builds of one second: more than a page, so the walk pages through that second.
+    h.bk.set_builds(builds_of_one_second(150));
+    h.bk.set_reshuffle_pages(true);
+
+    // --once ends after the second's first page, read again, and its page 2.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_logged(
+        &run.stderr,
+        &[
+            "acme/builds cannot be followed: page 2 of the builds created at",
+            IGNORES_PAGE,
+        ],
+    );
+    assert_eq!(builds_requests(&h), 4, "not a walk without end");
+
+    // The daemon: every poll ends the same way, and the next one still runs.
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    wait_for_logs(&stderr, IGNORES_PAGE, 3).await;
+    let polls = log_text(&stderr).matches(IGNORES_PAGE).count();
+    assert!(
+        builds_requests(&h) <= 4 * (polls + 2),
+        "{} builds requests for {polls} polls",
+        builds_requests(&h)
+    );
+    // Mended, the next poll walks that second to its end: every build, once.
+    h.bk.set_reshuffle_pages(false);
+    wait_for_log(&stderr, "Buildkite poll recovered").await;
+    until(|| h.bb.builds().len() == 150).await;
+    assert_eq!(h.bb.build_posts(), 150, "each build delivered once");
+    assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a server that reshuffles ties");
+    stop(daemon, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_finished_from_ends_each_poll_after_its_first_page() {
+    const IGNORES: &str = "before the finished_from asked for";
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "info,kitesync=debug");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    // Builds that finished days ago, and five that just finished: one page.
+    let old = data::finished_builds(ORG, 1, 50, ago(2 * 24 * 60), chrono::Duration::minutes(1));
+    let new = (51..=55).map(|n| data::just_finished(ORG, n, "web"));
+    h.bk.set_builds(old.into_iter().chain(new).collect());
+    h.bk.set_ignore_finished_from(true);
+    let delivered = |h: &Harness, numbers: std::ops::RangeInclusive<u64>| {
+        let builds = h.bb.builds();
+        numbers
+            .into_iter()
+            .all(|n| builds.contains_key(&data::build_id(n)))
+    };
+
+    // --once ends after its first page, naming the list; of it, only the builds that
+    // finished since the mark are delivered.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_logged(
+        &run.stderr,
+        &["acme/builds cannot be followed: it lists build", IGNORES],
+    );
+    assert_eq!(
+        builds_requests(&h),
+        1,
+        "not a walk through every build there is"
+    );
+    assert!(delivered(&h, 51..=55));
+    assert_eq!(h.bb.builds().len(), 5, "none of the old builds");
+
+    // The daemon: every poll ends the same way after one request, and the next one runs;
+    // mended, the next poll walks to its end.
+    let before = builds_requests(&h);
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    wait_for_logs(&stderr, IGNORES, 3).await;
+    let polls = log_text(&stderr).matches(IGNORES).count();
+    assert!(
+        builds_requests(&h) - before <= polls + 1,
+        "one request a poll"
+    );
+    h.bk.set_ignore_finished_from(false);
+    wait_for_log(&stderr, "Buildkite poll recovered").await;
+    assert_eq!(h.bb.builds().len(), 5, "none of the old builds");
     stop(daemon, &stderr).await;
 }
 
