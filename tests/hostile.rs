@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use kitesync_fakes::{data, ButlerFault, Endpoint, Fault, Paging};
+use serde_json::json;
 use tokio::process::Child;
 
 /// DESIGN.md's ceiling for the peak memory under hostile input.
@@ -221,6 +222,61 @@ async fn link_loops_in_the_agents_and_artifacts_lists_are_stopped_and_outlived()
     .await;
     assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "Link loops");
     stop(daemon, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regression_a_list_of_agents_stops_at_100_pages_and_at_16_mib_in_all() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_SCHEDULE__AGENTS", "* * * * * *");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    h.bk.set_max_page(1_000);
+    let agent_pages = |h: &Harness| {
+        let requests = h.bk.requests();
+        requests
+            .iter()
+            .filter(|r| r.uri.contains("/agents"))
+            .count()
+    };
+    // 10,001 agents, small ones: 101 pages of 100, about 1 MB in all.
+    h.bk.set_agents(
+        (1..=10_001)
+            .map(|n| json!({"id": format!("agent-{n}"), "name": format!("ci-{n}"), "connection_state": "connected"}))
+            .collect(),
+    );
+    let run = h.run(&["--once"]).await;
+    assert_logged(
+        &run.stderr,
+        &["acme/agents cannot be followed: more than 100 pages; stopped there"],
+    );
+    assert_eq!(agent_pages(&h), 100, "{}", run.output());
+    assert!(h.bb.fleets().is_empty(), "no fleet from a list cut short");
+
+    // 2,000 agents of about 10 KB each (a long tag): 20 pages of about 1 MB. It stops at
+    // the page that takes the list past 16 MiB.
+    h.bk.clear_requests();
+    let agents: Vec<_> = (1..=2_000)
+        .map(|n| {
+            let mut agent = data::agent(ORG, n, "connected", None);
+            agent["meta_data"] = json!([format!("note={}", "x".repeat(10_000))]);
+            agent
+        })
+        .collect();
+    let mut bytes = 0;
+    let over = agents
+        .chunks(100)
+        .position(|page| {
+            bytes += page.iter().map(|a| a.to_string().len()).sum::<usize>();
+            bytes > 16 << 20
+        })
+        .expect("more than 16 MiB");
+    h.bk.set_agents(agents);
+    let run = h.run(&["--once"]).await;
+    assert_logged(
+        &run.stderr,
+        &["acme/agents cannot be followed: the list is larger than 16 MiB in all"],
+    );
+    assert_eq!(agent_pages(&h), over + 1, "{}", run.output());
+    assert!(h.bb.fleets().is_empty(), "no fleet from a list cut short");
 }
 
 #[tokio::test(flavor = "multi_thread")]
