@@ -60,6 +60,14 @@ fn queued(h: &Harness, numbers: &[u64]) -> bool {
     })
 }
 
+/// True when builds `numbers` reached BuildButler.
+fn delivered(h: &Harness, numbers: std::ops::RangeInclusive<u64>) -> bool {
+    let builds = h.bb.builds();
+    numbers
+        .into_iter()
+        .all(|n| builds.contains_key(&data::build_id(n)))
+}
+
 /// Asserts that `log` says each of `said`.
 fn assert_logged(log: &str, said: &[&str]) {
     for s in said {
@@ -279,46 +287,49 @@ async fn regression_a_list_of_agents_stops_at_100_pages_and_at_16_mib_in_all() {
     assert!(h.bb.fleets().is_empty(), "no fleet from a list cut short");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_every_build() {
-    let h = Harness::start().await;
-    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
-    // A month of history the poll never asks for, and five builds that just finished.
-    let old = data::finished_builds(ORG, 1, 300, ago(3 * 24 * 60), chrono::Duration::hours(2));
-    let new = (301..=305).map(|n| data::just_finished(ORG, n, "web"));
-    h.bk.set_builds(old.into_iter().chain(new).collect());
-    h.bk.set_ignore_filters(true);
+/// What kitesync says of a list that ignores `finished_from`.
+const IGNORES: &str = "before the finished_from asked for";
 
-    // --once ends after its first page (which lists builds that finished before the
-    // finished_from asked for), naming the endpoint.
+/// Lists `old` builds that finished days ago, numbered from 1, and five that just finished,
+/// to a `--once` from a fake that ignores `finished_from`: it ends after one request naming
+/// the list, and of its first page delivers the five and none of the others.
+async fn once_stops_after_the_first_page(h: &Harness, old: u64) {
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    let spacing = chrono::Duration::hours(2);
+    let builds = data::finished_builds(ORG, 1, old, ago(3 * 24 * 60), spacing);
+    let new = (old + 1..=old + 5).map(|n| data::just_finished(ORG, n, "web"));
+    h.bk.set_builds(builds.into_iter().chain(new).collect());
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert_logged(
         &run.stderr,
-        &[
-            "acme/builds cannot be followed: it lists build",
-            "before the finished_from asked for",
-        ],
+        &["acme/builds cannot be followed: it lists build", IGNORES],
     );
-    assert_eq!(h.bk_requests(), 1, "not a walk through everything it lists");
-    let delivered = |h: &Harness, numbers: std::ops::RangeInclusive<u64>| {
-        let builds = h.bb.builds();
-        numbers
-            .into_iter()
-            .all(|n| builds.contains_key(&data::build_id(n)))
-    };
+    assert_eq!(
+        builds_requests(h),
+        1,
+        "not a walk through every build there is"
+    );
     assert!(
-        delivered(&h, 301..=305),
-        "the new builds were on the first page"
+        delivered(h, old + 1..=old + 5),
+        "the new builds, on the first page"
     );
     assert_eq!(h.bb.builds().len(), 5, "and none of the old ones");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_every_build() {
+    let h = Harness::start().await;
+    // A month of history the poll never asks for, and five builds that just finished.
+    h.bk.set_ignore_filters(true);
+    once_stops_after_the_first_page(&h, 300).await;
 
     // The daemon: every poll ends the same way, and what finishes meanwhile still arrives.
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
     h.bk.add_builds([data::just_finished(ORG, 306, "api")]);
     until(|| delivered(&h, 301..=306)).await;
-    wait_for_logs(&stderr, "before the finished_from asked for", 1).await;
+    wait_for_logs(&stderr, IGNORES, 1).await;
     assert_eq!(h.bb.builds().len(), 6, "none of the old builds");
     assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a list that ignores every filter");
     // Mended, the server's next poll walks to its end again.
@@ -396,37 +407,11 @@ async fn a_server_that_ignores_page_and_reshuffles_a_seconds_ties_ends_each_poll
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_ignores_finished_from_ends_each_poll_after_its_first_page() {
-    const IGNORES: &str = "before the finished_from asked for";
     let mut h = Harness::start().await;
     h.set_env("RUST_LOG", "info,kitesync=debug");
-    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
     // Builds that finished days ago, and five that just finished: one page.
-    let old = data::finished_builds(ORG, 1, 50, ago(2 * 24 * 60), chrono::Duration::minutes(1));
-    let new = (51..=55).map(|n| data::just_finished(ORG, n, "web"));
-    h.bk.set_builds(old.into_iter().chain(new).collect());
     h.bk.set_ignore_finished_from(true);
-    let delivered = |h: &Harness, numbers: std::ops::RangeInclusive<u64>| {
-        let builds = h.bb.builds();
-        numbers
-            .into_iter()
-            .all(|n| builds.contains_key(&data::build_id(n)))
-    };
-
-    // --once ends after its first page, naming the list; of it, only the builds that
-    // finished since the mark are delivered.
-    let run = h.run(&["--once"]).await;
-    assert_eq!(run.code, 1, "{}", run.output());
-    assert_logged(
-        &run.stderr,
-        &["acme/builds cannot be followed: it lists build", IGNORES],
-    );
-    assert_eq!(
-        builds_requests(&h),
-        1,
-        "not a walk through every build there is"
-    );
-    assert!(delivered(&h, 51..=55));
-    assert_eq!(h.bb.builds().len(), 5, "none of the old builds");
+    once_stops_after_the_first_page(&h, 50).await;
 
     // The daemon: every poll ends the same way after one request, and the next one runs;
     // mended, the next poll walks to its end.

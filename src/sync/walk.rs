@@ -30,7 +30,8 @@
 //! ignores `page`, whatever order it gives them in), a step of more than
 //! [`MAX_STEP_BUILDS`] builds or more pages than those could fill are each an error naming
 //! the endpoint. A page with builds that finished before the `finished_from` asked is the
-//! last: its builds within it are kept, and the walk ends with an error naming the endpoint.
+//! last: those builds are taken out of it, and the walk ends with an error naming the
+//! endpoint.
 
 use std::collections::HashSet;
 use std::future::Future;
