@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use kitesync_fakes::{data, ButlerFault, Endpoint, Fault, Paging};
+use serde_json::json;
 use tokio::process::Child;
 
 /// DESIGN.md's ceiling for the peak memory under hostile input.
@@ -57,6 +58,14 @@ fn queued(h: &Harness, numbers: &[u64]) -> bool {
         );
         pending.is_ok_and(|count| count == 1)
     })
+}
+
+/// True when builds `numbers` reached BuildButler.
+fn delivered(h: &Harness, numbers: std::ops::RangeInclusive<u64>) -> bool {
+    let builds = h.bb.builds();
+    numbers
+        .into_iter()
+        .all(|n| builds.contains_key(&data::build_id(n)))
 }
 
 /// Asserts that `log` says each of `said`.
@@ -224,46 +233,200 @@ async fn link_loops_in_the_agents_and_artifacts_lists_are_stopped_and_outlived()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_every_build() {
-    let h = Harness::start().await;
+async fn regression_a_list_of_agents_stops_at_100_pages_and_at_16_mib_in_all() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_SCHEDULE__AGENTS", "* * * * * *");
     h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
-    // A month of history the poll never asks for, and five builds that just finished.
-    let old = data::finished_builds(ORG, 1, 300, ago(3 * 24 * 60), chrono::Duration::hours(2));
-    let new = (301..=305).map(|n| data::just_finished(ORG, n, "web"));
-    h.bk.set_builds(old.into_iter().chain(new).collect());
-    h.bk.set_ignore_filters(true);
+    h.bk.set_max_page(1_000);
+    let agent_pages = |h: &Harness| {
+        let requests = h.bk.requests();
+        requests
+            .iter()
+            .filter(|r| r.uri.contains("/agents"))
+            .count()
+    };
+    // 10,001 agents, small ones: 101 pages of 100, about 1 MB in all.
+    h.bk.set_agents(
+        (1..=10_001)
+            .map(|n| json!({"id": format!("agent-{n}"), "name": format!("ci-{n}"), "connection_state": "connected"}))
+            .collect(),
+    );
+    let run = h.run(&["--once"]).await;
+    assert_logged(
+        &run.stderr,
+        &["acme/agents cannot be followed: more than 100 pages; stopped there"],
+    );
+    assert_eq!(agent_pages(&h), 100, "{}", run.output());
+    assert!(h.bb.fleets().is_empty(), "no fleet from a list cut short");
 
-    // --once ends after two requests, naming the endpoint.
+    // 2,000 agents of about 10 KB each (a long tag): 20 pages of about 1 MB. It stops at
+    // the page that takes the list past 16 MiB.
+    h.bk.clear_requests();
+    let agents: Vec<_> = (1..=2_000)
+        .map(|n| {
+            let mut agent = data::agent(ORG, n, "connected", None);
+            agent["meta_data"] = json!([format!("note={}", "x".repeat(10_000))]);
+            agent
+        })
+        .collect();
+    let mut bytes = 0;
+    let over = agents
+        .chunks(100)
+        .position(|page| {
+            bytes += page.iter().map(|a| a.to_string().len()).sum::<usize>();
+            bytes > 16 << 20
+        })
+        .expect("more than 16 MiB");
+    h.bk.set_agents(agents);
+    let run = h.run(&["--once"]).await;
+    assert_logged(
+        &run.stderr,
+        &["acme/agents cannot be followed: the list is larger than 16 MiB in all"],
+    );
+    assert_eq!(agent_pages(&h), over + 1, "{}", run.output());
+    assert!(h.bb.fleets().is_empty(), "no fleet from a list cut short");
+}
+
+/// What kitesync says of a list that ignores `finished_from`.
+const IGNORES: &str = "before the finished_from asked for";
+
+/// Lists `old` builds that finished days ago, numbered from 1, and five that just finished,
+/// to a `--once` from a fake that ignores `finished_from`: it ends after one request naming
+/// the list, and of its first page delivers the five and none of the others.
+async fn once_stops_after_the_first_page(h: &Harness, old: u64) {
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    let spacing = chrono::Duration::hours(2);
+    let builds = data::finished_builds(ORG, 1, old, ago(3 * 24 * 60), spacing);
+    let new = (old + 1..=old + 5).map(|n| data::just_finished(ORG, n, "web"));
+    h.bk.set_builds(builds.into_iter().chain(new).collect());
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());
     assert_logged(
         &run.stderr,
-        &["acme/builds cannot be followed: the list did not narrow"],
+        &["acme/builds cannot be followed: it lists build", IGNORES],
     );
-    assert_eq!(h.bk_requests(), 2, "not a walk through everything it lists");
-    let delivered = |h: &Harness, numbers: std::ops::RangeInclusive<u64>| {
-        let builds = h.bb.builds();
-        numbers
-            .into_iter()
-            .all(|n| builds.contains_key(&data::build_id(n)))
-    };
+    assert_eq!(
+        builds_requests(h),
+        1,
+        "not a walk through every build there is"
+    );
     assert!(
-        delivered(&h, 301..=305),
-        "the new builds were on the first page"
+        delivered(h, old + 1..=old + 5),
+        "the new builds, on the first page"
     );
+    assert_eq!(h.bb.builds().len(), 5, "and none of the old ones");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_builds_list_that_ignores_every_filter_ends_each_poll_and_delivers_every_build() {
+    let h = Harness::start().await;
+    // A month of history the poll never asks for, and five builds that just finished.
+    h.bk.set_ignore_filters(true);
+    once_stops_after_the_first_page(&h, 300).await;
 
     // The daemon: every poll ends the same way, and what finishes meanwhile still arrives.
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
     h.bk.add_builds([data::just_finished(ORG, 306, "api")]);
     until(|| delivered(&h, 301..=306)).await;
-    wait_for_logs(&stderr, "did not narrow", 1).await;
+    wait_for_logs(&stderr, IGNORES, 1).await;
+    assert_eq!(h.bb.builds().len(), 6, "none of the old builds");
     assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a list that ignores every filter");
     // Mended, the server's next poll walks to its end again.
     h.bk.set_ignore_filters(false);
     wait_for_log(&stderr, "Buildkite poll recovered").await;
     h.bk.add_builds([data::just_finished(ORG, 307, "web")]);
     until(|| delivered(&h, 301..=307)).await;
+    stop(daemon, &stderr).await;
+}
+
+/// `count` builds numbered from 1, all created within one second ten minutes ago (a
+/// trigger step fanning out, say) and finished over the last minute.
+fn builds_of_one_second(count: u64) -> Vec<serde_json::Value> {
+    let now = chrono::Utc::now();
+    let second = chrono::DurationRound::duration_trunc(ago(10), chrono::Duration::seconds(1))
+        .expect("a whole second");
+    (1..=count)
+        .map(|n| {
+            let ms = chrono::Duration::milliseconds(n as i64);
+            let finished = now - chrono::Duration::seconds(60) + ms * 100;
+            data::build(ORG, n, "web", "passed", second + ms, Some(finished))
+        })
+        .collect()
+}
+
+/// Builds-list requests made so far.
+fn builds_requests(h: &Harness) -> usize {
+    let requests = h.bk.requests();
+    requests
+        .iter()
+        .filter(|r| r.uri.contains("/builds"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_page_and_reshuffles_a_seconds_ties_ends_each_poll_with_an_error() {
+    const IGNORES_PAGE: &str = "holds no build not read before: the server ignores `page`";
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "info,kitesync=debug");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    // 150 builds of one second: more than a page, so the walk pages through that second.
+    h.bk.set_builds(builds_of_one_second(150));
+    h.bk.set_reshuffle_pages(true);
+
+    // --once ends after the second's first page, read again, and its page 2.
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert_logged(
+        &run.stderr,
+        &[
+            "acme/builds cannot be followed: page 2 of the builds created at",
+            IGNORES_PAGE,
+        ],
+    );
+    assert_eq!(builds_requests(&h), 4, "not a walk without end");
+
+    // The daemon: every poll ends the same way, and the next one still runs.
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    wait_for_logs(&stderr, IGNORES_PAGE, 3).await;
+    let polls = log_text(&stderr).matches(IGNORES_PAGE).count();
+    assert!(
+        builds_requests(&h) <= 4 * (polls + 2),
+        "{} builds requests for {polls} polls",
+        builds_requests(&h)
+    );
+    // Mended, the next poll walks that second to its end: every build, once.
+    h.bk.set_reshuffle_pages(false);
+    wait_for_log(&stderr, "Buildkite poll recovered").await;
+    until(|| h.bb.builds().len() == 150).await;
+    assert_eq!(h.bb.build_posts(), 150, "each build delivered once");
+    assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a server that reshuffles ties");
+    stop(daemon, &stderr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_ignores_finished_from_ends_each_poll_after_its_first_page() {
+    let mut h = Harness::start().await;
+    h.set_env("RUST_LOG", "info,kitesync=debug");
+    // Builds that finished days ago, and five that just finished: one page.
+    h.bk.set_ignore_finished_from(true);
+    once_stops_after_the_first_page(&h, 50).await;
+
+    // The daemon: every poll ends the same way after one request, and the next one runs;
+    // mended, the next poll walks to its end.
+    let before = builds_requests(&h);
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    wait_for_logs(&stderr, IGNORES, 3).await;
+    let polls = log_text(&stderr).matches(IGNORES).count();
+    assert!(
+        builds_requests(&h) - before <= polls + 1,
+        "one request a poll"
+    );
+    h.bk.set_ignore_finished_from(false);
+    wait_for_log(&stderr, "Buildkite poll recovered").await;
+    assert_eq!(h.bb.builds().len(), 5, "none of the old builds");
     stop(daemon, &stderr).await;
 }
 

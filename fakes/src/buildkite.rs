@@ -121,6 +121,10 @@ struct Inner {
     paging: Paging,
     /// A broken builds listing: every filter (times, branches) is ignored.
     ignore_filters: bool,
+    /// A broken builds listing: `finished_from` is ignored.
+    ignore_finished_from: bool,
+    /// A broken builds listing: `page` is ignored, each page number reshuffling the first.
+    reshuffle_pages: bool,
     /// A log server that sends the whole log whatever `Range` asks.
     ignore_range: bool,
     /// Set by [`Fault::LongReset`] for the answer being made.
@@ -193,6 +197,8 @@ impl FakeBuildkite {
             blocked: false,
             paging: Paging::Normal,
             ignore_filters: false,
+            ignore_finished_from: false,
+            reshuffle_pages: false,
             ignore_range: false,
             claimed_reset: None,
             latency: Duration::ZERO,
@@ -427,6 +433,21 @@ impl FakeBuildkite {
     /// `created_to`, branches), as a broken server or proxy might; paging still works.
     pub fn set_ignore_filters(&self, ignore: bool) {
         self.lock().ignore_filters = ignore;
+    }
+
+    /// Makes the builds listing ignore `finished_from`, as a broken server or proxy might:
+    /// builds that finished long before it are listed too.
+    pub fn set_ignore_finished_from(&self, ignore: bool) {
+        self.lock().ignore_finished_from = ignore;
+    }
+
+    /// Makes the builds listing ignore `page` and serve the first page for every page
+    /// number, its builds in another order for each (rotated by the page number less one),
+    /// as a server that orders the builds of one second (ties) anew on each request would.
+    /// Paging through a second with more builds than a page brings no build not read before,
+    /// and never the page before again; `Link` still names the next page.
+    pub fn set_reshuffle_pages(&self, reshuffle: bool) {
+        self.lock().reshuffle_pages = reshuffle;
     }
 
     /// Makes the log endpoint send the whole log whatever `Range` asks.
@@ -896,6 +917,9 @@ fn answer(
     if inner.ignore_filters {
         query.ignore_filters();
     }
+    if inner.ignore_finished_from {
+        query.finished_from = None;
+    }
     // What the agents and artifacts pages link to, and which page they serve.
     let asked_page = query.page;
     if inner.paging == Paging::IgnorePage {
@@ -909,6 +933,7 @@ fn answer(
             // Kept newest first by creation time: start below `created_to`, stop at
             // `created_from`, and read only as far as the page (and one more) needs.
             let builds = &inner.builds;
+            let page_number = if inner.reshuffle_pages { 1 } else { query.page };
             let first = query.created_to.map_or(0, |to| {
                 builds.partition_point(|b| second(&b["created_at"]).is_none_or(|t| t >= to))
             });
@@ -925,9 +950,13 @@ fn answer(
                         .is_none_or(|p| b["pipeline"]["slug"] == p)
                         && query.matches(b)
                 })
-                .skip(((query.page - 1) as usize).saturating_mul(query.per_page));
-            let page: Vec<&Value> = matches.by_ref().take(query.per_page).collect();
+                .skip(((page_number - 1) as usize).saturating_mul(query.per_page));
+            let mut page: Vec<&Value> = matches.by_ref().take(query.per_page).collect();
             let more = matches.next().is_some();
+            if inner.reshuffle_pages && !page.is_empty() {
+                let by = (asked_page as usize - 1) % page.len();
+                page.rotate_left(by);
+            }
             (page, more)
         }
         Listing::Artifacts(number) => {

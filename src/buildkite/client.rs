@@ -766,19 +766,10 @@ impl Client {
 
     /// The `rel="next"` link, followed exactly as given, but only on the API's own host.
     fn next_link(&self, current: &Url, headers: &HeaderMap) -> Result<Option<Url>, SourceError> {
-        let Some(next) = headers
-            .get_all(LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(parse_next_link)
-        else {
-            return Ok(None);
-        };
-        let next = current.join(&next).map_err(|_| SourceError::Protocol {
-            endpoint: endpoint_name(current),
-            problem: format!("unparseable next-page link {next:?}"),
-        })?;
-        self.on_api_host(next, current).map(Some)
+        match next_url(current, headers)? {
+            Some(next) => self.on_api_host(next, current).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// `url` if it is on the API's own host, since the token goes with it; else an error
@@ -876,20 +867,61 @@ fn missing_scope(message: &str) -> Option<&str> {
         .find(|w| w.starts_with("read_") || w.starts_with("write_"))
 }
 
-/// The target of the `rel="next"` entry of an RFC 8288 `Link` header value.
+/// The `rel="next"` target of any of the `Link` header fields, resolved against the page
+/// it came with (`current`): a relative link is followed from there.
+fn next_url(current: &Url, headers: &HeaderMap) -> Result<Option<Url>, SourceError> {
+    let Some(next) = headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_next_link)
+    else {
+        return Ok(None);
+    };
+    current
+        .join(&next)
+        .map(Some)
+        .map_err(|_| SourceError::Protocol {
+            endpoint: endpoint_name(current),
+            problem: format!("unparseable next-page link {next:?}"),
+        })
+}
+
+/// The target of the `rel="next"` entry of an RFC 8288 `Link` header value. Entries are
+/// split at commas outside `<…>` and quotes (a URL may hold one), and relation types are
+/// compared without regard to case, as RFC 8288 has them.
 pub fn parse_next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|entry| {
-        let (target, params) = entry.trim().split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = params
-            .split(';')
+    split_outside(header, ',').into_iter().find_map(|entry| {
+        let (target, params) = entry.trim().strip_prefix('<')?.split_once('>')?;
+        let is_next = split_outside(params, ';')
+            .into_iter()
             .filter_map(|p| p.split_once('='))
             .any(|(k, v)| {
                 let mut rels = v.trim().trim_matches('"').split_whitespace();
-                k.trim().eq_ignore_ascii_case("rel") && rels.any(|r| r == "next")
+                k.trim().eq_ignore_ascii_case("rel") && rels.any(|r| r.eq_ignore_ascii_case("next"))
             });
         is_next.then(|| target.to_string())
     })
+}
+
+/// `s` split at each `sep` that is neither inside `<…>` nor inside double quotes.
+fn split_outside(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut angle, mut quoted) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' if !angle => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            c if c == sep && !angle && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 #[cfg(test)]
@@ -909,6 +941,101 @@ mod tests {
         assert_eq!(
             parse_next_link("<u>; rel=\"prev next\"").as_deref(),
             Some("u")
+        );
+    }
+
+    /// Links as Buildkite sends them (the Shopify/buildkit VCR cassettes in
+    /// `../shared/realdata/buildkite_real/shopify-buildkit-vcr`, see its SOURCES.md) and as
+    /// RFC 8288 allows them.
+    fn next_of(headers: &[&str]) -> Option<String> {
+        let mut map = HeaderMap::new();
+        for h in headers {
+            map.append(LINK, HeaderValue::from_str(h).expect("header"));
+        }
+        let current =
+            Url::parse("https://api.buildkite.com/v2/organizations/acme/agents?per_page=100")
+                .expect("url");
+        next_url(&current, &map).expect("parsed").map(String::from)
+    }
+
+    #[test]
+    fn regression_links_as_they_come_first_last_empty_and_relative() {
+        let cases: [(&str, &[&str], Option<&str>); 7] = [
+            (
+                // organization_builds.yml: a first page, `next` and `last` only.
+                "first page",
+                &[
+                    r#"<https://api.buildkite.com/v2/organizations/shopify/builds?page=2&per_page=2>; rel="next", <https://api.buildkite.com/v2/organizations/shopify/builds?page=268&per_page=2>; rel="last""#,
+                ],
+                Some("https://api.buildkite.com/v2/organizations/shopify/builds?page=2&per_page=2"),
+            ),
+            (
+                // pipelines.yml: the last page, `last` only.
+                "last page, recorded",
+                &[
+                    r#"<https://api.buildkite.com/v2/organizations/shopify/pipelines?page=2>; rel="last""#,
+                ],
+                None,
+            ),
+            (
+                "last page, first and prev only",
+                &[
+                    r#"<https://api.buildkite.com/v2/organizations/acme/agents?page=1&per_page=100>; rel="first", <https://api.buildkite.com/v2/organizations/acme/agents?page=2&per_page=100>; rel="prev""#,
+                ],
+                None,
+            ),
+            // organizations.yml: a one-page list answered with an empty `Link:`.
+            ("empty", &[""], None),
+            (
+                "relative to the host",
+                &[r#"</v2/organizations/acme/agents?page=2&per_page=100>; rel="next""#],
+                Some("https://api.buildkite.com/v2/organizations/acme/agents?page=2&per_page=100"),
+            ),
+            (
+                "relative to the page",
+                &[r#"<?page=2&per_page=100>; rel="next""#],
+                Some("https://api.buildkite.com/v2/organizations/acme/agents?page=2&per_page=100"),
+            ),
+            (
+                "one link per header field",
+                &[
+                    r#"<https://api.buildkite.com/v2/organizations/acme/agents?page=1>; rel="first""#,
+                    r#"<https://api.buildkite.com/v2/organizations/acme/agents?page=2>; rel="next""#,
+                ],
+                Some("https://api.buildkite.com/v2/organizations/acme/agents?page=2"),
+            ),
+        ];
+        for (case, headers, next) in cases {
+            assert_eq!(next_of(headers).as_deref(), next, "{case}");
+        }
+    }
+
+    #[test]
+    fn rel_is_compared_without_regard_to_case() {
+        for h in [
+            r#"<https://x/?page=2>; rel="Next""#,
+            "<https://x/?page=2>; REL=NEXT",
+            r#"<https://x/?page=1>; rel="First", <https://x/?page=2>; Rel="prev NEXT""#,
+        ] {
+            assert_eq!(
+                parse_next_link(h).as_deref(),
+                Some("https://x/?page=2"),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_comma_inside_a_link_target_or_a_quoted_parameter_does_not_split_it() {
+        let h = r#"<https://api.buildkite.com/v2/organizations/acme/builds?branch=a,b&page=1>; rel="first"; title="a, b", <https://api.buildkite.com/v2/organizations/acme/builds?branch=a,b&page=2>; rel="next""#;
+        assert_eq!(
+            parse_next_link(h).as_deref(),
+            Some("https://api.buildkite.com/v2/organizations/acme/builds?branch=a,b&page=2")
+        );
+        let h = r#"<https://x/?state[]=passed,failed&page=2>; rel="next""#;
+        assert_eq!(
+            parse_next_link(h).as_deref(),
+            Some("https://x/?state[]=passed,failed&page=2")
         );
     }
 

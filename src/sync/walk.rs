@@ -26,12 +26,15 @@
 //!
 //! Every walk ends, whatever the server answers: a page with a build outside the bounds it
 //! was asked for (a server that ignores `created_to`, say), a list that does not narrow, a
-//! step whose next page is the page before again, and a step of more than
-//! [`MAX_STEP_BUILDS`] builds are each an error naming the endpoint.
+//! page of a step being paged through that holds no build not read before (a server that
+//! ignores `page`, whatever order it gives them in), a step of more than
+//! [`MAX_STEP_BUILDS`] builds or more pages than those could fill are each an error naming
+//! the endpoint. A page with builds that finished before the `finished_from` asked is the
+//! last: those builds are taken out of it, and the walk ends with an error naming the
+//! endpoint.
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
@@ -45,6 +48,9 @@ pub const MIN_PER_PAGE: u32 = 25;
 /// The most builds of one step of time the walk pages through (Buildkite's depth limit
 /// comes long before): more is an error, not a walk without end.
 pub const MAX_STEP_BUILDS: usize = 10_000;
+
+/// Pages of one step asked beyond those its [`MAX_STEP_BUILDS`] builds fill.
+const SPARE_STEP_PAGES: usize = 3;
 
 /// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
 pub trait Pages {
@@ -80,6 +86,8 @@ pub struct Walk {
     /// The last step walked as a [`Tie`].
     tied: Option<DateTime<Utc>>,
     done: bool,
+    /// Why the walk ends after the page it last returned.
+    stop: Option<SourceError>,
 }
 
 /// Paging through the builds created in one step: `[at, to)`, page by page.
@@ -88,9 +96,31 @@ struct Tie {
     /// `at` + the step.
     to: DateTime<Utc>,
     page: u32,
-    /// The ids of the page before (hashed): the same page again means the server ignores
-    /// `page`.
-    last: Option<u64>,
+    /// The pages from the first that only read again what was read of the step (at a
+    /// larger page size, or the page that showed the step is full): no new build is expected
+    /// of them. Any later page without one means the server ignores `page`.
+    rereads: u32,
+}
+
+impl Tie {
+    /// The step starting at `at`, paged from its first page; `read` of its builds were
+    /// read already, in pages of `per_page`.
+    fn new(at: DateTime<Utc>, to: DateTime<Utc>, read: usize, per_page: u32) -> Tie {
+        let mut tie = Tie {
+            at,
+            to,
+            page: 1,
+            rereads: 0,
+        };
+        tie.restart(read, per_page);
+        tie
+    }
+
+    /// Pages the step again from its first page, now in pages of `per_page`.
+    fn restart(&mut self, read: usize, per_page: u32) {
+        self.page = 1;
+        self.rereads = u32::try_from(read / per_page.max(1) as usize).unwrap_or(u32::MAX);
+    }
 }
 
 /// Just what the walk needs of a listed build, read even from builds that do not decode.
@@ -98,6 +128,13 @@ struct Tie {
 struct Created {
     id: String,
     created_at: Option<DateTime<Utc>>,
+}
+
+/// When a listed build finished, read on its own: an odd `finished_at` (the decoder's
+/// business) is never outside `finished_from`.
+#[derive(Deserialize)]
+struct Finished {
+    finished_at: Option<DateTime<Utc>>,
 }
 
 impl Walk {
@@ -123,6 +160,7 @@ impl Walk {
             oldest: None,
             tied: None,
             done: false,
+            stop: None,
         }
     }
 
@@ -141,6 +179,10 @@ impl Walk {
 
     /// The next page, without the builds already read; `None` when the walk is over.
     pub async fn next(&mut self, pages: &impl Pages) -> Result<Option<Page<Build>>, SourceError> {
+        if let Some(stop) = self.stop.take() {
+            self.done = true;
+            return Err(stop);
+        }
         if self.done {
             return Ok(None);
         }
@@ -162,26 +204,25 @@ impl Walk {
             })
             .collect();
         self.check_bounds(&asked, &created, &page.endpoint)?;
+        self.stop = self.drop_finished_before(&asked, &mut page);
         page.items
             .retain(|i| !listed_id(i).is_some_and(|id| self.boundary.contains(id.as_ref())));
         let oldest = created.iter().map(|(_, t)| *t).min();
         match (&mut self.tie, oldest) {
             (Some(tie), _) if more => {
-                // Still within the step: remember every id read, go on.
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                created.iter().for_each(|(id, _)| id.hash(&mut hasher));
-                let ids = hasher.finish();
-                if tie.last == Some(ids) {
+                // Still within the step: every page past the re-read ones brings a build not
+                // read before, or the server ignores `page` (reshuffling or not).
+                let new = created.iter().any(|(id, _)| !self.boundary.contains(id));
+                if !new && tie.page > tie.rereads {
                     return Err(SourceError::Protocol {
                         endpoint: page.endpoint,
                         problem: format!(
-                            "page {} of the builds created at {} is the page before again; \
-                             refusing to walk it forever",
+                            "page {} of the builds created at {} holds no build not read \
+                             before: the server ignores `page`; refusing to walk it forever",
                             tie.page, tie.at
                         ),
                     });
                 }
-                tie.last = Some(ids);
                 self.boundary.extend(created.into_iter().map(|(id, _)| id));
                 if self.boundary.len() > MAX_STEP_BUILDS {
                     return Err(SourceError::Protocol {
@@ -194,6 +235,17 @@ impl Walk {
                     });
                 }
                 tie.page += 1;
+                let most = MAX_STEP_BUILDS.div_ceil(self.per_page as usize) + SPARE_STEP_PAGES;
+                if tie.page as usize > most {
+                    return Err(SourceError::Protocol {
+                        endpoint: page.endpoint,
+                        problem: format!(
+                            "more than {most} pages of {} builds created at {}; refusing to \
+                             page through them",
+                            self.per_page, tie.at
+                        ),
+                    });
+                }
             }
             (Some(tie), _) => {
                 // That step is done: continue below it.
@@ -218,12 +270,8 @@ impl Walk {
                     // (never deep), then go on below it.
                     tracing::debug!("more than a page of builds created at {oldest}");
                     self.boundary.extend(created.into_iter().map(|(id, _)| id));
-                    self.tie = Some(Tie {
-                        at: oldest,
-                        to,
-                        page: 1,
-                        last: None,
-                    });
+                    let read = self.boundary.len();
+                    self.tie = Some(Tie::new(oldest, to, read, self.per_page));
                 } else {
                     self.boundary = created
                         .into_iter()
@@ -278,6 +326,40 @@ impl Walk {
         }
     }
 
+    /// Takes out of `page` the builds that finished before the `finished_from` it was
+    /// `asked` with (compared as sent, rounded down to a step; a build not finished is not
+    /// outside it). If there were any, the server ignores `finished_from` and a walk of it
+    /// would read every build there is: the error that ends the walk after this page.
+    fn drop_finished_before(
+        &self,
+        asked: &BuildQuery,
+        page: &mut Page<Build>,
+    ) -> Option<SourceError> {
+        let from = self.floor(asked.finished_from?);
+        let finished = |i: &Item<Build>| {
+            let f = serde_json::from_str::<Finished>(&i.raw).ok()?;
+            f.finished_at.filter(|t| self.floor(*t) < from)
+        };
+        let before: Vec<Option<DateTime<Utc>>> = page.items.iter().map(finished).collect();
+        let (first, at) = page
+            .items
+            .iter()
+            .zip(&before)
+            .find_map(|(i, t)| Some((i, (*t)?)))?;
+        let id = listed_id(first).unwrap_or_default();
+        let problem = format!(
+            "it lists build {id}, finished at {at}, before the finished_from asked for \
+             ({from}): the server ignores finished_from; the builds of this page that finished \
+             since are kept, the walk stops here"
+        );
+        let mut before = before.into_iter();
+        page.items.retain(|_| before.next().flatten().is_none());
+        Some(SourceError::Protocol {
+            endpoint: page.endpoint.clone(),
+            problem,
+        })
+    }
+
     /// Halves the page size (not below [`MIN_PER_PAGE`]) for the rest of the walk, after a
     /// page of the current size timed out or was too large (`why`).
     fn shrink(&mut self, why: &SourceError) {
@@ -287,8 +369,7 @@ impl Walk {
         // Page numbers count pages of the old size: page the step through again from its
         // first page; `boundary` holds every id of it already read, so none comes twice.
         if let Some(tie) = &mut self.tie {
-            tie.page = 1;
-            tie.last = None;
+            tie.restart(self.boundary.len(), self.per_page);
         }
         tracing::warn!(
             per_page = self.per_page,
@@ -365,6 +446,12 @@ mod tests {
         strip_link: bool,
         /// A broken server that serves the first page whatever `page` asks.
         ignore_page: bool,
+        /// A broken server that serves the first page whatever `page` asks, its builds in
+        /// another order for each page number (ties have no order of their own).
+        reshuffle: bool,
+        /// A broken server that reads `page` as the number of builds to skip, less one: each
+        /// page brings one build not read before.
+        slide: bool,
         /// Applied to the list after each answer: builds arrive and leave while it is read.
         churn: Mutex<Vec<Vec<(String, i64)>>>,
         /// A server too slow for big pages.
@@ -411,18 +498,25 @@ mod tests {
                 .filter(|(_, t)| self.ignore_created_to || to.is_none_or(|to| *t < to))
                 .collect();
             let per_page = q.per_page.unwrap_or(100) as usize;
-            let page = if self.ignore_page {
+            let page = if self.ignore_page || self.reshuffle {
                 1
             } else {
                 q.page.unwrap_or(1)
             };
-            let skip = (page as usize - 1) * per_page;
-            let items: Vec<Item<Build>> = matching
+            let skip = match self.slide {
+                true => page as usize - 1,
+                false => (page as usize - 1) * per_page,
+            };
+            let mut items: Vec<Item<Build>> = matching
                 .iter()
                 .skip(skip)
                 .take(per_page)
                 .map(|(id, t)| item(id, *t))
                 .collect();
+            if self.reshuffle && !items.is_empty() {
+                let by = q.page.unwrap_or(1) as usize % items.len();
+                items.rotate_left(by);
+            }
             let more = matching.len() > skip + per_page;
             if let Some(next) = self.churn.lock().expect("lock").pop() {
                 *self.builds.lock().expect("lock") = next;
@@ -499,6 +593,8 @@ mod tests {
         while let Some(page) = walk.next(table).await? {
             read.extend(page.items.into_iter().map(|i| i.raw));
             assert!(read.len() < 100_000, "the walk does not end");
+            let asked = table.queries.lock().expect("lock").len();
+            assert!(asked < 20_000, "the walk does not end: {asked} pages asked");
         }
         Ok(read
             .iter()
@@ -845,11 +941,119 @@ mod tests {
         };
         let err = walk(&table, 1, 10).await.expect_err("refused");
         assert!(
-            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("the page before again")),
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains(IGNORES_PAGE)),
             "{err}"
         );
         let asked = table.queries.lock().expect("lock").len();
         assert!(asked <= 4, "refused within a few requests, not {asked}");
+    }
+
+    /// What the walk says of a server that ignores `page` within a step.
+    const IGNORES_PAGE: &str = "holds no build not read before: the server ignores `page`";
+
+    #[tokio::test]
+    async fn a_server_that_ignores_page_and_reshuffles_a_steps_builds_is_refused() {
+        // 35 builds in one millisecond, between others: each page of that step is its first
+        // page again, in another order; never the page before again, never a new build.
+        let list = [
+            builds(0, 5, T0, 3),
+            builds(5, 35, T0 + 100, 0),
+            builds(40, 5, T0 + 200, 3),
+        ]
+        .concat();
+        let table = Table {
+            reshuffle: true,
+            ..Table::new(&list)
+        };
+        let err = walk(&table, 1, 10).await.expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, endpoint } if problem.contains(IGNORES_PAGE)
+                && problem.contains("page 2 of the builds created at")
+                && endpoint.ends_with("acme/builds")),
+            "{err}"
+        );
+        let asked = table.queries.lock().expect("lock").len();
+        assert!(asked <= 6, "refused within a few requests, not {asked}");
+    }
+
+    #[tokio::test]
+    async fn a_step_is_paged_through_in_no_more_pages_than_its_most_builds_fill() {
+        // 500 builds in one millisecond from a server where each page brings just one build
+        // not read before: the pages of a step stop at what 10,000 builds fill, plus 3.
+        let table = Table {
+            slide: true,
+            ..Table::new(&builds(0, 500, T0, 0))
+        };
+        let err = walk(&table, 1, 100).await.expect_err("refused");
+        let most = MAX_STEP_BUILDS / 100 + 3;
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains(&format!("more than {most} pages of 100 builds created at"))),
+            "{err}"
+        );
+        let asked = table.queries.lock().expect("lock").len();
+        assert!(asked <= most + 2, "{asked} requests");
+    }
+
+    /// A page of `items` with a link to more, whatever is asked.
+    struct Endless(Vec<serde_json::Value>);
+
+    impl Pages for Endless {
+        fn page(
+            &self,
+            _: &BuildQuery,
+        ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
+            let items = self.0.iter().map(|b| Item {
+                raw: b.to_string(),
+                decoded: serde_json::from_value(b.clone()).map_err(|e| e.to_string()),
+            });
+            let page = Page {
+                items: items.collect(),
+                next: url::Url::parse("http://127.0.0.1/next").ok(),
+                date: None,
+                endpoint: "127.0.0.1/v2/organizations/acme/builds".into(),
+            };
+            async move { Ok(page) }
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_finished_before_finished_from_end_the_walk_after_their_page() {
+        // Asked for builds finished from 10:00:00.700 (sent as 10:00:00): a server that
+        // ignores it lists one from 09:59:59.
+        let build = |id: &str, finished: serde_json::Value| {
+            serde_json::json!({"id": id, "number": 1, "state": "passed",
+                "created_at": "2026-01-01T09:00:00.000Z", "finished_at": finished})
+        };
+        let page = vec![
+            build("after", "2026-01-01T10:05:00.000Z".into()),
+            build("same-second", "2026-01-01T10:00:00.100Z".into()),
+            build("running", serde_json::Value::Null),
+            build("odd", 1_767_261_600.into()),
+            build("before", "2026-01-01T09:59:59.999Z".into()),
+            build("long-before", "2025-06-01T00:00:00.000Z".into()),
+        ];
+        let query = BuildQuery {
+            finished_from: "2026-01-01T10:00:00.700Z".parse().ok(),
+            ..BuildQuery::default()
+        };
+        let mut walk = Walk::buildkite(query);
+        let pages = Endless(page);
+        let first = walk.next(&pages).await.expect("the page").expect("a page");
+        let kept: Vec<String> = first
+            .items
+            .iter()
+            .filter_map(|i| listed_id(i).map(String::from))
+            .collect();
+        assert_eq!(kept, ["after", "same-second", "running", "odd"]);
+        let Err(err) = walk.next(&pages).await else {
+            panic!("the walk ends");
+        };
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, endpoint } if endpoint.ends_with("acme/builds")
+                && problem.contains("it lists build before, finished at 2026-01-01 09:59:59.999 UTC, before the finished_from asked for (2026-01-01 10:00:00 UTC)")),
+            "{err}"
+        );
+        assert!(walk.next(&pages).await.expect("over").is_none());
     }
 
     #[tokio::test]
