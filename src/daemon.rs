@@ -230,6 +230,10 @@ impl Poller {
                 }
             }
             Err(e) => {
+                // Pages recorded before the failure may have queued builds: a delivery pass
+                // with nothing due costs one query, a missed wake-up a whole interval.
+                self.queued.notify_one();
+                self.enrich_wake.notify_one();
                 let text = e.to_string();
                 metrics.failed(Activity::Poll, &text);
                 if !e.is_configuration() {
