@@ -41,7 +41,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// outbox, and two one-shot drains fit the once unit's `TimeoutStartSec` beside the polls'
 /// rate-limit waits and `--enrich-seconds`. Two rounds, not one, so that a single blip
 /// hitting every request in flight at once does not end the run.
-const GIVE_UP_ROUNDS: usize = 2;
+pub const GIVE_UP_ROUNDS: usize = 2;
 
 /// Which rows a drain tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,4 +346,21 @@ pub async fn deliver_all(
     let retry_until = Instant::now() + bb.retry_window();
     let delivery = drain(app, retry_until, pass).await;
     Ok((delivery, app.store.call(|c| outbox::summary(c)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_400_413_or_422_refuses_an_items_content() {
+        let code = |c: u16| Some(StatusCode::from_u16(c).expect("a status"));
+        for c in [400, 413, 422] {
+            assert_eq!(dead_cause(code(c)), DeadCause::Content, "{c}");
+        }
+        for c in [302, 307, 404, 405, 409, 410, 415] {
+            assert_eq!(dead_cause(code(c)), DeadCause::Other, "{c}");
+        }
+        assert_eq!(dead_cause(None), DeadCause::Other, "not renderable, not sent");
+    }
 }

@@ -322,3 +322,112 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
         dead_letters: dead_letters(conn, 5)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("memory");
+        super::super::migrate::run(&mut conn).expect("schema");
+        conn
+    }
+
+    fn queue(conn: &mut Connection, kind: Kind, key: &str, parent: Option<&str>, dead: Option<&str>) {
+        let tx = conn.transaction().expect("tx");
+        let item = NewItem {
+            kind,
+            key,
+            version: "v",
+            label: key,
+            payload: "{}",
+            dead,
+            parent,
+        };
+        upsert(&tx, &item, 0).expect("queued");
+        tx.commit().expect("commit");
+    }
+
+    fn keys(rows: &[Row]) -> Vec<&str> {
+        rows.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_one_shot_sweep_takes_rows_in_backoff_oldest_first_where_the_daemon_waits() {
+        let mut c = outbox();
+        queue(&mut c, Kind::Build, "b1", None, None);
+        queue(&mut c, Kind::Build, "b2", None, None);
+        queue(&mut c, Kind::Tests, "b1/s", Some("b1"), None);
+        let now = 1_000_000;
+        let tried: Vec<_> = due(&c, now, 10).expect("due").into_iter().collect();
+        assert_eq!(keys(&tried), ["b1", "b2"], "the suite waits for its build");
+        let later = Outcome::RetryAt(now + 60_000, "503".into());
+        let results: Vec<_> = tried.into_iter().map(|r| (r, later.clone())).collect();
+        settle(&mut c, &results).expect("settled");
+
+        assert!(due(&c, now, 10).expect("due").is_empty(), "backoff kept");
+        let swept = pending_after(&c, 0, 10).expect("pending");
+        assert_eq!(keys(&swept), ["b1", "b2"], "oldest first, whatever the backoff");
+        let rest = pending_after(&c, swept[0].id, 10).expect("pending");
+        assert_eq!(keys(&rest), ["b2"]);
+    }
+
+    #[test]
+    fn only_suites_refused_for_their_content_or_dead_before_causes_were_kept_are_excused() {
+        let mut c = outbox();
+        for key in ["b1", "b2"] {
+            queue(&mut c, Kind::Build, key, None, None);
+        }
+        for key in ["content", "other", "legacy", "orphan"] {
+            let parent = if key == "orphan" { "b2" } else { "b1" };
+            queue(&mut c, Kind::Tests, key, Some(parent), None);
+        }
+        queue(&mut c, Kind::Build, "undecodable", None, Some("cannot decode"));
+        let outcome = |key: &str| match key {
+            "b1" => Outcome::Delivered,
+            "b2" => Outcome::Dead(DeadCause::Content, "400".into()),
+            "content" | "legacy" => Outcome::Dead(DeadCause::Content, "413".into()),
+            _ => Outcome::Dead(DeadCause::Other, "404".into()),
+        };
+        // The builds, then the suites of the one delivered.
+        for _ in 0..2 {
+            let rows = pending_after(&c, 0, 10).expect("pending");
+            let results: Vec<_> = rows
+                .into_iter()
+                .map(|r| {
+                    let o = outcome(&r.key);
+                    (r, o)
+                })
+                .collect();
+            settle(&mut c, &results).expect("settled");
+        }
+        // As a row dead before migration 8 is.
+        c.execute("UPDATE outbox SET dead_cause = NULL WHERE key = 'legacy'", [])
+            .expect("legacy");
+
+        let s = summary(&c).expect("summary");
+        assert_eq!((s.dead, s.refused_tests, s.unrecorded_tests), (6, 2, 1));
+        let dead = dead_letters(&c, 10).expect("dead");
+        let seen: Vec<(&str, Option<DeadCause>, bool)> = dead
+            .iter()
+            .map(|d| (d.key.as_str(), d.cause, d.excused()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("b2", Some(DeadCause::Content), false),
+                ("content", Some(DeadCause::Content), true),
+                ("other", Some(DeadCause::Other), false),
+                ("legacy", None, true),
+                ("orphan", Some(DeadCause::Other), false),
+                ("undecodable", Some(DeadCause::Other), false),
+            ],
+            "a build is never excused; a suite of a dead build dies with it"
+        );
+        replay_dead(&c).expect("replayed");
+        let causes: i64 = c
+            .query_row("SELECT count(dead_cause) FROM outbox", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(causes, 0, "a row sent again has no cause until it dies again");
+    }
+}
