@@ -5,6 +5,7 @@
 //! ends `--once` and `--backfill`, trying what is pending at once and giving up for the run
 //! when BuildButler fails a whole chunk of attempts in a row.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,8 +96,8 @@ pub async fn drain(
     let mut report = DeliveryReport::default();
     // With Pass::Pending: the id the sweep of pending rows has reached.
     let mut swept = (pass == Pass::Pending).then_some(0);
-    let give_up_after = (pass != Pass::Due).then(|| GIVE_UP_ROUNDS * concurrency.max(1));
-    let mut failed_in_a_row = 0;
+    let limit = (pass != Pass::Due).then(|| GIVE_UP_ROUNDS * concurrency.max(1));
+    let streak = Arc::new(Streak::new(limit));
     'batches: loop {
         let lock = store.delivery_lock().await?;
         let rows = match swept {
@@ -130,8 +131,10 @@ pub async fn drain(
         // A build's agent has no tags in the REST API: the agent poll's go with it.
         let tags = Arc::new(store.call(|c| agents::tags(c)).await?);
         let mut results = stream::iter(rows)
+            .take_while(|_| std::future::ready(!streak.gave_up()))
             .map(|row| {
                 let (sink, tags) = (Arc::clone(sink), Arc::clone(&tags));
+                let streak = Arc::clone(&streak);
                 async move {
                     let item = Item {
                         kind: row.kind,
@@ -139,6 +142,7 @@ pub async fn drain(
                         agent_tags: &tags,
                     };
                     let result = sink.deliver(item).await;
+                    streak.ended(&result);
                     (row, result)
                 }
             })
@@ -148,12 +152,6 @@ pub async fn drain(
         while let Some(chunk) = results.next().await {
             let builds_before = report.builds;
             let (settled, fatal) = judge(chunk, &mut report);
-            for (_, outcome) in &settled {
-                match outcome {
-                    Outcome::RetryAt(..) => failed_in_a_row += 1,
-                    Outcome::Delivered | Outcome::Dead(..) => failed_in_a_row = 0,
-                }
-            }
             store.call(move |c| outbox::settle(c, &settled)).await?;
             if report.builds > builds_before {
                 route::confirm(store, sink, config).await?;
@@ -167,17 +165,54 @@ pub async fn drain(
                 }
                 Some(e) => return Err(DeliverError::Fatal(e.to_string())),
             }
-            if give_up_after.is_some_and(|n| failed_in_a_row >= n) {
+            if streak.gave_up() {
                 // What is in flight is abandoned: it stays pending, and a re-send upserts.
                 tracing::warn!(
-                    "BuildButler failed {failed_in_a_row} deliveries in a row: leaving the rest \
-                     of the outbox for the next run"
+                    "BuildButler failed {} deliveries in a row: leaving the rest of the outbox \
+                     for the next run",
+                    limit.unwrap_or_default()
                 );
                 report.gave_up = true;
                 return Ok(report);
             }
         }
         drop(lock);
+    }
+}
+
+/// A one-shot pass's transient failures in a row, counted as attempts end. Once they reach
+/// the limit the pass has given up for good: no attempt is started after that (so at most
+/// `concurrency - 1` more end), and one of those succeeding does not undo it.
+struct Streak {
+    limit: Option<usize>,
+    failed: AtomicUsize,
+    gave_up: AtomicBool,
+}
+
+impl Streak {
+    fn new(limit: Option<usize>) -> Streak {
+        Streak {
+            limit,
+            failed: AtomicUsize::new(0),
+            gave_up: AtomicBool::new(false),
+        }
+    }
+
+    fn ended(&self, result: &Result<(), SendError>) {
+        match result {
+            Err(SendError::Retry(_)) => {
+                let failed = self.failed.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.limit.is_some_and(|n| failed >= n) {
+                    self.gave_up.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(()) | Err(SendError::Reject { .. }) => self.failed.store(0, Ordering::SeqCst),
+            Err(SendError::Fatal(_) | SendError::NoRoute(_)) => {}
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        self.gave_up.load(Ordering::SeqCst)
     }
 }
 
@@ -361,6 +396,36 @@ mod tests {
         for c in [302, 307, 404, 405, 409, 410, 415] {
             assert_eq!(dead_cause(code(c)), DeadCause::Other, "{c}");
         }
-        assert_eq!(dead_cause(None), DeadCause::Other, "not renderable, not sent");
+        assert_eq!(
+            dead_cause(None),
+            DeadCause::Other,
+            "not renderable, not sent"
+        );
+    }
+
+    #[test]
+    fn a_one_shot_pass_gives_up_after_its_limit_of_failures_in_a_row_for_good() {
+        let retry = || Err(SendError::Retry("503".into()));
+        let refused = Err(SendError::Reject {
+            status: Some(StatusCode::BAD_REQUEST),
+            message: "400".into(),
+        });
+        let streak = Streak::new(Some(3));
+        for result in [retry(), retry(), Ok(()), retry(), retry(), refused, retry()] {
+            streak.ended(&result);
+        }
+        assert!(!streak.gave_up(), "a success or a refusal breaks the row");
+        streak.ended(&retry());
+        streak.ended(&retry());
+        assert!(streak.gave_up());
+        streak.ended(&Ok(()));
+        assert!(
+            streak.gave_up(),
+            "an attempt still in flight does not undo it"
+        );
+
+        let daemon = Streak::new(None);
+        (0..100).for_each(|_| daemon.ended(&retry()));
+        assert!(!daemon.gave_up(), "the daemon never gives up");
     }
 }

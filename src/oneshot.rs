@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::app::App;
 use crate::deliver::{
-    deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Pass, Stop,
+    deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Pass, Stop, GIVE_UP_ROUNDS,
 };
 use crate::exit::{self, Ending, Exit};
 use crate::store::enrich::Backlog;
@@ -453,9 +453,10 @@ fn left_queued(backlog: &Backlog, whom: &str) -> String {
 /// Why a one-shot delivery stopped early, if it did.
 fn gave_up(delivery: &Result<DeliveryReport, DeliverError>) -> Option<String> {
     delivery.as_ref().is_ok_and(|d| d.gave_up).then(|| {
-        "delivery stopped early: BuildButler failed every attempt of a chunk in a row, so \
-         the rest was not tried this run"
-            .to_string()
+        format!(
+            "delivery stopped early: BuildButler failed {GIVE_UP_ROUNDS} rounds of deliveries \
+             in a row ([buildbutler] concurrency each), so the rest waits for the next run"
+        )
     })
 }
 

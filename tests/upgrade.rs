@@ -187,7 +187,11 @@ async fn a_0_1_database_that_delivered_keeps_its_configured_prefix() {
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 2, "{}", run.output());
     assert!(run.stderr.contains("404"), "{}", run.stderr);
-    let probes = h.bb.posts().iter().filter(|p| p.starts_with("/ingest/")).count();
+    let probes =
+        h.bb.posts()
+            .iter()
+            .filter(|p| p.starts_with("/ingest/"))
+            .count();
     assert_eq!(probes, 0, "{:?}", h.bb.posts());
     assert!(h.bb.builds().is_empty());
 }

@@ -299,8 +299,8 @@ pub struct Summary {
 
 /// Counts and the errors worth showing.
 pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
-    let (pending, dead, refused_tests, unrecorded_tests, next_attempt_at, last_error) = conn
-        .query_row(
+    // A suite is excused when refused for its content, or dead before causes were recorded.
+    let sql =
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),
                 count(*) FILTER (WHERE state = 'dead' AND kind = ?1
                                  AND coalesce(dead_cause, ?2) = ?2),
@@ -308,10 +308,11 @@ pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
                 min(next_attempt_at) FILTER (WHERE state = 'pending'),
                 (SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL
                  ORDER BY next_attempt_at DESC LIMIT 1)
-         FROM outbox",
-        params![Kind::Tests, DeadCause::Content],
-        |r| r.try_into(),
-    )?;
+         FROM outbox";
+    let (pending, dead, refused_tests, unrecorded_tests, next_attempt_at, last_error) = conn
+        .query_row(sql, params![Kind::Tests, DeadCause::Content], |r| {
+            r.try_into()
+        })?;
     Ok(Summary {
         pending,
         dead,
@@ -333,7 +334,13 @@ mod tests {
         conn
     }
 
-    fn queue(conn: &mut Connection, kind: Kind, key: &str, parent: Option<&str>, dead: Option<&str>) {
+    fn queue(
+        conn: &mut Connection,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        dead: Option<&str>,
+    ) {
         let tx = conn.transaction().expect("tx");
         let item = NewItem {
             kind,
@@ -367,7 +374,11 @@ mod tests {
 
         assert!(due(&c, now, 10).expect("due").is_empty(), "backoff kept");
         let swept = pending_after(&c, 0, 10).expect("pending");
-        assert_eq!(keys(&swept), ["b1", "b2"], "oldest first, whatever the backoff");
+        assert_eq!(
+            keys(&swept),
+            ["b1", "b2"],
+            "oldest first, whatever the backoff"
+        );
         let rest = pending_after(&c, swept[0].id, 10).expect("pending");
         assert_eq!(keys(&rest), ["b2"]);
     }
@@ -382,7 +393,13 @@ mod tests {
             let parent = if key == "orphan" { "b2" } else { "b1" };
             queue(&mut c, Kind::Tests, key, Some(parent), None);
         }
-        queue(&mut c, Kind::Build, "undecodable", None, Some("cannot decode"));
+        queue(
+            &mut c,
+            Kind::Build,
+            "undecodable",
+            None,
+            Some("cannot decode"),
+        );
         let outcome = |key: &str| match key {
             "b1" => Outcome::Delivered,
             "b2" => Outcome::Dead(DeadCause::Content, "400".into()),
@@ -402,8 +419,11 @@ mod tests {
             settle(&mut c, &results).expect("settled");
         }
         // As a row dead before migration 8 is.
-        c.execute("UPDATE outbox SET dead_cause = NULL WHERE key = 'legacy'", [])
-            .expect("legacy");
+        c.execute(
+            "UPDATE outbox SET dead_cause = NULL WHERE key = 'legacy'",
+            [],
+        )
+        .expect("legacy");
 
         let s = summary(&c).expect("summary");
         assert_eq!((s.dead, s.refused_tests, s.unrecorded_tests), (6, 2, 1));
@@ -428,6 +448,9 @@ mod tests {
         let causes: i64 = c
             .query_row("SELECT count(dead_cause) FROM outbox", [], |r| r.get(0))
             .expect("count");
-        assert_eq!(causes, 0, "a row sent again has no cause until it dies again");
+        assert_eq!(
+            causes, 0,
+            "a row sent again has no cause until it dies again"
+        );
     }
 }
