@@ -483,10 +483,11 @@ fn explain(outbox: &Summary) -> Vec<String> {
         let n = outbox.unrecorded_tests;
         notes.push(format!(
             "{n} dead test {} from before kitesync recorded why BuildButler refused {} \
-             do not fail the run, as before the upgrade (`kitesync status` lists them; \
-             `kitesync replay --dead` sends them again)",
+             {} not fail the run, as before the upgrade (`kitesync status` marks {1}; \
+             `kitesync replay --dead` sends {1} again)",
             plural(n, "suite"),
-            if n == 1 { "it" } else { "them" }
+            if n == 1 { "it" } else { "them" },
+            if n == 1 { "does" } else { "do" }
         ));
     }
     notes

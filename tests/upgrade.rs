@@ -154,7 +154,7 @@ async fn a_test_suite_dead_before_the_upgrade_still_excuses_the_run_and_says_so(
     assert!(
         run.stderr.contains(
             "1 dead test suite from before kitesync recorded why BuildButler refused it \
-             do not fail the run"
+             does not fail the run"
         ),
         "{}",
         run.stderr
