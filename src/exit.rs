@@ -46,12 +46,17 @@ impl Exit {
 }
 
 /// The one rule for what a run leaves in the outbox: it is done when nothing is pending and
-/// the only dead letters are test suites BuildButler refused for their content. Those are
-/// reported (in the summary, in `status`) and can be sent again with `replay --dead`, but
-/// never fail a run on their own; a dead build, log or agent fleet does. Test results and
-/// logs still waiting to be fetched are not in the outbox: they never fail a run either.
+/// the only dead letters are test suites BuildButler refused for their content (a 400, 413
+/// or 422 with its reason; see [`DeadLetter::excused`]). Those are reported (in the summary,
+/// in `status`) and can be sent again with `replay --dead`, but never fail a run on their
+/// own; any other dead letter does: a build, log or agent fleet, a suite answered 404 or a
+/// redirect, one that cannot be rendered. Suites dead from before kitesync recorded why
+/// (schema 8) are excused as they were then. Test results and logs still waiting to be
+/// fetched are not in the outbox: they never fail a run either.
+///
+/// [`DeadLetter::excused`]: crate::store::outbox::DeadLetter::excused
 pub fn outbox_done(outbox: &Summary) -> bool {
-    outbox.pending == 0 && outbox.dead == outbox.dead_tests
+    outbox.pending == 0 && outbox.dead == outbox.refused_tests
 }
 
 /// What a command that ran has to say: its summary (stdout, or stderr next to a dry run's

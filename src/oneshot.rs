@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use crate::app::App;
-use crate::deliver::{deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Stop};
+use crate::deliver::{
+    deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Pass, Stop, GIVE_UP_ROUNDS,
+};
 use crate::exit::{self, Ending, Exit};
 use crate::store::enrich::Backlog;
 use crate::store::outbox::{self, Summary};
@@ -103,6 +105,7 @@ impl OnceReport {
                 .as_ref()
                 .err()
                 .map(|e| format!("delivery stopped: {e}")),
+            gave_up(&self.delivery),
         ];
         let notes = notes
             .into_iter()
@@ -132,24 +135,31 @@ pub async fn run_once(app: &App, enrich_for: Duration) -> Result<OnceReport, Sto
     } else {
         None
     };
-    // The builds first: their test results and logs never hold them back.
-    let (builds, outbox) = deliver_all(app).await?;
+    // The builds first, and whatever earlier runs left pending whatever its backoff: their
+    // test results and logs never hold them back.
+    let (builds, outbox) = deliver_all(app, Pass::Pending).await?;
     let (enrich, delivery, outbox) = match builds {
         // BuildButler refuses everything: fetching more for it would only spend the budget.
         Err(e @ DeliverError::Fatal(_)) => (Ok(EnrichReport::default()), Err(e), outbox),
         builds => {
             let enrich = enrich_within(app, enrich_for).await;
-            let (rest, outbox) = deliver_all(app).await?;
-            let delivery = match (builds, rest) {
-                (Ok(mut b), Ok(r)) => {
-                    b.delivered += r.delivered;
-                    b.retried += r.retried;
-                    b.dead += r.dead;
-                    Ok(b)
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            (enrich, delivery, outbox)
+            // BuildButler failed a whole chunk: what was fetched waits for the next run too.
+            if matches!(&builds, Ok(b) if b.gave_up) {
+                (enrich, builds, summary(app).await?)
+            } else {
+                let (rest, outbox) = deliver_all(app, Pass::Retry).await?;
+                let delivery = match (builds, rest) {
+                    (Ok(mut b), Ok(r)) => {
+                        b.delivered += r.delivered;
+                        b.retried += r.retried;
+                        b.dead += r.dead;
+                        b.gave_up = r.gave_up;
+                        Ok(b)
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                (enrich, delivery, outbox)
+            }
         }
     };
     Ok(OnceReport {
@@ -285,7 +295,7 @@ pub async fn run_backfill(
         (Some(_), None) if !interrupted => {
             // Ctrl-C still works while the rest is delivered.
             let finished = tokio::select! {
-                r = deliver_all(&app) => Some(r?),
+                r = deliver_all(&app, Pass::Pending) => Some(r?),
                 () = &mut shutdown => None,
             };
             match finished {
@@ -400,7 +410,10 @@ impl BackfillOutcome {
                 let fatal = matches!(e, DeliverError::Fatal(_));
                 (vec![format!("delivery stopped: {e}")], Exit::failed(fatal))
             }
-            _ if !exit::outbox_done(&self.outbox) => (explain(&self.outbox), Exit::Incomplete),
+            (_, delivery) if !exit::outbox_done(&self.outbox) => {
+                let notes = gave_up(delivery).into_iter().chain(explain(&self.outbox));
+                (notes.collect(), Exit::Incomplete)
+            }
             // Refused test suites only: reported, not a failure.
             _ => (explain(&self.outbox), Exit::Success),
         };
@@ -417,7 +430,7 @@ fn delivered(
     let n = delivery.as_ref().map_or(0, |d| d.delivered);
     let verb = if dry { "would deliver" } else { "delivered" };
     let (pending, dead) = (outbox.pending, outbox.dead);
-    let suites = match outbox.dead_tests {
+    let suites = match outbox.refused_tests {
         0 => String::new(),
         t => format!(" ({t} refused test {})", plural(t, "suite")),
     };
@@ -437,6 +450,16 @@ fn left_queued(backlog: &Backlog, whom: &str) -> String {
     }
 }
 
+/// Why a one-shot delivery stopped early, if it did.
+fn gave_up(delivery: &Result<DeliveryReport, DeliverError>) -> Option<String> {
+    delivery.as_ref().is_ok_and(|d| d.gave_up).then(|| {
+        format!(
+            "delivery stopped early: BuildButler failed {GIVE_UP_ROUNDS} rounds of deliveries \
+             in a row ([buildbutler] concurrency each), so the rest waits for the next run"
+        )
+    })
+}
+
 /// Why items are still in the outbox.
 fn explain(outbox: &Summary) -> Vec<String> {
     let mut notes = Vec::new();
@@ -454,6 +477,17 @@ fn explain(outbox: &Summary) -> Vec<String> {
             "{} {} kept aside (first: {label}: {error})",
             outbox.dead,
             plural(outbox.dead, "dead letter")
+        ));
+    }
+    if outbox.unrecorded_tests > 0 {
+        let n = outbox.unrecorded_tests;
+        notes.push(format!(
+            "{n} dead test {} from before kitesync recorded why BuildButler refused {} \
+             {} not fail the run, as before the upgrade (`kitesync status` marks {1}; \
+             `kitesync replay --dead` sends {1} again)",
+            plural(n, "suite"),
+            if n == 1 { "it" } else { "them" },
+            if n == 1 { "does" } else { "do" }
         ));
     }
     notes

@@ -3,7 +3,9 @@
 //! unless builds were already delivered on it, the other known prefix is probed and, if it
 //! answers, used for this run with a warning naming the line to set. What was found is
 //! remembered in the state database for this URL and configured prefix, so that a cron
-//! `--once` does not probe again on every run; a changed config probes afresh.
+//! `--once` does not probe again on every run; a changed config probes afresh. A database
+//! that delivered before routes were remembered (0.1 records `last_delivery_ok_at` only)
+//! delivered on its configured prefix: that is what is remembered for it.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +42,20 @@ impl Found {
 }
 
 async fn load(store: &Store, config: &Config) -> Result<Option<Found>, StoreError> {
-    let stored = store.call(|c| state::get(c, Key::IngestRoute)).await?;
+    let configured = Found::of(config, "").configured;
+    let upgraded = serde_json::to_string(&Found::of(config, &configured)).ok();
+    let stored = store
+        .call(move |c| {
+            let stored = state::get(c, Key::IngestRoute)?;
+            match (stored, upgraded) {
+                (None, Some(json)) if state::get(c, Key::LastDeliveryOkAt)?.is_some() => {
+                    state::set_if_unset(c, Key::IngestRoute, &json)?;
+                    state::get(c, Key::IngestRoute)
+                }
+                (stored, _) => Ok(stored),
+            }
+        })
+        .await?;
     let found = stored.and_then(|json| serde_json::from_str::<Found>(&json).ok());
     Ok(found.filter(|f| f.same_config(config)))
 }

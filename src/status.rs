@@ -213,7 +213,16 @@ pub fn render(s: &Status) -> String {
         );
         for d in &s.dead_letters {
             let (kind, label, attempts) = (d.kind.as_str(), &d.label, d.attempts);
-            let _ = writeln!(out, "  {kind} {label} ({attempts} tries): {}", d.error);
+            let excused = match (d.excused(), d.cause) {
+                (false, _) => "",
+                (true, None) => " [dead before kitesync recorded why: does not fail a run]",
+                (true, Some(_)) => " [refused for its content: does not fail a run]",
+            };
+            let _ = writeln!(
+                out,
+                "  {kind} {label} ({attempts} tries): {}{excused}",
+                d.error
+            );
         }
     }
     out

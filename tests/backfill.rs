@@ -286,3 +286,32 @@ async fn more_than_a_page_created_in_one_second_is_delivered_once_in_whole_secon
 fn stamp_secs(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_ends_by_trying_what_an_outage_left_pending_whatever_its_backoff() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
+    h.bk.set_builds(recent_builds(6));
+    h.bb.set_down(true);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    // A longer outage leaves each row minutes from its next try, as the backoff grows.
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    let later = Utc::now().timestamp_millis() + 300_000;
+    let waiting = conn
+        .execute(
+            "UPDATE outbox SET attempts = 9, next_attempt_at = ?1 WHERE state = 'pending'",
+            [later],
+        )
+        .expect("backoff");
+    assert_eq!(waiting, 6);
+    drop(conn);
+
+    // BuildButler is back; a backfill of a range with nothing new delivers what waits.
+    h.bb.set_down(false);
+    h.bk.set_builds(Vec::new());
+    let run = h.run(&["--backfill", "--since", &two_years_ago()]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert_eq!(h.bb.builds().len(), 6);
+    assert!(run.stdout.contains("outbox: 0 pending"), "{}", run.stdout);
+}

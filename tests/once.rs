@@ -598,3 +598,148 @@ async fn pages_too_big_to_answer_in_time_are_asked_for_again_smaller() {
         );
     }
 }
+
+/// The outbox's pending rows as (key, next attempt in ms since the epoch), oldest first.
+fn pending_rows(h: &Harness) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    let mut stmt = conn
+        .prepare("SELECT key, next_attempt_at FROM outbox WHERE state = 'pending' ORDER BY id")
+        .expect("query");
+    let rows = stmt.query_map([], |r| r.try_into()).expect("rows");
+    rows.collect::<Result<_, _>>().expect("read the outbox")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_once_run_after_an_outage_delivers_what_waits_whatever_its_backoff() {
+    let mut h = Harness::start().await;
+    // No retry within a run: only trying what waits at the start of the next run delivers.
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
+    h.bk.set_builds(recent_builds(12));
+    // BuildButler answers 503 for a while: three runs, each retry due before the next, so
+    // the backoff of each row grows to seconds (1, 2, then 2 to 4 s).
+    h.bb.set_down(true);
+    for run in 1..=3 {
+        if run > 1 {
+            until_retries_due(&h).await;
+        }
+        let run = h.run(&["--once"]).await;
+        assert_eq!(run.code, 1, "{}", run.output());
+        assert!(run.stdout.contains("12 pending"), "{}", run.stdout);
+    }
+    let waiting = pending_rows(&h);
+    let soonest = waiting.iter().map(|(_, at)| *at).min().unwrap_or(0);
+    assert!(
+        soonest > chrono::Utc::now().timestamp_millis() + 1000,
+        "every row still waits out its backoff, or this test proves nothing: {waiting:?}"
+    );
+
+    // BuildButler accepts again; the next run, started right away, delivers everything,
+    // oldest first (one at a time, to see the order).
+    h.bb.set_down(false);
+    h.set_env("KITESYNC_BUILDBUTLER__CONCURRENCY", "1");
+    let run = h.once_ok().await;
+    assert!(
+        run.stdout.contains("outbox: 0 pending, 0 dead"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(h.bb.builds().len(), 12);
+    assert_eq!(h.bb.build_posts(), 12, "each build sent once");
+    let arrived: Vec<String> = (h.bb.arrivals().into_iter())
+        .filter_map(|a| match a {
+            kitesync_fakes::Arrival::Build(id) => Some(id),
+            kitesync_fakes::Arrival::Suite { .. } => None,
+        })
+        .collect();
+    let queued: Vec<String> = waiting.into_iter().map(|(key, _)| key).collect();
+    assert_eq!(arrived, queued, "oldest first");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_costs_a_once_run_one_chunk_of_attempts_not_one_per_row() {
+    let mut h = Harness::start().await;
+    // A chunk is two rounds of `concurrency` attempts: 4 here.
+    h.set_env("KITESYNC_BUILDBUTLER__CONCURRENCY", "2");
+    h.bk.set_builds(recent_builds(40));
+    h.bb.set_down(true);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stdout.contains("40 pending"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("delivery stopped early"),
+        "the reason is given: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("503"), "{}", run.stderr);
+    // A chunk of 4, and at most one more that was in flight when the fourth failed.
+    let tried = h.bb.posts().len();
+    assert!((4..=5).contains(&tried), "{tried} attempts for 40 builds");
+}
+
+/// Builds 1..=`n`, each with one JUnit file holding one suite named `s<number>`.
+fn builds_with_a_suite_each(h: &mut Harness, n: u64) {
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");
+    h.bk.set_builds(recent_builds(n));
+    for n in 1..=n {
+        let xml =
+            format!(r#"<testsuite name="s{n}"><testcase classname="c" name="t"/></testsuite>"#);
+        h.bk.set_artifacts(n, vec![(format!("tmp/junit-{n}.xml"), xml.into_bytes())]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_test_suite_fails_the_run_unless_buildbutler_refused_its_content() {
+    let mut h = Harness::start().await;
+    builds_with_a_suite_each(&mut h, 3);
+    h.bb.answer_suites_named(["s1"], 413);
+    // A 404 (no such route, or not its build) and a redirect refuse no content.
+    h.bb.answer_suites_named(["s2"], 404);
+    h.bb.answer_suites_named(["s3"], 302);
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stdout
+            .contains("outbox: 0 pending, 3 dead (1 refused test suite)"),
+        "{}",
+        run.stdout
+    );
+    let status = h.run(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    let causes: Vec<(&str, &str)> = status["dead_letters"]
+        .as_array()
+        .expect("dead letters")
+        .iter()
+        .map(|d| {
+            let label = d["label"].as_str().unwrap_or("");
+            (label, d["cause"].as_str().unwrap_or("none"))
+        })
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            ("acme/api#1", "content"),
+            ("acme/mobile#2", "other"),
+            ("acme/web#3", "other")
+        ]
+    );
+    let text = h.run(&["status"]).await.stdout;
+    let line = |label: &str| text.lines().find(|l| l.contains(label)).unwrap_or("");
+    assert!(
+        line("acme/api#1").ends_with("[refused for its content: does not fail a run]"),
+        "{text}"
+    );
+    assert!(!line("acme/mobile#2").contains("does not fail"), "{text}");
+
+    // BuildButler takes s2 and s3 now; s1 is still too large (and 422 is as good).
+    h.bb.clear_rejections();
+    h.bb.answer_suites_named(["s1"], 422);
+    let replay = h.run(&["replay", "--dead"]).await;
+    assert_eq!(replay.code, 0, "{}", replay.output());
+    let run = h.once_ok().await;
+    assert!(
+        run.stdout
+            .contains("outbox: 0 pending, 1 dead (1 refused test suite)"),
+        "{}",
+        run.stdout
+    );
+}

@@ -251,9 +251,14 @@ fn the_once_unit_leaves_room_for_fetching_test_results() {
         !exec.contains("--enrich-seconds"),
         "the unit relies on the default"
     );
-    // Two rate-limit resets while polling (2 min each at most), the delivery retry window
-    // (30 s by default) before and after enrichment, and enrichment itself.
-    let needed = 2 * 120 + 2 * 30 + kitesync::oneshot::DEFAULT_ENRICH_SECONDS;
+    // Two rate-limit resets while polling (2 min each at most), enrichment itself, and a
+    // delivery before and after it: each either the retry window (30 s by default) and one
+    // request timing out after it (30 s), or the chunk of timed-out attempts after which a
+    // run leaves the rest of the outbox (a round of `concurrency` requests costs a timeout).
+    let (window, timeout) = (30, 30);
+    let chunk = kitesync::deliver::GIVE_UP_ROUNDS as u64 * timeout;
+    let delivery = (window + timeout).max(chunk);
+    let needed = 2 * 120 + 2 * delivery + kitesync::oneshot::DEFAULT_ENRICH_SECONDS;
     assert!(
         seconds >= needed,
         "TimeoutStartSec={timeout} leaves no room: a run may need {needed} s"

@@ -65,7 +65,7 @@ async fn a_0_1_outbox_of_every_kind_is_migrated_and_delivered_as_0_1_would_have(
     let version: u32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 7, "migrated to the latest schema");
+    assert_eq!(version, 8, "migrated to the latest schema");
     let ci2: Value = serde_json::from_str(&facts[1]).expect("json");
     assert_eq!(ci2["name"], "ci-2");
     assert_eq!(ci2["connection_state"], "connected");
@@ -122,4 +122,76 @@ async fn a_build_0_1_left_waiting_for_its_test_results_gets_them_after_the_upgra
         .query_row("SELECT count(*) FROM enrich", [], |r| r.get(0))
         .expect("count");
     assert_eq!(waiting, 0);
+}
+
+/// Writes the 0.1 dump to the harness's state database, with `then` run on it before
+/// kitesync sees it (what else 0.1 could have left).
+fn state_of_0_1(h: &Harness, then: &str) {
+    let conn = rusqlite::Connection::open(h.state_path()).expect("create");
+    conn.execute_batch(DUMP).expect("the 0.1 dump loads");
+    conn.execute_batch(then).expect("what 0.1 could have left");
+    conn.pragma_update(None, "user_version", 5)
+        .expect("0.1's schema version");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_suite_dead_before_the_upgrade_still_excuses_the_run_and_says_so() {
+    let h = Harness::start().await;
+    // 0.1 kept a suite BuildButler refused; it did not record why.
+    state_of_0_1(
+        &h,
+        "UPDATE outbox SET state = 'dead', attempts = 1,
+             last_error = 'BuildButler refused it (400 Bad Request at api/v1/ingest/tests): {}'
+         WHERE id = 9",
+    );
+    let run = h.once_ok().await;
+    assert!(
+        run.stdout
+            .contains("outbox: 0 pending, 1 dead (1 refused test suite)"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains(
+            "1 dead test suite from before kitesync recorded why BuildButler refused it \
+             does not fail the run"
+        ),
+        "{}",
+        run.stderr
+    );
+    let status = h.run(&["status"]).await.stdout;
+    let line = status
+        .lines()
+        .find(|l| l.contains("tests acme/mobile#2"))
+        .unwrap_or_default();
+    assert!(
+        line.ends_with("[dead before kitesync recorded why: does not fail a run]"),
+        "{status}"
+    );
+    let json = h.run(&["status", "--json"]).await.stdout;
+    let json: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["dead_letters"][0]["cause"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0_1_database_that_delivered_keeps_its_configured_prefix() {
+    let h = Harness::start().await;
+    // 0.1 delivered on the configured prefix (it recorded when, not where), and its builds
+    // were deleted; these 7 are still pending. Now a proxy in front of BuildButler answers
+    // 404 at that prefix: the other one is not probed, or builds would go astray.
+    state_of_0_1(
+        &h,
+        "INSERT INTO state VALUES('last_delivery_ok_at', '2026-11-29T21:00:00.000Z')",
+    );
+    h.bb.set_ingest_prefix("/ingest");
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(run.stderr.contains("404"), "{}", run.stderr);
+    let probes =
+        h.bb.posts()
+            .iter()
+            .filter(|p| p.starts_with("/ingest/"))
+            .count();
+    assert_eq!(probes, 0, "{:?}", h.bb.posts());
+    assert!(h.bb.builds().is_empty());
 }

@@ -6,7 +6,7 @@
 //! every POST so tests can tell upserts from duplicates. It checks the fields BuildButler
 //! requires and answers 400 when one is missing or of the wrong type.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,8 +69,8 @@ struct Inner {
     prefix: String,
     /// The path of every POST, answered or not.
     posts: Vec<String>,
-    /// Suite names answered with 400.
-    reject_suites: HashSet<String>,
+    /// Suite names answered with an error status, by name.
+    reject_suites: HashMap<String, u16>,
     /// Every item accepted, in order of arrival.
     arrivals: Vec<Arrival>,
 }
@@ -197,7 +197,13 @@ impl FakeButler {
     /// Answers 400 for test suites with these names, as BuildButler does for a suite it
     /// refuses for its content.
     pub fn reject_suites_named(&self, names: impl IntoIterator<Item = &'static str>) {
-        let names = names.into_iter().map(str::to_string);
+        self.answer_suites_named(names, 400);
+    }
+
+    /// Answers test suites with these names with `status` (a 404, a 413, a redirect without
+    /// a `Location`) and a JSON error, storing nothing.
+    pub fn answer_suites_named(&self, names: impl IntoIterator<Item = &'static str>, status: u16) {
+        let names = names.into_iter().map(|n| (n.to_string(), status));
         self.lock().reject_suites.extend(names);
     }
 
@@ -553,8 +559,10 @@ async fn ingest_tests(
         return bad_request("tests need a known buildId, name, counts and testCases");
     }
     let name = body["name"].as_str().unwrap_or_default().to_string();
-    if inner.reject_suites.contains(&name) {
-        return bad_request("this test suite is refused by the test");
+    if let Some(&code) = inner.reject_suites.get(&name) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        let why = "this test suite is refused by the test";
+        return http::json(status, &json!({"error": "refused", "message": why}));
     }
     let build = body["buildId"].as_str().unwrap_or_default().to_string();
     inner.arrivals.push(Arrival::Suite { build, name });

@@ -501,7 +501,8 @@ mod tests {
                 let due_before: Vec<Kind> =
                     outbox::due(c, 0, 10)?.into_iter().map(|r| r.kind).collect();
                 let row = outbox::due(c, 0, 10)?.remove(0);
-                outbox::settle(c, &[(row, Outcome::Dead("400".into()))])?;
+                let dead = Outcome::Dead(outbox::DeadCause::Content, "400".into());
+                outbox::settle(c, &[(row, dead)])?;
                 let due_after = outbox::due(c, 0, 10)?.len();
                 let dead = outbox::summary(c)?.dead;
                 Ok((due_before, due_after, dead))

@@ -92,6 +92,8 @@ const STEPS: &[Step] = &[
          PRIMARY KEY (build_id, artifact_id)
      ) WITHOUT ROWID;",
     ),
+    // 8: why a row is a dead letter (`outbox::DeadCause`); NULL for rows dead before.
+    Sql("ALTER TABLE outbox ADD COLUMN dead_cause TEXT;"),
 ];
 
 /// The schema version this kitesync writes.
