@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -255,6 +255,14 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
     let tmp = std::fs::metadata(rootfs.join("tmp")).expect("/tmp");
     assert_eq!(tmp.mode() & 0o7777, 0o1777, "/tmp for check's scratch copy");
 
+    // The metrics are on for the port the image exposes, on every interface (the test
+    // overrides that: it binds only 127.0.0.1).
+    let shipped = std::fs::read_to_string(rootfs.join("etc/kitesync/kitesync.toml"))
+        .expect("the image's config");
+    let shipped: toml_edit::DocumentMut = shipped.parse().expect("TOML");
+    assert_eq!(shipped["metrics"]["enabled"].as_bool(), Some(true));
+    assert_eq!(shipped["metrics"]["listen"].as_str(), Some("0.0.0.0:9187"));
+
     // The runtime's part: mount points, /etc/hosts, and the credentials as the docs say
     // (files readable by the image's user).
     std::fs::create_dir(rootfs.join("proc")).expect("/proc");
@@ -283,6 +291,11 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
             .expect("check ran"),
     );
     assert_eq!(check.code, 0, "check:\n{}", check.output());
+
+    // From here on /tmp is not the user's to write, as under `--read-only`: the daemon and
+    // `--once` write to the volume alone.
+    std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod /tmp");
 
     // `--once` delivers every build; the state is in the volume.
     let once = Run::from(
