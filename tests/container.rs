@@ -3,6 +3,7 @@
 //! The image is built from this test run's (debug) binary through the same script and
 //! Containerfile as the release image (`contrib/container/build.sh --binary`), in a private
 //! podman store on the vfs driver: it works on any filesystem and leaves nothing behind.
+//! `IMAGE_BINARY=target/container/kitesync` tests the release image's binary instead.
 //!
 //! `podman run` is refused on the machines that run these tests (they deny the OCI runtime's
 //! `setrlimit`), so the test does what a runtime does by hand: it copies the image's filesystem
@@ -75,7 +76,8 @@ impl Image {
         ];
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/container/build.sh");
         let out = std::process::Command::new(script)
-            .args(["--binary", env!("CARGO_BIN_EXE_kitesync")])
+            .arg("--binary")
+            .arg(std::env::var_os("IMAGE_BINARY").unwrap_or(env!("CARGO_BIN_EXE_kitesync").into()))
             .args(["--tag", "localhost/kitesync-test:latest"])
             .env("PODMAN", podman.join(" "))
             .env("STAGE", store.join("stage"))
@@ -139,7 +141,9 @@ fn container(
     env: &[(&str, String)],
     args: &[&str],
 ) -> tokio::process::Command {
-    let user = image.config["User"].as_str().expect("the image names a user");
+    let user = image.config["User"]
+        .as_str()
+        .expect("the image names a user");
     let entrypoint: Vec<&str> = image.config["Entrypoint"]
         .as_array()
         .expect("an entrypoint")
@@ -176,9 +180,15 @@ fn environment(h: &Harness) -> Vec<(&'static str, String)> {
     vec![
         ("KITESYNC_BUILDKITE__ORGANIZATION", ORG.to_string()),
         ("KITESYNC_BUILDKITE__API_URL", h.bk.url.to_string()),
-        ("KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE", "6000".to_string()),
+        (
+            "KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE",
+            "6000".to_string(),
+        ),
         ("KITESYNC_BUILDBUTLER__URL", butler),
-        ("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "5".to_string()),
+        (
+            "KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS",
+            "5".to_string(),
+        ),
         ("KITESYNC_METRICS__LISTEN", "127.0.0.1:0".to_string()),
         ("KITESYNC_SCHEDULE__AGENTS", String::new()),
         ("KITESYNC_SCHEDULE__BUILDS", "* * * * * *".to_string()),
@@ -223,7 +233,11 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
     assert_eq!(config["User"], USER, "{config}");
     assert_eq!(
         config["Entrypoint"],
-        serde_json::json!(["/usr/bin/kitesync", "--config", "/etc/kitesync/kitesync.toml"])
+        serde_json::json!([
+            "/usr/bin/kitesync",
+            "--config",
+            "/etc/kitesync/kitesync.toml"
+        ])
     );
     assert!(config["ExposedPorts"].get("9187/tcp").is_some(), "{config}");
     assert!(
@@ -250,7 +264,11 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
     assert!(!rootfs.join("bin/sh").exists() && !rootfs.join("usr/bin/sh").exists());
     let volume = rootfs.join("var/lib/kitesync");
     let meta = std::fs::metadata(&volume).expect("the volume's directory");
-    assert_eq!((meta.uid(), meta.gid()), (65532, 65532), "owned by the user");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65532, 65532),
+        "owned by the user"
+    );
     assert_eq!(meta.mode() & 0o7777, 0o700);
     let tmp = std::fs::metadata(rootfs.join("tmp")).expect("/tmp");
     assert_eq!(tmp.mode() & 0o7777, 0o1777, "/tmp for check's scratch copy");
@@ -335,7 +353,10 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
         })
     })
     .await;
-    assert!(scrape.contains("kitesync_items_delivered_total"), "{scrape}");
+    assert!(
+        scrape.contains("kitesync_items_delivered_total"),
+        "{scrape}"
+    );
 
     // SIGTERM to the container's PID 1 (what `podman stop` sends) stops it cleanly.
     let pid = pid_one(&daemon).await;
