@@ -171,6 +171,19 @@ fn container(
     cmd
 }
 
+/// Runs [`container`] to its end, which must be exit 0.
+async fn run_ok(image: &Image, rootfs: &Path, env: &[(&str, String)], args: &[&str]) -> Run {
+    let out = container(image, rootfs, env, args).output();
+    let run = Run::from(
+        tokio::time::timeout(DEADLINE, out)
+            .await
+            .expect("ended")
+            .expect("ran"),
+    );
+    assert_eq!(run.code, 0, "{args:?}:\n{}", run.output());
+    run
+}
+
 /// What the test's runtime sets: the fakes' addresses (BuildButler by host name), a fast
 /// pace, the metrics on a port of the system's choosing on loopback (tests bind nothing
 /// else), and the daemon polling every second.
@@ -302,13 +315,7 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
     // `check` (its scratch database in /tmp): the config the image ships, the environment
     // and the credential files are all it needs. That any run gets this far shows that the
     // image's CA bundle is found: without a CA store kitesync cannot build a client.
-    let check = Run::from(
-        container(&image, &rootfs, &env, &["check"])
-            .output()
-            .await
-            .expect("check ran"),
-    );
-    assert_eq!(check.code, 0, "check:\n{}", check.output());
+    let check = run_ok(&image, &rootfs, &env, &["check"]).await;
 
     // From here on /tmp is not the user's to write, as under `--read-only`: the daemon and
     // `--once` write to the volume alone.
@@ -316,13 +323,7 @@ async fn the_image_delivers_once_then_as_a_daemon_from_its_own_filesystem_as_its
         .expect("chmod /tmp");
 
     // `--once` delivers every build; the state is in the volume.
-    let once = Run::from(
-        container(&image, &rootfs, &env, &["--once"])
-            .output()
-            .await
-            .expect("--once ran"),
-    );
-    assert_eq!(once.code, 0, "--once:\n{}", once.output());
+    let once = run_ok(&image, &rootfs, &env, &["--once"]).await;
     assert_eq!(h.bb.builds().len(), 3);
     let db = std::fs::metadata(volume.join("kitesync.db")).expect("the state in the volume");
     assert_eq!(db.uid(), 65532);
