@@ -228,8 +228,10 @@ fn same_owner(path: &Path) -> Result<(), StoreError> {
     };
     // /proc/self belongs to the process's effective user.
     let me = uid(Path::new("/proc/self")).unwrap_or(owner);
-    // A database in a shared directory such as /tmp is created by whoever runs first.
-    let shared = !exists && sticky(dir);
+    // A database in a shared directory is created by whoever runs first: one anyone may
+    // create files in (the sticky bit, as /tmp), or one whose group is meant to write there
+    // (group-writable with the setgid bit, as a Kubernetes volume with an `fsGroup`).
+    let shared = !exists && (sticky(dir) || group_shared(dir));
     if owner == me || shared {
         return Ok(());
     }
@@ -244,6 +246,13 @@ fn same_owner(path: &Path) -> Result<(), StoreError> {
 fn sticky(dir: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o1000 != 0)
+}
+
+/// True for a directory its group writes to: group-writable, with the setgid bit that gives
+/// new files the directory's group.
+fn group_shared(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o2020 == 0o2020)
 }
 
 /// Creates the database file readable and writable by its owner only (0600), whatever the
@@ -347,6 +356,37 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_database_may_be_created_in_a_directory_its_group_shares() {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("volume");
+        std::fs::create_dir(&dir).expect("dir");
+        // Another user's directory (as a volume mounted by root): only root can make one.
+        if chown(&dir, Some(4242), Some(4242)).is_err() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            return;
+        }
+        let path = dir.join("state.db");
+        let set_mode = |mode| {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("mode")
+        };
+        set_mode(0o755);
+        let refused = Store::check_owner(&path).expect_err("another user's directory");
+        assert!(matches!(
+            refused.cause,
+            Cause::OtherOwner { owner: 4242, .. }
+        ));
+        set_mode(0o2775);
+        Store::check_owner(&path).expect("a directory its group shares (fsGroup)");
+        std::fs::write(&path, b"").expect("db");
+        chown(&path, Some(4242), Some(4242)).expect("chown db");
+        assert!(
+            Store::check_owner(&path).is_err(),
+            "an existing database still belongs to its owner"
+        );
+    }
 
     #[tokio::test]
     async fn one_deliverer_at_a_time() {
