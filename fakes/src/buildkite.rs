@@ -1051,10 +1051,16 @@ fn links(origin: &str, uri: &Uri, page: u32, last: u32) -> String {
     parts.join(", ")
 }
 
+/// A build's time in either form Buildkite has sent: RFC 3339, or `"2015-04-23 16:55:52 UTC"`
+/// (older answers, `Shopify/buildkit`'s cassettes in `../shared/realdata/buildkite_real`).
 fn time(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+    let s = v.as_str()?;
+    match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => chrono::NaiveDateTime::parse_from_str(s.strip_suffix(" UTC")?, "%Y-%m-%d %H:%M:%S%.f")
+            .ok()
+            .map(|t| t.and_utc()),
+    }
 }
 
 /// A build's time as the time filters compare it: truncated to its second.

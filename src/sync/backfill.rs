@@ -145,7 +145,7 @@ pub async fn run(
         let Some(page) = walk.next(&app.client).await? else {
             break;
         };
-        let (entries, _) = select(&app.config, page.items, &page.endpoint, enrich_range);
+        let entries = select(&app.config, page.items, &page.endpoint, enrich_range).entries;
         cp.pages += 1;
         cp.builds += entries.len() as u64;
         cp.done = walk.is_done();
@@ -222,7 +222,7 @@ pub async fn replay(
     });
     let mut queued = 0;
     while let Some(page) = walk.next(&app.client).await? {
-        let (entries, _) = select(&app.config, page.items, &page.endpoint, true);
+        let entries = select(&app.config, page.items, &page.endpoint, true).entries;
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))

@@ -1,12 +1,16 @@
 //! The build poll: every build that finished since the high-water mark (less the overlap),
 //! page by page, each page recorded in one transaction.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 
 use super::walk::Walk;
 use super::SyncError;
 use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
+use crate::buildkite::model::{Field, Undecodable};
 use crate::buildkite::{Build, BuildQuery, Client};
 use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
@@ -28,7 +32,9 @@ pub struct PollReport {
     /// True when the state had no cursor: the poll looked back `first_poll_lookback_minutes`.
     pub first: bool,
     /// The pipelines of the builds listed (finished or not, filtered out or not).
-    pub pipelines: std::collections::BTreeSet<String>,
+    pub pipelines: BTreeSet<String>,
+    /// For each optional field read as absent, how many finished builds had it so.
+    pub ignored: BTreeMap<Field, u64>,
 }
 
 /// Polls once: walks every build finished since the cursor and queues the new ones.
@@ -71,8 +77,15 @@ pub async fn poll(
         report
             .pipelines
             .extend(listed.map(|b| b.pipeline_slug().to_string()));
-        let (entries, latest_finish) = select(config, page.items, &page.endpoint, true);
+        let Selection {
+            entries,
+            latest: latest_finish,
+            ignored,
+        } = select(config, page.items, &page.endpoint, true);
         latest = latest.max(latest_finish);
+        for (field, n) in ignored {
+            *report.ignored.entry(field).or_default() += n;
+        }
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
         report.queued += store
@@ -121,28 +134,70 @@ pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
         }
 }
 
-/// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
-/// latest `finished_at`. Without `enrich`, none of them has test results or logs fetched.
+/// The finished builds of a page as outbox entries, and what the page told of them.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub entries: Vec<Entry>,
+    /// The page's latest `finished_at`.
+    pub latest: Option<DateTime<Utc>>,
+    /// For each optional field read as absent (its type or format was wrong), how many of
+    /// the page's finished builds had it so.
+    pub ignored: BTreeMap<Field, u64>,
+}
+
+/// The fields already named in the log by this process: each is warned about once.
+static WARNED: Mutex<BTreeSet<Field>> = Mutex::new(BTreeSet::new());
+
+/// Notes the optional fields of `build` read as absent: counted in `ignored` once per build,
+/// each field named in a warning once per process.
+fn note_ignored(build: &Build, ignored: &mut BTreeMap<Field, u64>) {
+    let fields: BTreeSet<Field> = build.ignored.iter().copied().collect();
+    for field in fields {
+        *ignored.entry(field).or_default() += 1;
+        let first = WARNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(field);
+        if first {
+            tracing::warn!(
+                build = %build.id,
+                field = field.as_str(),
+                "a field of a build from Buildkite has an unexpected type or format: read as \
+                 absent (further builds with it are counted in \
+                 kitesync_buildkite_fields_ignored_total, not logged)"
+            );
+        }
+    }
+}
+
+/// The finished builds of a page (listed at `endpoint`) as outbox entries. Without `enrich`,
+/// none of them has test results or logs fetched. A build that cannot be decoded is a dead
+/// letter naming why, finished or not.
 pub fn select(
     config: &Config,
     items: Vec<Item<Build>>,
     endpoint: &str,
     enrich: bool,
-) -> (Vec<Entry>, Option<DateTime<Utc>>) {
+) -> Selection {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
-    let mut page_max: Option<DateTime<Utc>> = None;
-    let mut entries = Vec::with_capacity(items.len());
+    let mut selection = Selection {
+        entries: Vec::with_capacity(items.len()),
+        ..Selection::default()
+    };
     for item in items {
-        let entry = match item.decoded {
+        // An item the client could not decode is decoded again for the typed reason.
+        let decoded = item.decoded.or_else(|_| Build::decode(&item.raw));
+        let entry = match decoded {
             Ok(build) => {
                 let Some(finished) = build.finished() else {
                     continue;
                 };
-                page_max = page_max.max(Some(finished));
+                selection.latest = selection.latest.max(Some(finished));
                 if !(pipelines.is_empty() || pipelines.iter().any(|p| p == build.pipeline_slug())) {
                     continue;
                 }
+                note_ignored(&build, &mut selection.ignored);
                 let odd = build.jobs.iter().flatten();
                 for job in odd.filter(|j| j.id.is_empty() || j.kind.is_empty()) {
                     let (build, job) = (&build.id, job.display_name());
@@ -157,54 +212,39 @@ pub fn select(
                     dead: None,
                 }
             }
-            Err(error) => match undecodable(org, &item.raw, &error, endpoint) {
-                Some(entry) => entry,
-                None => continue,
-            },
+            Err(error) => undecodable(org, item.raw, &error, endpoint),
         };
-        entries.push(entry);
+        selection.entries.push(entry);
     }
-    (entries, page_max)
+    selection
 }
 
-/// A build that does not decode becomes a dead letter (shown by `status`, re-driven by
-/// `replay`) instead of blocking the page. It is keyed by its id and finish time when those
-/// can be read, else by a hash of its text, so that later polls do not queue it again.
-fn undecodable(org: &str, raw: &str, error: &str, endpoint: &str) -> Option<Entry> {
-    #[derive(Default, serde::Deserialize)]
-    struct Key {
-        id: Option<String>,
-        number: Option<u64>,
-        state: Option<String>,
-        finished_at: Option<DateTime<Utc>>,
-    }
-    let key: Key = serde_json::from_str(raw).unwrap_or_default();
-    if key.finished_at.is_none() && key.state.is_some() {
-        // Not finished yet (or not readable as finished): a later poll sees it again.
-        tracing::warn!(
-            endpoint,
-            build = key.id.as_deref().unwrap_or("?"),
-            "cannot decode an unfinished build from Buildkite: {error}"
-        );
-        return None;
-    }
+/// A build that cannot be decoded becomes a dead letter (shown by `status`, re-driven by
+/// `replay`) instead of blocking the page or being skipped. It is keyed by its id and finish
+/// time when those can be read, else by a hash of its text, so that later polls do not queue
+/// it again.
+fn undecodable(org: &str, raw: String, error: &Undecodable, endpoint: &str) -> Entry {
+    let (id, number, finished_at) = match error {
+        Undecodable::Field(u) => (u.id.clone(), u.number, u.finished_at),
+        Undecodable::Json(_) => (None, None, None),
+    };
     tracing::error!(
         endpoint,
-        build = key.id.as_deref().unwrap_or("?"),
+        build = id.as_deref().unwrap_or("?"),
         "cannot decode a build from Buildkite: {error}"
     );
-    let build_id = key.id.unwrap_or_else(|| {
+    let build_id = id.unwrap_or_else(|| {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         raw.hash(&mut h);
         format!("undecodable-{:016x}", h.finish())
     });
-    Some(Entry {
-        label: format!("{org}/?#{}", key.number.unwrap_or(0)),
+    Entry {
+        label: format!("{org}/?#{}", number.unwrap_or(0)),
         build_id,
-        finished_at: key.finished_at.map(timestamp).unwrap_or_default(),
-        payload: raw.to_string(),
+        finished_at: finished_at.map(timestamp).unwrap_or_default(),
+        payload: raw,
         dead: Some(format!("cannot decode the build from Buildkite: {error}")),
         enrich: false,
-    })
+    }
 }

@@ -34,10 +34,9 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use serde::Deserialize;
 
 use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
-use crate::buildkite::{Build, BuildQuery, Client, SourceError};
+use crate::buildkite::{model, Build, BuildQuery, Client, SourceError};
 
 /// The smallest page a walk shrinks to when pages time out or are too large.
 pub const MIN_PER_PAGE: u32 = 25;
@@ -93,13 +92,6 @@ struct Tie {
     last: Option<u64>,
 }
 
-/// Just what the walk needs of a listed build, read even from builds that do not decode.
-#[derive(Deserialize)]
-struct Created {
-    id: String,
-    created_at: Option<DateTime<Utc>>,
-}
-
 impl Walk {
     /// A walk of Buildkite's listing as kitesync walks it: bounds in whole seconds (the
     /// precision the client sends them in, [`TIME_FILTER_STEP_SECS`]), pages of Buildkite's
@@ -153,12 +145,17 @@ impl Walk {
         };
         // A proxy may strip `Link`: a full page means there may be more.
         let more = page.next.is_some() || page.items.len() >= self.per_page as usize;
+        // A build whose id or creation time cannot be read is a dead letter (`select`), not
+        // a place in the list.
         let created: Vec<(String, DateTime<Utc>)> = page
             .items
             .iter()
-            .filter_map(|i| {
-                let c = serde_json::from_str::<Created>(&i.raw).ok()?;
-                Some((c.id, self.floor(c.created_at?)))
+            .filter_map(|i| match &i.decoded {
+                Ok(b) => Some((b.id.clone(), self.floor(b.created_at))),
+                Err(_) => match model::created(&i.raw) {
+                    (Some(id), Some(at)) => Some((id, self.floor(at))),
+                    _ => None,
+                },
             })
             .collect();
         self.check_bounds(&asked, &created, &page.endpoint)?;
@@ -233,6 +230,14 @@ impl Walk {
                     self.query.created_to = Some(to);
                 }
                 self.oldest = Some(oldest);
+            }
+            (None, None) if more => {
+                return Err(SourceError::Protocol {
+                    endpoint: page.endpoint,
+                    problem: "a full page of builds none of whose id and created_at can be read; \
+                              cannot narrow the list below them"
+                        .into(),
+                })
             }
             (None, _) => self.done = true,
         }
@@ -337,9 +342,7 @@ fn too_big(e: &SourceError) -> bool {
 fn listed_id(item: &Item<Build>) -> Option<std::borrow::Cow<'_, str>> {
     match &item.decoded {
         Ok(build) => Some(std::borrow::Cow::Borrowed(build.id.as_str())),
-        Err(_) => serde_json::from_str::<Created>(&item.raw)
-            .ok()
-            .map(|c| std::borrow::Cow::Owned(c.id)),
+        Err(_) => model::created(&item.raw).0.map(std::borrow::Cow::Owned),
     }
 }
 
@@ -502,7 +505,7 @@ mod tests {
         }
         Ok(read
             .iter()
-            .map(|raw| serde_json::from_str::<Created>(raw).expect("id").id)
+            .map(|raw| model::created(raw).0.expect("id"))
             .collect())
     }
 
@@ -585,7 +588,7 @@ mod tests {
         let ids = |page: Page<Build>| -> Vec<String> {
             page.items
                 .iter()
-                .map(|i| serde_json::from_str::<Created>(&i.raw).expect("id").id)
+                .map(|i| model::created(&i.raw).0.expect("id"))
                 .collect()
         };
         for stop_after in 1..12 {
