@@ -774,4 +774,188 @@ mod tests {
         assert_eq!(b.finished(), None);
         assert_eq!(b.steps().count(), 0);
     }
+
+    /// A finished build with one job of every field kitesync reads.
+    fn full() -> serde_json::Value {
+        serde_json::json!({
+            "id": "b-1", "number": 7, "state": "failed", "commit": "abc", "branch": "main",
+            "source": "webhook", "created_at": "2026-11-01T09:58:00Z",
+            "scheduled_at": "2026-11-01T09:58:01Z", "started_at": "2026-11-01T09:59:00Z",
+            "finished_at": "2026-11-01T10:00:05Z", "pipeline": {"slug": "web"},
+            "jobs": [{
+                "id": "j1", "type": "script", "name": "specs", "label": "Specs",
+                "step_key": "specs", "state": "failed", "soft_failed": false,
+                "started_at": "2026-11-01T09:59:01Z", "finished_at": "2026-11-01T10:00:00Z",
+                "retried": false, "artifact_paths": "junit/*.xml",
+                "agent": {"id": "a1", "name": "ci-1", "hostname": "ci-1.local",
+                          "meta_data": ["queue=default"]}
+            }]
+        })
+    }
+
+    /// `full()` with the value at `path` (dot-separated, `jobs.` meaning the first job) set
+    /// to `value`, or removed when `value` is `None`.
+    fn with(path: &str, value: Option<serde_json::Value>) -> String {
+        let mut build = full();
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().expect("a path");
+        let mut at = &mut build;
+        for p in parts {
+            at = if p == "jobs" { &mut at["jobs"][0] } else { &mut at[p] };
+        }
+        let object = at.as_object_mut().expect("an object");
+        match value {
+            Some(v) => object.insert(last.to_string(), v),
+            None => object.remove(last),
+        };
+        build.to_string()
+    }
+
+    #[test]
+    fn an_optional_field_of_the_wrong_type_reads_as_absent_and_is_named() {
+        use serde_json::json;
+        let cases: Vec<(&str, serde_json::Value, Field)> = vec![
+            ("commit", json!(123), Field::Commit),
+            ("branch", json!(["main"]), Field::Branch),
+            ("source", json!({"kind": "webhook"}), Field::Source),
+            ("scheduled_at", json!(1_700_000_000), Field::ScheduledAt),
+            ("started_at", json!("yesterday"), Field::StartedAt),
+            ("jobs", json!("none"), Field::Jobs),
+            ("jobs", json!({"id": "j1"}), Field::Jobs),
+            ("jobs.type", json!(1), Field::JobType),
+            ("jobs.id", json!(5), Field::JobId),
+            ("jobs.name", json!(true), Field::JobName),
+            ("jobs.label", json!([]), Field::JobLabel),
+            ("jobs.step_key", json!({}), Field::JobStepKey),
+            ("jobs.state", json!(3), Field::JobState),
+            ("jobs.soft_failed", json!("true"), Field::JobSoftFailed),
+            ("jobs.started_at", json!(1.5), Field::JobStartedAt),
+            ("jobs.finished_at", json!("soon"), Field::JobFinishedAt),
+            ("jobs.retried", json!("no"), Field::JobRetried),
+            ("jobs.agent", json!("ci-1"), Field::JobAgent),
+            ("jobs.artifact_paths", json!(7), Field::JobArtifactPaths),
+            ("jobs.artifact_paths", json!(["a", 1]), Field::JobArtifactPaths),
+            ("jobs.agent.id", json!(1), Field::AgentId),
+            ("jobs.agent.name", json!(2), Field::AgentName),
+            ("jobs.agent.hostname", json!(false), Field::AgentHostname),
+            ("jobs.agent.meta_data", json!("queue=default"), Field::AgentMetaData),
+            ("jobs.agent.meta_data", json!(["queue=default", 3]), Field::AgentMetaData),
+        ];
+        for (path, value, field) in cases {
+            let case = format!("{path} = {value}");
+            let raw = with(path, Some(value));
+            let b = Build::decode(&raw).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(b.ignored, [field], "{case}");
+            assert!(b.finished().is_some(), "{case}: still a finished build");
+            let b: Build = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(b.ignored, [field], "{case}: as serde decodes it too");
+        }
+        // What is read around a wrong value is kept.
+        let b = Build::decode(&with("jobs.agent.meta_data", Some(json!(["q=1", 3, "os=linux"]))))
+            .expect("decodes");
+        let agent = b.steps().next().and_then(|j| j.agent.clone()).expect("an agent");
+        assert_eq!(agent.meta_data.expect("tags"), ["q=1", "os=linux"]);
+        let b = Build::decode(&with("jobs", Some(json!([1, {"id": "j2", "type": "script"}]))))
+            .expect("decodes");
+        assert_eq!(b.steps().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j2"]);
+        let b = Build::decode(&with("jobs.soft_failed", Some(json!("true")))).expect("decodes");
+        assert_eq!(b.failed_steps().count(), 1, "read as absent: not soft-failed");
+    }
+
+    #[test]
+    fn a_field_the_sync_depends_on_that_cannot_be_read_is_named() {
+        use serde_json::json;
+        let cases: Vec<(&str, Option<serde_json::Value>, Field, Found)> = vec![
+            ("id", Some(json!(12)), Field::Id, Found::Number),
+            ("id", Some(json!("")), Field::Id, Found::Missing),
+            ("id", None, Field::Id, Found::Missing),
+            ("number", Some(json!("7")), Field::Number, Found::String),
+            ("number", Some(json!(-1)), Field::Number, Found::Number),
+            ("number", Some(json!(7.5)), Field::Number, Found::Number),
+            ("state", Some(json!(null)), Field::State, Found::Missing),
+            ("state", Some(json!(5)), Field::State, Found::Number),
+            ("created_at", Some(json!("not a time")), Field::CreatedAt, Found::String),
+            ("created_at", Some(json!(1_700_000_000)), Field::CreatedAt, Found::Number),
+            ("created_at", None, Field::CreatedAt, Found::Missing),
+            ("pipeline", Some(json!("web")), Field::PipelineSlug, Found::String),
+            ("pipeline", Some(json!({"slug": 5})), Field::PipelineSlug, Found::Number),
+            ("pipeline", Some(json!({"name": "Web"})), Field::PipelineSlug, Found::Missing),
+            ("pipeline", None, Field::PipelineSlug, Found::Missing),
+            ("finished_at", Some(json!(17)), Field::FinishedAt, Found::Number),
+            ("finished_at", Some(json!("later")), Field::FinishedAt, Found::String),
+        ];
+        for (path, value, field, found) in cases {
+            let case = format!("{path} = {value:?}");
+            let raw = with(path, value);
+            let err = Build::decode(&raw).expect_err(&case);
+            let Undecodable::Field(u) = &err else {
+                panic!("{case}: {err}")
+            };
+            assert_eq!((u.field, u.found), (field, found), "{case}");
+            assert!(err.to_string().contains(&format!("`{field}`")), "{case}: {err}");
+            // What can be read of the key is kept for the dead letter.
+            assert_eq!(u.id.is_some(), path != "id", "{case}");
+            assert_eq!(u.number.is_some(), path != "number", "{case}");
+            assert_eq!(u.finished_at.is_some(), path != "finished_at", "{case}");
+            assert!(serde_json::from_str::<Build>(&raw).is_err(), "{case}");
+        }
+        for raw in ["17", "{", r#""a build""#] {
+            assert!(matches!(Build::decode(raw), Err(Undecodable::Json(_))), "{raw}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_finish_time_of_a_build_still_going_is_no_error() {
+        let raw = with("finished_at", Some(serde_json::json!(17)));
+        let raw = raw.replace(r#""state":"failed""#, r#""state":"running""#);
+        let b = Build::decode(&raw).expect("decodes");
+        assert_eq!((b.finished(), b.ignored.len()), (None, 0));
+    }
+
+    #[test]
+    fn artifact_paths_as_a_list_of_globs_is_read() {
+        let raw = with("jobs.artifact_paths", Some(serde_json::json!(["a/*.xml", "b/*"])));
+        let b = Build::decode(&raw).expect("decodes");
+        let job = b.steps().next().expect("a job");
+        assert_eq!(job.artifact_paths.as_deref(), Some("a/*.xml;b/*"));
+        assert!(b.has_artifacts() && b.ignored.is_empty());
+    }
+
+    #[test]
+    fn times_in_the_old_form_are_read_everywhere_a_build_has_them() {
+        let old = "2015-04-23 16:55:52 UTC";
+        let at = DateTime::parse_from_rfc3339("2015-04-23T16:55:52Z").expect("time");
+        assert_eq!(parse_time(old), Some(at.with_timezone(&Utc)));
+        let mut build = full();
+        for key in ["created_at", "scheduled_at", "started_at", "finished_at"] {
+            build[key] = old.into();
+        }
+        for key in ["started_at", "finished_at"] {
+            build["jobs"][0][key] = old.into();
+        }
+        let b = Build::decode(&build.to_string()).expect("decodes");
+        assert!(b.ignored.is_empty(), "{:?}", b.ignored);
+        assert_eq!(b.finished(), Some(at.with_timezone(&Utc)));
+        assert_eq!(b.created_at, at.with_timezone(&Utc));
+        let job = b.steps().next().expect("a job");
+        assert_eq!(job.finished_at, Some(at.with_timezone(&Utc)));
+        assert_eq!(created(&build.to_string()).1, Some(at.with_timezone(&Utc)));
+    }
+
+    #[test]
+    fn regression_rfc3339_times_with_or_without_fractions_z_or_an_offset_are_read() {
+        let at = |s| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        for (text, want) in [
+            ("2026-11-01T10:00:05Z", at("2026-11-01T10:00:05Z")),
+            ("2026-11-01T10:00:05.123Z", at("2026-11-01T10:00:05.123Z")),
+            ("2026-11-01T10:00:05.123456+00:00", at("2026-11-01T10:00:05.123456Z")),
+            ("2026-11-01T12:00:05+02:00", at("2026-11-01T10:00:05Z")),
+            ("2026-11-01T05:30:05.5-04:30", at("2026-11-01T10:00:05.5Z")),
+        ] {
+            assert_eq!(parse_time(text), Some(want), "{text}");
+        }
+        for text in ["", "2015-04-23 16:55:52", "2015-04-23 16:55:52 CET", "soon"] {
+            assert_eq!(parse_time(text), None, "{text}");
+        }
+    }
 }
