@@ -7,9 +7,9 @@
 //! Types drift (the live API once sent a job's `signal` as a string where clients expected a
 //! number), so a build and its jobs are read field by field ([`Lenient`]): an optional field
 //! of the wrong type or format reads as absent and is named in [`Build::ignored`]. A field the
-//! sync depends on (`id`, `number`, `state`, `created_at`, `pipeline.slug`, and `finished_at`
-//! of a build in a finished state) is never silently absent: the build does not decode, and
-//! the error ([`Unreadable`]) names the field. Times are read in every form Buildkite has
+//! sync depends on (`id`, `number`, `state`, `pipeline.slug`, `finished_at` of a build in a
+//! finished state, and `created_at` of a listed build: [`Build::listed`]) is never silently
+//! absent: the build does not decode, and the error ([`Unreadable`]) names the field. Times are read in every form Buildkite has
 //! used ([`parse_time`]).
 
 use std::fmt;
@@ -427,7 +427,7 @@ pub struct Build {
     pub branch: Option<String>,
     /// What started it: webhook, api, ui, trigger_job, schedule.
     pub source: Option<String>,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -514,8 +514,11 @@ impl TryFrom<RawBuild> for Build {
             Lenient::Read(s) if !s.is_empty() => s.clone(),
             other => return Err(unreadable(Field::State, other.found())),
         };
-        let Lenient::Read(created_at) = raw.created_at else {
-            return Err(unreadable(Field::CreatedAt, raw.created_at.found()));
+        // Absent only from builds rebuilt from what 0.1 queued; a listed build must have it
+        // ([`Build::listed`]).
+        let created_at = match raw.created_at {
+            Lenient::Wrong(found) => return Err(unreadable(Field::CreatedAt, found)),
+            other => other.ok(),
         };
         let slug = match &raw.pipeline {
             Lenient::Read(RawPipeline {
@@ -650,6 +653,21 @@ impl Build {
             Undecodable::Json(text)
         })?;
         Ok(Build::try_from(build)?)
+    }
+
+    /// The build as listed, or why it cannot be taken: a build in a listing must say when it
+    /// was created (the walk narrows by it).
+    pub fn listed(self) -> Result<Build, Unreadable> {
+        match self.created_at {
+            Some(_) => Ok(self),
+            None => Err(Unreadable {
+                field: Field::CreatedAt,
+                found: Found::Missing,
+                id: Some(self.id),
+                number: Some(self.number),
+                finished_at: self.finished_at,
+            }),
+        }
     }
 
     /// The pipeline slug.
@@ -876,7 +894,6 @@ mod tests {
             ("state", Some(json!(5)), Field::State, Found::Number),
             ("created_at", Some(json!("not a time")), Field::CreatedAt, Found::String),
             ("created_at", Some(json!(1_700_000_000)), Field::CreatedAt, Found::Number),
-            ("created_at", None, Field::CreatedAt, Found::Missing),
             ("pipeline", Some(json!("web")), Field::PipelineSlug, Found::String),
             ("pipeline", Some(json!({"slug": 5})), Field::PipelineSlug, Found::Number),
             ("pipeline", Some(json!({"name": "Web"})), Field::PipelineSlug, Found::Missing),
@@ -902,6 +919,14 @@ mod tests {
         for raw in ["17", "{", r#""a build""#] {
             assert!(matches!(Build::decode(raw), Err(Undecodable::Json(_))), "{raw}");
         }
+    }
+
+    #[test]
+    fn a_listed_build_without_a_creation_time_is_named() {
+        let b = Build::decode(&with("created_at", None)).expect("decodes, as 0.1's rebuilt builds");
+        let u = b.listed().expect_err("not as listed");
+        assert_eq!((u.field, u.found, u.number), (Field::CreatedAt, Found::Missing, Some(7)));
+        assert!(Build::decode(&full().to_string()).expect("decodes").listed().is_ok());
     }
 
     #[test]
@@ -936,7 +961,7 @@ mod tests {
         let b = Build::decode(&build.to_string()).expect("decodes");
         assert!(b.ignored.is_empty(), "{:?}", b.ignored);
         assert_eq!(b.finished(), Some(at.with_timezone(&Utc)));
-        assert_eq!(b.created_at, at.with_timezone(&Utc));
+        assert_eq!(b.created_at, Some(at.with_timezone(&Utc)));
         let job = b.steps().next().expect("a job");
         assert_eq!(job.finished_at, Some(at.with_timezone(&Utc)));
         assert_eq!(created(&build.to_string()).1, Some(at.with_timezone(&Utc)));

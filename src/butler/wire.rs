@@ -250,7 +250,7 @@ pub fn build<'a>(
     tags: Option<&'a AgentTags>,
 ) -> WireBuild<'a> {
     let finished = b.finished_at.unwrap_or_else(Utc::now);
-    let started = b.started_at.unwrap_or(b.created_at);
+    let started = b.started_at.or(b.created_at).unwrap_or(finished);
     let agent = b.steps().find_map(|j| j.agent.as_ref());
     WireBuild {
         id: &b.id,
@@ -260,7 +260,7 @@ pub fn build<'a>(
         build_number: b.number,
         status: cased(build_status(b), case),
         duration: millis(started, finished),
-        queue_duration: span(b.scheduled_at.or(Some(b.created_at)), b.started_at),
+        queue_duration: span(b.scheduled_at.or(b.created_at), b.started_at),
         started_at: iso(started),
         completed_at: iso(finished),
         branch: b.branch.as_deref(),

@@ -33,7 +33,7 @@ pub struct PollReport {
     pub first: bool,
     /// The pipelines of the builds listed (finished or not, filtered out or not).
     pub pipelines: BTreeSet<String>,
-    /// For each optional field read as absent, how many finished builds had it so.
+    /// For each optional field read as absent, how many of the builds queued had it so.
     pub ignored: BTreeMap<Field, u64>,
 }
 
@@ -83,14 +83,23 @@ pub async fn poll(
             ignored,
         } = select(config, page.items, &page.endpoint, true);
         latest = latest.max(latest_finish);
-        for (field, n) in ignored {
-            *report.ignored.entry(field).or_default() += n;
-        }
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
-        report.queued += store
-            .call(move |c| builds::record_page(c, &entries, Progress::Poll, now_ms()))
+        let (queued, ignored) = store
+            .call(move |c| {
+                // Only builds queued now: the overlap lists builds again at every poll.
+                let mut new = Vec::new();
+                for i in ignored {
+                    if !builds::seen(c, &i.build_id, &i.finished_at)? {
+                        new.push(i);
+                    }
+                }
+                let queued = builds::record_page(c, &entries, Progress::Poll, now_ms())?;
+                Ok((queued, new))
+            })
             .await?;
+        report.queued += queued;
+        note_ignored(&ignored, &mut report.ignored);
     }
     // Nothing finished in the window: everything up to the first answer has been seen.
     let mark = started
@@ -140,32 +149,41 @@ pub struct Selection {
     pub entries: Vec<Entry>,
     /// The page's latest `finished_at`.
     pub latest: Option<DateTime<Utc>>,
-    /// For each optional field read as absent (its type or format was wrong), how many of
-    /// the page's finished builds had it so.
-    pub ignored: BTreeMap<Field, u64>,
+    /// The builds of `entries` with optional fields read as absent.
+    pub ignored: Vec<Ignored>,
+}
+
+/// A finished build with optional fields of an unexpected type or format, read as absent.
+#[derive(Debug)]
+pub struct Ignored {
+    pub build_id: String,
+    /// As the seen-set keys it.
+    pub finished_at: String,
+    pub fields: BTreeSet<Field>,
 }
 
 /// The fields already named in the log by this process: each is warned about once.
 static WARNED: Mutex<BTreeSet<Field>> = Mutex::new(BTreeSet::new());
 
-/// Notes the optional fields of `build` read as absent: counted in `ignored` once per build,
-/// each field named in a warning once per process.
-fn note_ignored(build: &Build, ignored: &mut BTreeMap<Field, u64>) {
-    let fields: BTreeSet<Field> = build.ignored.iter().copied().collect();
-    for field in fields {
-        *ignored.entry(field).or_default() += 1;
-        let first = WARNED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(field);
-        if first {
-            tracing::warn!(
-                build = %build.id,
-                field = field.as_str(),
-                "a field of a build from Buildkite has an unexpected type or format: read as \
-                 absent (further builds with it are counted in \
-                 kitesync_buildkite_fields_ignored_total, not logged)"
-            );
+/// Names each field of `ignored` in a warning, once per process, and counts the builds that
+/// had it into `counts`.
+pub fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
+    for build in ignored {
+        for field in &build.fields {
+            *counts.entry(*field).or_default() += 1;
+            let first = WARNED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*field);
+            if first {
+                tracing::warn!(
+                    build = %build.build_id,
+                    field = field.as_str(),
+                    "a field of a build from Buildkite has an unexpected type or format: read \
+                     as absent (builds with it are counted in \
+                     kitesync_buildkite_fields_ignored_total, this is said once)"
+                );
+            }
         }
     }
 }
@@ -188,6 +206,7 @@ pub fn select(
     for item in items {
         // An item the client could not decode is decoded again for the typed reason.
         let decoded = item.decoded.or_else(|_| Build::decode(&item.raw));
+        let decoded = decoded.and_then(|b| Ok(b.listed()?));
         let entry = match decoded {
             Ok(build) => {
                 let Some(finished) = build.finished() else {
@@ -197,7 +216,13 @@ pub fn select(
                 if !(pipelines.is_empty() || pipelines.iter().any(|p| p == build.pipeline_slug())) {
                     continue;
                 }
-                note_ignored(&build, &mut selection.ignored);
+                if !build.ignored.is_empty() {
+                    selection.ignored.push(Ignored {
+                        build_id: build.id.clone(),
+                        finished_at: timestamp(finished),
+                        fields: build.ignored.iter().copied().collect(),
+                    });
+                }
                 let odd = build.jobs.iter().flatten();
                 for job in odd.filter(|j| j.id.is_empty() || j.kind.is_empty()) {
                     let (build, job) = (&build.id, job.display_name());

@@ -151,7 +151,7 @@ impl Walk {
             .items
             .iter()
             .filter_map(|i| match &i.decoded {
-                Ok(b) => Some((b.id.clone(), self.floor(b.created_at))),
+                Ok(b) => Some((b.id.clone(), self.floor(b.created_at?))),
                 Err(_) => match model::created(&i.raw) {
                     (Some(id), Some(at)) => Some((id, self.floor(at))),
                     _ => None,
@@ -879,5 +879,61 @@ mod tests {
                 "step {step_ms} ms: {err}"
             );
         }
+    }
+
+    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
+    struct Rewritten(Table, fn(DateTime<Utc>) -> serde_json::Value);
+
+    impl Pages for Rewritten {
+        fn page(
+            &self,
+            query: &BuildQuery,
+        ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
+            let mut page = self.0.serve(query);
+            for item in &mut page.items {
+                let mut v: serde_json::Value = serde_json::from_str(&item.raw).expect("JSON");
+                let at = v["created_at"].as_str().and_then(model::parse_time);
+                v["created_at"] = (self.1)(at.expect("a time"));
+                item.raw = v.to_string();
+                item.decoded = Build::decode(&item.raw).map_err(|e| e.to_string());
+            }
+            async move { Ok(page) }
+        }
+    }
+
+    async fn walk_all(pages: &impl Pages, per_page: u32) -> Result<Vec<String>, SourceError> {
+        let query = BuildQuery {
+            created_from: DateTime::from_timestamp_millis(T0),
+            ..BuildQuery::default()
+        };
+        let mut walk = Walk::new(query, Duration::seconds(1), per_page);
+        let mut read = Vec::new();
+        while let Some(page) = walk.next(pages).await? {
+            read.extend(page.items.iter().filter_map(|i| model::created(&i.raw).0));
+            assert!(read.len() < 1000, "the walk does not end");
+        }
+        Ok(read)
+    }
+
+    #[tokio::test]
+    async fn creation_times_in_the_old_form_narrow_the_walk() {
+        let list = builds(0, 30, T0, 1000);
+        let old = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string().into();
+        let read = walk_all(&Rewritten(Table::new(&list), old), 10).await.expect("walk");
+        let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+        assert_eq!(sorted(read), expected, "each build once");
+    }
+
+    #[tokio::test]
+    async fn a_full_page_without_a_readable_creation_time_is_an_error_not_the_end() {
+        let list = builds(0, 30, T0, 1000);
+        let unreadable = |t: DateTime<Utc>| t.timestamp().into();
+        let err = walk_all(&Rewritten(Table::new(&list), unreadable), 10)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("created_at")),
+            "{err}"
+        );
     }
 }
