@@ -43,25 +43,73 @@ async fn a_field_of_an_unexpected_type_never_costs_a_build() {
     let cases: Vec<(&str, Value, Then)> = vec![
         ("/commit", json!(123), Delivered(Some("commit"))),
         ("/branch", json!(["main"]), Delivered(Some("branch"))),
-        ("/source", json!({"kind": "webhook"}), Delivered(Some("source"))),
+        (
+            "/source",
+            json!({"kind": "webhook"}),
+            Delivered(Some("source")),
+        ),
         ("/scheduled_at", json!(5), Delivered(Some("scheduled_at"))),
-        ("/started_at", json!("yesterday"), Delivered(Some("started_at"))),
+        (
+            "/started_at",
+            json!("yesterday"),
+            Delivered(Some("started_at")),
+        ),
         ("/jobs", json!("none"), Delivered(Some("jobs"))),
-        ("/jobs/0/soft_failed", json!("true"), Delivered(Some("jobs.soft_failed"))),
-        ("/jobs/0/soft_failed", json!(1), Delivered(Some("jobs.soft_failed"))),
-        ("/jobs/0/artifact_paths", json!(["tmp/*.xml"]), Delivered(None)),
-        ("/jobs/0/artifact_paths", json!(7), Delivered(Some("jobs.artifact_paths"))),
-        ("/jobs/0/agent", json!("ci-1"), Delivered(Some("jobs.agent"))),
-        ("/jobs/0/agent", agent, Delivered(Some("jobs.agent.meta_data"))),
-        ("/jobs/0/started_at", json!(1.5), Delivered(Some("jobs.started_at"))),
-        ("/jobs/0/finished_at", json!("soon"), Delivered(Some("jobs.finished_at"))),
+        (
+            "/jobs/0/soft_failed",
+            json!("true"),
+            Delivered(Some("jobs.soft_failed")),
+        ),
+        (
+            "/jobs/0/soft_failed",
+            json!(1),
+            Delivered(Some("jobs.soft_failed")),
+        ),
+        (
+            "/jobs/0/artifact_paths",
+            json!(["tmp/*.xml"]),
+            Delivered(None),
+        ),
+        (
+            "/jobs/0/artifact_paths",
+            json!(7),
+            Delivered(Some("jobs.artifact_paths")),
+        ),
+        (
+            "/jobs/0/agent",
+            json!("ci-1"),
+            Delivered(Some("jobs.agent")),
+        ),
+        (
+            "/jobs/0/agent",
+            agent,
+            Delivered(Some("jobs.agent.meta_data")),
+        ),
+        (
+            "/jobs/0/started_at",
+            json!(1.5),
+            Delivered(Some("jobs.started_at")),
+        ),
+        (
+            "/jobs/0/finished_at",
+            json!("soon"),
+            Delivered(Some("jobs.finished_at")),
+        ),
         ("/jobs/0/state", json!(3), Delivered(Some("jobs.state"))),
         ("/jobs/0/name", json!(true), Delivered(Some("jobs.name"))),
         ("/jobs/0/type", json!(1), Delivered(Some("jobs.type"))),
         ("/jobs/0/id", json!(5), Delivered(Some("jobs.id"))),
-        ("/jobs/0/retried", json!("no"), Delivered(Some("jobs.retried"))),
+        (
+            "/jobs/0/retried",
+            json!("no"),
+            Delivered(Some("jobs.retried")),
+        ),
         ("/jobs/0/label", json!([]), Delivered(Some("jobs.label"))),
-        ("/jobs/0/step_key", json!({}), Delivered(Some("jobs.step_key"))),
+        (
+            "/jobs/0/step_key",
+            json!({}),
+            Delivered(Some("jobs.step_key")),
+        ),
         ("/id", json!(12), Dead("id")),
         ("/number", json!("23"), Dead("number")),
         ("/state", json!(5), Dead("state")),
@@ -69,7 +117,11 @@ async fn a_field_of_an_unexpected_type_never_costs_a_build() {
         ("/pipeline", json!("web"), Dead("pipeline.slug")),
         ("/pipeline/slug", json!(5), Dead("pipeline.slug")),
         ("/finished_at", json!(17), Dead("finished_at")),
-        ("/finished_at", json!("2026-13-45T99:00:00Z"), Dead("finished_at")),
+        (
+            "/finished_at",
+            json!("2026-13-45T99:00:00Z"),
+            Dead("finished_at"),
+        ),
     ];
     let h = Harness::start().await;
     h.bk.set_builds(recent_builds(cases.len() as u64));
@@ -94,7 +146,9 @@ async fn a_field_of_an_unexpected_type_never_costs_a_build() {
                 } else {
                     id
                 };
-                let error = dead.get(&key).unwrap_or_else(|| panic!("{case}: dead letter"));
+                let error = dead
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("{case}: dead letter"));
                 assert!(error.contains(&format!("`{field}`")), "{case}: {error}");
             }
         }
@@ -123,12 +177,17 @@ async fn a_field_of_an_unexpected_type_never_costs_a_build() {
     for field in &fields {
         let named = warnings
             .iter()
-            .filter(|l| l.contains(&format!("field=\"{field}\"")) || l.contains(&format!("field={field} ")))
+            .filter(|l| {
+                l.contains(&format!("field=\"{field}\"")) || l.contains(&format!("field={field} "))
+            })
             .count();
         assert_eq!(named, 1, "{field} named once: {warnings:#?}");
     }
     assert_eq!(warnings.len(), fields.len(), "{warnings:#?}");
-    assert!(warnings.iter().all(|l| l.contains("build=")), "{warnings:#?}");
+    assert!(
+        warnings.iter().all(|l| l.contains("build=")),
+        "{warnings:#?}"
+    );
 }
 
 /// Every JSON value a recorded file holds: a JSON file's own, or each response body of a VCR
@@ -176,13 +235,20 @@ fn recorded_values(path: &Path) -> Vec<Value> {
     values
 }
 
-/// The recorded builds (file, build) and manual jobs (file, job) under `dir`.
-fn recorded(dir: &Path) -> (Vec<(String, Value)>, Vec<(String, Value)>) {
+/// Recorded objects, each with the file it was read from.
+type FromFile = Vec<(String, Value)>;
+
+/// The recorded builds and manual jobs under `dir`.
+fn recorded(dir: &Path) -> (FromFile, FromFile) {
     let (mut builds, mut jobs) = (Vec::new(), Vec::new());
     let mut files: Vec<_> = walk_files(dir);
     files.sort();
     for path in files {
-        let name = path.strip_prefix(dir).expect("inside").display().to_string();
+        let name = path
+            .strip_prefix(dir)
+            .expect("inside")
+            .display()
+            .to_string();
         if name == "manifest.json" || !(name.ends_with(".json") || name.ends_with(".yml")) {
             continue;
         }
@@ -253,15 +319,17 @@ async fn every_recorded_buildkite_build_decodes_and_is_delivered_when_finished()
     assert!(builds.len() >= 10, "{} recorded builds found", builds.len());
     assert!(jobs.len() >= 2, "{} recorded manual jobs found", jobs.len());
     assert!(
-        builds
-            .iter()
-            .any(|(_, b)| b["created_at"].as_str().is_some_and(|t| t.ends_with(" UTC"))),
+        builds.iter().any(|(_, b)| b["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(" UTC"))),
         "the 2015 time form is among them"
     );
     // Each recorded manual job in a copy of the first recorded finished build with jobs.
     let host = builds
         .iter()
-        .find(|(_, b)| b["state"] == "passed" && b["jobs"].as_array().is_some_and(|j| !j.is_empty()))
+        .find(|(_, b)| {
+            b["state"] == "passed" && b["jobs"].as_array().is_some_and(|j| !j.is_empty())
+        })
         .expect("a passed build with jobs")
         .clone();
     let mut all = builds.clone();
@@ -277,21 +345,35 @@ async fn every_recorded_buildkite_build_decodes_and_is_delivered_when_finished()
         let case = format!("{file}: build #{}", build["number"]);
         let b = Build::decode(&build.to_string()).unwrap_or_else(|e| panic!("{case}: {e}"));
         assert!(b.ignored.is_empty(), "{case}: {:?}", b.ignored);
-        let active = ["scheduled", "running", "canceling", "creating", "waiting", "failing"];
+        let active = [
+            "scheduled",
+            "running",
+            "canceling",
+            "creating",
+            "waiting",
+            "failing",
+        ];
         let is_active = active.contains(&b.state.as_str());
         assert_eq!(b.finished().is_some(), !is_active, "{case}: {}", b.state);
         if !is_active {
             finished.insert(i);
         }
         if file.contains("manual job") {
-            let label = jobs.iter().map(|(_, j)| j["label"].as_str()).collect::<Vec<_>>();
+            let label = jobs
+                .iter()
+                .map(|(_, j)| j["label"].as_str())
+                .collect::<Vec<_>>();
             assert!(
-                b.steps().any(|j| j.kind == "manual" && label.contains(&j.label.as_deref())),
+                b.steps()
+                    .any(|j| j.kind == "manual" && label.contains(&j.label.as_deref())),
                 "{case}: the manual job is a step"
             );
         }
     }
-    assert!(!finished.is_empty() && finished.len() < all.len(), "finished and not");
+    assert!(
+        !finished.is_empty() && finished.len() < all.len(),
+        "finished and not"
+    );
 
     // The fake: each served with a fresh id and number, its times shifted into the last
     // half hour in their recorded form; the finished ones delivered, the others not.
@@ -326,7 +408,11 @@ async fn every_recorded_buildkite_build_decodes_and_is_delivered_when_finished()
         let number = 1000 + i as u64;
         let case = format!("{file}: build #{} served as #{number}", recorded["number"]);
         let got = delivered.get(&data::build_id(number));
-        assert_eq!(got.is_some(), finished.contains(&i), "{case}: delivered iff finished");
+        assert_eq!(
+            got.is_some(),
+            finished.contains(&i),
+            "{case}: delivered iff finished"
+        );
         if let Some(got) = got {
             assert_eq!(got["buildNumber"], number, "{case}");
             assert_eq!(got["jobName"], recorded["pipeline"]["slug"], "{case}");

@@ -453,7 +453,10 @@ fn wants(dir: &Path) -> BTreeMap<String, Vec<Want>> {
         let readings = last
             .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
             .filter_map(|t| {
-                let n: Vec<usize> = t.split('/').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+                let n: Vec<usize> = t
+                    .split('/')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<_>>()?;
                 (n.len() == 3).then(|| (n[0], n[1], n[2]))
             })
             .collect();
@@ -484,14 +487,25 @@ fn regression_every_public_report_of_realdata_junit2_is_read_as_its_sources_want
         let accepted = &wants[name];
         assert!(!accepted.is_empty(), "{name}: a want");
         // The want agrees with the file's element counts (expected.json) where it is JUnit.
-        if let (Some(true), Some((counts, want))) = (expected[name]["junit"].as_bool(), elements(bytes)) {
+        if let (Some(true), Some((counts, want))) =
+            (expected[name]["junit"].as_bool(), elements(bytes))
+        {
             let n = |k: &str| expected[name][k].as_u64().expect("a count") as usize;
-            assert_eq!(counts, [n("cases"), n("failed"), n("errors"), n("skipped")], "{name}");
-            assert!(accepted.contains(&want), "{name}: {want:?} not in {accepted:?}");
+            assert_eq!(
+                counts,
+                [n("cases"), n("failed"), n("errors"), n("skipped")],
+                "{name}"
+            );
+            assert!(
+                accepted.contains(&want),
+                "{name}: {want:?} not in {accepted:?}"
+            );
         }
         let parsed = parsed_want(name, bytes);
         if !accepted.contains(&parsed) {
-            wrong.push(format!("{name}: parsed {parsed:?}, want one of {accepted:?}"));
+            wrong.push(format!(
+                "{name}: parsed {parsed:?}, want one of {accepted:?}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");

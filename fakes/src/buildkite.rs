@@ -1087,13 +1087,7 @@ fn drifted(inner: &Inner, build: &Value) -> Value {
 /// A build's time in either form Buildkite has sent: RFC 3339, or `"2015-04-23 16:55:52 UTC"`
 /// (older answers, `Shopify/buildkit`'s cassettes in `../shared/realdata/buildkite_real`).
 fn time(v: &Value) -> Option<DateTime<Utc>> {
-    let s = v.as_str()?;
-    match DateTime::parse_from_rfc3339(s) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(_) => chrono::NaiveDateTime::parse_from_str(s.strip_suffix(" UTC")?, "%Y-%m-%d %H:%M:%S%.f")
-            .ok()
-            .map(|t| t.and_utc()),
-    }
+    v.as_str()?.parse().ok()
 }
 
 /// A build's time as the time filters compare it: truncated to its second.

@@ -15,22 +15,16 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// A time as Buildkite sends it: RFC 3339 (with or without fractions, `Z` or an offset), or
-/// the `"2015-04-23 16:55:52 UTC"` form of older answers and of webhooks.
+/// the `"2015-04-23 16:55:52 UTC"` form of older answers and of webhooks — both read by
+/// chrono's `FromStr`, as its serde reads them.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    // As chrono's serde reads times (RFC 3339, a little more lenient).
-    if let Ok(t) = s.parse::<DateTime<Utc>>() {
-        return Some(t);
-    }
-    let naive = s.strip_suffix(" UTC")?;
-    NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc())
+    s.parse().ok()
 }
 
 macro_rules! fields {
@@ -238,7 +232,10 @@ impl<'de, T: Read<'de>> Visitor<'de> for LenientVisitor<T> {
         Ok(read(T::from_u64(v), Found::Number))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Lenient<T>, E> {
-        Ok(read(u64::try_from(v).ok().and_then(T::from_u64), Found::Number))
+        Ok(read(
+            u64::try_from(v).ok().and_then(T::from_u64),
+            Found::Number,
+        ))
     }
     fn visit_f64<E>(self, _: f64) -> Result<Lenient<T>, E> {
         Ok(Lenient::Wrong(Found::Number))
@@ -562,7 +559,10 @@ impl Job {
     fn read(raw: RawJob, ignored: &mut Vec<Field>) -> Job {
         let agent = raw.agent.or_ignore(Field::JobAgent, ignored);
         Job {
-            kind: raw.kind.or_ignore(Field::JobType, ignored).unwrap_or_default(),
+            kind: raw
+                .kind
+                .or_ignore(Field::JobType, ignored)
+                .unwrap_or_default(),
             id: raw.id.or_ignore(Field::JobId, ignored).unwrap_or_default(),
             name: raw.name.or_ignore(Field::JobName, ignored),
             label: raw.label.or_ignore(Field::JobLabel, ignored),
@@ -646,7 +646,10 @@ impl Build {
         let build: RawBuild = serde_json::from_str(raw).map_err(|e| {
             let mut text = e.to_string();
             if text.len() > 200 {
-                let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
                 text.truncate(cut);
                 text.push('…');
             }
@@ -819,7 +822,11 @@ mod tests {
         let last = parts.pop().expect("a path");
         let mut at = &mut build;
         for p in parts {
-            at = if p == "jobs" { &mut at["jobs"][0] } else { &mut at[p] };
+            at = if p == "jobs" {
+                &mut at["jobs"][0]
+            } else {
+                &mut at[p]
+            };
         }
         let object = at.as_object_mut().expect("an object");
         match value {
@@ -852,12 +859,24 @@ mod tests {
             ("jobs.retried", json!("no"), Field::JobRetried),
             ("jobs.agent", json!("ci-1"), Field::JobAgent),
             ("jobs.artifact_paths", json!(7), Field::JobArtifactPaths),
-            ("jobs.artifact_paths", json!(["a", 1]), Field::JobArtifactPaths),
+            (
+                "jobs.artifact_paths",
+                json!(["a", 1]),
+                Field::JobArtifactPaths,
+            ),
             ("jobs.agent.id", json!(1), Field::AgentId),
             ("jobs.agent.name", json!(2), Field::AgentName),
             ("jobs.agent.hostname", json!(false), Field::AgentHostname),
-            ("jobs.agent.meta_data", json!("queue=default"), Field::AgentMetaData),
-            ("jobs.agent.meta_data", json!(["queue=default", 3]), Field::AgentMetaData),
+            (
+                "jobs.agent.meta_data",
+                json!("queue=default"),
+                Field::AgentMetaData,
+            ),
+            (
+                "jobs.agent.meta_data",
+                json!(["queue=default", 3]),
+                Field::AgentMetaData,
+            ),
         ];
         for (path, value, field) in cases {
             let case = format!("{path} = {value}");
@@ -869,15 +888,29 @@ mod tests {
             assert_eq!(b.ignored, [field], "{case}: as serde decodes it too");
         }
         // What is read around a wrong value is kept.
-        let b = Build::decode(&with("jobs.agent.meta_data", Some(json!(["q=1", 3, "os=linux"]))))
-            .expect("decodes");
-        let agent = b.steps().next().and_then(|j| j.agent.clone()).expect("an agent");
+        let b = Build::decode(&with(
+            "jobs.agent.meta_data",
+            Some(json!(["q=1", 3, "os=linux"])),
+        ))
+        .expect("decodes");
+        let agent = b
+            .steps()
+            .next()
+            .and_then(|j| j.agent.clone())
+            .expect("an agent");
         assert_eq!(agent.meta_data.expect("tags"), ["q=1", "os=linux"]);
-        let b = Build::decode(&with("jobs", Some(json!([1, {"id": "j2", "type": "script"}]))))
-            .expect("decodes");
+        let b = Build::decode(&with(
+            "jobs",
+            Some(json!([1, {"id": "j2", "type": "script"}])),
+        ))
+        .expect("decodes");
         assert_eq!(b.steps().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j2"]);
         let b = Build::decode(&with("jobs.soft_failed", Some(json!("true")))).expect("decodes");
-        assert_eq!(b.failed_steps().count(), 1, "read as absent: not soft-failed");
+        assert_eq!(
+            b.failed_steps().count(),
+            1,
+            "read as absent: not soft-failed"
+        );
     }
 
     #[test]
@@ -892,14 +925,49 @@ mod tests {
             ("number", Some(json!(7.5)), Field::Number, Found::Number),
             ("state", Some(json!(null)), Field::State, Found::Missing),
             ("state", Some(json!(5)), Field::State, Found::Number),
-            ("created_at", Some(json!("not a time")), Field::CreatedAt, Found::String),
-            ("created_at", Some(json!(1_700_000_000)), Field::CreatedAt, Found::Number),
-            ("pipeline", Some(json!("web")), Field::PipelineSlug, Found::String),
-            ("pipeline", Some(json!({"slug": 5})), Field::PipelineSlug, Found::Number),
-            ("pipeline", Some(json!({"name": "Web"})), Field::PipelineSlug, Found::Missing),
+            (
+                "created_at",
+                Some(json!("not a time")),
+                Field::CreatedAt,
+                Found::String,
+            ),
+            (
+                "created_at",
+                Some(json!(1_700_000_000)),
+                Field::CreatedAt,
+                Found::Number,
+            ),
+            (
+                "pipeline",
+                Some(json!("web")),
+                Field::PipelineSlug,
+                Found::String,
+            ),
+            (
+                "pipeline",
+                Some(json!({"slug": 5})),
+                Field::PipelineSlug,
+                Found::Number,
+            ),
+            (
+                "pipeline",
+                Some(json!({"name": "Web"})),
+                Field::PipelineSlug,
+                Found::Missing,
+            ),
             ("pipeline", None, Field::PipelineSlug, Found::Missing),
-            ("finished_at", Some(json!(17)), Field::FinishedAt, Found::Number),
-            ("finished_at", Some(json!("later")), Field::FinishedAt, Found::String),
+            (
+                "finished_at",
+                Some(json!(17)),
+                Field::FinishedAt,
+                Found::Number,
+            ),
+            (
+                "finished_at",
+                Some(json!("later")),
+                Field::FinishedAt,
+                Found::String,
+            ),
         ];
         for (path, value, field, found) in cases {
             let case = format!("{path} = {value:?}");
@@ -909,7 +977,10 @@ mod tests {
                 panic!("{case}: {err}")
             };
             assert_eq!((u.field, u.found), (field, found), "{case}");
-            assert!(err.to_string().contains(&format!("`{field}`")), "{case}: {err}");
+            assert!(
+                err.to_string().contains(&format!("`{field}`")),
+                "{case}: {err}"
+            );
             // What can be read of the key is kept for the dead letter.
             assert_eq!(u.id.is_some(), path != "id", "{case}");
             assert_eq!(u.number.is_some(), path != "number", "{case}");
@@ -917,7 +988,10 @@ mod tests {
             assert!(serde_json::from_str::<Build>(&raw).is_err(), "{case}");
         }
         for raw in ["17", "{", r#""a build""#] {
-            assert!(matches!(Build::decode(raw), Err(Undecodable::Json(_))), "{raw}");
+            assert!(
+                matches!(Build::decode(raw), Err(Undecodable::Json(_))),
+                "{raw}"
+            );
         }
     }
 
@@ -925,8 +999,14 @@ mod tests {
     fn a_listed_build_without_a_creation_time_is_named() {
         let b = Build::decode(&with("created_at", None)).expect("decodes, as 0.1's rebuilt builds");
         let u = b.listed().expect_err("not as listed");
-        assert_eq!((u.field, u.found, u.number), (Field::CreatedAt, Found::Missing, Some(7)));
-        assert!(Build::decode(&full().to_string()).expect("decodes").listed().is_ok());
+        assert_eq!(
+            (u.field, u.found, u.number),
+            (Field::CreatedAt, Found::Missing, Some(7))
+        );
+        assert!(Build::decode(&full().to_string())
+            .expect("decodes")
+            .listed()
+            .is_ok());
     }
 
     #[test]
@@ -939,7 +1019,10 @@ mod tests {
 
     #[test]
     fn artifact_paths_as_a_list_of_globs_is_read() {
-        let raw = with("jobs.artifact_paths", Some(serde_json::json!(["a/*.xml", "b/*"])));
+        let raw = with(
+            "jobs.artifact_paths",
+            Some(serde_json::json!(["a/*.xml", "b/*"])),
+        );
         let b = Build::decode(&raw).expect("decodes");
         let job = b.steps().next().expect("a job");
         assert_eq!(job.artifact_paths.as_deref(), Some("a/*.xml;b/*"));
@@ -947,10 +1030,15 @@ mod tests {
     }
 
     #[test]
-    fn times_in_the_old_form_are_read_everywhere_a_build_has_them() {
+    fn regression_times_in_the_old_form_are_read_everywhere_a_build_has_them() {
         let old = "2015-04-23 16:55:52 UTC";
         let at = DateTime::parse_from_rfc3339("2015-04-23T16:55:52Z").expect("time");
         assert_eq!(parse_time(old), Some(at.with_timezone(&Utc)));
+        let fraction = parse_time("2015-04-23 16:55:52.250 UTC");
+        assert_eq!(
+            fraction,
+            Some(at.with_timezone(&Utc) + chrono::Duration::milliseconds(250))
+        );
         let mut build = full();
         for key in ["created_at", "scheduled_at", "started_at", "finished_at"] {
             build[key] = old.into();
@@ -969,11 +1057,18 @@ mod tests {
 
     #[test]
     fn regression_rfc3339_times_with_or_without_fractions_z_or_an_offset_are_read() {
-        let at = |s| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        let at = |s| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
         for (text, want) in [
             ("2026-11-01T10:00:05Z", at("2026-11-01T10:00:05Z")),
             ("2026-11-01T10:00:05.123Z", at("2026-11-01T10:00:05.123Z")),
-            ("2026-11-01T10:00:05.123456+00:00", at("2026-11-01T10:00:05.123456Z")),
+            (
+                "2026-11-01T10:00:05.123456+00:00",
+                at("2026-11-01T10:00:05.123456Z"),
+            ),
             ("2026-11-01T12:00:05+02:00", at("2026-11-01T10:00:05Z")),
             ("2026-11-01T05:30:05.5-04:30", at("2026-11-01T10:00:05.5Z")),
         ] {

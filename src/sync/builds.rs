@@ -191,12 +191,7 @@ pub fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
 /// The finished builds of a page (listed at `endpoint`) as outbox entries. Without `enrich`,
 /// none of them has test results or logs fetched. A build that cannot be decoded is a dead
 /// letter naming why, finished or not.
-pub fn select(
-    config: &Config,
-    items: Vec<Item<Build>>,
-    endpoint: &str,
-    enrich: bool,
-) -> Selection {
+pub fn select(config: &Config, items: Vec<Item<Build>>, endpoint: &str, enrich: bool) -> Selection {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
     let mut selection = Selection {

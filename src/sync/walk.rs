@@ -916,10 +916,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn creation_times_in_the_old_form_narrow_the_walk() {
+    async fn regression_creation_times_in_the_old_form_narrow_the_walk() {
         let list = builds(0, 30, T0, 1000);
         let old = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string().into();
-        let read = walk_all(&Rewritten(Table::new(&list), old), 10).await.expect("walk");
+        let read = walk_all(&Rewritten(Table::new(&list), old), 10)
+            .await
+            .expect("walk");
         let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
         assert_eq!(sorted(read), expected, "each build once");
     }
