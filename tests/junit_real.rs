@@ -86,21 +86,26 @@ fn decode(bytes: &[u8]) -> String {
     text.trim_start().to_string()
 }
 
-/// Counts by elements with roxmltree; None when it is not JUnit or not well-formed.
-fn count_independently(bytes: &[u8]) -> Option<Counts> {
-    let text = decode(bytes);
+/// The document as roxmltree reads it, when it is well-formed and its root is JUnit's.
+fn junit_document(text: &str) -> Option<roxmltree::Document<'_>> {
     // An external entity is never loaded: it reads as empty text.
-    let never_load = |_: Option<&str>, _: &str| Ok(Some(""));
+    fn never_load<'a>(_: Option<&str>, _: &str) -> Result<Option<&'a str>, String> {
+        Ok(Some(""))
+    }
     let options = roxmltree::ParsingOptions {
         allow_dtd: true,
         entity_resolver: Some(&never_load),
         ..Default::default()
     };
-    let doc = roxmltree::Document::parse_with_options(&text, options).ok()?;
+    let doc = roxmltree::Document::parse_with_options(text, options).ok()?;
     let root = doc.root_element().tag_name().name();
-    if !matches!(root, "testsuites" | "testsuite" | "testcase") {
-        return None;
-    }
+    matches!(root, "testsuites" | "testsuite" | "testcase").then_some(doc)
+}
+
+/// Counts by elements with roxmltree; None when it is not JUnit or not well-formed.
+fn count_independently(bytes: &[u8]) -> Option<Counts> {
+    let text = decode(bytes);
+    let doc = junit_document(&text)?;
     let mut counts = Counts::default();
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
         counts.cases += 1;
@@ -309,26 +314,11 @@ type Want = (usize, usize, usize);
 
 /// A file's `<testcase>` elements as `../shared/realdata`'s expectations count them: cases,
 /// with `<failure>`, with `<error>`, with `<skipped>` (or `status="notrun"`), each counted
-/// regardless of the others; and what BuildButler should receive of them. `None` when
-/// roxmltree cannot read the text (decoded as [`decode`] does) or its root is not JUnit's.
+/// regardless of the others; and what BuildButler should receive of them. `None` when it is
+/// not JUnit ([`junit_document`]).
 fn elements(bytes: &[u8]) -> Option<([usize; 4], Want)> {
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .map(|t| t.trim_start_matches('\u{feff}').trim_start().to_string())
-        .unwrap_or_else(|| decode(bytes));
-    let never_load = |_: Option<&str>, _: &str| Ok(Some(""));
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        entity_resolver: Some(&never_load),
-        ..Default::default()
-    };
-    let doc = roxmltree::Document::parse_with_options(&text, options).ok()?;
-    if !matches!(
-        doc.root_element().tag_name().name(),
-        "testsuites" | "testsuite" | "testcase"
-    ) {
-        return None;
-    }
+    let text = decode(bytes);
+    let doc = junit_document(&text)?;
     let (mut counts, mut want) = ([0; 4], (0, 0, 0));
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
         let has = |name: &str| case.children().any(|c| c.has_tag_name(name));
@@ -360,23 +350,39 @@ fn parsed_want(name: &str, bytes: &[u8]) -> Want {
     })
 }
 
-/// `expected.json` of a realdata JUnit corpus: per file, its element counts and whether a
-/// strict XML parser reads it as JUnit.
-fn expected_counts(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
-    serde_json::from_str(&text).expect("expected.json is JSON")
-}
+/// A realdata JUnit corpus (`realdata/<sub>`): its files by name, and `expected.json` (per
+/// file, its element counts and whether a strict XML parser reads it as JUnit), which must
+/// cover every file and hold at least `at_least`. `None` when it is absent (see [`realdata`]).
+type Corpus = (
+    PathBuf,
+    BTreeMap<String, Vec<u8>>,
+    BTreeMap<String, serde_json::Value>,
+);
 
-/// The files of a realdata JUnit corpus, by name.
-fn corpus_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let files = std::fs::read_dir(dir.join("files")).expect("files/");
-    files
+fn corpus(sub: &str, at_least: usize) -> Option<Corpus> {
+    let dir = realdata(sub)?;
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+    let expected: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&text).expect("expected.json is JSON");
+    let files: BTreeMap<String, Vec<u8>> = std::fs::read_dir(dir.join("files"))
+        .expect("files/")
         .flatten()
         .map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             (name, std::fs::read(e.path()).expect("readable"))
         })
-        .collect()
+        .collect();
+    assert!(
+        files.keys().eq(expected.keys()),
+        "{sub}: every file has its expectation"
+    );
+    assert!(files.len() >= at_least, "{sub}: {} files", files.len());
+    Some((dir, files, expected))
+}
+
+/// The element counts `expected.json` lists for a file, as [`elements`] returns them.
+fn listed(e: &serde_json::Value) -> [usize; 4] {
+    ["cases", "failed", "errors", "skipped"].map(|k| e[k].as_u64().expect("a count") as usize)
 }
 
 /// Files of `realdata/junit` where kitesync's parser departs from `expected.json`, each for
@@ -402,26 +408,16 @@ const RECOVERED: &[(&str, &str)] = &[
 /// parser refuses is not JUnit, 0/0/0) — anchored by an element count with roxmltree.
 #[test]
 fn regression_every_public_report_of_realdata_junit_is_read_as_expected() {
-    let Some(dir) = realdata("junit") else {
+    let Some((_, files, expected)) = corpus("junit", 46) else {
         return;
     };
-    let expected = expected_counts(&dir);
-    let files = corpus_files(&dir);
-    assert_eq!(
-        files.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "every file has its expectation"
-    );
-    assert!(files.len() >= 46, "{} files", files.len());
     let mut wrong = Vec::new();
     for (name, bytes) in &files {
         let e = &expected[name];
-        let n = |k: &str| e[k].as_u64().expect("a count") as usize;
         let parsed = parsed_want(name, bytes);
         let want = match (e["junit"].as_bool(), elements(bytes)) {
             (Some(true), Some((counts, want))) => {
-                let listed = [n("cases"), n("failed"), n("errors"), n("skipped")];
-                assert_eq!(counts, listed, "{name}: element counts");
+                assert_eq!(counts, listed(e), "{name}: element counts");
                 want
             }
             (Some(false), recovered) => match RECOVERED.iter().find(|(f, _)| f == name) {
@@ -470,32 +466,19 @@ fn wants(dir: &Path) -> BTreeMap<String, Vec<Want>> {
 /// (SOURCES.md's `want`, with both readings where it accepts two).
 #[test]
 fn regression_every_public_report_of_realdata_junit2_is_read_as_its_sources_want() {
-    let Some(dir) = realdata("junit2") else {
+    let Some((dir, files, expected)) = corpus("junit2", 101) else {
         return;
     };
-    let files = corpus_files(&dir);
     let wants = wants(&dir);
-    let expected = expected_counts(&dir);
-    assert_eq!(
-        files.keys().collect::<Vec<_>>(),
-        wants.keys().collect::<Vec<_>>(),
-        "every file has its want"
-    );
-    assert!(files.len() >= 101, "{} files", files.len());
+    assert!(files.keys().eq(wants.keys()), "every file has its want");
     let mut wrong = Vec::new();
     for (name, bytes) in &files {
         let accepted = &wants[name];
         assert!(!accepted.is_empty(), "{name}: a want");
         // The want agrees with the file's element counts (expected.json) where it is JUnit.
-        if let (Some(true), Some((counts, want))) =
-            (expected[name]["junit"].as_bool(), elements(bytes))
-        {
-            let n = |k: &str| expected[name][k].as_u64().expect("a count") as usize;
-            assert_eq!(
-                counts,
-                [n("cases"), n("failed"), n("errors"), n("skipped")],
-                "{name}"
-            );
+        let e = &expected[name];
+        if let (Some(true), Some((counts, want))) = (e["junit"].as_bool(), elements(bytes)) {
+            assert_eq!(counts, listed(e), "{name}: element counts");
             assert!(
                 accepted.contains(&want),
                 "{name}: {want:?} not in {accepted:?}"
