@@ -111,7 +111,7 @@ metrics! {
     builds_polled: Counter = Counter::default(),
         "kitesync_builds_polled", "Finished builds listed by polls";
     fields_ignored: Family<FieldLabels, Counter> = Family::default(),
-        "kitesync_buildkite_fields_ignored", "Finished builds polled with an optional field of an unexpected type or format, read as absent, by field";
+        "kitesync_buildkite_fields_ignored", "Builds queued by polls with an optional field of an unexpected type or format, read as absent, by field";
     builds_queued: Counter = Counter::default(),
         "kitesync_builds_queued", "Builds queued for delivery (new or finished again)";
     delivered: Counter = Counter::default(),
@@ -179,7 +179,7 @@ impl Metrics {
         self.enrich_requests.get_or_create(&labels).inc();
     }
 
-    /// Counts `n` finished builds polled whose `field` was read as absent.
+    /// Counts `n` builds queued by a poll whose `field` was read as absent.
     pub fn fields_ignored(&self, field: &str, n: u64) {
         let labels = FieldLabels {
             field: field.into(),
