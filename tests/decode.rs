@@ -310,7 +310,7 @@ fn render(t: DateTime<Utc>, old: bool) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_recorded_buildkite_build_decodes_and_is_delivered_when_finished() {
+async fn regression_every_recorded_buildkite_build_decodes_and_is_delivered_when_finished() {
     let Some(dir) = realdata("buildkite_real") else {
         return;
     };
