@@ -211,6 +211,9 @@ impl Poller {
             Ok(report) => {
                 metrics.builds_polled.inc_by(report.finished as u64);
                 metrics.builds_queued.inc_by(report.queued as u64);
+                for (field, n) in &report.ignored {
+                    metrics.fields_ignored(field.as_str(), *n);
+                }
                 metrics.succeeded(Activity::Poll);
                 ride_out.accepted(app);
                 health.ok();

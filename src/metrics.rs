@@ -43,6 +43,12 @@ pub struct CapLabels {
     pub cap: String,
 }
 
+/// A field of Buildkite's builds kitesync reads (`buildkite::model::Field`'s names only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub field: String,
+}
+
 /// What succeeded or failed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Activity {
@@ -104,6 +110,8 @@ metrics! {
         "kitesync_buildkite_ratelimit_reserve", "Requests of each Buildkite budget kitesync leaves to others (reserve_percent)";
     builds_polled: Counter = Counter::default(),
         "kitesync_builds_polled", "Finished builds listed by polls";
+    fields_ignored: Family<FieldLabels, Counter> = Family::default(),
+        "kitesync_buildkite_fields_ignored", "Builds queued by polls with an optional field of an unexpected type or format, read as absent, by field";
     builds_queued: Counter = Counter::default(),
         "kitesync_builds_queued", "Builds queued for delivery (new or finished again)";
     delivered: Counter = Counter::default(),
@@ -169,6 +177,14 @@ impl Metrics {
     pub fn enrich_request(&self, kind: &str) {
         let labels = EnrichKindLabels { kind: kind.into() };
         self.enrich_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts `n` builds queued by a poll whose `field` was read as absent.
+    pub fn fields_ignored(&self, field: &str, n: u64) {
+        let labels = FieldLabels {
+            field: field.into(),
+        };
+        self.fields_ignored.get_or_create(&labels).inc_by(n);
     }
 
     /// Counts `n` JUnit files skipped by `cap`.

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -85,21 +86,26 @@ fn decode(bytes: &[u8]) -> String {
     text.trim_start().to_string()
 }
 
-/// Counts by elements with roxmltree; None when it is not JUnit or not well-formed.
-fn count_independently(bytes: &[u8]) -> Option<Counts> {
-    let text = decode(bytes);
+/// The document as roxmltree reads it, when it is well-formed and its root is JUnit's.
+fn junit_document(text: &str) -> Option<roxmltree::Document<'_>> {
     // An external entity is never loaded: it reads as empty text.
-    let never_load = |_: Option<&str>, _: &str| Ok(Some(""));
+    fn never_load<'a>(_: Option<&str>, _: &str) -> Result<Option<&'a str>, String> {
+        Ok(Some(""))
+    }
     let options = roxmltree::ParsingOptions {
         allow_dtd: true,
         entity_resolver: Some(&never_load),
         ..Default::default()
     };
-    let doc = roxmltree::Document::parse_with_options(&text, options).ok()?;
+    let doc = roxmltree::Document::parse_with_options(text, options).ok()?;
     let root = doc.root_element().tag_name().name();
-    if !matches!(root, "testsuites" | "testsuite" | "testcase") {
-        return None;
-    }
+    matches!(root, "testsuites" | "testsuite" | "testcase").then_some(doc)
+}
+
+/// Counts by elements with roxmltree; None when it is not JUnit or not well-formed.
+fn count_independently(bytes: &[u8]) -> Option<Counts> {
+    let text = decode(bytes);
+    let doc = junit_document(&text)?;
     let mut counts = Counts::default();
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
         counts.cases += 1;
@@ -300,4 +306,190 @@ async fn the_corpus_through_the_real_binary() {
             assert!(warned, "no warning for {}:\n{log}", expected.path);
         }
     }
+}
+
+/// Cases, failed (a `<failure>` or an `<error>`) and skipped (neither, and `<skipped>` or
+/// googletest's `status="notrun"`), as BuildButler should receive them from one file.
+type Want = (usize, usize, usize);
+
+/// A file's `<testcase>` elements as `../shared/realdata`'s expectations count them: cases,
+/// with `<failure>`, with `<error>`, with `<skipped>` (or `status="notrun"`), each counted
+/// regardless of the others; and what BuildButler should receive of them. `None` when it is
+/// not JUnit ([`junit_document`]).
+fn elements(bytes: &[u8]) -> Option<([usize; 4], Want)> {
+    let text = decode(bytes);
+    let doc = junit_document(&text)?;
+    let (mut counts, mut want) = ([0; 4], (0, 0, 0));
+    for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
+        let has = |name: &str| case.children().any(|c| c.has_tag_name(name));
+        let skipped = has("skipped") || case.attribute("status") == Some("notrun");
+        counts[0] += 1;
+        counts[1] += usize::from(has("failure"));
+        counts[2] += usize::from(has("error"));
+        counts[3] += usize::from(skipped);
+        want.0 += 1;
+        if has("failure") || has("error") {
+            want.1 += 1;
+        } else if skipped {
+            want.2 += 1;
+        }
+    }
+    Some((counts, want))
+}
+
+/// What kitesync's parser made of a file, as [`Want`]; a file it refuses is `(0, 0, 0)`.
+fn parsed_want(name: &str, bytes: &[u8]) -> Want {
+    let Ok(suites) = junit::parse(bytes, stem(name)) else {
+        return (0, 0, 0);
+    };
+    let cases = suites.iter().flat_map(|s| &s.cases);
+    cases.fold((0, 0, 0), |(n, f, s), c| match c.status {
+        TestStatus::Failed | TestStatus::Error => (n + 1, f + 1, s),
+        TestStatus::Skipped => (n + 1, f, s + 1),
+        TestStatus::Passed => (n + 1, f, s),
+    })
+}
+
+/// A realdata JUnit corpus (`realdata/<sub>`): its files by name, and `expected.json` (per
+/// file, its element counts and whether a strict XML parser reads it as JUnit), which must
+/// cover every file and hold at least `at_least`. `None` when it is absent (see [`realdata`]).
+type Corpus = (
+    PathBuf,
+    BTreeMap<String, Vec<u8>>,
+    BTreeMap<String, serde_json::Value>,
+);
+
+fn corpus(sub: &str, at_least: usize) -> Option<Corpus> {
+    let dir = realdata(sub)?;
+    let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+    let expected: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&text).expect("expected.json is JSON");
+    let files: BTreeMap<String, Vec<u8>> = std::fs::read_dir(dir.join("files"))
+        .expect("files/")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).expect("readable"))
+        })
+        .collect();
+    assert!(
+        files.keys().eq(expected.keys()),
+        "{sub}: every file has its expectation"
+    );
+    assert!(files.len() >= at_least, "{sub}: {} files", files.len());
+    Some((dir, files, expected))
+}
+
+/// The element counts `expected.json` lists for a file, as [`elements`] returns them.
+fn listed(e: &serde_json::Value) -> [usize; 4] {
+    ["cases", "failed", "errors", "skipped"].map(|k| e[k].as_u64().expect("a count") as usize)
+}
+
+/// Files of `realdata/junit` where kitesync's parser departs from `expected.json`, each for
+/// the reason its SOURCES.md row gives: a strict parser (ElementTree) refuses them, and a
+/// lenient reader recovers them exactly (their element counts).
+const RECOVERED: &[(&str, &str)] = &[
+    (
+        "codecov__leading-blank-line.xml",
+        "a blank line before the XML declaration",
+    ),
+    (
+        "xunitviewer__utf-16le.xml",
+        "UTF-16LE with a byte order mark, declared as \"UTF-16 LE\"",
+    ),
+    (
+        "violations__root-is-testcase.xml",
+        "a lone <testcase> root, which kitesync reads",
+    ),
+];
+
+/// `realdata/junit` (46 files from public repositories): every file through the parser,
+/// compared with its expected counts (`expected.json`: element counts; a file a strict
+/// parser refuses is not JUnit, 0/0/0) — anchored by an element count with roxmltree.
+#[test]
+fn regression_every_public_report_of_realdata_junit_is_read_as_expected() {
+    let Some((_, files, expected)) = corpus("junit", 46) else {
+        return;
+    };
+    let mut wrong = Vec::new();
+    for (name, bytes) in &files {
+        let e = &expected[name];
+        let parsed = parsed_want(name, bytes);
+        let want = match (e["junit"].as_bool(), elements(bytes)) {
+            (Some(true), Some((counts, want))) => {
+                assert_eq!(counts, listed(e), "{name}: element counts");
+                want
+            }
+            (Some(false), recovered) => match RECOVERED.iter().find(|(f, _)| f == name) {
+                Some((_, why)) => {
+                    let want = recovered.expect("recoverable").1;
+                    assert_ne!(want, (0, 0, 0), "{name} ({why}): nothing to recover");
+                    want
+                }
+                None => (0, 0, 0),
+            },
+            (junit, counts) => panic!("{name}: junit {junit:?}, elements {counts:?}"),
+        };
+        if parsed != want {
+            wrong.push(format!("{name}: parsed {parsed:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The `want` column of `realdata/junit2/SOURCES.md`, by file: every reading accepted
+/// (cases/failed/skipped).
+fn wants(dir: &Path) -> BTreeMap<String, Vec<Want>> {
+    let text = std::fs::read_to_string(dir.join("SOURCES.md")).expect("SOURCES.md");
+    let mut wants = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let columns: Vec<&str> = line.split(" | ").collect();
+        let file = columns[0].trim_start_matches("| ").trim_matches('`');
+        let last = columns.last().expect("columns").trim_end_matches(" |");
+        let readings = last
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter_map(|t| {
+                let n: Vec<usize> = t
+                    .split('/')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<_>>()?;
+                (n.len() == 3).then(|| (n[0], n[1], n[2]))
+            })
+            .collect();
+        wants.insert(file.to_string(), readings);
+    }
+    wants
+}
+
+/// `realdata/junit2` (101 files from 7 public repositories, each with its third party's own
+/// expectation): every file through the parser, against what BuildButler should receive
+/// (SOURCES.md's `want`, with both readings where it accepts two).
+#[test]
+fn regression_every_public_report_of_realdata_junit2_is_read_as_its_sources_want() {
+    let Some((dir, files, expected)) = corpus("junit2", 101) else {
+        return;
+    };
+    let wants = wants(&dir);
+    assert!(files.keys().eq(wants.keys()), "every file has its want");
+    let mut wrong = Vec::new();
+    for (name, bytes) in &files {
+        let accepted = &wants[name];
+        assert!(!accepted.is_empty(), "{name}: a want");
+        // The want agrees with the file's element counts (expected.json) where it is JUnit.
+        let e = &expected[name];
+        if let (Some(true), Some((counts, want))) = (e["junit"].as_bool(), elements(bytes)) {
+            assert_eq!(counts, listed(e), "{name}: element counts");
+            assert!(
+                accepted.contains(&want),
+                "{name}: {want:?} not in {accepted:?}"
+            );
+        }
+        let parsed = parsed_want(name, bytes);
+        if !accepted.contains(&parsed) {
+            wrong.push(format!(
+                "{name}: parsed {parsed:?}, want one of {accepted:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

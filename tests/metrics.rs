@@ -44,6 +44,15 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     // then raced for).
     h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
     h.bk.set_builds(recent_builds(5));
+    // Two builds whose types drifted: counted once each, however often the overlap lists them.
+    for n in [2, 3] {
+        let soft_failed = serde_json::json!("true");
+        h.bk.set_drift(&data::build_id(n), "/jobs/0/soft_failed", soft_failed);
+    }
+    let ignored = |s: &prometheus_parse::Scrape| {
+        let field = [("field", "jobs.soft_failed")];
+        sample(s, "kitesync_buildkite_fields_ignored_total", &field)
+    };
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
     let base = metrics_base(&stderr).await;
@@ -66,6 +75,7 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
         sample(&scrape, "kitesync_builds_queued_total", &[]),
         Some(5.0)
     );
+    assert_eq!(ignored(&scrape), Some(2.0), "{text}");
     let polls = sample(
         &scrape,
         "kitesync_buildkite_requests_total",
@@ -104,6 +114,8 @@ async fn metrics_count_the_work_and_healthz_turns_503_when_buildbutler_is_down()
     h.bb.set_down(false);
     until(|| h.bb.builds().len() == 6).await;
     assert_eq!(healthz_until(&base, 200).await, "ok\n");
+    let (text, last) = scrape_until(&base, |_| true).await;
+    assert_eq!(ignored(&last), Some(2.0), "polls since: {text}");
     terminate(&daemon);
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));

@@ -453,7 +453,7 @@ async fn pipeline_branch_and_status_case_settings_come_from_the_environment() {
 async fn an_undecodable_build_is_a_dead_letter_and_does_not_block_the_page() {
     let h = Harness::start().await;
     let mut builds = recent_builds(5);
-    builds[2]["jobs"] = json!("not a list");
+    builds[2]["number"] = json!("three");
     h.bk.set_builds(builds);
     let run = h.run(&["--once"]).await;
     assert_eq!(run.code, 1, "{}", run.output());

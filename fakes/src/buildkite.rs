@@ -137,6 +137,8 @@ struct Inner {
     /// Builds pages of more than this many items are too big to answer in time: after the
     /// delay, a gateway's 504 (long after a client with a shorter timeout gave up).
     slow_pages: Option<(usize, Duration)>,
+    /// Values changed in builds as served (by build id: JSON pointer and value).
+    drift: BTreeMap<String, Vec<(String, Value)>>,
 }
 
 /// A running fake Buildkite API. Cheap to clone; all clones share the state.
@@ -204,6 +206,7 @@ impl FakeBuildkite {
             latency: Duration::ZERO,
             delays: VecDeque::new(),
             requests: Vec::new(),
+            drift: BTreeMap::new(),
             in_flight: 0,
             max_in_flight: 0,
             slow_pages: None,
@@ -345,6 +348,16 @@ impl FakeBuildkite {
         let mut inner = self.lock();
         inner.builds.extend(builds);
         sort_newest_first(&mut inner.builds);
+    }
+
+    /// Serves the build with this UUID with `value` at the JSON `pointer` (`/jobs/0/agent`),
+    /// after the filters chose it by what the build holds: an answer whose types drifted
+    /// from the server's own data (Buildkite filters by its own times, whatever the JSON
+    /// says).
+    pub fn set_drift(&self, id: &str, pointer: &str, value: Value) {
+        let mut inner = self.lock();
+        let drift = inner.drift.entry(id.to_string()).or_default();
+        drift.push((pointer.to_string(), value));
     }
 
     /// Changes the build with this UUID in place (e.g. to re-finish it).
@@ -985,7 +998,14 @@ fn answer(
             (page, connected.len() > start + query.per_page)
         }
     };
-    let body = serde_json::to_string(&page).expect("serializable");
+    let body = match listing {
+        Listing::Builds(_) if !inner.drift.is_empty() => {
+            let served: Vec<Value> = page.iter().map(|b| drifted(inner, b)).collect();
+            serde_json::to_string(&served)
+        }
+        _ => serde_json::to_string(&page),
+    }
+    .expect("serializable");
     let more = more || (inner.paging == Paging::IgnorePage && matches!(listing, Listing::Agents));
     let last_page = if more { asked_page + 1 } else { asked_page };
     let mut response = match fault {
@@ -1080,10 +1100,23 @@ fn links(origin: &str, uri: &Uri, page: u32, last: u32) -> String {
     parts.join(", ")
 }
 
+/// `build` as served, with the values [`FakeBuildkite::set_drift`] set for it.
+fn drifted(inner: &Inner, build: &Value) -> Value {
+    let mut served = build.clone();
+    let changes = build["id"].as_str().and_then(|id| inner.drift.get(id));
+    for (pointer, value) in changes.into_iter().flatten() {
+        let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+        if let Some(object) = served.pointer_mut(parent).and_then(Value::as_object_mut) {
+            object.insert(key.to_string(), value.clone());
+        }
+    }
+    served
+}
+
+/// A build's time in either form Buildkite has sent: RFC 3339, or `"2015-04-23 16:55:52 UTC"`
+/// (older answers, `Shopify/buildkit`'s cassettes in `../shared/realdata/buildkite_real`).
 fn time(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+    v.as_str()?.parse().ok()
 }
 
 /// A build's time as the time filters compare it: truncated to its second.

@@ -3,12 +3,418 @@
 //! Unknown fields are ignored, and every field Buildkite may leave out or send as `null`
 //! (waiter jobs are only `{id, graphql_id, type}`; creators and pull requests may be null or
 //! `{}`) is optional, so a new API field or an odd build never breaks a whole page.
+//!
+//! Types drift (the live API once sent a job's `signal` as a string where clients expected a
+//! number), so a build and its jobs are read field by field ([`Lenient`]): an optional field
+//! of the wrong type or format reads as absent and is named in [`Build::ignored`]. A field the
+//! sync depends on (`id`, `number`, `state`, `pipeline.slug`, `finished_at` of a build in a
+//! finished state, and `created_at` of a listed build: [`Build::listed`]) is never silently
+//! absent: the build does not decode, and the error ([`Unreadable`]) names the field. Times are read in every form Buildkite has
+//! used ([`parse_time`]).
+
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+
+/// A time as Buildkite sends it: RFC 3339 (with or without fractions, `Z` or an offset), or
+/// the `"2015-04-23 16:55:52 UTC"` form of older answers and of webhooks — both read by
+/// chrono's `FromStr`, as its serde reads them.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    s.parse().ok()
+}
+
+macro_rules! fields {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// A field of a build (or of its jobs) that kitesync reads; its name is the label of
+        /// `kitesync_buildkite_fields_ignored_total`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Field {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Field {
+            /// Every field, in order.
+            pub const ALL: &[Field] = &[$(Field::$variant,)*];
+
+            /// The field's path in the build's JSON (`jobs.agent.id`: of a job's agent).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Field::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+fields! {
+    Id = "id",
+    Number = "number",
+    State = "state",
+    CreatedAt = "created_at",
+    FinishedAt = "finished_at",
+    PipelineSlug = "pipeline.slug",
+    Commit = "commit",
+    Branch = "branch",
+    Source = "source",
+    ScheduledAt = "scheduled_at",
+    StartedAt = "started_at",
+    /// The list, or one of its items that is not an object.
+    Jobs = "jobs",
+    JobType = "jobs.type",
+    JobId = "jobs.id",
+    JobName = "jobs.name",
+    JobLabel = "jobs.label",
+    JobStepKey = "jobs.step_key",
+    JobState = "jobs.state",
+    JobSoftFailed = "jobs.soft_failed",
+    JobStartedAt = "jobs.started_at",
+    JobFinishedAt = "jobs.finished_at",
+    JobRetried = "jobs.retried",
+    JobAgent = "jobs.agent",
+    JobArtifactPaths = "jobs.artifact_paths",
+    AgentId = "jobs.agent.id",
+    AgentName = "jobs.agent.name",
+    AgentHostname = "jobs.agent.hostname",
+    /// The list, or one of its tags that is not a string.
+    AgentMetaData = "jobs.agent.meta_data",
+}
+
+impl Field {
+    /// What kitesync reads in the field.
+    fn expected(self) -> &'static str {
+        match self {
+            Field::Number => "a whole number",
+            Field::CreatedAt | Field::FinishedAt => "a time",
+            _ => "a non-empty string",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a field held instead of what kitesync reads there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    Bool,
+    Number,
+    /// A string, but not of the expected form (a time, a non-empty text) or type.
+    String,
+    List,
+    Object,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Found::Missing => "nothing",
+            Found::Bool => "a boolean",
+            Found::Number => "a number",
+            Found::String => "a string",
+            Found::List => "a list",
+            Found::Object => "an object",
+        })
+    }
+}
+
+/// A build that cannot be taken as it is: a field the sync depends on cannot be read. What
+/// could be read of its key is kept, to file it as a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its `{field}` cannot be read: expected {}, found {found}", field.expected())]
+pub struct Unreadable {
+    pub field: Field,
+    pub found: Found,
+    pub id: Option<String>,
+    pub number: Option<u64>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Why a listed build does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undecodable {
+    /// Not a JSON object at all (a quote of the parser's error, cut short).
+    #[error("not a build object: {0}")]
+    Json(String),
+    #[error(transparent)]
+    Field(#[from] Unreadable),
+}
+
+/// A field as read: absent (missing or `null`), read, or of the wrong type or format.
+#[derive(Debug, Default)]
+enum Lenient<T> {
+    #[default]
+    Absent,
+    Read(T),
+    Wrong(Found),
+}
+
+impl<T> Lenient<T> {
+    /// The value, or `None` with `field` noted in `ignored` when it was of the wrong type.
+    fn or_ignore(self, field: Field, ignored: &mut Vec<Field>) -> Option<T> {
+        match self {
+            Lenient::Read(v) => Some(v),
+            Lenient::Absent => None,
+            Lenient::Wrong(_) => {
+                ignored.push(field);
+                None
+            }
+        }
+    }
+
+    /// What was found instead of a value.
+    fn found(&self) -> Found {
+        match self {
+            Lenient::Wrong(found) => *found,
+            _ => Found::Missing,
+        }
+    }
+
+    fn ok(self) -> Option<T> {
+        match self {
+            Lenient::Read(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A type a [`Lenient`] field reads from JSON: each kind of JSON value either is one, or is
+/// of the wrong type (`None`).
+trait Read<'de>: Sized {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+impl<'de, T: Read<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LenientVisitor(PhantomData))
+    }
+}
+
+struct LenientVisitor<T>(PhantomData<T>);
+
+fn read<T>(value: Option<T>, found: Found) -> Lenient<T> {
+    value.map_or(Lenient::Wrong(found), Lenient::Read)
+}
+
+impl<'de, T: Read<'de>> Visitor<'de> for LenientVisitor<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Lenient<T>, E> {
+        Ok(read(T::from_bool(v), Found::Bool))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Lenient<T>, E> {
+        Ok(read(T::from_u64(v), Found::Number))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Lenient<T>, E> {
+        Ok(read(
+            u64::try_from(v).ok().and_then(T::from_u64),
+            Found::Number,
+        ))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Lenient<T>, E> {
+        Ok(Lenient::Wrong(Found::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Lenient<T>, E> {
+        Ok(read(T::from_str(v), Found::String))
+    }
+    fn visit_unit<E>(self) -> Result<Lenient<T>, E> {
+        Ok(Lenient::Absent)
+    }
+    fn visit_none<E>(self) -> Result<Lenient<T>, E> {
+        Ok(Lenient::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Lenient<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Lenient<T>, A::Error> {
+        Ok(read(T::from_map(map)?, Found::Object))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Lenient<T>, A::Error> {
+        Ok(read(T::from_seq(seq)?, Found::List))
+    }
+}
+
+impl Read<'_> for String {
+    fn from_str(s: &str) -> Option<Self> {
+        Some(s.to_string())
+    }
+}
+
+impl Read<'_> for u64 {
+    fn from_u64(n: u64) -> Option<Self> {
+        Some(n)
+    }
+}
+
+impl Read<'_> for bool {
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(b)
+    }
+}
+
+impl Read<'_> for DateTime<Utc> {
+    fn from_str(s: &str) -> Option<Self> {
+        parse_time(s)
+    }
+}
+
+/// A list whose items are read one by one: those of the wrong type are left out and noted.
+#[derive(Debug)]
+struct List<T> {
+    items: Vec<T>,
+    wrong: bool,
+}
+
+impl<T> List<T> {
+    /// The items, with `field` noted in `ignored` when one or the list was of the wrong type.
+    fn or_ignore(list: Lenient<List<T>>, field: Field, ignored: &mut Vec<Field>) -> Option<Vec<T>> {
+        let list = list.or_ignore(field, ignored)?;
+        if list.wrong {
+            ignored.push(field);
+        }
+        Some(list.items)
+    }
+}
+
+impl<'de, T: Read<'de>> Read<'de> for List<T> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut list = List {
+            items: Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024)),
+            wrong: false,
+        };
+        while let Some(item) = seq.next_element::<Lenient<T>>()? {
+            match item {
+                Lenient::Read(v) => list.items.push(v),
+                Lenient::Absent => {}
+                Lenient::Wrong(_) => list.wrong = true,
+            }
+        }
+        Ok(Some(list))
+    }
+}
+
+/// A step's `artifact_paths`: one string (globs separated by `;`), or a list of globs.
+#[derive(Debug)]
+struct Paths(String);
+
+impl<'de> Read<'de> for Paths {
+    fn from_str(s: &str) -> Option<Self> {
+        Some(Paths(s.to_string()))
+    }
+    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
+        let globs = List::<String>::from_seq(seq)?.filter(|l| !l.wrong);
+        Ok(globs.map(|l| Paths(l.items.join(";"))))
+    }
+}
+
+/// Objects read field by field.
+macro_rules! read_objects {
+    ($($t:ty),*) => {$(
+        impl<'de> Read<'de> for $t {
+            fn from_map<A: MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+                <$t>::deserialize(MapAccessDeserializer::new(map)).map(Some)
+            }
+        }
+    )*};
+}
+
+read_objects!(RawPipeline, RawJob, RawAgent);
+
+/// The id and creation time of a listed build, each read leniently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCreated {
+    id: Lenient<String>,
+    created_at: Lenient<DateTime<Utc>>,
+}
+
+/// The id and creation time of a listed build as far as they can be read, even of a build
+/// that does not decode.
+pub fn created(raw: &str) -> (Option<String>, Option<DateTime<Utc>>) {
+    let c: RawCreated = serde_json::from_str(raw).unwrap_or_default();
+    (c.id.ok().filter(|id| !id.is_empty()), c.created_at.ok())
+}
+
+/// A build as listed, each field read leniently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBuild {
+    id: Lenient<String>,
+    number: Lenient<u64>,
+    state: Lenient<String>,
+    commit: Lenient<String>,
+    branch: Lenient<String>,
+    source: Lenient<String>,
+    created_at: Lenient<DateTime<Utc>>,
+    scheduled_at: Lenient<DateTime<Utc>>,
+    started_at: Lenient<DateTime<Utc>>,
+    finished_at: Lenient<DateTime<Utc>>,
+    pipeline: Lenient<RawPipeline>,
+    jobs: Lenient<List<RawJob>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPipeline {
+    slug: Lenient<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawJob {
+    #[serde(rename = "type")]
+    kind: Lenient<String>,
+    id: Lenient<String>,
+    name: Lenient<String>,
+    label: Lenient<String>,
+    step_key: Lenient<String>,
+    state: Lenient<String>,
+    soft_failed: Lenient<bool>,
+    started_at: Lenient<DateTime<Utc>>,
+    finished_at: Lenient<DateTime<Utc>>,
+    retried: Lenient<bool>,
+    agent: Lenient<RawAgent>,
+    artifact_paths: Lenient<Paths>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAgent {
+    id: Lenient<String>,
+    name: Lenient<String>,
+    hostname: Lenient<String>,
+    meta_data: Lenient<List<String>>,
+}
 
 /// A build, with its jobs.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawBuild")]
 pub struct Build {
     /// The build's UUID.
     pub id: String,
@@ -22,23 +428,24 @@ pub struct Build {
     pub scheduled_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub pipeline: Option<PipelineRef>,
+    pub pipeline: PipelineRef,
     pub jobs: Option<Vec<Job>>,
+    /// The optional fields read as absent because of their type or format, in the order met
+    /// (a field of several jobs once per job).
+    pub ignored: Vec<Field>,
 }
 
 /// The pipeline a build belongs to (only what kitesync uses).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PipelineRef {
     pub slug: String,
 }
 
 /// One job of a build: a script step, a waiter, a block (`manual`) or a trigger. An odd job
 /// (no `id` or `type`, an unknown state) still decodes, so it never costs its build.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Job {
-    #[serde(rename = "type", default)]
     pub kind: String,
-    #[serde(default)]
     pub id: String,
     pub name: Option<String>,
     pub label: Option<String>,
@@ -55,7 +462,7 @@ pub struct Job {
 }
 
 /// The agent that ran a job.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct AgentRef {
     /// The agent's id, as the agents list has it.
     pub id: Option<String>,
@@ -63,6 +470,120 @@ pub struct AgentRef {
     pub hostname: Option<String>,
     /// `"key=value"` tags, e.g. `"queue=default"`.
     pub meta_data: Option<Vec<String>>,
+}
+
+/// True for the states of a build that is still going.
+fn active(state: &str) -> bool {
+    matches!(
+        state,
+        "creating" | "scheduled" | "running" | "failing" | "canceling" | "waiting"
+    )
+}
+
+impl TryFrom<RawBuild> for Build {
+    type Error = Unreadable;
+
+    fn try_from(raw: RawBuild) -> Result<Build, Unreadable> {
+        let unreadable = |field, found| Unreadable {
+            field,
+            found,
+            id: match &raw.id {
+                Lenient::Read(id) if !id.is_empty() => Some(id.clone()),
+                _ => None,
+            },
+            number: match raw.number {
+                Lenient::Read(n) => Some(n),
+                _ => None,
+            },
+            finished_at: match raw.finished_at {
+                Lenient::Read(t) => Some(t),
+                _ => None,
+            },
+        };
+        let id = match &raw.id {
+            Lenient::Read(id) if !id.is_empty() => id.clone(),
+            other => return Err(unreadable(Field::Id, other.found())),
+        };
+        let Lenient::Read(number) = raw.number else {
+            return Err(unreadable(Field::Number, raw.number.found()));
+        };
+        let state = match &raw.state {
+            Lenient::Read(s) if !s.is_empty() => s.clone(),
+            other => return Err(unreadable(Field::State, other.found())),
+        };
+        // Absent only from builds rebuilt from what 0.1 queued; a listed build must have it
+        // ([`Build::listed`]).
+        let created_at = match raw.created_at {
+            Lenient::Wrong(found) => return Err(unreadable(Field::CreatedAt, found)),
+            other => other.ok(),
+        };
+        let slug = match &raw.pipeline {
+            Lenient::Read(RawPipeline {
+                slug: Lenient::Read(slug),
+            }) if !slug.is_empty() => slug.clone(),
+            Lenient::Read(p) => return Err(unreadable(Field::PipelineSlug, p.slug.found())),
+            other => return Err(unreadable(Field::PipelineSlug, other.found())),
+        };
+        let finished_at = match raw.finished_at {
+            Lenient::Wrong(found) if !active(&state) => {
+                return Err(unreadable(Field::FinishedAt, found))
+            }
+            other => other.ok(),
+        };
+        let mut ignored = Vec::new();
+        let jobs = List::or_ignore(raw.jobs, Field::Jobs, &mut ignored);
+        let jobs = jobs.map(|jobs| {
+            jobs.into_iter()
+                .map(|j| Job::read(j, &mut ignored))
+                .collect()
+        });
+        Ok(Build {
+            id,
+            number,
+            state,
+            commit: raw.commit.or_ignore(Field::Commit, &mut ignored),
+            branch: raw.branch.or_ignore(Field::Branch, &mut ignored),
+            source: raw.source.or_ignore(Field::Source, &mut ignored),
+            created_at,
+            scheduled_at: raw.scheduled_at.or_ignore(Field::ScheduledAt, &mut ignored),
+            started_at: raw.started_at.or_ignore(Field::StartedAt, &mut ignored),
+            finished_at,
+            pipeline: PipelineRef { slug },
+            jobs,
+            ignored,
+        })
+    }
+}
+
+impl Job {
+    fn read(raw: RawJob, ignored: &mut Vec<Field>) -> Job {
+        let agent = raw.agent.or_ignore(Field::JobAgent, ignored);
+        Job {
+            kind: raw
+                .kind
+                .or_ignore(Field::JobType, ignored)
+                .unwrap_or_default(),
+            id: raw.id.or_ignore(Field::JobId, ignored).unwrap_or_default(),
+            name: raw.name.or_ignore(Field::JobName, ignored),
+            label: raw.label.or_ignore(Field::JobLabel, ignored),
+            step_key: raw.step_key.or_ignore(Field::JobStepKey, ignored),
+            state: raw.state.or_ignore(Field::JobState, ignored),
+            soft_failed: raw.soft_failed.or_ignore(Field::JobSoftFailed, ignored),
+            started_at: raw.started_at.or_ignore(Field::JobStartedAt, ignored),
+            finished_at: raw.finished_at.or_ignore(Field::JobFinishedAt, ignored),
+            retried: raw.retried.or_ignore(Field::JobRetried, ignored),
+            agent: agent.map(|a| AgentRef {
+                id: a.id.or_ignore(Field::AgentId, ignored),
+                name: a.name.or_ignore(Field::AgentName, ignored),
+                hostname: a.hostname.or_ignore(Field::AgentHostname, ignored),
+                meta_data: List::or_ignore(a.meta_data, Field::AgentMetaData, ignored),
+            }),
+            artifact_paths: raw
+                .artifact_paths
+                .or_ignore(Field::JobArtifactPaths, ignored)
+                .map(|p| p.0),
+        }
+    }
 }
 
 /// A build artifact.
@@ -116,16 +637,45 @@ impl Build {
     /// The finish time, when the build has finished: not in a state that is still going,
     /// whatever `finished_at` says (a build stopped at a block step counts as finished).
     pub fn finished(&self) -> Option<DateTime<Utc>> {
-        let active = matches!(
-            self.state.as_str(),
-            "creating" | "scheduled" | "running" | "failing" | "canceling" | "waiting"
-        );
-        self.finished_at.filter(|_| !active)
+        self.finished_at.filter(|_| !active(&self.state))
     }
 
-    /// The pipeline slug, or `unknown` when the answer left it out.
+    /// A build from its JSON as listed, or why it cannot be taken: not an object, or a field
+    /// the sync depends on that cannot be read.
+    pub fn decode(raw: &str) -> Result<Build, Undecodable> {
+        let build: RawBuild = serde_json::from_str(raw).map_err(|e| {
+            let mut text = e.to_string();
+            if text.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push('…');
+            }
+            Undecodable::Json(text)
+        })?;
+        Ok(Build::try_from(build)?)
+    }
+
+    /// The build as listed, or why it cannot be taken: a build in a listing must say when it
+    /// was created (the walk narrows by it).
+    pub fn listed(self) -> Result<Build, Unreadable> {
+        match self.created_at {
+            Some(_) => Ok(self),
+            None => Err(Unreadable {
+                field: Field::CreatedAt,
+                found: Found::Missing,
+                id: Some(self.id),
+                number: Some(self.number),
+                finished_at: self.finished_at,
+            }),
+        }
+    }
+
+    /// The pipeline slug.
     pub fn pipeline_slug(&self) -> &str {
-        self.pipeline.as_ref().map_or("unknown", |p| &p.slug)
+        &self.pipeline.slug
     }
 
     /// True when the build ran a command step (which may upload artifacts however it likes).
@@ -189,6 +739,7 @@ mod tests {
         let json = r#"{
             "id": "0190-uuid", "graphql_id": "QnVpbGQ=", "number": 7, "state": "passed",
             "blocked": false, "creator": null, "pull_request": {}, "brand_new_field": [1, 2],
+            "created_at": "2026-11-01T09:58:00Z",
             "finished_at": "2026-11-01T10:00:05.123Z", "started_at": "2026-11-01T09:59:00Z",
             "pipeline": {"slug": "web", "name": "Web", "repository": "git@x"},
             "jobs": [
@@ -209,6 +760,7 @@ mod tests {
     #[test]
     fn an_odd_job_decodes_and_is_named_sensibly() {
         let json = r#"{"id": "u", "number": 2, "state": "passed",
+            "created_at": "2026-11-01T09:58:00Z", "pipeline": {"slug": "web"},
             "jobs": [
                 {"id": "j1", "type": "script", "name": "specs", "state": "passed"},
                 {"type": "a_new_kind", "name": null, "label": null, "state": "frobnicated"},
@@ -237,10 +789,293 @@ mod tests {
     #[test]
     fn running_build_is_not_finished_even_with_an_old_finish_time() {
         let json = r#"{"id": "u", "number": 1, "state": "running",
+                       "created_at": "2026-11-01T09:00:00Z", "pipeline": {"slug": "web"},
                        "finished_at": "2026-11-01T10:00:00Z", "jobs": null}"#;
         let b: Build = serde_json::from_str(json).expect("decodes");
         assert_eq!(b.finished(), None);
         assert_eq!(b.steps().count(), 0);
-        assert_eq!(b.pipeline_slug(), "unknown");
+    }
+
+    /// A finished build with one job of every field kitesync reads.
+    fn full() -> serde_json::Value {
+        serde_json::json!({
+            "id": "b-1", "number": 7, "state": "failed", "commit": "abc", "branch": "main",
+            "source": "webhook", "created_at": "2026-11-01T09:58:00Z",
+            "scheduled_at": "2026-11-01T09:58:01Z", "started_at": "2026-11-01T09:59:00Z",
+            "finished_at": "2026-11-01T10:00:05Z", "pipeline": {"slug": "web"},
+            "jobs": [{
+                "id": "j1", "type": "script", "name": "specs", "label": "Specs",
+                "step_key": "specs", "state": "failed", "soft_failed": false,
+                "started_at": "2026-11-01T09:59:01Z", "finished_at": "2026-11-01T10:00:00Z",
+                "retried": false, "artifact_paths": "junit/*.xml",
+                "agent": {"id": "a1", "name": "ci-1", "hostname": "ci-1.local",
+                          "meta_data": ["queue=default"]}
+            }]
+        })
+    }
+
+    /// `full()` with the value at `path` (dot-separated, `jobs.` meaning the first job) set
+    /// to `value`, or removed when `value` is `None`.
+    fn with(path: &str, value: Option<serde_json::Value>) -> String {
+        let mut build = full();
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().expect("a path");
+        let mut at = &mut build;
+        for p in parts {
+            at = if p == "jobs" {
+                &mut at["jobs"][0]
+            } else {
+                &mut at[p]
+            };
+        }
+        let object = at.as_object_mut().expect("an object");
+        match value {
+            Some(v) => object.insert(last.to_string(), v),
+            None => object.remove(last),
+        };
+        build.to_string()
+    }
+
+    #[test]
+    fn an_optional_field_of_the_wrong_type_reads_as_absent_and_is_named() {
+        use serde_json::json;
+        let cases: Vec<(&str, serde_json::Value, Field)> = vec![
+            ("commit", json!(123), Field::Commit),
+            ("branch", json!(["main"]), Field::Branch),
+            ("source", json!({"kind": "webhook"}), Field::Source),
+            ("scheduled_at", json!(1_700_000_000), Field::ScheduledAt),
+            ("started_at", json!("yesterday"), Field::StartedAt),
+            ("jobs", json!("none"), Field::Jobs),
+            ("jobs", json!({"id": "j1"}), Field::Jobs),
+            ("jobs.type", json!(1), Field::JobType),
+            ("jobs.id", json!(5), Field::JobId),
+            ("jobs.name", json!(true), Field::JobName),
+            ("jobs.label", json!([]), Field::JobLabel),
+            ("jobs.step_key", json!({}), Field::JobStepKey),
+            ("jobs.state", json!(3), Field::JobState),
+            ("jobs.soft_failed", json!("true"), Field::JobSoftFailed),
+            ("jobs.started_at", json!(1.5), Field::JobStartedAt),
+            ("jobs.finished_at", json!("soon"), Field::JobFinishedAt),
+            ("jobs.retried", json!("no"), Field::JobRetried),
+            ("jobs.agent", json!("ci-1"), Field::JobAgent),
+            ("jobs.artifact_paths", json!(7), Field::JobArtifactPaths),
+            (
+                "jobs.artifact_paths",
+                json!(["a", 1]),
+                Field::JobArtifactPaths,
+            ),
+            ("jobs.agent.id", json!(1), Field::AgentId),
+            ("jobs.agent.name", json!(2), Field::AgentName),
+            ("jobs.agent.hostname", json!(false), Field::AgentHostname),
+            (
+                "jobs.agent.meta_data",
+                json!("queue=default"),
+                Field::AgentMetaData,
+            ),
+            (
+                "jobs.agent.meta_data",
+                json!(["queue=default", 3]),
+                Field::AgentMetaData,
+            ),
+        ];
+        for (path, value, field) in cases {
+            let case = format!("{path} = {value}");
+            let raw = with(path, Some(value));
+            let b = Build::decode(&raw).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(b.ignored, [field], "{case}");
+            assert!(b.finished().is_some(), "{case}: still a finished build");
+            let b: Build = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(b.ignored, [field], "{case}: as serde decodes it too");
+        }
+        // What is read around a wrong value is kept.
+        let b = Build::decode(&with(
+            "jobs.agent.meta_data",
+            Some(json!(["q=1", 3, "os=linux"])),
+        ))
+        .expect("decodes");
+        let agent = b
+            .steps()
+            .next()
+            .and_then(|j| j.agent.clone())
+            .expect("an agent");
+        assert_eq!(agent.meta_data.expect("tags"), ["q=1", "os=linux"]);
+        let b = Build::decode(&with(
+            "jobs",
+            Some(json!([1, {"id": "j2", "type": "script"}])),
+        ))
+        .expect("decodes");
+        assert_eq!(b.steps().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j2"]);
+        let b = Build::decode(&with("jobs.soft_failed", Some(json!("true")))).expect("decodes");
+        assert_eq!(
+            b.failed_steps().count(),
+            1,
+            "read as absent: not soft-failed"
+        );
+    }
+
+    #[test]
+    fn a_field_the_sync_depends_on_that_cannot_be_read_is_named() {
+        use serde_json::json;
+        let cases: Vec<(&str, Option<serde_json::Value>, Field, Found)> = vec![
+            ("id", Some(json!(12)), Field::Id, Found::Number),
+            ("id", Some(json!("")), Field::Id, Found::Missing),
+            ("id", None, Field::Id, Found::Missing),
+            ("number", Some(json!("7")), Field::Number, Found::String),
+            ("number", Some(json!(-1)), Field::Number, Found::Number),
+            ("number", Some(json!(7.5)), Field::Number, Found::Number),
+            ("state", Some(json!(null)), Field::State, Found::Missing),
+            ("state", Some(json!(5)), Field::State, Found::Number),
+            (
+                "created_at",
+                Some(json!("not a time")),
+                Field::CreatedAt,
+                Found::String,
+            ),
+            (
+                "created_at",
+                Some(json!(1_700_000_000)),
+                Field::CreatedAt,
+                Found::Number,
+            ),
+            (
+                "pipeline",
+                Some(json!("web")),
+                Field::PipelineSlug,
+                Found::String,
+            ),
+            (
+                "pipeline",
+                Some(json!({"slug": 5})),
+                Field::PipelineSlug,
+                Found::Number,
+            ),
+            (
+                "pipeline",
+                Some(json!({"name": "Web"})),
+                Field::PipelineSlug,
+                Found::Missing,
+            ),
+            ("pipeline", None, Field::PipelineSlug, Found::Missing),
+            (
+                "finished_at",
+                Some(json!(17)),
+                Field::FinishedAt,
+                Found::Number,
+            ),
+            (
+                "finished_at",
+                Some(json!("later")),
+                Field::FinishedAt,
+                Found::String,
+            ),
+        ];
+        for (path, value, field, found) in cases {
+            let case = format!("{path} = {value:?}");
+            let raw = with(path, value);
+            let err = Build::decode(&raw).expect_err(&case);
+            let Undecodable::Field(u) = &err else {
+                panic!("{case}: {err}")
+            };
+            assert_eq!((u.field, u.found), (field, found), "{case}");
+            assert!(
+                err.to_string().contains(&format!("`{field}`")),
+                "{case}: {err}"
+            );
+            // What can be read of the key is kept for the dead letter.
+            assert_eq!(u.id.is_some(), path != "id", "{case}");
+            assert_eq!(u.number.is_some(), path != "number", "{case}");
+            assert_eq!(u.finished_at.is_some(), path != "finished_at", "{case}");
+            assert!(serde_json::from_str::<Build>(&raw).is_err(), "{case}");
+        }
+        for raw in ["17", "{", r#""a build""#] {
+            assert!(
+                matches!(Build::decode(raw), Err(Undecodable::Json(_))),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listed_build_without_a_creation_time_is_named() {
+        let b = Build::decode(&with("created_at", None)).expect("decodes, as 0.1's rebuilt builds");
+        let u = b.listed().expect_err("not as listed");
+        assert_eq!(
+            (u.field, u.found, u.number),
+            (Field::CreatedAt, Found::Missing, Some(7))
+        );
+        assert!(Build::decode(&full().to_string())
+            .expect("decodes")
+            .listed()
+            .is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_finish_time_of_a_build_still_going_is_no_error() {
+        let raw = with("finished_at", Some(serde_json::json!(17)));
+        let raw = raw.replace(r#""state":"failed""#, r#""state":"running""#);
+        let b = Build::decode(&raw).expect("decodes");
+        assert_eq!((b.finished(), b.ignored.len()), (None, 0));
+    }
+
+    #[test]
+    fn artifact_paths_as_a_list_of_globs_is_read() {
+        let raw = with(
+            "jobs.artifact_paths",
+            Some(serde_json::json!(["a/*.xml", "b/*"])),
+        );
+        let b = Build::decode(&raw).expect("decodes");
+        let job = b.steps().next().expect("a job");
+        assert_eq!(job.artifact_paths.as_deref(), Some("a/*.xml;b/*"));
+        assert!(b.has_artifacts() && b.ignored.is_empty());
+    }
+
+    #[test]
+    fn regression_times_in_the_old_form_are_read_everywhere_a_build_has_them() {
+        let old = "2015-04-23 16:55:52 UTC";
+        let at = DateTime::parse_from_rfc3339("2015-04-23T16:55:52Z").expect("time");
+        assert_eq!(parse_time(old), Some(at.with_timezone(&Utc)));
+        let fraction = parse_time("2015-04-23 16:55:52.250 UTC");
+        assert_eq!(
+            fraction,
+            Some(at.with_timezone(&Utc) + chrono::Duration::milliseconds(250))
+        );
+        let mut build = full();
+        for key in ["created_at", "scheduled_at", "started_at", "finished_at"] {
+            build[key] = old.into();
+        }
+        for key in ["started_at", "finished_at"] {
+            build["jobs"][0][key] = old.into();
+        }
+        let b = Build::decode(&build.to_string()).expect("decodes");
+        assert!(b.ignored.is_empty(), "{:?}", b.ignored);
+        assert_eq!(b.finished(), Some(at.with_timezone(&Utc)));
+        assert_eq!(b.created_at, Some(at.with_timezone(&Utc)));
+        let job = b.steps().next().expect("a job");
+        assert_eq!(job.finished_at, Some(at.with_timezone(&Utc)));
+        assert_eq!(created(&build.to_string()).1, Some(at.with_timezone(&Utc)));
+    }
+
+    #[test]
+    fn regression_rfc3339_times_with_or_without_fractions_z_or_an_offset_are_read() {
+        let at = |s| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        for (text, want) in [
+            ("2026-11-01T10:00:05Z", at("2026-11-01T10:00:05Z")),
+            ("2026-11-01T10:00:05.123Z", at("2026-11-01T10:00:05.123Z")),
+            (
+                "2026-11-01T10:00:05.123456+00:00",
+                at("2026-11-01T10:00:05.123456Z"),
+            ),
+            ("2026-11-01T12:00:05+02:00", at("2026-11-01T10:00:05Z")),
+            ("2026-11-01T05:30:05.5-04:30", at("2026-11-01T10:00:05.5Z")),
+        ] {
+            assert_eq!(parse_time(text), Some(want), "{text}");
+        }
+        for text in ["", "2015-04-23 16:55:52", "2015-04-23 16:55:52 CET", "soon"] {
+            assert_eq!(parse_time(text), None, "{text}");
+        }
     }
 }

@@ -65,6 +65,12 @@ fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite:
     Ok(true)
 }
 
+/// True when this finish of the build was seen (queued once) before.
+pub fn seen(conn: &Connection, build_id: &str, finished_at: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM seen WHERE build_id = ?1 AND finished_at = ?2")?
+        .exists(params![build_id, finished_at])
+}
+
 /// How far a walk has got, saved with each page.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {

@@ -15,7 +15,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use super::builds::select;
+use super::builds::{note_ignored, select};
 use super::walk::Walk;
 use super::SyncError;
 use crate::app::App;
@@ -145,7 +145,10 @@ pub async fn run(
         let Some(page) = walk.next(&app.client).await? else {
             break;
         };
-        let (entries, _) = select(&app.config, page.items, &page.endpoint, enrich_range);
+        let selection = select(&app.config, page.items, &page.endpoint, enrich_range);
+        // Named in the log; a backfill serves no metrics.
+        note_ignored(&selection.ignored, &mut Default::default());
+        let entries = selection.entries;
         cp.pages += 1;
         cp.builds += entries.len() as u64;
         cp.done = walk.is_done();
@@ -222,7 +225,7 @@ pub async fn replay(
     });
     let mut queued = 0;
     while let Some(page) = walk.next(&app.client).await? {
-        let (entries, _) = select(&app.config, page.items, &page.endpoint, true);
+        let entries = select(&app.config, page.items, &page.endpoint, true).entries;
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))

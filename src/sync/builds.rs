@@ -1,12 +1,16 @@
 //! The build poll: every build that finished since the high-water mark (less the overlap),
 //! page by page, each page recorded in one transaction.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 
 use super::walk::Walk;
 use super::SyncError;
 use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
+use crate::buildkite::model::{Field, Undecodable};
 use crate::buildkite::{Build, BuildQuery, Client};
 use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
@@ -28,7 +32,9 @@ pub struct PollReport {
     /// True when the state had no cursor: the poll looked back `first_poll_lookback_minutes`.
     pub first: bool,
     /// The pipelines of the builds listed (finished or not, filtered out or not).
-    pub pipelines: std::collections::BTreeSet<String>,
+    pub pipelines: BTreeSet<String>,
+    /// For each optional field read as absent, how many of the builds queued had it so.
+    pub ignored: BTreeMap<Field, u64>,
 }
 
 /// Polls once: walks every build finished since the cursor and queues the new ones.
@@ -71,13 +77,29 @@ pub async fn poll(
         report
             .pipelines
             .extend(listed.map(|b| b.pipeline_slug().to_string()));
-        let (entries, latest_finish) = select(config, page.items, &page.endpoint, true);
+        let Selection {
+            entries,
+            latest: latest_finish,
+            ignored,
+        } = select(config, page.items, &page.endpoint, true);
         latest = latest.max(latest_finish);
         report.finished += entries.len();
         report.undecodable += entries.iter().filter(|e| e.dead.is_some()).count();
-        report.queued += store
-            .call(move |c| builds::record_page(c, &entries, Progress::Poll, now_ms()))
+        let (queued, ignored) = store
+            .call(move |c| {
+                // Only builds queued now: the overlap lists builds again at every poll.
+                let mut new = Vec::new();
+                for i in ignored {
+                    if !builds::seen(c, &i.build_id, &i.finished_at)? {
+                        new.push(i);
+                    }
+                }
+                let queued = builds::record_page(c, &entries, Progress::Poll, now_ms())?;
+                Ok((queued, new))
+            })
             .await?;
+        report.queued += queued;
+        note_ignored(&ignored, &mut report.ignored);
     }
     // Nothing finished in the window: everything up to the first answer has been seen.
     let mark = started
@@ -121,27 +143,80 @@ pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
         }
 }
 
-/// The finished builds of a page (listed at `endpoint`) as outbox entries, and the page's
-/// latest `finished_at`. Without `enrich`, none of them has test results or logs fetched.
-pub fn select(
-    config: &Config,
-    items: Vec<Item<Build>>,
-    endpoint: &str,
-    enrich: bool,
-) -> (Vec<Entry>, Option<DateTime<Utc>>) {
+/// The finished builds of a page as outbox entries, and what the page told of them.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub entries: Vec<Entry>,
+    /// The page's latest `finished_at`.
+    pub latest: Option<DateTime<Utc>>,
+    /// The builds of `entries` with optional fields read as absent.
+    pub ignored: Vec<Ignored>,
+}
+
+/// A finished build with optional fields of an unexpected type or format, read as absent.
+#[derive(Debug)]
+pub struct Ignored {
+    pub build_id: String,
+    /// As the seen-set keys it.
+    pub finished_at: String,
+    pub fields: BTreeSet<Field>,
+}
+
+/// The fields already named in the log by this process: each is warned about once.
+static WARNED: Mutex<BTreeSet<Field>> = Mutex::new(BTreeSet::new());
+
+/// Names each field of `ignored` in a warning, once per process, and counts the builds that
+/// had it into `counts`.
+pub fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
+    for build in ignored {
+        for field in &build.fields {
+            *counts.entry(*field).or_default() += 1;
+            let first = WARNED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*field);
+            if first {
+                tracing::warn!(
+                    build = %build.build_id,
+                    field = field.as_str(),
+                    "a field of a build from Buildkite has an unexpected type or format: read \
+                     as absent (builds with it are counted in \
+                     kitesync_buildkite_fields_ignored_total, this is said once)"
+                );
+            }
+        }
+    }
+}
+
+/// The finished builds of a page (listed at `endpoint`) as outbox entries. Without `enrich`,
+/// none of them has test results or logs fetched. A build that cannot be decoded is a dead
+/// letter naming why, finished or not.
+pub fn select(config: &Config, items: Vec<Item<Build>>, endpoint: &str, enrich: bool) -> Selection {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
-    let mut page_max: Option<DateTime<Utc>> = None;
-    let mut entries = Vec::with_capacity(items.len());
+    let mut selection = Selection {
+        entries: Vec::with_capacity(items.len()),
+        ..Selection::default()
+    };
     for item in items {
-        let entry = match item.decoded {
+        // An item the client could not decode is decoded again for the typed reason.
+        let decoded = item.decoded.or_else(|_| Build::decode(&item.raw));
+        let decoded = decoded.and_then(|b| Ok(b.listed()?));
+        let entry = match decoded {
             Ok(build) => {
                 let Some(finished) = build.finished() else {
                     continue;
                 };
-                page_max = page_max.max(Some(finished));
+                selection.latest = selection.latest.max(Some(finished));
                 if !(pipelines.is_empty() || pipelines.iter().any(|p| p == build.pipeline_slug())) {
                     continue;
+                }
+                if !build.ignored.is_empty() {
+                    selection.ignored.push(Ignored {
+                        build_id: build.id.clone(),
+                        finished_at: timestamp(finished),
+                        fields: build.ignored.iter().copied().collect(),
+                    });
                 }
                 let odd = build.jobs.iter().flatten();
                 for job in odd.filter(|j| j.id.is_empty() || j.kind.is_empty()) {
@@ -157,54 +232,39 @@ pub fn select(
                     dead: None,
                 }
             }
-            Err(error) => match undecodable(org, &item.raw, &error, endpoint) {
-                Some(entry) => entry,
-                None => continue,
-            },
+            Err(error) => undecodable(org, item.raw, &error, endpoint),
         };
-        entries.push(entry);
+        selection.entries.push(entry);
     }
-    (entries, page_max)
+    selection
 }
 
-/// A build that does not decode becomes a dead letter (shown by `status`, re-driven by
-/// `replay`) instead of blocking the page. It is keyed by its id and finish time when those
-/// can be read, else by a hash of its text, so that later polls do not queue it again.
-fn undecodable(org: &str, raw: &str, error: &str, endpoint: &str) -> Option<Entry> {
-    #[derive(Default, serde::Deserialize)]
-    struct Key {
-        id: Option<String>,
-        number: Option<u64>,
-        state: Option<String>,
-        finished_at: Option<DateTime<Utc>>,
-    }
-    let key: Key = serde_json::from_str(raw).unwrap_or_default();
-    if key.finished_at.is_none() && key.state.is_some() {
-        // Not finished yet (or not readable as finished): a later poll sees it again.
-        tracing::warn!(
-            endpoint,
-            build = key.id.as_deref().unwrap_or("?"),
-            "cannot decode an unfinished build from Buildkite: {error}"
-        );
-        return None;
-    }
+/// A build that cannot be decoded becomes a dead letter (shown by `status`, re-driven by
+/// `replay`) instead of blocking the page or being skipped. It is keyed by its id and finish
+/// time when those can be read, else by a hash of its text, so that later polls do not queue
+/// it again.
+fn undecodable(org: &str, raw: String, error: &Undecodable, endpoint: &str) -> Entry {
+    let (id, number, finished_at) = match error {
+        Undecodable::Field(u) => (u.id.clone(), u.number, u.finished_at),
+        Undecodable::Json(_) => (None, None, None),
+    };
     tracing::error!(
         endpoint,
-        build = key.id.as_deref().unwrap_or("?"),
+        build = id.as_deref().unwrap_or("?"),
         "cannot decode a build from Buildkite: {error}"
     );
-    let build_id = key.id.unwrap_or_else(|| {
+    let build_id = id.unwrap_or_else(|| {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         raw.hash(&mut h);
         format!("undecodable-{:016x}", h.finish())
     });
-    Some(Entry {
-        label: format!("{org}/?#{}", key.number.unwrap_or(0)),
+    Entry {
+        label: format!("{org}/?#{}", number.unwrap_or(0)),
         build_id,
-        finished_at: key.finished_at.map(timestamp).unwrap_or_default(),
-        payload: raw.to_string(),
+        finished_at: finished_at.map(timestamp).unwrap_or_default(),
+        payload: raw,
         dead: Some(format!("cannot decode the build from Buildkite: {error}")),
         enrich: false,
-    })
+    }
 }

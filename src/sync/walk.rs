@@ -37,10 +37,9 @@ use std::collections::HashSet;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use serde::Deserialize;
 
 use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
-use crate::buildkite::{Build, BuildQuery, Client, SourceError};
+use crate::buildkite::{model, Build, BuildQuery, Client, SourceError};
 
 /// The smallest page a walk shrinks to when pages time out or are too large.
 pub const MIN_PER_PAGE: u32 = 25;
@@ -123,16 +122,9 @@ impl Tie {
     }
 }
 
-/// Just what the walk needs of a listed build, read even from builds that do not decode.
-#[derive(Deserialize)]
-struct Created {
-    id: String,
-    created_at: Option<DateTime<Utc>>,
-}
-
 /// When a listed build finished, read on its own: an odd `finished_at` (the decoder's
 /// business) is never outside `finished_from`.
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 struct Finished {
     finished_at: Option<DateTime<Utc>>,
 }
@@ -195,12 +187,17 @@ impl Walk {
         };
         // A proxy may strip `Link`: a full page means there may be more.
         let more = page.next.is_some() || page.items.len() >= self.per_page as usize;
+        // A build whose id or creation time cannot be read is a dead letter (`select`), not
+        // a place in the list.
         let created: Vec<(String, DateTime<Utc>)> = page
             .items
             .iter()
-            .filter_map(|i| {
-                let c = serde_json::from_str::<Created>(&i.raw).ok()?;
-                Some((c.id, self.floor(c.created_at?)))
+            .filter_map(|i| match &i.decoded {
+                Ok(b) => Some((b.id.clone(), self.floor(b.created_at?))),
+                Err(_) => match model::created(&i.raw) {
+                    (Some(id), Some(at)) => Some((id, self.floor(at))),
+                    _ => None,
+                },
             })
             .collect();
         self.check_bounds(&asked, &created, &page.endpoint)?;
@@ -281,6 +278,14 @@ impl Walk {
                     self.query.created_to = Some(to);
                 }
                 self.oldest = Some(oldest);
+            }
+            (None, None) if more => {
+                return Err(SourceError::Protocol {
+                    endpoint: page.endpoint,
+                    problem: "a full page of builds none of whose id and created_at can be read; \
+                              cannot narrow the list below them"
+                        .into(),
+                })
             }
             (None, _) => self.done = true,
         }
@@ -418,9 +423,7 @@ fn too_big(e: &SourceError) -> bool {
 fn listed_id(item: &Item<Build>) -> Option<std::borrow::Cow<'_, str>> {
     match &item.decoded {
         Ok(build) => Some(std::borrow::Cow::Borrowed(build.id.as_str())),
-        Err(_) => serde_json::from_str::<Created>(&item.raw)
-            .ok()
-            .map(|c| std::borrow::Cow::Owned(c.id)),
+        Err(_) => model::created(&item.raw).0.map(std::borrow::Cow::Owned),
     }
 }
 
@@ -598,7 +601,7 @@ mod tests {
         }
         Ok(read
             .iter()
-            .map(|raw| serde_json::from_str::<Created>(raw).expect("id").id)
+            .map(|raw| model::created(raw).0.expect("id"))
             .collect())
     }
 
@@ -681,7 +684,7 @@ mod tests {
         let ids = |page: Page<Build>| -> Vec<String> {
             page.items
                 .iter()
-                .map(|i| serde_json::from_str::<Created>(&i.raw).expect("id").id)
+                .map(|i| model::created(&i.raw).0.expect("id"))
                 .collect()
         };
         for stop_after in 1..12 {
@@ -1080,5 +1083,63 @@ mod tests {
                 "step {step_ms} ms: {err}"
             );
         }
+    }
+
+    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
+    struct Rewritten(Table, fn(DateTime<Utc>) -> serde_json::Value);
+
+    impl Pages for Rewritten {
+        fn page(
+            &self,
+            query: &BuildQuery,
+        ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
+            let mut page = self.0.serve(query);
+            for item in &mut page.items {
+                let mut v: serde_json::Value = serde_json::from_str(&item.raw).expect("JSON");
+                let at = v["created_at"].as_str().and_then(model::parse_time);
+                v["created_at"] = (self.1)(at.expect("a time"));
+                item.raw = v.to_string();
+                item.decoded = Build::decode(&item.raw).map_err(|e| e.to_string());
+            }
+            async move { Ok(page) }
+        }
+    }
+
+    async fn walk_all(pages: &impl Pages, per_page: u32) -> Result<Vec<String>, SourceError> {
+        let query = BuildQuery {
+            created_from: DateTime::from_timestamp_millis(T0),
+            ..BuildQuery::default()
+        };
+        let mut walk = Walk::new(query, Duration::seconds(1), per_page);
+        let mut read = Vec::new();
+        while let Some(page) = walk.next(pages).await? {
+            read.extend(page.items.iter().filter_map(|i| model::created(&i.raw).0));
+            assert!(read.len() < 1000, "the walk does not end");
+        }
+        Ok(read)
+    }
+
+    #[tokio::test]
+    async fn regression_creation_times_in_the_old_form_narrow_the_walk() {
+        let list = builds(0, 30, T0, 1000);
+        let old = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string().into();
+        let read = walk_all(&Rewritten(Table::new(&list), old), 10)
+            .await
+            .expect("walk");
+        let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
+        assert_eq!(sorted(read), expected, "each build once");
+    }
+
+    #[tokio::test]
+    async fn a_full_page_without_a_readable_creation_time_is_an_error_not_the_end() {
+        let list = builds(0, 30, T0, 1000);
+        let unreadable = |t: DateTime<Utc>| t.timestamp().into();
+        let err = walk_all(&Rewritten(Table::new(&list), unreadable), 10)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&err, SourceError::Protocol { problem, .. } if problem.contains("created_at")),
+            "{err}"
+        );
     }
 }

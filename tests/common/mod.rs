@@ -386,3 +386,27 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").port()
 }
+
+/// `../shared/realdata/<sub>` (real reports and recorded answers from public repositories,
+/// kept outside the repository; `SOURCES.md` there names each file's origin): from
+/// `KITESYNC_REALDATA`, else beside the repository, else `/work/shared/realdata`. Absent, the
+/// test is skipped with a message — unless `CI` is set, where it must be there.
+pub fn realdata(sub: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("KITESYNC_REALDATA").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/realdata")),
+        Some(PathBuf::from("/work/shared/realdata")),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(sub))
+        .find(|dir| dir.is_dir());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("../shared/realdata/{sub} is needed for this test in CI (CI is set)");
+        }
+        eprintln!("skipping: ../shared/realdata/{sub} not found (set CI=1 to make this a failure)");
+    }
+    found
+}
