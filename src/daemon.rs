@@ -277,9 +277,7 @@ async fn first_cycle(app: Arc<App>, poll: builds::PollReport, mut stop: watch::R
     };
     let seen = app.client.budget().last_seen();
     let left = |s: Option<crate::buildkite::budget::Scope>| {
-        s.map_or("not reported".to_string(), |s| {
-            format!("{} of {}", s.remaining, s.limit)
-        })
+        s.map_or("not reported".to_string(), |s| s.to_string())
     };
     let since = poll.since.format("%Y-%m-%d %H:%M:%S UTC");
     let cursor = if poll.first {

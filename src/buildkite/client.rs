@@ -810,14 +810,21 @@ impl Client {
 
     /// Copies the budgets Buildkite last reported into the metrics.
     fn report_budget(&self) {
-        for (name, s) in self.budget.last_seen().scopes() {
-            let labels = crate::metrics::ScopeLabels { scope: name.into() };
-            let m = &self.metrics;
-            m.remaining.get_or_create(&labels).set(s.remaining.into());
-            m.limit.get_or_create(&labels).set(s.limit.into());
-            let reserve = self.budget.reserve_of(s.limit);
-            m.reserve.get_or_create(&labels).set(reserve.into());
+        let m = &self.metrics;
+        for (owner, s) in self.budget.last_seen().scopes() {
+            let labels = crate::metrics::ScopeLabels {
+                scope: owner.as_str().into(),
+            };
+            if let Some(remaining) = s.remaining {
+                m.remaining.get_or_create(&labels).set(remaining.into());
+            }
+            if let Some(limit) = s.limit {
+                m.limit.get_or_create(&labels).set(limit.into());
+                let reserve = self.budget.reserve_of(limit);
+                m.reserve.get_or_create(&labels).set(reserve.into());
+            }
         }
+        m.pace.set(self.budget.pace().per_minute.into());
     }
 
     /// `/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/{rest...}`.
