@@ -352,6 +352,11 @@ impl Client {
         &self.budget
     }
 
+    /// The pacing budget, to keep beyond the client's borrow.
+    pub fn shared_budget(&self) -> Arc<Budget> {
+        Arc::clone(&self.budget)
+    }
+
     /// A page of the organization-wide builds list, newest first, every attempt of every
     /// job. Builds that do not decode are returned as such, so one odd build never blocks the
     /// page.
