@@ -320,6 +320,7 @@ impl Client {
                 .map_err(|e| crate::net::describe(&e))
         };
         let storage = net::client(config.timeout(), connect, config.ca_file.as_deref())?;
+        metrics.pace.set(budget.pace().per_minute.into());
         Ok(Client {
             http: build(reqwest::redirect::Policy::none())?,
             // Storage hosts get no token; their redirects are checked before they are followed.
