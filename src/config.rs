@@ -292,7 +292,7 @@ pub struct LogsConfig {
 }
 
 /// `[enrich]`: how test results and logs are fetched (what is fetched is `[tests]` and
-/// `[logs]`): their share of the pace and their caps per build.
+/// `[logs]`): a ceiling on their part of the pace, and their caps per build.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichConfig {

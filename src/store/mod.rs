@@ -391,6 +391,22 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_daemon_is_seen_while_its_mark_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let (daemon, backfill) = (
+            Store::open(&path).expect("daemon"),
+            Store::open(&path).expect("backfill"),
+        );
+        assert!(!backfill.daemon_running(), "no daemon yet");
+        let mark = daemon.daemon_mark().expect("marked");
+        assert!(backfill.daemon_running());
+        assert!(backfill.daemon_running(), "looking does not take the mark");
+        drop(mark);
+        assert!(!backfill.daemon_running(), "the daemon stopped");
+    }
+
     #[tokio::test]
     async fn one_deliverer_at_a_time() {
         let dir = tempfile::tempdir().expect("tempdir");
