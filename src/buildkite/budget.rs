@@ -179,7 +179,7 @@ impl Snapshot {
         ] {
             if let Some(scope) = scope(headers, prefix) {
                 let owner = net::header(headers, format!("{prefix}scope"));
-                s.put(Owner::from_scope(owner.as_deref(), default), scope);
+                s.put(Owner::from_scope(owner, default), scope);
             }
         }
         s
@@ -258,9 +258,7 @@ impl Snapshot {
         configured: u32,
         leave: u32,
     ) -> Option<(f64, Duration)> {
-        if self.scopes().next().is_none() {
-            return None;
-        }
+        self.scopes().next()?;
         let configured = f64::from(configured);
         let mut pace = if self.user.is_none() {
             configured
