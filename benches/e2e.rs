@@ -1,14 +1,15 @@
 //! End-to-end benchmark: the real `kitesync` binary, as a separate process, against the
 //! fakes on loopback, with realistic generated builds (jobs, a mix of states).
 //!
-//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady|tests]
+//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady|tests|pace]
 //!
 //! Prints a table: builds delivered per second, Buildkite requests against the minimum
 //! ceil(N/100), 429s, peak RSS of the kitesync process, requests per idle daemon cycle, the
 //! delay from a build's finish to its delivery while builds finish at 10 a second; and with
 //! test results on: requests per 1,000 builds, builds per second and RSS of a backfill with
 //! JUnit files, and the delay from finish to delivery while a backlog of test results is
-//! being fetched.
+//! being fetched; the daemon's request rate through a backlog as a share of its pace, and a
+//! `--pace free` backfill's time against what the free budget allows.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -318,8 +319,8 @@ async fn with_test_results(builds: u64) {
     row("peak RSS of kitesync", format!("{peak:.1} MiB"), "< 40 MB");
 }
 
-/// The daemon works through a backlog of test results (300 builds x 10 files at half of
-/// 6,000 requests a minute: over a minute) while builds finish at 2 a second: how long each
+/// The daemon works through a backlog of test results (300 builds x 10 files at 6,000
+/// requests a minute: over 30 s) while builds finish at 2 a second: how long each
 /// takes from its finish to BuildButler.
 async fn latency_during_a_backlog() {
     let tests = "[tests]\njunit_artifact_globs = [\"junit/*.xml\"]\n";
@@ -361,6 +362,93 @@ async fn latency_during_a_backlog() {
     latency_rows(&delays, 2 * seconds);
 }
 
+/// The daemon at 1,200 requests a minute (enrichment bound by the pace, not by its own
+/// latency) with a backlog of test results: its request rate after the first minute, as a
+/// share of the pace, and the polls' own part of it.
+async fn backlog_rate() {
+    let tests = "[tests]\njunit_artifact_globs = [\"junit/*.xml\"]\n";
+    let e = env_with("*/10 * * * * *", tests).await;
+    let config = std::fs::read_to_string(&e.config).expect("config");
+    let config = config.replace("requests_per_minute = 10000", "requests_per_minute = 1200");
+    std::fs::write(&e.config, config).expect("config");
+    e.bk.set_builds(data::finished_builds(
+        ORG,
+        1,
+        200,
+        Utc::now() - chrono::Duration::minutes(30),
+        chrono::Duration::seconds(5),
+    ));
+    with_junit(&e.bk, 1..=200, 10);
+    let mut daemon = kitesync(&e.config, &[]);
+    let start = Instant::now();
+    let (from, to) = (
+        start + Duration::from_secs(60),
+        start + Duration::from_secs(90),
+    );
+    tokio::time::sleep_until(to.into()).await;
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    let requests = e.bk.requests();
+    let window: Vec<_> = requests
+        .iter()
+        .filter(|r| r.at >= from && r.at < to)
+        .collect();
+    let polls = window.iter().filter(|r| r.uri.contains("/builds?")).count();
+    let pace = 1200.0 / 60.0 * (to - from).as_secs_f64();
+    println!("\nthe daemon at 1,200 a minute, 10 s poll schedule, a backlog of 2,200 test-result requests: from 60 s to 90 s");
+    row(
+        "requests / the pace",
+        format!("{:.3}", window.len() as f64 / pace),
+        &format!(">= 0.95 - polls' {:.3}", polls as f64 / pace),
+    );
+}
+
+/// A backfill with test results under `--pace free` against budgets of 60 (token owner)
+/// and 120 (organization) requests per 30 s, of which another client spends 10 and 30 in
+/// every window: how long it took against the least time the free budget allows.
+async fn free_pace_backfill() {
+    const WINDOW: Duration = Duration::from_secs(30);
+    let tests = "[tests]\njunit_artifact_globs = [\"junit/*.xml\"]\n";
+    let e = env_with("*/30 * * * * *", tests).await;
+    let config = std::fs::read_to_string(&e.config).expect("config");
+    let config = config.replace("requests_per_minute = 10000", "requests_per_minute = 30");
+    std::fs::write(&e.config, config).expect("config");
+    let builds = 43;
+    let now = Utc::now();
+    e.bk.set_builds(data::finished_builds(
+        ORG,
+        1,
+        builds,
+        now - chrono::Duration::hours(1),
+        chrono::Duration::minutes(10),
+    ));
+    with_junit(&e.bk, 1..=builds, 2);
+    // The token owner's is the lower: 60 − 10 − a reserve of 6 = 44 free a window.
+    e.bk.set_budgets(120, 60, WINDOW);
+    e.bk.set_other_client(30, 10);
+    let free_per_minute = 44.0 * 60.0 / WINDOW.as_secs_f64();
+    let since = (now - chrono::Duration::days(2)).to_rfc3339();
+    let child = kitesync(
+        &e.config,
+        &["--backfill", "--since", &since, "--pace", "free"],
+    );
+    let (took, _, _, ok) = watch(child).await;
+    let requests = e.bk.requests();
+    let limited = requests.iter().filter(|r| r.status == 429).count();
+    let least = requests.len() as f64 / free_per_minute * 60.0;
+    println!(
+        "\nbackfill of {builds} builds with 2 JUnit files each under --pace free, 44 requests free per 30 s window ({}; {} requests, {limited} 429s, {:.1} s)",
+        if ok { "exit 0" } else { "FAILED" },
+        requests.len(),
+        took.as_secs_f64()
+    );
+    row(
+        "time taken / (requests / free budget a minute)",
+        format!("{:.2}", took.as_secs_f64() / least),
+        "<= 1.15",
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -395,5 +483,9 @@ async fn main() {
             .unwrap_or(1_000);
         with_test_results(builds).await;
         latency_during_a_backlog().await;
+    }
+    if run("pace") {
+        backlog_rate().await;
+        free_pace_backfill().await;
     }
 }

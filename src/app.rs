@@ -2,7 +2,9 @@
 //! BuildButler sink, built once from the config.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::buildkite::budget::Pace;
 use crate::buildkite::{Budget, Client};
 use crate::butler::Sink;
 use crate::config::Config;
@@ -18,6 +20,18 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// `[tests] junit_artifact_globs`, compiled.
     pub junit_globs: globset::GlobSet,
+}
+
+/// How often a free-pace run looks for a daemon on its state database.
+const DAEMON_LOOK: Duration = Duration::from_secs(10);
+
+/// Keeps a free-pace run's look-out for a daemon going; stops it when dropped.
+pub struct PaceWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for PaceWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A private temporary directory (mode 0700, random name) for a throw-away state database
@@ -75,5 +89,40 @@ impl App {
             client,
             sink,
         })
+    }
+
+    /// Sets the pace of a `--once` or `--backfill`. At [`Pace::Free`] it leaves
+    /// `requests_per_minute` to a daemon on the same state database whenever one runs (looked
+    /// for every 10 s, as long as the returned watch lives).
+    pub fn set_pace(&self, pace: Pace) -> Option<PaceWatch> {
+        let budget = self.client.shared_budget();
+        budget.set_pace(pace);
+        if pace != Pace::Free {
+            return None;
+        }
+        let (store, daemon_pace) = (
+            self.store.clone(),
+            self.config.buildkite.requests_per_minute,
+        );
+        let look = async move {
+            let mut said = None;
+            loop {
+                let running = store.daemon_running();
+                if said != Some(running) {
+                    if running {
+                        tracing::info!("a daemon runs on this state database: --pace free leaves it {daemon_pace} requests a minute");
+                    }
+                    said = Some(running);
+                }
+                budget.leave_for_daemon(if running { daemon_pace } else { 0 });
+                tokio::time::sleep(DAEMON_LOOK).await;
+            }
+        };
+        // The first look before the first request.
+        let running = self.store.daemon_running();
+        self.client
+            .budget()
+            .leave_for_daemon(if running { daemon_pace } else { 0 });
+        Some(PaceWatch(tokio::spawn(look)))
     }
 }

@@ -58,15 +58,11 @@ pub async fn run(app: &App) -> Vec<Finding> {
         Err(e) => note(false, format!("cannot list the builds of {org}: {e}")),
     }
     let seen = app.client.budget().last_seen();
-    let scope = |s: Option<Scope>| {
-        s.map_or("not reported".to_string(), |s| {
-            let reset = s.reset.as_secs();
-            format!("{} of {} left, resets in {reset}s", s.remaining, s.limit)
-        })
-    };
+    let scope = |s: Option<Scope>| s.map_or("not reported".to_string(), |s| s.to_string());
     let (by_org, by_user) = (scope(seen.org), scope(seen.user));
     let budget = format!("rate budget: organization {by_org}; token owner {by_user}");
     note(true, budget);
+    note(true, pace_line(app));
     match app.sink.check().await {
         Ok(text) => note(true, text),
         Err(e) => note(false, format!("BuildButler: {e}")),
@@ -81,4 +77,18 @@ pub fn render(findings: &[Finding]) -> String {
         let _ = write!(out, "\n{:<4}  {}", if f.ok { "ok" } else { "FAIL" }, f.text);
     }
     out
+}
+
+/// The pace: the configured one, and what `--pace free` would go at now.
+fn pace_line(app: &App) -> String {
+    let budget = app.client.budget();
+    let free = match budget.free_pace_now() {
+        Some(free) => format!("--pace free (--once, --backfill) would go at {free} a minute now"),
+        None => "--pace free would keep it: Buildkite reports no rate budget".to_string(),
+    };
+    format!(
+        "pace: {}, polls first, test results and logs in every slot left (at most {} %); {free}",
+        budget.pace(),
+        app.config.enrich.max_share_percent
+    )
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::app::{App, Scratch};
+use crate::buildkite::budget::Pace;
 use crate::config::Config;
 use crate::exit::{Ending, Error, Exit};
 use crate::oneshot::{self, plural};
@@ -38,8 +39,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
 /// `--once`: one poll, every delivery that can be made now, and test results and logs for
 /// at most `enrich_for`.
-pub async fn once(config: Config, dry_run: bool, enrich_for: Duration) -> Result<Ending, Error> {
+pub async fn once(
+    config: Config,
+    dry_run: bool,
+    enrich_for: Duration,
+    pace: Pace,
+) -> Result<Ending, Error> {
     let (app, _scratch) = one_shot_app(config, dry_run)?;
+    let _watch = app.set_pace(pace);
     Ok(oneshot::run_once(&app, enrich_for).await?.ending(dry_run))
 }
 
@@ -51,6 +58,8 @@ pub struct BackfillOptions {
     pub terminal: bool,
     /// `--without-test-results`: no test results or logs for the range.
     pub without_test_results: bool,
+    /// `--pace`.
+    pub pace: Pace,
 }
 
 /// `--backfill`: every finished build created in `[since, until)`, resumable.
@@ -65,6 +74,7 @@ pub async fn backfill(
         dry_run,
         terminal,
         without_test_results,
+        pace,
     } = options;
     let end = until.unwrap_or_else(Utc::now);
     if since >= end {
@@ -73,6 +83,7 @@ pub async fn backfill(
     }
     let enrich = config.enrich.backfill && !without_test_results;
     let (app, _scratch) = one_shot_app(config, dry_run)?;
+    let _watch = app.set_pace(pace);
     let mut reporter = Reporter::new(terminal);
     let outcome = oneshot::run_backfill(app, since, until, enrich, &mut reporter, shutdown).await;
     reporter.finish();

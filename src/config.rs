@@ -292,12 +292,12 @@ pub struct LogsConfig {
 }
 
 /// `[enrich]`: how test results and logs are fetched (what is fetched is `[tests]` and
-/// `[logs]`): their share of the pace and their caps per build.
+/// `[logs]`): a ceiling on their part of the pace, and their caps per build.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrichConfig {
-    /// The most of `[buildkite] requests_per_minute` that test results and logs may use, in
-    /// percent; the build and agent polls always have the rest.
+    /// A ceiling on the part of the pace in force that test results and logs may use, in
+    /// percent (100: every slot the build and agent polls leave, which always go first).
     pub max_share_percent: u32,
     /// JUnit files fetched per build at most; the rest is skipped with a warning.
     pub max_files_per_build: u64,
@@ -363,7 +363,7 @@ impl Default for TestsConfig {
 impl Default for EnrichConfig {
     fn default() -> Self {
         EnrichConfig {
-            max_share_percent: 50,
+            max_share_percent: 100,
             max_files_per_build: 50,
             max_bytes_per_build: 64 * 1024 * 1024,
             backfill: true,
@@ -942,7 +942,10 @@ api_key = "bb-key"
     #[test]
     fn enrich_keys_have_defaults_and_ranges() {
         let c = load(GOOD).expect("valid");
-        assert_eq!(c.enrich.max_share_percent, 50);
+        assert_eq!(
+            c.enrich.max_share_percent, 100,
+            "no ceiling: every slot the polls leave"
+        );
         assert_eq!(c.enrich.max_files_per_build, 50);
         assert_eq!(c.enrich.max_bytes_per_build, 64 << 20);
         assert!(c.enrich.backfill);

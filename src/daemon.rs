@@ -41,6 +41,10 @@ pub enum DaemonError {
 /// Runs until `shutdown` resolves (then returns `Ok`) or a configuration error makes further
 /// work pointless.
 pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // A free-pace --backfill or --once beside the daemon leaves it its pace.
+    let _mark = app.store.daemon_mark().inspect_err(|e| {
+        tracing::warn!("{e}: a --pace free run beside this daemon may slow its polls")
+    });
     let app = Arc::new(app);
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
@@ -284,9 +288,7 @@ async fn first_cycle(app: Arc<App>, poll: builds::PollReport, mut stop: watch::R
     };
     let seen = app.client.budget().last_seen();
     let left = |s: Option<crate::buildkite::budget::Scope>| {
-        s.map_or("not reported".to_string(), |s| {
-            format!("{} of {}", s.remaining, s.limit)
-        })
+        s.map_or("not reported".to_string(), |s| s.to_string())
     };
     let since = poll.since.format("%Y-%m-%d %H:%M:%S UTC");
     let cursor = if poll.first {

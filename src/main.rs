@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
+use kitesync::buildkite::budget::Pace;
 use kitesync::command::{self, BackfillOptions, Replay};
 use kitesync::config::Config;
 use kitesync::exit::{Ending, Error};
@@ -52,6 +53,12 @@ struct Cli {
     /// With --backfill: fetch no test results or logs for the range (see [enrich] backfill).
     #[arg(long, requires = "backfill")]
     without_test_results: bool,
+    /// With --once or --backfill: how fast to go. configured: [buildkite] requests_per_minute;
+    /// free: what Buildkite's budgets show free above reserve_percent, spread until their
+    /// reset (never beyond requests_per_minute without the token owner's budget, and leaving
+    /// requests_per_minute to a daemon on the same state database).
+    #[arg(long, value_name = "PACE", value_enum, default_value_t = Pace::Configured)]
+    pace: Pace,
     /// With --once or --backfill: poll as usual, but print what would be delivered as NDJSON
     /// on stdout instead of sending it, and change no state.
     #[arg(long)]
@@ -176,6 +183,10 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
             "--dry-run goes with --once or --backfill".into(),
         ));
     }
+    if cli.pace != Pace::Configured && !(cli.once || cli.backfill) {
+        let why = "--pace goes with --once or --backfill (the daemon keeps requests_per_minute)";
+        return Err(Error::Usage(why.into()));
+    }
     let Some(path) = &cli.config else {
         let why = "--config FILE is required (see config.example.toml)";
         return Err(Error::Usage(why.into()));
@@ -209,7 +220,7 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
         }
         None if cli.once => {
             let enrich_for = Duration::from_secs(cli.enrich_seconds);
-            command::once(config, cli.dry_run, enrich_for).await
+            command::once(config, cli.dry_run, enrich_for, cli.pace).await
         }
         None => match cli.since {
             Some(since) => {
@@ -217,6 +228,7 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
                     dry_run: cli.dry_run,
                     terminal: std::io::stderr().is_terminal(),
                     without_test_results: cli.without_test_results,
+                    pace: cli.pace,
                 };
                 command::backfill(config, since, cli.until, options, shutdown_signal()).await
             }

@@ -108,6 +108,9 @@ metrics! {
         "kitesync_buildkite_ratelimit_limit", "Size of each Buildkite budget per window, as last reported";
     reserve: Family<ScopeLabels, Gauge> = Family::default(),
         "kitesync_buildkite_ratelimit_reserve", "Requests of each Buildkite budget kitesync leaves to others (reserve_percent)";
+    /// The pace in force, requests a minute (`--pace free` follows the budgets).
+    pace: Gauge = Gauge::default(),
+        "kitesync_buildkite_pace_requests_per_minute", "Requests a minute kitesync allows itself now: requests_per_minute, or under --pace free what the budgets leave";
     builds_polled: Counter = Counter::default(),
         "kitesync_builds_polled", "Finished builds listed by polls";
     fields_ignored: Family<FieldLabels, Counter> = Family::default(),

@@ -210,7 +210,7 @@ pub struct BackfillOutcome {
 }
 
 /// Walks `[since, until)`, delivering as it goes and (with `enrich_range`) fetching the test
-/// results and logs of what it queues within their share of the pace; then fetches and
+/// results and logs of what it queues with the pace the walk leaves; then fetches and
 /// delivers what is left. Stops early, with the checkpoint saved, when `shutdown` resolves.
 pub async fn run_backfill(
     app: App,

@@ -184,14 +184,13 @@ pub fn render(s: &Status) -> String {
     );
     line("JUnit files skipped", skipped);
     if let Some(seen) = &s.rate_limit {
-        let scope = |s: Option<Scope>| {
-            s.map_or("not reported".to_string(), |s| {
-                format!("{} of {} left", s.remaining, s.limit)
-            })
-        };
+        let scope = |s: Option<Scope>| s.map_or("not reported".to_string(), |s| s.to_string());
         let (org, user) = (scope(seen.budgets.org), scope(seen.budgets.user));
         let budget = format!("organization {org}, user {user} (at {})", seen.at);
         line("rate budget (last seen)", budget);
+        if let Some(pace) = seen.pace {
+            line("pace (last poll)", pace.to_string());
+        }
     }
     for b in &s.backfills {
         let state = if b.done {

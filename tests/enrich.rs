@@ -1,5 +1,5 @@
 //! Test results and logs at scale (issue 11): fetched by a task of their own, from a queue
-//! saved per file, within their share of the budget; the build poll keeps its schedule
+//! saved per file, with the pace the polls leave; the build poll keeps its schedule
 //! whatever the backlog; `--once` finishes with the rest queued; caps per build; a crash
 //! repeats only the unfinished files; a file that kills kitesync is given up; a refused suite
 //! is reported but never fails a run.
@@ -83,7 +83,7 @@ fn status_json(run: &Run) -> Value {
 async fn the_build_poll_keeps_its_schedule_while_a_backlog_of_test_results_is_fetched() {
     let mut h = Harness::start().await;
     // 200 builds x 10 JUnit files: 200 listings and 2,000 downloads. At 6,000 requests a
-    // minute, enrichment's share (50 %) is 50 a second: the backlog lasts over 40 s.
+    // minute, enrichment has up to 100 a second: the backlog lasts over 20 s.
     builds_with_junit(&mut h, 200, 10);
     let mut daemon = h.spawn_daemon();
     let stderr = capture_stderr(&mut daemon);
@@ -185,7 +185,7 @@ async fn a_crash_mid_build_fetches_only_the_unfinished_files_again() {
     with_tests(&mut h);
     h.bk.set_builds(recent_builds(1));
     junit_files(&h, 1, 40);
-    // 600 a minute: enrichment's share is 5 downloads a second, so the kill lands mid-build.
+    // 600 a minute: 10 downloads a second at most, so the kill lands mid-build.
     h.set_env("KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE", "600");
     let mut child = h.spawn(&["--once"]);
     until(|| h.bk.storage_fetches().len() >= 15).await;

@@ -38,6 +38,14 @@ async fn status_shows_dead_letters_and_replay_sends_them_again() {
     assert!(s["high_water_mark"].is_string());
     assert!(s["last_delivery_ok_at"].is_string());
     assert_eq!(s["rate_limit"]["user"]["limit"], 50);
+    // The pace the last poll went at (issue 18).
+    assert_eq!(s["rate_limit"]["pace"]["pace"], "configured");
+    assert_eq!(s["rate_limit"]["pace"]["per_minute"], 6000);
+    assert!(
+        table.stdout.contains("6000 a minute (configured)"),
+        "{}",
+        table.stdout
+    );
 
     // BuildButler is fixed; the dead letter goes again.
     h.bb.clear_rejections();
@@ -111,6 +119,15 @@ async fn check_passes_when_all_is_well_and_stores_nothing() {
     );
     assert!(
         run.stdout.contains("rate budget: organization"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("ok    pace: 6000 a minute (configured), polls first")
+            && run
+                .stdout
+                .contains("--pace free (--once, --backfill) would go at"),
         "{}",
         run.stdout
     );

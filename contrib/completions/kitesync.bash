@@ -59,7 +59,7 @@ _kitesync() {
 
     case "${cmd}" in
         kitesync)
-            opts="-c -h -V --config --log-format --once --enrich-seconds --without-test-results --dry-run --backfill --since --until --help --version check status replay completions manpages help"
+            opts="-c -h -V --config --log-format --once --enrich-seconds --without-test-results --pace --dry-run --backfill --since --until --help --version check status replay completions manpages help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -79,6 +79,10 @@ _kitesync() {
                     ;;
                 --enrich-seconds)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pace)
+                    COMPREPLY=($(compgen -W "configured free" -- "${cur}"))
                     return 0
                     ;;
                 --since)

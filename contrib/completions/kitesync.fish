@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_kitesync_global_optspecs
-    string join \n c/config= log-format= once enrich-seconds= without-test-results dry-run backfill since= until= h/help V/version
+    string join \n c/config= log-format= once enrich-seconds= without-test-results pace= dry-run backfill since= until= h/help V/version
 end
 
 function __fish_kitesync_needs_command
@@ -30,6 +30,8 @@ text\t'Text lines on stderr'
 json\t'One JSON object per line on stderr'
 journald\t'The systemd journal\'s native protocol (falls back to text when there is no journal)'"
 complete -c kitesync -n "__fish_kitesync_needs_command" -l enrich-seconds -d 'With --once: after delivering the builds, fetch test results and logs for at most this many seconds; the rest stays queued for the next run (0: leave them all)' -r
+complete -c kitesync -n "__fish_kitesync_needs_command" -l pace -d 'With --once or --backfill: how fast to go. configured: [buildkite] requests_per_minute; free: what Buildkite\'s budgets show free above reserve_percent, spread until their reset (never beyond requests_per_minute without the token owner\'s budget, and leaving requests_per_minute to a daemon on the same state database)' -r -f -a "configured\t'`[buildkite] requests_per_minute`'
+free\t'What Buildkite\'s budgets show free above the reserve, spread until their reset'"
 complete -c kitesync -n "__fish_kitesync_needs_command" -l since -d 'Start of the backfill range (RFC 3339, e.g. 2025-01-01T00:00:00Z, or a date)' -r
 complete -c kitesync -n "__fish_kitesync_needs_command" -l until -d 'End of the backfill range, exclusive. Default: when the first run of this backfill (same --since) started, so that running the same command again resumes it' -r
 complete -c kitesync -n "__fish_kitesync_needs_command" -l once -d 'Poll once, deliver, and exit: 0 when everything was delivered'

@@ -79,6 +79,10 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// The organization's budget left after this request, as the headers said.
     pub org_remaining: u32,
+    /// The token owner's budget left after this request, as the headers said.
+    pub user_remaining: u32,
+    /// The budgets' window this request counted in (0 from [`FakeBuildkite::set_budgets`]).
+    pub window: u32,
 }
 
 /// One rate budget: `limit` requests per `window`.
@@ -86,6 +90,29 @@ pub struct RecordedRequest {
 struct Budget {
     limit: u32,
     used: u32,
+    /// Requests another client spends in every window, half as the window opens and half
+    /// at its middle (see [`FakeBuildkite::set_other_client`]).
+    others: u32,
+}
+
+impl Budget {
+    fn new(limit: u32) -> Budget {
+        Budget {
+            limit,
+            used: 0,
+            others: 0,
+        }
+    }
+
+    /// What the other client has spent `elapsed` into a `window`.
+    fn others_by(&self, elapsed: Duration, window: Duration) -> u32 {
+        let first = self.others / 2;
+        if elapsed * 2 >= window {
+            self.others
+        } else {
+            first
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -113,6 +140,10 @@ struct Inner {
     window_start: Instant,
     org_budget: Budget,
     user_budget: Budget,
+    /// Windows begun since the budgets were set.
+    window_number: u32,
+    /// What the other client had spent of each budget by the last request.
+    others_spent: (u32, u32),
     faults: VecDeque<Fault>,
     /// Faults for one endpoint's next requests, before any of `faults`.
     targeted: BTreeMap<Endpoint, VecDeque<Fault>>,
@@ -189,11 +220,10 @@ impl FakeBuildkite {
             truncate_params: false,
             window: Duration::from_secs(60),
             window_start: Instant::now(),
-            org_budget: Budget {
-                limit: 200,
-                used: 0,
-            },
-            user_budget: Budget { limit: 50, used: 0 },
+            org_budget: Budget::new(200),
+            user_budget: Budget::new(50),
+            window_number: 0,
+            others_spent: (0, 0),
             faults: VecDeque::new(),
             targeted: BTreeMap::new(),
             blocked: false,
@@ -394,16 +424,20 @@ impl FakeBuildkite {
     /// Budgets: `org` and `user` requests per `window`, starting afresh now.
     pub fn set_budgets(&self, org: u32, user: u32, window: Duration) {
         let mut inner = self.lock();
-        inner.org_budget = Budget {
-            limit: org,
-            used: 0,
-        };
-        inner.user_budget = Budget {
-            limit: user,
-            used: 0,
-        };
+        inner.org_budget = Budget::new(org);
+        inner.user_budget = Budget::new(user);
         inner.window = window;
         inner.window_start = Instant::now();
+        inner.window_number = 0;
+        inner.others_spent = (0, 0);
+    }
+
+    /// Another client (a dashboard, a script) spends `org` of the organization's budget and
+    /// `user` of the token owner's in every window: half as it opens, half at its middle.
+    pub fn set_other_client(&self, org: u32, user: u32) {
+        let mut inner = self.lock();
+        inner.org_budget.others = org;
+        inner.user_budget.others = user;
     }
 
     /// Marks `n` requests of the organization's current window as spent by other tools.
@@ -758,12 +792,19 @@ async fn list(s: Shared, org: String, listing: Listing, headers: HeaderMap, uri:
     );
     let status = response.status().as_u16();
     let org_remaining = inner.org_budget.limit.saturating_sub(inner.org_budget.used);
+    let user_remaining = inner
+        .user_budget
+        .limit
+        .saturating_sub(inner.user_budget.used);
+    let window = inner.window_number;
     inner.requests.push(RecordedRequest {
         uri: uri.to_string(),
         at: Instant::now(),
         status,
         authorization,
         org_remaining,
+        user_remaining,
+        window,
     });
     rate_headers(&inner, response.headers_mut());
     if let Some(reset) = inner.claimed_reset.take() {
@@ -802,7 +843,14 @@ fn slow_page(s: &Shared, listing: &Listing, headers: &HeaderMap, uri: &Uri) -> O
         return None;
     }
     let org_remaining = inner.org_budget.limit.saturating_sub(inner.org_budget.used);
+    let user_remaining = inner
+        .user_budget
+        .limit
+        .saturating_sub(inner.user_budget.used);
+    let window = inner.window_number;
     inner.requests.push(RecordedRequest {
+        user_remaining,
+        window,
         uri: uri.to_string(),
         at: Instant::now(),
         status: StatusCode::GATEWAY_TIMEOUT.as_u16(),
@@ -837,7 +885,18 @@ fn answer(
         inner.window_start = Instant::now();
         inner.org_budget.used = 0;
         inner.user_budget.used = 0;
+        inner.window_number += 1;
+        inner.others_spent = (0, 0);
     }
+    // What the other client spent since the last request.
+    let (elapsed, window) = (inner.window_start.elapsed(), inner.window);
+    let others = (
+        inner.org_budget.others_by(elapsed, window),
+        inner.user_budget.others_by(elapsed, window),
+    );
+    inner.org_budget.used += others.0 - inner.others_spent.0;
+    inner.user_budget.used += others.1 - inner.others_spent.1;
+    inner.others_spent = others;
     inner.org_budget.used += 1;
     inner.user_budget.used += 1;
     // The body's `scope` names the budget that ran out as Buildkite does: `rest` for the

@@ -320,6 +320,7 @@ impl Client {
                 .map_err(|e| crate::net::describe(&e))
         };
         let storage = net::client(config.timeout(), connect, config.ca_file.as_deref())?;
+        metrics.pace.set(budget.pace().per_minute.into());
         Ok(Client {
             http: build(reqwest::redirect::Policy::none())?,
             // Storage hosts get no token; their redirects are checked before they are followed.
@@ -350,6 +351,11 @@ impl Client {
     /// The pacing budget.
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// The pacing budget, to keep beyond the client's borrow.
+    pub fn shared_budget(&self) -> Arc<Budget> {
+        Arc::clone(&self.budget)
     }
 
     /// A page of the organization-wide builds list, newest first, every attempt of every
@@ -801,14 +807,21 @@ impl Client {
 
     /// Copies the budgets Buildkite last reported into the metrics.
     fn report_budget(&self) {
-        for (name, s) in self.budget.last_seen().scopes() {
-            let labels = crate::metrics::ScopeLabels { scope: name.into() };
-            let m = &self.metrics;
-            m.remaining.get_or_create(&labels).set(s.remaining.into());
-            m.limit.get_or_create(&labels).set(s.limit.into());
-            let reserve = self.budget.reserve_of(s.limit);
-            m.reserve.get_or_create(&labels).set(reserve.into());
+        let m = &self.metrics;
+        for (owner, s) in self.budget.last_seen().scopes() {
+            let labels = crate::metrics::ScopeLabels {
+                scope: owner.as_str().into(),
+            };
+            if let Some(remaining) = s.remaining {
+                m.remaining.get_or_create(&labels).set(remaining.into());
+            }
+            if let Some(limit) = s.limit {
+                m.limit.get_or_create(&labels).set(limit.into());
+                let reserve = self.budget.reserve_of(limit);
+                m.reserve.get_or_create(&labels).set(reserve.into());
+            }
         }
+        m.pace.set(self.budget.pace().per_minute.into());
     }
 
     /// `/v2/organizations/{org}/pipelines/{pipeline}/builds/{number}/{rest...}`.

@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod client;
 pub mod model;
+pub mod pace;
 pub mod storage;
 
 pub use budget::Budget;

@@ -154,6 +154,44 @@ impl Store {
         Ok(EnrichLock { _file: file })
     }
 
+    /// Marks a daemon running on this state database for as long as the mark lives: a shared
+    /// flock on `<state_path>.daemon`, which `--pace free` runs look for to leave the daemon
+    /// its pace.
+    pub fn daemon_mark(&self) -> Result<DaemonMark, StoreError> {
+        let doing = "cannot mark the daemon running";
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.daemon_path())
+            .map_err(failing(&self.path, doing))?;
+        file.try_lock_shared()
+            .map_err(std::io::Error::from)
+            .map_err(failing(&self.path, doing))?;
+        Ok(DaemonMark { _file: file })
+    }
+
+    /// Whether a daemon runs on this state database (holds its [`DaemonMark`]).
+    pub fn daemon_running(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.daemon_path()) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        }
+    }
+
+    fn daemon_path(&self) -> PathBuf {
+        let mut path = self.path.clone().into_os_string();
+        path.push(".daemon");
+        path.into()
+    }
+
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
     /// another process writes to it: for `--dry-run`, which must change nothing.
     pub fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
@@ -337,6 +375,11 @@ impl Drop for DeliveryLock {
     }
 }
 
+/// A daemon's mark on its state database (see [`Store::daemon_mark`]).
+pub struct DaemonMark {
+    _file: std::fs::File,
+}
+
 /// The right to enrich a state database's builds (see [`Store::enrich_lock`]).
 pub struct EnrichLock {
     _file: std::fs::File,
@@ -386,6 +429,22 @@ mod tests {
             Store::check_owner(&path).is_err(),
             "an existing database still belongs to its owner"
         );
+    }
+
+    #[test]
+    fn a_daemon_is_seen_while_its_mark_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let (daemon, backfill) = (
+            Store::open(&path).expect("daemon"),
+            Store::open(&path).expect("backfill"),
+        );
+        assert!(!backfill.daemon_running(), "no daemon yet");
+        let mark = daemon.daemon_mark().expect("marked");
+        assert!(backfill.daemon_running());
+        assert!(backfill.daemon_running(), "looking does not take the mark");
+        drop(mark);
+        assert!(!backfill.daemon_running(), "the daemon stopped");
     }
 
     #[tokio::test]

@@ -66,17 +66,32 @@ pub struct Estimate {
     pub listings: u64,
     /// Whether failed jobs' logs are fetched too.
     pub logs: bool,
-    /// Requests a minute test results and logs may use (their share of the pace).
+    /// Requests a minute test results and logs may use at the configured pace (every slot
+    /// the polls leave, up to `[enrich] max_share_percent`).
     pub per_minute: u64,
+    /// The same under `--pace free`, from the budgets Buildkite reported last (`None` when
+    /// it reports none).
+    pub free_per_minute: Option<u64>,
+}
+
+/// How long `requests` take at `per_minute`, in words.
+fn duration(requests: u64, per_minute: u64) -> String {
+    match requests.div_ceil(per_minute.max(1)) {
+        0 | 1 => "about a minute".to_string(),
+        m if m < 120 => format!("about {m} minutes"),
+        m => format!("about {} hours", m.div_ceil(60)),
+    }
 }
 
 impl fmt::Display for Estimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let minutes = self.listings.div_ceil(self.per_minute.max(1));
-        let took = match minutes {
-            0 | 1 => "about a minute".to_string(),
-            m if m < 120 => format!("about {m} minutes"),
-            m => format!("about {} hours", m.div_ceil(60)),
+        let took = duration(self.listings, self.per_minute);
+        let free = match self.free_per_minute {
+            Some(free) => format!(
+                "; under --pace free, at what Buildkite's budgets show free now ({free} a minute), {}",
+                duration(self.listings, free)
+            ),
+            None => String::new(),
         };
         let logs = if self.logs {
             ", and one per failed job's log"
@@ -85,7 +100,7 @@ impl fmt::Display for Estimate {
         };
         write!(
             f,
-            "test results are on for this backfill: about {} finished builds in the range cost about {} requests to walk, plus about {} artifact listings (one per build that ran a command step: {} of the first page's {}) and one request per JUnit file{logs}; at [enrich] max_share_percent, {} requests a minute, the listings alone take {took}. --without-test-results (or [enrich] backfill = false) skips test results and logs for the range",
+            "test results are on for this backfill: about {} finished builds in the range cost about {} requests to walk, plus about {} artifact listings (one per build that ran a command step: {} of the first page's {}) and one request per JUnit file{logs}; at the configured pace, {} requests a minute, the listings alone take {took}{free}. --without-test-results (or [enrich] backfill = false) skips test results and logs for the range",
             self.builds, self.walk_requests, self.listings, self.page_listed, self.page_builds, self.per_minute
         )
     }
@@ -187,6 +202,11 @@ pub async fn run(
                 listings: scale(page_listed),
                 logs: app.config.logs_enabled(),
                 per_minute: enrich_per_minute(&app.config),
+                free_per_minute: app
+                    .client
+                    .budget()
+                    .free_pace_now()
+                    .map(|free| free * u64::from(app.config.enrich.max_share_percent) / 100),
             });
         }
         observer.page(&Progress {
@@ -234,7 +254,8 @@ pub async fn replay(
     Ok(queued)
 }
 
-/// Requests a minute that test results and logs may use: their share of the pace.
+/// Requests a minute that test results and logs may use at the configured pace: every slot,
+/// up to their ceiling.
 fn enrich_per_minute(config: &crate::config::Config) -> u64 {
     let rpm = u64::from(config.buildkite.requests_per_minute);
     (rpm * u64::from(config.enrich.max_share_percent) / 100).max(1)

@@ -109,6 +109,7 @@ pub async fn poll(
     // The budgets as Buildkite last reported them, for `status`.
     let seen = Seen {
         at: timestamp(Utc::now()),
+        pace: Some(client.budget().pace()),
         budgets: client.budget().last_seen(),
     };
     let seen = serde_json::to_string(&seen).map_err(SyncError::encode("the rate budgets"))?;

@@ -7,7 +7,7 @@
 //! or logs that fail [`MAX_ATTEMPTS`] times are given up, and so is a file that failed
 //! [`MAX_FILE_FAILURES`] times or that was started [`MAX_FILE_UNFINISHED`] times without ever
 //! finishing (it may be what kills kitesync). The build itself is delivered regardless.
-//! Requests go through the budget's enrichment lane, which has only its share of the pace:
+//! Requests go through the budget's enrichment lane, which has every slot the polls leave:
 //! when that is spent enrichment waits, it never skips.
 
 use std::future::Future;
