@@ -57,7 +57,12 @@ async fn env_with(schedule: &str, extra: &str) -> Env {
 }
 
 fn kitesync(config: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kitesync"))
+    let bin = env!("CARGO_BIN_EXE_kitesync");
+    let wrap = std::env::var("KITESYNC_BENCH_WRAP").unwrap_or_default();
+    let mut words: Vec<&str> = wrap.split_whitespace().collect();
+    words.push(bin);
+    Command::new(words[0])
+        .args(&words[1..])
         .arg("--config")
         .arg(config)
         .args(args)
