@@ -1,11 +1,15 @@
 //! End-to-end benchmark: the real `kitesync` binary, as a separate process, against the
 //! fakes on loopback, with realistic generated builds (jobs, a mix of states).
 //!
-//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|idle|steady|tests|pace]
+//!     cargo bench --bench e2e -- [--builds 100000] [--only backfill|memory|idle|steady|tests|pace]
+//!
+//! `KITESYNC_BENCH_WRAP` runs kitesync under another command (a profiler: `heaptrack -o
+//! /tmp/ks`, `valgrind --tool=massif`); the RSS figures are then the wrapper's.
 //!
 //! Prints a table: builds delivered per second, Buildkite requests against the minimum
-//! ceil(N/100), 429s, peak RSS of the kitesync process, requests per idle daemon cycle, the
-//! delay from a build's finish to its delivery while builds finish at 10 a second; and with
+//! ceil(N/100), 429s, peak RSS of the kitesync process (and of a 20,000-build backfill,
+//! `--memory-builds`), requests per idle daemon cycle, the delay from a build's finish to its
+//! delivery while builds finish at 10 a second; and with
 //! test results on: requests per 1,000 builds, builds per second and RSS of a backfill with
 //! JUnit files, and the delay from finish to delivery while a backlog of test results is
 //! being fetched; the daemon's request rate through a backlog as a share of its pace, and a
@@ -58,7 +62,12 @@ async fn env_with(schedule: &str, extra: &str) -> Env {
 }
 
 fn kitesync(config: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kitesync"))
+    let bin = env!("CARGO_BIN_EXE_kitesync");
+    let wrap = std::env::var("KITESYNC_BENCH_WRAP").unwrap_or_default();
+    let mut words: Vec<&str> = wrap.split_whitespace().collect();
+    words.push(bin);
+    Command::new(words[0])
+        .args(&words[1..])
         .arg("--config")
         .arg(config)
         .args(args)
@@ -123,7 +132,10 @@ fn row(name: &str, value: String, target: &str) {
     println!("| {name:<52} | {value:>16} | {target:<28} |");
 }
 
-async fn backfill(builds: u64) {
+/// A backfill of `builds` generated builds over two years, test results off: the fakes, and
+/// (wall time, peak RSS MiB, CPU seconds, success). The builds have the documented shape
+/// (`fakes/data/buildkite/`): several jobs each, each script job with its agent.
+async fn backfilled(builds: u64) -> (Env, Duration, f64, f64, bool) {
     let e = env("*/30 * * * * *").await;
     let now = Utc::now();
     let spacing = chrono::Duration::milliseconds(730 * 86_400_000 / builds.max(1) as i64);
@@ -133,6 +145,11 @@ async fn backfill(builds: u64) {
     let since = (now - chrono::Duration::days(731)).to_rfc3339();
     let child = kitesync(&e.config, &["--backfill", "--since", &since]);
     let (took, peak, cpu, ok) = watch(child).await;
+    (e, took, peak, cpu, ok)
+}
+
+async fn backfill(builds: u64) {
+    let (e, took, peak, cpu, ok) = backfilled(builds).await;
     let delivered = e.bb.build_count();
     let requests = e.bk.requests();
     let limited = requests.iter().filter(|r| r.status == 429).count();
@@ -169,6 +186,26 @@ async fn backfill(builds: u64) {
     );
     row("429 answers", limited.to_string(), "0");
     row("peak RSS of kitesync", format!("{peak:.1} MiB"), "< 40 MB");
+}
+
+/// Peak RSS of a backfill of `builds` builds of the documented shape (20,000 by default),
+/// test results off.
+async fn real_sized(builds: u64) {
+    let (e, _, peak, _, ok) = backfilled(builds).await;
+    println!(
+        "\nbackfill of {builds} builds of the documented shape, test results off ({})",
+        if ok { "exit 0" } else { "FAILED" }
+    );
+    row(
+        "builds delivered",
+        e.bb.build_count().to_string(),
+        &builds.to_string(),
+    );
+    row(
+        "peak RSS of kitesync",
+        format!("{peak:.1} MiB"),
+        "<= 30 MiB for 20,000",
+    );
 }
 
 async fn idle() {
@@ -470,6 +507,12 @@ async fn main() {
     println!("|{}|{}|{}|", "-".repeat(54), "-".repeat(18), "-".repeat(30));
     if run("backfill") {
         backfill(builds).await;
+    }
+    if run("memory") {
+        let builds = value("--memory-builds")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(20_000);
+        real_sized(builds).await;
     }
     if run("idle") {
         idle().await;

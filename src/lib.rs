@@ -16,6 +16,7 @@ pub mod exit;
 pub mod gauges;
 pub mod item;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod metrics_server;
 pub mod net;

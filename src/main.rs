@@ -148,6 +148,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn main() -> ExitCode {
+    kitesync::malloc::tune();
     let cli = Cli::parse();
     if let Some(command @ (Command::Completions { .. } | Command::Manpages { .. })) = &cli.command {
         return match generate(command) {
