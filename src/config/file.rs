@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use figment::error::Kind;
 
-use super::ENV_PREFIX;
+use super::schema::ENV_PREFIX;
 
 /// A configuration problem, worded for the operator. Its `Display` is the whole message.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,9 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
 use super::file::{ConfigError, ConfigFile};
-use super::schema::{BuildkiteConfig, ButlerConfig, Config, FileConfig};
+use super::schema::{BuildkiteConfig, ButlerConfig, Config, FileConfig, ENV_PREFIX};
 use super::secret::Secret;
 use super::validate::validate;
-
-/// The prefix of every environment variable kitesync reads as configuration.
-pub const ENV_PREFIX: &str = "KITESYNC_";
 
 /// The top-level keys and sections of the config.
 const SECTIONS: [&str; 8] = [

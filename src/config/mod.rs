@@ -14,7 +14,6 @@ mod validate;
 
 pub use file::ConfigError;
 pub use lint::Ignored;
-pub use load::ENV_PREFIX;
 pub use schema::{
     BuildkiteConfig, ButlerConfig, Config, EnrichConfig, ListArtifacts, LogsConfig, MetricsConfig,
     Mode, ScheduleConfig, StatusCase, TestsConfig,

@@ -10,6 +10,9 @@ use url::Url;
 use super::secret::{secret_path, Secret};
 use crate::schedule::Schedule;
 
+/// The prefix of every environment variable kitesync reads as configuration.
+pub const ENV_PREFIX: &str = "KITESYNC_";
+
 /// The whole configuration, validated by [`Config::load`]: its secrets read, every value in
 /// range, the JUnit globs compiled.
 #[derive(Debug, Clone)]
@@ -29,7 +32,7 @@ pub struct Config {
 
 /// What the file and the environment say, before [`Config::load`] reads the secrets and
 /// validates: the sections as in [`Config`], with each secret as written (or not).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     #[serde(default = "default_state_path")]

@@ -86,6 +86,16 @@ fn settings_without_effect_are_named_with_what_to_change() {
 }
 
 #[test]
+fn regression_junit_globs_are_compiled_at_load() {
+    let c = load(&format!(
+        "{GOOD}\n[tests]\njunit_artifact_globs = [\"**/junit-*.xml\"]\n"
+    ))
+    .expect("valid");
+    assert!(c.junit_globs().is_match("reports/junit-unit.xml"));
+    assert!(!c.junit_globs().is_match("reports/coverage.xml"));
+}
+
+#[test]
 fn numeric_secrets_are_secrets_too() {
     let text = GOOD.replace("token = \"bk-token\"", "token = 987654321");
     let c = load(&text).expect("a numeric token is still a token");

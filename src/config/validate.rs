@@ -26,10 +26,10 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
     if sends_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
         let host = bb.url.host_str().unwrap_or_default();
         let problem = format!(
-                "= true with a plain http:// [buildbutler] url would send your Buildkite token in clear \
-                 text to {host} (and into the access log of every proxy on the way): use an https:// \
-                 url, or turn it off (http:// is allowed only to a loopback host)"
-            );
+            "= true with a plain http:// [buildbutler] url would send your Buildkite token in clear \
+             text to {host} (and into the access log of every proxy on the way): use an https:// \
+             url, or turn it off (http:// is allowed only to a loopback host)"
+        );
         return Err(file.error("buildbutler", "webhook_send_buildkite_token", &problem));
     }
     if !bb.ingest_prefix.is_empty() && !bb.ingest_prefix.starts_with('/') {
@@ -37,25 +37,25 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
         return Err(file.error("buildbutler", "ingest_prefix", problem));
     }
     #[rustfmt::skip]
-        let ranges = [
-            ("buildkite", "requests_per_minute", u64::from(bk.requests_per_minute), 1, 10_000),
-            ("buildkite", "reserve_percent", u64::from(bk.reserve_percent), 0, 90),
-            ("buildkite", "overlap_seconds", bk.overlap_seconds, 10, 86_400),
-            ("buildkite", "first_poll_lookback_minutes", bk.first_poll_lookback_minutes, 1, 525_600),
-            ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
-            ("buildkite", "connect_timeout_seconds", bk.connect_timeout_seconds, 1, 600),
-            ("buildkite", "refused_retry_seconds", bk.refused_retry_seconds, 1, 3_600),
-            ("buildbutler", "connect_timeout_seconds", bb.connect_timeout_seconds, 1, 600),
-            ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
-            ("buildbutler", "timeout_seconds", bb.timeout_seconds, 1, 3_600),
-            ("buildbutler", "retry_window_seconds", bb.retry_window_seconds, 0, 86_400),
-            ("buildbutler", "ingest_prefix", bb.ingest_prefix.len() as u64, 0, 200),
-            ("tests", "max_file_bytes", config.tests.max_file_bytes, 1, 1 << 30),
-            ("logs", "max_bytes", config.logs.max_bytes, 1, 1 << 30),
-            ("enrich", "max_share_percent", u64::from(config.enrich.max_share_percent), 1, 100),
-            ("enrich", "max_files_per_build", config.enrich.max_files_per_build, 1, 100_000),
-            ("enrich", "max_bytes_per_build", config.enrich.max_bytes_per_build, 1, 1 << 40),
-        ];
+    let ranges = [
+        ("buildkite", "requests_per_minute", u64::from(bk.requests_per_minute), 1, 10_000),
+        ("buildkite", "reserve_percent", u64::from(bk.reserve_percent), 0, 90),
+        ("buildkite", "overlap_seconds", bk.overlap_seconds, 10, 86_400),
+        ("buildkite", "first_poll_lookback_minutes", bk.first_poll_lookback_minutes, 1, 525_600),
+        ("buildkite", "timeout_seconds", bk.timeout_seconds, 1, 3_600),
+        ("buildkite", "connect_timeout_seconds", bk.connect_timeout_seconds, 1, 600),
+        ("buildkite", "refused_retry_seconds", bk.refused_retry_seconds, 1, 3_600),
+        ("buildbutler", "connect_timeout_seconds", bb.connect_timeout_seconds, 1, 600),
+        ("buildbutler", "concurrency", bb.concurrency as u64, 1, 256),
+        ("buildbutler", "timeout_seconds", bb.timeout_seconds, 1, 3_600),
+        ("buildbutler", "retry_window_seconds", bb.retry_window_seconds, 0, 86_400),
+        ("buildbutler", "ingest_prefix", bb.ingest_prefix.len() as u64, 0, 200),
+        ("tests", "max_file_bytes", config.tests.max_file_bytes, 1, 1 << 30),
+        ("logs", "max_bytes", config.logs.max_bytes, 1, 1 << 30),
+        ("enrich", "max_share_percent", u64::from(config.enrich.max_share_percent), 1, 100),
+        ("enrich", "max_files_per_build", config.enrich.max_files_per_build, 1, 100_000),
+        ("enrich", "max_bytes_per_build", config.enrich.max_bytes_per_build, 1, 1 << 40),
+    ];
     for (section, key, value, min, max) in ranges {
         if !(min..=max).contains(&value) {
             let problem = format!("= {value} is out of range: it must be from {min} to {max}");
@@ -90,6 +90,7 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
     Ok(globs)
 }
 
+/// Refuses anything but an http:// or https:// URL with a host.
 fn check_http_url(
     file: &ConfigFile,
     section: &str,
