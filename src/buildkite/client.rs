@@ -9,7 +9,6 @@ mod message;
 mod query;
 mod transport;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +19,10 @@ use url::Url;
 use super::budget::Budget;
 use super::model::{Agent, Artifact, Build};
 use super::storage;
-use crate::config::{BuildkiteConfig, Secret};
+use crate::config::BuildkiteConfig;
 use crate::metrics::Metrics;
 use crate::net;
-use transport::Get;
+use transport::{Get, Transport};
 
 pub use endpoint::{Endpoint, EnrichRequest};
 pub use error::{FetchError, SourceError};
@@ -32,19 +31,11 @@ pub use transport::{parse_next_link, Item, Page};
 
 /// A Buildkite REST client for one organization.
 pub struct Client {
-    http: reqwest::Client,
+    /// To Buildkite's API, with the token.
+    transport: Transport,
     /// For artifact storage hosts: no token, ever.
     storage: reqwest::Client,
-    api: Url,
     org: String,
-    auth: HeaderValue,
-    /// Only to take it out of what an error quotes (a proxy may echo the request).
-    token: Secret,
-    budget: Arc<Budget>,
-    requests: AtomicU64,
-    /// Requests for test results and logs, by [`EnrichRequest`] (as index).
-    enrich_requests: [AtomicU64; 3],
-    metrics: Arc<Metrics>,
 }
 
 /// The answers that point an artifact's `/download` elsewhere.
@@ -70,42 +61,35 @@ impl Client {
                 .map_err(|e| crate::net::describe(&e))
         };
         let storage = net::client(config.timeout(), connect, config.ca_file.as_deref())?;
-        metrics.pace.set(budget.pace().per_minute.into());
+        let http = build(reqwest::redirect::Policy::none())?;
         Ok(Client {
-            http: build(reqwest::redirect::Policy::none())?,
+            transport: Transport::new(http, &config.api_url, config.token(), budget, metrics)?,
             // Storage hosts get no token; their redirects are checked before they are followed.
             storage: storage::guarded(storage, config.api_url.scheme())
                 .build()
                 .map_err(|e| crate::net::describe(&e))?,
-            api: config.api_url.clone(),
             org: config.organization.clone(),
-            auth: bearer(&config.token())?,
-            token: config.token(),
-            budget,
-            requests: AtomicU64::new(0),
-            enrich_requests: Default::default(),
-            metrics,
         })
     }
 
     /// Requests sent so far (every attempt counts, as Buildkite counts them).
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.transport.requests()
     }
 
     /// Requests of this `kind` sent so far for test results and logs.
     pub fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
-        self.enrich_requests[kind as usize].load(Ordering::Relaxed)
+        self.transport.enrich_requests(kind)
     }
 
     /// The pacing budget.
     pub fn budget(&self) -> &Budget {
-        &self.budget
+        self.transport.budget()
     }
 
     /// The pacing budget, to keep beyond the client's borrow.
     pub fn shared_budget(&self) -> Arc<Budget> {
-        Arc::clone(&self.budget)
+        Arc::clone(self.transport.budget())
     }
 
     /// A page of the organization-wide builds list, newest first, every attempt of every
@@ -114,7 +98,7 @@ impl Client {
     pub async fn builds(&self, query: &BuildQuery) -> Result<Page<Build>, SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         query.append_to(&mut url);
-        self.list(&Get::new(&url, Endpoint::Builds)).await
+        self.transport.list(&Get::new(&url, Endpoint::Builds)).await
     }
 
     /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
@@ -122,6 +106,7 @@ impl Client {
     pub async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
         let url = self.endpoint(&["access-token"]);
         let (scopes, _) = self
+            .transport
             .get(&Get::new(&url, Endpoint::AccessToken), |_, _, body| {
                 #[derive(serde::Deserialize)]
                 struct Token {
@@ -144,7 +129,8 @@ impl Client {
     pub async fn probe_builds(&self) -> Result<(), SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         url.query_pairs_mut().append_pair("per_page", "1");
-        self.list::<serde_json::Value>(&Get::new(&url, Endpoint::Builds))
+        self.transport
+            .list::<serde_json::Value>(&Get::new(&url, Endpoint::Builds))
             .await
             .map(drop)
     }
@@ -153,7 +139,7 @@ impl Client {
     /// own host only).
     pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
         let url = self.endpoint(&["organizations", &self.org, "agents"]);
-        self.list_all(url, Endpoint::Agents).await
+        self.transport.list_all(url, Endpoint::Agents).await
     }
 
     /// Every artifact of a build, following the `Link` pages.
@@ -163,7 +149,7 @@ impl Client {
         number: u64,
     ) -> Result<Vec<Item<Artifact>>, SourceError> {
         let url = self.build_endpoint(pipeline, number, &["artifacts"]);
-        self.list_all(url, Endpoint::Artifacts).await
+        self.transport.list_all(url, Endpoint::Artifacts).await
     }
 
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
@@ -171,18 +157,20 @@ impl Client {
     /// only; fetch the returned URL without it.
     pub async fn artifact_location(&self, download_url: &str) -> Result<Url, SourceError> {
         let url = self
-            .api
+            .transport
+            .api()
             .join(download_url)
             .map_err(|e| SourceError::Protocol {
                 endpoint: download_url.chars().take(100).collect(),
                 problem: format!("unparseable URL from Buildkite: {e}"),
             })?;
-        let url = self.on_api_host(url, &self.api)?;
+        let url = self.transport.on_api_host(url, self.transport.api())?;
         let get = Get {
             also_ok: &REDIRECTS,
             ..Get::new(&url, Endpoint::ArtifactDownload)
         };
         let (location, _) = self
+            .transport
             .get(&get, |status, headers, body| {
                 let target = if status.is_redirection() {
                     net::header(headers, LOCATION).map(str::to_string)
@@ -203,7 +191,7 @@ impl Client {
     /// the token; refuses more than `cap` bytes, and a location (or a redirect from it) that
     /// [`storage::check`] refuses, before connecting to it.
     pub async fn fetch_storage(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
-        storage::check(url, self.api.scheme(), 1).map_err(FetchError::Refused)?;
+        storage::check(url, self.transport.api().scheme(), 1).map_err(FetchError::Refused)?;
         let host = url.host_str().unwrap_or("?").to_string();
         let failed = |what: String| FetchError::Failed(format!("{host}: {what}"));
         let mut response = self.storage.get(url.clone()).send().await.map_err(|e| {
@@ -243,6 +231,7 @@ impl Client {
         };
         let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let (text, _) = self
+            .transport
             .get(&get, |status, _, body| {
                 if status == StatusCode::RANGE_NOT_SATISFIABLE {
                     return Ok(String::new());
@@ -265,19 +254,10 @@ impl Client {
     }
 
     fn endpoint(&self, segments: &[&str]) -> Url {
-        let mut url = self.api.clone();
+        let mut url = self.transport.api().clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().push("v2").extend(segments);
         }
         url
     }
-}
-
-/// `Authorization: Bearer <token>`, marked sensitive so no debug output shows it.
-fn bearer(token: &Secret) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-        "the Buildkite token contains characters that cannot go in an HTTP header".to_string()
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
 }

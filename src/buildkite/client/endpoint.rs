@@ -1,7 +1,7 @@
 //! What each Buildkite endpoint needs and means: its token scope, its metrics label, the
 //! most of its answer that is read, and what its 404 says.
 
-use super::SourceError;
+use super::error::SourceError;
 
 // Caps on what is read of an answer, by what it is: a body over its cap is an error naming
 // the endpoint and the cap, never an allocation.

@@ -3,17 +3,22 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, AUTHORIZATION, DATE, LINK};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, DATE, LINK};
 use reqwest::StatusCode;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::{message, Client, Endpoint, EnrichRequest, SourceError};
-use crate::buildkite::budget::Lane;
+use super::endpoint::{Endpoint, EnrichRequest};
+use super::error::SourceError;
+use super::message;
+use crate::buildkite::budget::{Budget, Lane};
+use crate::config::Secret;
+use crate::metrics::Metrics;
 use crate::net;
 
 /// Attempts at one request before a transient fault (5xx, timeout, reset, cut-short body,
@@ -81,7 +86,62 @@ enum Attempt {
     Failed(SourceError),
 }
 
-impl Client {
+/// The way to Buildkite's API: the token, the pacing budget, and the request counts.
+pub(super) struct Transport {
+    http: reqwest::Client,
+    api: Url,
+    auth: HeaderValue,
+    /// Only to take it out of what an error quotes (a proxy may echo the request).
+    token: Secret,
+    budget: Arc<Budget>,
+    requests: AtomicU64,
+    /// Requests for test results and logs, by [`EnrichRequest`] (as index).
+    enrich_requests: [AtomicU64; 3],
+    metrics: Arc<Metrics>,
+}
+
+impl Transport {
+    /// Requests through `http` (which must not follow redirects) to the API at `api`.
+    pub(super) fn new(
+        http: reqwest::Client,
+        api: &Url,
+        token: Secret,
+        budget: Arc<Budget>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Transport, String> {
+        metrics.pace.set(budget.pace().per_minute.into());
+        Ok(Transport {
+            http,
+            api: api.clone(),
+            auth: bearer(&token)?,
+            token,
+            budget,
+            requests: AtomicU64::new(0),
+            enrich_requests: Default::default(),
+            metrics,
+        })
+    }
+
+    /// The API's base URL.
+    pub(super) fn api(&self) -> &Url {
+        &self.api
+    }
+
+    /// Requests sent so far (every attempt counts, as Buildkite counts them).
+    pub(super) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests of this `kind` sent so far for test results and logs.
+    pub(super) fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
+        self.enrich_requests[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// The pacing budget.
+    pub(super) fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
     /// Every item of a small list (agents, a build's artifacts), following `Link` pages
     /// (on the API's own host only). It stops with an error naming the endpoint at a `Link`
     /// cycle (a page already read, or the same items again), after [`MAX_LIST_PAGES`] pages,
@@ -376,6 +436,15 @@ impl Client {
         }
         m.pace.set(self.budget.pace().per_minute.into());
     }
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive so no debug output shows it.
+fn bearer(token: &Secret) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        "the Buildkite token contains characters that cannot go in an HTTP header".to_string()
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The URL without credentials or query, for messages: `api.buildkite.com/v2/organizations/acme/builds`.
