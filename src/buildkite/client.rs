@@ -22,9 +22,10 @@ use super::storage;
 use crate::config::BuildkiteConfig;
 use crate::metrics::Metrics;
 use crate::net;
+use endpoint::Endpoint;
 use transport::{Get, Transport};
 
-pub use endpoint::{Endpoint, EnrichRequest};
+pub use endpoint::EnrichRequest;
 pub use error::{FetchError, SourceError};
 pub use query::{BuildQuery, TIME_FILTER_STEP_SECS};
 pub use transport::{parse_next_link, Item, Page};

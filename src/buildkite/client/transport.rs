@@ -523,6 +523,67 @@ mod tests {
 
     use super::*;
 
+    /// A transport to the fake Buildkite at 127.0.0.1, paced far above what it sends.
+    fn transport(bk: &kitesync_fakes::FakeBuildkite) -> (Transport, Url) {
+        let api = Url::parse(&bk.url).expect("fake's url");
+        let budget = Arc::new(Budget::new(6_000, 0, 100));
+        let metrics = Arc::new(Metrics::new());
+        let secs = Duration::from_secs(10);
+        let http = net::client(secs, secs, None).expect("client");
+        let http = http.build().expect("client");
+        let t = Transport::new(http, &api, Secret::new("tok"), budget, metrics).expect("transport");
+        (t, api)
+    }
+
+    /// Regression: Buildkite's refusals as the fake sends them (`fakes/src/buildkite.rs`: its
+    /// 400 is the depth-limit text Buildkite documents, its 403 the missing-scope text of
+    /// `../shared/reference/buildkite-api.md`) come back as the errors their message and
+    /// endpoint mean.
+    #[tokio::test]
+    async fn regression_buildkites_refusals_become_the_errors_they_mean() {
+        let bk = kitesync_fakes::FakeBuildkite::start("acme", "tok").await;
+        let (t, api) = transport(&bk);
+        let url = |path: &str| api.join(path).expect("url");
+        let t = &t;
+        let list = |u: Url, endpoint| async move {
+            let get = Get::new(&u, endpoint);
+            t.list::<serde_json::Value>(&get).await.err()
+        };
+
+        bk.set_max_page(1);
+        let err = list(
+            url("/v2/organizations/acme/builds?page=2"),
+            Endpoint::Builds,
+        )
+        .await;
+        assert!(matches!(err, Some(SourceError::TooDeep { .. })), "{err:?}");
+
+        let log = url("/v2/organizations/acme/pipelines/p/builds/1/jobs/j/log");
+        let err = t
+            .get(
+                &Get::new(&log, Endpoint::Log { max_bytes: 1024 }),
+                |_, _, _| Ok(()),
+            )
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(SourceError::Gone { .. })),
+            "a log: {err:?}"
+        );
+        let err = list(url("/v2/organizations/other/builds"), Endpoint::Builds).await;
+        assert!(
+            matches!(err, Some(SourceError::NotFound { .. })),
+            "an organization: {err:?}"
+        );
+
+        bk.set_scopes(&["read_agents"]);
+        let err = list(url("/v2/organizations/acme/builds"), Endpoint::Builds).await;
+        assert!(
+            matches!(&err, Some(SourceError::Forbidden { scope, .. }) if scope == "read_builds"),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn finds_next_among_other_links() {
         let h = r#"<https://api.buildkite.com/v2/organizations/acme/builds?page=3&per_page=100>; rel="last", <https://api.buildkite.com/v2/organizations/acme/builds?page=2&per_page=100>; rel="next""#;
