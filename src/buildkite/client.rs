@@ -23,7 +23,7 @@ use crate::config::BuildkiteConfig;
 use crate::metrics::Metrics;
 use crate::net;
 use endpoint::Endpoint;
-use transport::{Get, Transport};
+use transport::{quote_error, Get, Transport};
 
 pub use endpoint::EnrichRequest;
 pub use error::{FetchError, SourceError};
@@ -115,12 +115,7 @@ impl Client {
                 }
                 serde_json::from_slice::<Token>(body)
                     .map(|t| t.scopes)
-                    .map_err(|e| {
-                        format!(
-                            "not an access-token answer ({})",
-                            transport::quote_error(&e)
-                        )
-                    })
+                    .map_err(|e| format!("not an access-token answer ({})", quote_error(&e)))
             })
             .await?;
         Ok(scopes)
