@@ -355,14 +355,14 @@ impl Transport {
         let endpoint = endpoint.to_string();
         let text = self.redacted(String::from_utf8_lossy(&body).into_owned());
         let buildkite = message::buildkite_message(&text);
-        let message = net::snippet(buildkite.as_deref().unwrap_or(&text), QUOTE_CHARS);
+        let quoted = net::snippet(buildkite.as_deref().unwrap_or(&text), QUOTE_CHARS);
         Attempt::Failed(match status {
             // Buildkite answers these with its JSON error; anything else came from elsewhere.
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if buildkite.is_none() => {
                 SourceError::Blocked {
                     endpoint,
                     status: status.as_u16(),
-                    quote: message,
+                    quote: quoted,
                 }
             }
             StatusCode::UNAUTHORIZED => SourceError::Unauthorized { endpoint },
@@ -373,12 +373,15 @@ impl Transport {
             }
             StatusCode::NOT_FOUND => get.endpoint.not_found(endpoint),
             StatusCode::BAD_REQUEST if buildkite.as_deref().is_some_and(message::too_deep) => {
-                SourceError::TooDeep { endpoint, message }
+                SourceError::TooDeep {
+                    endpoint,
+                    message: quoted,
+                }
             }
             s => SourceError::Rejected {
                 endpoint,
                 status: s.as_u16(),
-                message,
+                message: quoted,
             },
         })
     }
