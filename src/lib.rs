@@ -8,6 +8,7 @@ pub mod app;
 pub mod buildkite;
 pub mod butler;
 pub mod check;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod daemon;

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
 /// SQLite's page cache, in KiB (as a negative `cache_size`). Its default, 2 MiB, was the
@@ -391,16 +390,7 @@ pub struct EnrichLock {
     _file: std::fs::File,
 }
 
-/// Milliseconds since the Unix epoch, the unit of the outbox's times.
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-/// The canonical text form of a time in the state database: RFC 3339 with milliseconds, so
-/// that text order is time order.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use crate::clock::{now_ms, timestamp};
 
 #[cfg(test)]
 mod tests {
