@@ -10,6 +10,7 @@ use crate::butler::Sink;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::sync;
 
 /// What a run of kitesync works with.
 pub struct App {
@@ -53,6 +54,19 @@ impl Scratch {
     /// Where a scratch state database goes.
     pub fn state_path(&self) -> std::path::PathBuf {
         self.dir.path().join("state.db")
+    }
+}
+
+impl sync::Owner for App {
+    /// What a sync works with: every part but the sink.
+    fn parts(&self) -> sync::Parts<'_> {
+        sync::Parts {
+            client: &self.client,
+            store: &self.store,
+            config: &self.config,
+            metrics: &self.metrics,
+            junit_globs: &self.junit_globs,
+        }
     }
 }
 

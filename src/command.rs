@@ -14,7 +14,8 @@ use crate::exit::{Ending, Error, Exit};
 use crate::oneshot::{self, plural};
 use crate::progress::Reporter;
 use crate::store::{outbox, Store};
-use crate::{check, daemon, status, sync};
+use crate::sync::{self, Owner};
+use crate::{check, daemon, status};
 
 /// The app for a one-shot run; with `dry_run`, one that works on a throw-away copy of the
 /// state and prints instead of sending (the copy lives as long as the [`Scratch`]).
@@ -142,7 +143,7 @@ pub async fn replay(config: Config, what: Replay) -> Result<Ending, Error> {
                 n => n,
             }
         }
-        Replay::Range(since, until) => sync::backfill::replay(&app, since, until).await?,
+        Replay::Range(since, until) => sync::backfill::replay(app.parts(), since, until).await?,
     };
     let line = format!(
         "kitesync: {queued} {} queued again; the daemon or the next --once delivers {}",

@@ -26,6 +26,7 @@ pub mod outage;
 pub mod progress;
 pub mod ride_out;
 pub mod route;
+pub mod runner;
 pub mod schedule;
 pub mod status;
 pub mod store;

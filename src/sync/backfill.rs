@@ -17,8 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::builds::{note_ignored, select};
 use super::walk::Walk;
-use super::SyncError;
-use crate::app::App;
+use super::{Parts, SyncError};
 use crate::buildkite::BuildQuery;
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::builds::{self as page, record_page, requeue};
@@ -122,7 +121,7 @@ pub struct BackfillReport {
 /// first run from this `since` started, so running the same command again resumes it (or
 /// finds it done).
 pub async fn run(
-    app: &App,
+    app: Parts<'_>,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     enrich_range: bool,
@@ -157,7 +156,7 @@ pub async fn run(
     let start = parse(&cp.upper).unwrap_or(end).min(end);
     let mut first = true;
     while !cp.done {
-        let Some(page) = walk.next(&app.client).await? else {
+        let Some(page) = walk.next(app.client).await? else {
             break;
         };
         let selection = select(&app.config, page.items, &page.endpoint, enrich_range);
@@ -232,7 +231,7 @@ pub async fn run(
 /// `replay --since`: queues again every finished build created in `[since, until)`,
 /// whether or not it was delivered before (a re-send is an upsert). Returns how many.
 pub async fn replay(
-    app: &App,
+    app: Parts<'_>,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<usize, SyncError> {
@@ -244,7 +243,7 @@ pub async fn replay(
         ..BuildQuery::default()
     });
     let mut queued = 0;
-    while let Some(page) = walk.next(&app.client).await? {
+    while let Some(page) = walk.next(app.client).await? {
         let entries = select(&app.config, page.items, &page.endpoint, true).entries;
         queued += entries.len();
         app.store
