@@ -212,11 +212,9 @@ impl Runner {
     }
 
     /// Asks every task to stop [`Stop::Now`] after `within` (`--once`'s enrichment).
-    pub fn stop_after(&self, within: Duration) -> impl Future<Output = ()> + '_ {
-        async move {
-            tokio::time::sleep(within).await;
-            self.stop(Stop::Now);
-        }
+    pub async fn stop_after(&self, within: Duration) {
+        tokio::time::sleep(within).await;
+        self.stop(Stop::Now);
     }
 
     /// Waits until `shutdown` resolves (`Ok`) or a task reports a fatal error (taken).

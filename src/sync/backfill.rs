@@ -159,7 +159,7 @@ pub async fn run(
         let Some(page) = walk.next(app.client).await? else {
             break;
         };
-        let selection = select(&app.config, page.items, &page.endpoint, enrich_range);
+        let selection = select(app.config, page.items, &page.endpoint, enrich_range);
         // Named in the log; a backfill serves no metrics.
         note_ignored(&selection.ignored, &mut Default::default());
         let entries = selection.entries;
@@ -200,7 +200,7 @@ pub async fn run(
                 walk_requests: scale(1),
                 listings: scale(page_listed),
                 logs: app.config.logs_enabled(),
-                per_minute: enrich_per_minute(&app.config),
+                per_minute: enrich_per_minute(app.config),
                 free_per_minute: app
                     .client
                     .budget()
@@ -244,7 +244,7 @@ pub async fn replay(
     });
     let mut queued = 0;
     while let Some(page) = walk.next(app.client).await? {
-        let entries = select(&app.config, page.items, &page.endpoint, true).entries;
+        let entries = select(app.config, page.items, &page.endpoint, true).entries;
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))

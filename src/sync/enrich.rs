@@ -257,7 +257,7 @@ impl Pass<'_> {
     }
 
     fn wants_tests(&self) -> bool {
-        super::builds::lists_artifacts(&self.app.config, &self.build)
+        super::builds::lists_artifacts(self.app.config, &self.build)
     }
 
     fn wants_logs(&self) -> bool {
