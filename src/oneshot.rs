@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::app::App;
+use crate::clock;
 use crate::deliver::{
     deliver_all, deliver_loop, DeliverError, DeliveryReport, Pass, GIVE_UP_ROUNDS,
 };
 use crate::exit::{self, Ending, Exit};
-use crate::runner::{Fatal, OnFatal, Runner, Stop};
+use crate::runner::{Fatal, OnFatal, Runner, Stop, Wakes};
 use crate::store::enrich::Backlog;
 use crate::store::outbox::{self, Summary};
 use crate::store::{self, StoreError};
@@ -126,7 +127,7 @@ pub async fn run_once(app: &App, enrich_for: Duration) -> Result<OnceReport, Sto
         (true, Some(schedule)) => {
             let last = app.store.call(|c| store::agents::last_polled(c)).await?;
             // Agents follow their own, slower schedule even when cron runs --once every minute.
-            schedule.due(last, Utc::now())
+            schedule.due(last, clock::now())
         }
         _ => false,
     };
@@ -223,7 +224,8 @@ pub async fn run_backfill(
     let app = Arc::new(app);
     // Delivery runs through the whole backfill; enrichment beside the walk, then after it.
     let delivery = Runner::new();
-    let queued = Arc::clone(&delivery.wakes.delivery);
+    let wakes = delivery.wakes.clone();
+    let queued = Arc::clone(&wakes.delivery);
     let delivering = delivery.spawn(
         "delivery loop",
         deliver_loop(
@@ -238,15 +240,14 @@ pub async fn run_backfill(
         "enrichment",
         enrich::run_loop(
             Arc::clone(&app),
-            Arc::clone(&walking.wakes.enrich),
+            Arc::clone(&wakes.enrich),
             Arc::clone(&queued),
             walking.handle().stop,
         ),
     );
     let mut observer = Notifying {
         inner: observer,
-        queued: Arc::clone(&queued),
-        enrich_wake: Arc::clone(&walking.wakes.enrich),
+        wakes,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     // Stops at Ctrl-C or SIGTERM, or when BuildButler refuses everything: walking on would
@@ -340,14 +341,12 @@ pub async fn run_backfill(
 /// Passes progress on, and wakes the delivery loop and the enrichment task after each page.
 struct Notifying<'a> {
     inner: &'a mut dyn Observer,
-    queued: Arc<Notify>,
-    enrich_wake: Arc<Notify>,
+    wakes: Wakes,
 }
 
 impl Observer for Notifying<'_> {
     fn page(&mut self, progress: &Progress<'_>) {
-        self.queued.notify_one();
-        self.enrich_wake.notify_one();
+        self.wakes.builds_queued();
         self.inner.page(progress);
     }
 

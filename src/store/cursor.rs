@@ -46,10 +46,11 @@ pub fn complete_cycle(
             )?;
         }
     }
-    state::set(&tx, Key::LastPollOkAt, &timestamp(Utc::now()))?;
+    state::set(&tx, Key::LastPollOkAt, &timestamp(clock::now()))?;
     tx.commit()
 }
 
+use crate::clock;
 #[cfg(test)]
 mod tests {
     use super::*;

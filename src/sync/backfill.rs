@@ -19,6 +19,7 @@ use super::builds::{note_ignored, select};
 use super::walk::Walk;
 use super::{Parts, SyncError};
 use crate::buildkite::BuildQuery;
+use crate::clock;
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::builds::{self as page, record_page, requeue};
 use crate::store::enrich::{self, Backlog};
@@ -135,7 +136,7 @@ pub async fn run(
         .await?;
     let resumed = saved.as_ref().is_some_and(|cp| !cp.done && cp.pages > 0);
     let mut cp = saved.unwrap_or_else(|| {
-        let to = timestamp(until.unwrap_or_else(Utc::now));
+        let to = timestamp(until.unwrap_or_else(clock::now));
         Checkpoint::new(&from, &to, until.is_none())
     });
     let mut report = BackfillReport {
@@ -143,7 +144,7 @@ pub async fn run(
         queued: 0,
         resumed,
     };
-    let end = parse(&cp.until).unwrap_or_else(Utc::now);
+    let end = parse(&cp.until).unwrap_or_else(clock::now);
     let span = (end - since).num_milliseconds().max(1) as f64;
     let bk = &app.config.buildkite;
     let mut walk = Walk::buildkite(BuildQuery {
