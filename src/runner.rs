@@ -74,11 +74,6 @@ impl Handle {
     pub fn fatal(&self, why: Fatal) {
         self.fatal.report(why);
     }
-
-    /// True once a stop was asked for.
-    pub fn stopping(&self) -> bool {
-        *self.stop.borrow() != Stop::No
-    }
 }
 
 /// The first fatal error reported.
