@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::butler::SendError;
+use crate::clock::now_ms;
 use crate::item::{Item, Kind};
 use crate::metrics::Activity;
 use crate::net;
@@ -24,7 +25,7 @@ use crate::route;
 use crate::runner::{Fatal, Handle, OnFatal, Stop};
 use crate::store::agents;
 use crate::store::outbox::{self, DeadCause, Outcome, Row, Summary};
-use crate::store::{now_ms, StoreError};
+use crate::store::StoreError;
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);

@@ -16,10 +16,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::clock;
+use crate::clock::{self, timestamp};
 use crate::net;
 use crate::store::refusal::{self, Refusal};
-use crate::store::timestamp;
 use crate::sync::SyncError;
 
 /// The wait before the first retry of a refused poll (if `refused_retry_seconds` is longer).

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::Connection;
 
 use super::state::{self, Key};
-use super::timestamp;
+use crate::clock::{self, timestamp};
 
 /// Sets the high-water mark if there is none yet (a backfill that ends now, before the
 /// daemon ever ran, hands over to it this way).
@@ -50,7 +50,6 @@ pub fn complete_cycle(
     tx.commit()
 }
 
-use crate::clock;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -390,8 +390,6 @@ pub struct EnrichLock {
     _file: std::fs::File,
 }
 
-pub use crate::clock::{now_ms, timestamp};
-
 #[cfg(test)]
 mod tests {
     use super::*;

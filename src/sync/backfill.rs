@@ -19,11 +19,11 @@ use super::builds::{note_ignored, select};
 use super::walk::Walk;
 use super::{Parts, SyncError};
 use crate::buildkite::BuildQuery;
-use crate::clock;
+use crate::clock::{self, now_ms, timestamp};
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::builds::{self as page, record_page, requeue};
+use crate::store::cursor;
 use crate::store::enrich::{self, Backlog};
-use crate::store::{cursor, now_ms, timestamp};
 
 /// How far a backfill has got, after a page.
 #[derive(Debug, Clone, Copy)]

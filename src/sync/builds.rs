@@ -12,11 +12,11 @@ use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
 use crate::buildkite::model::{Field, Undecodable};
 use crate::buildkite::{Build, BuildQuery, Client};
-use crate::clock;
+use crate::clock::{self, now_ms, timestamp};
 use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
 use crate::store::state::{self, Key};
-use crate::store::{cursor, now_ms, refusal, timestamp, Store};
+use crate::store::{cursor, refusal, Store};
 
 /// What a poll found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

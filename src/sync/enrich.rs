@@ -20,11 +20,11 @@ use super::test_results::{self, Fetch, Listing};
 use super::{logs, Owner, Parts, SyncError};
 use crate::buildkite::client::EnrichRequest;
 use crate::buildkite::{Build, SourceError};
+use crate::clock::now_ms;
 use crate::net;
 use crate::outage::Outage;
 use crate::runner::Stop;
 use crate::store::enrich::{self, Fetched, File, Pending, Totals};
-use crate::store::now_ms;
 
 /// Attempts at a build's artifact listing, or at its logs, before they are given up.
 const MAX_ATTEMPTS: u32 = 5;
