@@ -9,7 +9,8 @@ use crate::buildkite::{Budget, Client};
 use crate::butler::Sink;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::sync;
 
 /// What a run of kitesync works with.
 pub struct App {
@@ -20,6 +21,20 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// `[tests] junit_artifact_globs`, compiled.
     pub junit_globs: globset::GlobSet,
+}
+
+/// Why the parts of a run could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The state database: unreadable, another user's, or written by a newer kitesync.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An HTTP client (Buildkite's or BuildButler's) could not be built.
+    #[error("{0}")]
+    Client(String),
+    /// The temporary directory of a dry run.
+    #[error("{0}")]
+    Scratch(String),
 }
 
 /// How often a free-pace run looks for a daemon on its state database.
@@ -56,21 +71,34 @@ impl Scratch {
     }
 }
 
+impl sync::Owner for App {
+    /// What a sync works with: every part but the sink.
+    fn parts(&self) -> sync::Parts<'_> {
+        sync::Parts {
+            client: &self.client,
+            store: &self.store,
+            config: &self.config,
+            metrics: &self.metrics,
+            junit_globs: &self.junit_globs,
+        }
+    }
+}
+
 impl App {
     /// An app that works on a copy of the state database and prints what it would deliver
     /// as NDJSON instead of sending it: nothing it does changes any state.
-    pub fn dry_run(mut config: Config) -> Result<(App, Scratch), String> {
-        let scratch = Scratch::new()?;
-        Store::copy(&config.state_path, &scratch.state_path()).map_err(|e| e.to_string())?;
+    pub fn dry_run(mut config: Config) -> Result<(App, Scratch), AppError> {
+        let scratch = Scratch::new().map_err(AppError::Scratch)?;
+        Store::copy(&config.state_path, &scratch.state_path())?;
         config.state_path = scratch.state_path();
         let mut app = App::new(config)?;
-        app.sink = Arc::new(Sink::new(&app.config)?.printing());
+        app.sink = Arc::new(Sink::new(&app.config).map_err(AppError::Client)?.printing());
         Ok((app, scratch))
     }
 
     /// Opens the state database and sets up both HTTP clients.
-    pub fn new(config: Config) -> Result<App, String> {
-        let store = Store::open(&config.state_path).map_err(|e| e.to_string())?;
+    pub fn new(config: Config) -> Result<App, AppError> {
+        let store = Store::open(&config.state_path)?;
         let bk = &config.buildkite;
         let share = config.enrich.max_share_percent;
         let budget = Arc::new(Budget::new(
@@ -79,8 +107,8 @@ impl App {
             share,
         ));
         let metrics = Arc::new(Metrics::new());
-        let client = Client::new(bk, budget, Arc::clone(&metrics))?;
-        let sink = Arc::new(Sink::new(&config)?);
+        let client = Client::new(bk, budget, Arc::clone(&metrics)).map_err(AppError::Client)?;
+        let sink = Arc::new(Sink::new(&config).map_err(AppError::Client)?);
         Ok(App {
             metrics,
             junit_globs: config.junit_globs(),

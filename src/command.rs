@@ -14,24 +14,25 @@ use crate::exit::{Ending, Error, Exit};
 use crate::oneshot::{self, plural};
 use crate::progress::Reporter;
 use crate::store::{outbox, Store};
-use crate::{check, daemon, status, sync};
+use crate::sync::{self, Owner};
+use crate::{check, daemon, status};
 
 /// The app for a one-shot run; with `dry_run`, one that works on a throw-away copy of the
 /// state and prints instead of sending (the copy lives as long as the [`Scratch`]).
 fn one_shot_app(config: Config, dry_run: bool) -> Result<(App, Option<Scratch>), Error> {
     if dry_run {
-        let (app, scratch) = App::dry_run(config).map_err(Error::Setup)?;
+        let (app, scratch) = App::dry_run(config)?;
         Ok((app, Some(scratch)))
     } else {
         Store::check_owner(&config.state_path)?;
-        Ok((App::new(config).map_err(Error::Setup)?, None))
+        Ok((App::new(config)?, None))
     }
 }
 
 /// Runs the service until `shutdown` resolves or a configuration error stops it.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<Ending, Error> {
     Store::check_owner(&config.state_path)?;
-    let app = App::new(config).map_err(Error::Setup)?;
+    let app = App::new(config)?;
     daemon::run(app, shutdown).await?;
     tracing::info!("stopped");
     Ok(Ending::new(String::new(), Vec::new(), Exit::Success))
@@ -95,7 +96,7 @@ pub async fn backfill(
 pub async fn check(mut config: Config) -> Result<Ending, Error> {
     let scratch = Scratch::new().map_err(Error::Setup)?;
     config.state_path = scratch.state_path();
-    let app = App::new(config).map_err(Error::Setup)?;
+    let app = App::new(config)?;
     let findings = check::run(&app).await;
     let exit = if findings.iter().all(|f| f.ok) {
         Exit::Success
@@ -130,7 +131,7 @@ pub enum Replay {
 /// `replay`: queues items again, as upserts, for the daemon or the next `--once`.
 pub async fn replay(config: Config, what: Replay) -> Result<Ending, Error> {
     Store::check_owner(&config.state_path)?;
-    let app = App::new(config).map_err(Error::Setup)?;
+    let app = App::new(config)?;
     let queued = match what {
         Replay::Dead => app.store.call(|c| outbox::replay_dead(c)).await?,
         Replay::Build(id) => {
@@ -142,7 +143,7 @@ pub async fn replay(config: Config, what: Replay) -> Result<Ending, Error> {
                 n => n,
             }
         }
-        Replay::Range(since, until) => sync::backfill::replay(&app, since, until).await?,
+        Replay::Range(since, until) => sync::backfill::replay(app.parts(), since, until).await?,
     };
     let line = format!(
         "kitesync: {queued} {} queued again; the daemon or the next --once delivers {}",

@@ -14,16 +14,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
 use crate::buildkite::SourceError;
-use crate::deliver::{deliver_loop, OnFatal, Stop};
+use crate::deliver::deliver_loop;
 use crate::metrics::Activity;
 use crate::outage::Outage;
 use crate::ride_out::{RideOut, Verdict};
+use crate::runner::{Fatal, Handle, OnFatal, Runner, Stop, Wakes};
 use crate::schedule::Schedule;
 use crate::sync::{agents, builds, enrich, SyncError};
 use crate::{gauges, metrics_server};
@@ -33,7 +34,7 @@ use crate::{gauges, metrics_server};
 pub enum DaemonError {
     /// The operator must act (token, scope, organization, API key, URL); retrying is futile.
     #[error("stopping: {0}")]
-    Configuration(String),
+    Configuration(Fatal),
     #[error("{0}")]
     Setup(String),
 }
@@ -46,20 +47,16 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         tracing::warn!("{e}: a --pace free run beside this daemon may slow its polls")
     });
     let app = Arc::new(app);
-    let (stop_tx, stop_rx) = watch::channel(Stop::No);
-    let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
-    let queued = Arc::new(Notify::new());
-    let enrich_wake = Arc::new(Notify::new());
+    let runner = Runner::new();
+    let wakes = runner.wakes.clone();
     let poller = Arc::new(Poller {
         app: Arc::clone(&app),
         running: Mutex::new(PollHealth {
             outage: Outage::new("Buildkite poll"),
             ride_out: RideOut::default(),
         }),
-        queued: Arc::clone(&queued),
-        enrich_wake: Arc::clone(&enrich_wake),
-        stop: stop_rx.clone(),
-        fatal: fatal_tx.clone(),
+        wakes: wakes.clone(),
+        run: runner.handle(),
         summarized: std::sync::atomic::AtomicBool::new(false),
     });
 
@@ -75,9 +72,9 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
     if let (true, Some(schedule)) = (app.config.agents_enabled(), &app.config.schedule.agents) {
         let agents = Arc::new(AgentPoller {
             app: Arc::clone(&app),
-            queued: Arc::clone(&queued),
+            queued: Arc::clone(&wakes.delivery),
             running: Mutex::new(Outage::new("Buildkite agent poll")),
-            stop: stop_rx.clone(),
+            stop: runner.handle().stop,
             off: std::sync::atomic::AtomicBool::new(false),
         });
         add_job(&scheduler, schedule, "agent poll", move || {
@@ -86,21 +83,26 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         })
         .await?;
     }
-    let delivery = tokio::spawn(deliver_loop(
-        Arc::clone(&app),
-        Arc::clone(&queued),
-        stop_rx.clone(),
-        fatal_tx,
-        OnFatal::StopIfNeverDelivered,
-    ));
-    let enriching = tokio::spawn(enrich::run_loop(
-        Arc::clone(&app),
-        enrich_wake,
-        Arc::clone(&queued),
-        stop_rx.clone(),
-    ));
+    let delivery = runner.spawn(
+        "delivery loop",
+        deliver_loop(
+            Arc::clone(&app),
+            Arc::clone(&wakes.delivery),
+            runner.handle(),
+            OnFatal::StopIfNeverDelivered,
+        ),
+    );
+    let enriching = runner.spawn(
+        "enrichment",
+        enrich::run_loop(
+            Arc::clone(&app),
+            Arc::clone(&wakes.enrich),
+            Arc::clone(&wakes.delivery),
+            runner.handle().stop,
+        ),
+    );
     // Poll at once on start, then on the schedule.
-    tokio::spawn({
+    runner.spawn("first poll", {
         let poller = Arc::clone(&poller);
         async move { poller.tick().await }
     });
@@ -109,9 +111,9 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         .await
         .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
     notify_systemd(&[sd_notify::NotifyState::Ready]);
-    let watchdog = tokio::spawn(watchdog());
+    let watchdog = runner.spawn("watchdog", watchdog());
     if app.config.metrics.enabled {
-        serve_metrics(Arc::clone(&app), stop_rx.clone()).await?;
+        serve_metrics(Arc::clone(&app), runner.handle().stop).await?;
     }
     tracing::info!(
         schedule = app.config.schedule.builds.as_str(),
@@ -120,27 +122,24 @@ pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), Dae
         crate::config::redacted(&app.config.buildbutler.url)
     );
 
-    let outcome = tokio::select! {
-        () = shutdown => {
-            tracing::info!("stopping: finishing the current transaction, sending nothing new");
-            Ok(())
-        }
-        why = fatal_rx.wait_for(Option::is_some) => {
-            let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
-            Err(DaemonError::Configuration(why))
-        }
-    };
+    let outcome = runner.until(shutdown).await;
+    if outcome.is_ok() {
+        tracing::info!("stopping: finishing the current transaction, sending nothing new");
+    }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     watchdog.abort();
-    let _ = stop_tx.send(Stop::Now);
+    runner.stop(Stop::Now);
     let _ = scheduler.shutdown().await;
-    let _ = delivery.await;
+    delivery.finish(None).await;
     // The step under way takes its attempt back (it was stopped, not lost).
-    let _ = tokio::time::timeout(Duration::from_secs(5), enriching).await;
+    enriching.finish(Some(STOP_GRACE)).await;
     // A poll in progress notices the stop at its next await; wait for it to let go.
-    let _ = tokio::time::timeout(Duration::from_secs(5), poller.running.lock()).await;
-    outcome
+    let _ = tokio::time::timeout(STOP_GRACE, poller.running.lock()).await;
+    outcome.map_err(DaemonError::Configuration)
 }
+
+/// How long the daemon waits for enrichment and a poll under way to let go when it stops.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `tick` on `schedule` (a [`Schedule`] that passed validation).
 async fn add_job<F, T>(
@@ -165,11 +164,10 @@ where
 struct Poller {
     app: Arc<App>,
     running: Mutex<PollHealth>,
-    queued: Arc<Notify>,
-    /// Wakes the enrichment task when a poll queued builds.
-    enrich_wake: Arc<Notify>,
-    stop: watch::Receiver<Stop>,
-    fatal: watch::Sender<Option<String>>,
+    /// Wakes delivery and enrichment when a poll queued builds.
+    wakes: Wakes,
+    /// The stop to follow, and where a refusal that stops the daemon goes.
+    run: Handle,
     /// Set once the first successful poll has been summarized.
     summarized: std::sync::atomic::AtomicBool,
 }
@@ -196,7 +194,7 @@ impl Poller {
             tracing::debug!("Buildkite refused the last poll: waiting for the next try");
             return;
         }
-        let mut stop = self.stop.clone();
+        let mut stop = self.run.stop.clone();
         if *stop.borrow() != Stop::No {
             return;
         }
@@ -226,8 +224,7 @@ impl Poller {
                 tracing::debug!(pages, queued, requests, "poll done");
                 if queued > 0 {
                     tracing::info!("{queued} newly finished builds queued");
-                    self.queued.notify_one();
-                    self.enrich_wake.notify_one();
+                    self.wakes.builds_queued();
                 }
                 if !self
                     .summarized
@@ -239,14 +236,13 @@ impl Poller {
             Err(e) => {
                 // Pages recorded before the failure may have queued builds: a delivery pass
                 // with nothing due costs one query, a missed wake-up a whole interval.
-                self.queued.notify_one();
-                self.enrich_wake.notify_one();
+                self.wakes.builds_queued();
                 let text = e.to_string();
                 metrics.failed(Activity::Poll, &text);
                 if !e.is_configuration() {
                     health.failed(&text);
                 } else if ride_out.refused(app, &e).await == Verdict::Stop {
-                    let _ = self.fatal.send(Some(text));
+                    self.run.fatal(Fatal::Buildkite(e));
                 }
             }
         }
@@ -315,7 +311,7 @@ async fn first_cycle(app: Arc<App>, poll: builds::PollReport, mut stop: watch::R
 /// other refusal is an outage like the rest, tried again on the schedule.
 struct AgentPoller {
     app: Arc<App>,
-    queued: Arc<Notify>,
+    queued: Arc<tokio::sync::Notify>,
     running: Mutex<Outage>,
     stop: watch::Receiver<Stop>,
     off: std::sync::atomic::AtomicBool,

@@ -11,19 +11,21 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::butler::SendError;
+use crate::clock::now_ms;
 use crate::item::{Item, Kind};
 use crate::metrics::Activity;
 use crate::net;
 use crate::outage::Outage;
 use crate::route;
+use crate::runner::{Fatal, Handle, OnFatal, Stop};
 use crate::store::agents;
 use crate::store::outbox::{self, DeadCause, Outcome, Row, Summary};
-use crate::store::{now_ms, StoreError};
+use crate::store::StoreError;
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
@@ -77,7 +79,7 @@ pub struct DeliveryReport {
 pub enum DeliverError {
     /// BuildButler refuses everything until the operator acts (API key, URL).
     #[error("{0}")]
-    Fatal(String),
+    Fatal(SendError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,7 +165,7 @@ pub async fn drain(
                     swept = batch_from;
                     continue 'batches;
                 }
-                Some(e) => return Err(DeliverError::Fatal(e.to_string())),
+                Some(e) => return Err(DeliverError::Fatal(e)),
             }
             if streak.gave_up() {
                 // What is in flight is abandoned: it stays pending, and a re-send upserts.
@@ -269,36 +271,15 @@ fn dead_cause(status: Option<StatusCode>) -> DeadCause {
     }
 }
 
-/// When the background tasks should stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// Keep going.
-    No,
-    /// Finish the delivery pass under way, then stop (nothing in flight is abandoned).
-    AfterThisPass,
-    /// Stop at the next await: no new requests.
-    Now,
-}
-
-/// What the delivery loop does when BuildButler refuses everything (API key, URL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFatal {
-    /// Report it to `fatal` and stop.
-    Stop,
-    /// Stop only if nothing was delivered yet (a mistake in the config); later, ride it out
-    /// as an outage (a proxy answering 404 during a redeploy, say).
-    StopIfNeverDelivered,
-}
-
 /// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
-/// or [`IDLE_WAKE`] passes; until `stop` says so. Returns how many items it delivered.
+/// or [`IDLE_WAKE`] passes; until the run stops. Returns how many items it delivered.
 pub async fn deliver_loop(
     app: Arc<App>,
     queued: Arc<Notify>,
-    mut stop: watch::Receiver<Stop>,
-    fatal: watch::Sender<Option<String>>,
+    run: Handle,
     on_fatal: OnFatal,
 ) -> u64 {
+    let mut stop = run.stop.clone();
     let mut outage = Outage::new("BuildButler delivery");
     let mut delivered: u64 = 0;
     loop {
@@ -333,12 +314,13 @@ pub async fn deliver_loop(
                 }
             }
             Err(DeliverError::Fatal(e)) => {
-                metrics.failed(Activity::Delivery, &e);
+                let text = e.to_string();
+                metrics.failed(Activity::Delivery, &text);
                 if on_fatal == OnFatal::Stop || delivered == 0 {
-                    let _ = fatal.send(Some(e));
+                    run.fatal(Fatal::BuildButler(e));
                     return delivered;
                 }
-                outage.failed(&e);
+                outage.failed(&text);
                 pause = FATAL_PAUSE;
             }
             Err(e) => {

@@ -4,9 +4,10 @@
 //! |---|---|
 //! | 0 | done: everything delivered (see [`outbox_done`]) |
 //! | 1 | not everything delivered (yet), or a transient failure: run again |
-//! | 2 | the operator must fix something: configuration, credentials, scopes |
+//! | 2 | the operator must fix something: configuration, credentials, scopes, a state database a newer kitesync wrote |
 //! | 130 | a backfill stopped by Ctrl-C or SIGTERM (it resumes when run again) |
 
+use crate::app::AppError;
 use crate::buildkite::SourceError;
 use crate::config::ConfigError;
 use crate::daemon::DaemonError;
@@ -94,6 +95,9 @@ pub enum Error {
     /// The runtime, a temporary directory or an HTTP client could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// The parts of a run could not be set up.
+    #[error(transparent)]
+    App(#[from] AppError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -115,7 +119,8 @@ impl Error {
             Error::Source(e) => e.is_configuration(),
             Error::Deliver(e) => matches!(e, DeliverError::Fatal(_)),
             Error::Daemon(e) => matches!(e, DaemonError::Configuration(_)),
-            Error::Store(e) => matches!(e.cause, Cause::OtherOwner { .. }),
+            Error::Store(e) | Error::App(AppError::Store(e)) => operator_must_act(e),
+            Error::App(AppError::Client(_) | AppError::Scratch(_)) => false,
             Error::Missing(_) | Error::Setup(_) => false,
         })
     }
@@ -123,7 +128,9 @@ impl Error {
     /// For a state database that belongs to another user (the service's): the line that runs
     /// the same command, `args`, as the service, with the packaged config's credentials.
     pub fn run_as_service(&self, args: &[String]) -> Option<String> {
-        let Error::Store(e) = self else { return None };
+        let (Error::Store(e) | Error::App(AppError::Store(e))) = self else {
+            return None;
+        };
         if !matches!(e.cause, Cause::OtherOwner { .. }) {
             return None;
         }
@@ -144,6 +151,17 @@ impl Error {
              kitesync {}\n(README, \"History: --backfill\", has the same with the service's hardening)",
             args.join(" ")
         ))
+    }
+}
+
+/// True when the state database cannot be used until the operator acts: it belongs to
+/// another user, or a newer kitesync wrote it (upgrade kitesync). An older schema a
+/// read-only command cannot migrate, or a failing disk, are not configuration.
+fn operator_must_act(e: &StoreError) -> bool {
+    match e.cause {
+        Cause::OtherOwner { .. } => true,
+        Cause::Schema { found, known } => found > known,
+        Cause::Sqlite(_) | Cause::Io(_) | Cause::Task(_) => false,
     }
 }
 

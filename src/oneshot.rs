@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::app::App;
+use crate::clock;
 use crate::deliver::{
-    deliver_all, deliver_loop, DeliverError, DeliveryReport, OnFatal, Pass, Stop, GIVE_UP_ROUNDS,
+    deliver_all, deliver_loop, DeliverError, DeliveryReport, Pass, GIVE_UP_ROUNDS,
 };
 use crate::exit::{self, Ending, Exit};
+use crate::runner::{Fatal, OnFatal, Runner, Stop, Wakes};
 use crate::store::enrich::Backlog;
 use crate::store::outbox::{self, Summary};
 use crate::store::{self, StoreError};
@@ -23,7 +25,7 @@ use crate::sync::agents::{self, AgentsReport};
 use crate::sync::backfill::{self, BackfillReport, Estimate, Observer, Progress};
 use crate::sync::builds::{self, PollReport};
 use crate::sync::enrich::{self, EnrichReport};
-use crate::sync::SyncError;
+use crate::sync::{Owner, SyncError};
 
 /// `--enrich-seconds` by default: how long `--once` fetches test results and logs after
 /// delivering its builds. `systemd/kitesync-once.service` leaves room for it.
@@ -125,7 +127,7 @@ pub async fn run_once(app: &App, enrich_for: Duration) -> Result<OnceReport, Sto
         (true, Some(schedule)) => {
             let last = app.store.call(|c| store::agents::last_polled(c)).await?;
             // Agents follow their own, slower schedule even when cron runs --once every minute.
-            schedule.due(last, Utc::now())
+            schedule.due(last, clock::now())
         }
         _ => false,
     };
@@ -179,15 +181,14 @@ async fn enrich_within(app: &App, within: Duration) -> Result<EnrichReport, Sync
     if within.is_zero() {
         return Ok(EnrichReport::default());
     }
-    let (stop, stopped) = watch::channel(Stop::No);
+    let runner = Runner::new();
     let nobody = Notify::new();
     let timer = async {
-        tokio::time::sleep(within).await;
-        let _ = stop.send(Stop::Now);
+        runner.stop_after(within).await;
         std::future::pending::<Infallible>().await
     };
     tokio::select! {
-        r = enrich::run(app, stopped, &nobody) => r,
+        r = enrich::run(app.parts(), runner.handle().stop, &nobody) => r,
         never = timer => match never {},
     }
 }
@@ -221,45 +222,50 @@ pub async fn run_backfill(
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillOutcome, StoreError> {
     let app = Arc::new(app);
-    let (stop_tx, stop_rx) = watch::channel(Stop::No);
-    let (fatal_tx, mut fatal_rx) = watch::channel(None);
-    let queued = Arc::new(Notify::new());
-    let delivering = tokio::spawn(deliver_loop(
-        Arc::clone(&app),
-        Arc::clone(&queued),
-        stop_rx,
-        fatal_tx,
-        OnFatal::Stop,
-    ));
-    let enrich_wake = Arc::new(Notify::new());
-    let (enrich_stop, enrich_stopped) = watch::channel(Stop::No);
-    let enriching = tokio::spawn(enrich::run_loop(
-        Arc::clone(&app),
-        Arc::clone(&enrich_wake),
-        Arc::clone(&queued),
-        enrich_stopped,
-    ));
+    // Delivery runs through the whole backfill; enrichment beside the walk, then after it.
+    let delivery = Runner::new();
+    let wakes = delivery.wakes.clone();
+    let queued = Arc::clone(&wakes.delivery);
+    let delivering = delivery.spawn(
+        "delivery loop",
+        deliver_loop(
+            Arc::clone(&app),
+            Arc::clone(&queued),
+            delivery.handle(),
+            OnFatal::Stop,
+        ),
+    );
+    let walking = Runner::new();
+    let enriching = walking.spawn(
+        "enrichment",
+        enrich::run_loop(
+            Arc::clone(&app),
+            Arc::clone(&wakes.enrich),
+            Arc::clone(&queued),
+            walking.handle().stop,
+        ),
+    );
     let mut observer = Notifying {
         inner: observer,
-        queued: Arc::clone(&queued),
-        enrich_wake,
+        wakes,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     // Stops at Ctrl-C or SIGTERM, or when BuildButler refuses everything: walking on would
     // only spend the organization's budget.
     let walk = tokio::select! {
-        r = backfill::run(&app, since, until, enrich_range, &mut observer) => Some(r),
+        r = backfill::run(app.parts(), since, until, enrich_range, &mut observer) => Some(r),
         () = &mut shutdown => None,
-        _ = fatal_rx.wait_for(Option::is_some) => None,
+        () = delivery.fatal_reported() => None,
     };
-    let _ = enrich_stop.send(Stop::Now);
-    let _ = enriching.await;
-    let mut interrupted = walk.is_none() && fatal_rx.borrow().is_none();
+    walking.stop(Stop::Now);
+    enriching.finish(None).await;
+    let mut interrupted = walk.is_none() && !delivery.has_fatal();
     // After the walk, the rest of the test results and logs, delivered as they come.
     let mut enriched = None;
-    if walk.is_some() && fatal_rx.borrow().is_none() {
-        let (stop, stopped) = watch::channel(Stop::No);
-        let mut rest = std::pin::pin!(enrich::run(&app, stopped, &queued));
+    if walk.is_some() && !delivery.has_fatal() {
+        let rest_runner = Runner::new();
+        let stop = |how| rest_runner.stop(how);
+        let mut rest = std::pin::pin!(enrich::run(app.parts(), rest_runner.handle().stop, &queued));
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         enriched = Some(loop {
             tokio::select! {
@@ -271,11 +277,11 @@ pub async fn run_backfill(
                 }
                 () = &mut shutdown => {
                     interrupted = true;
-                    let _ = stop.send(Stop::Now);
+                    stop(Stop::Now);
                     break rest.await;
                 }
-                _ = fatal_rx.wait_for(Option::is_some) => {
-                    let _ = stop.send(Stop::Now);
+                () = delivery.fatal_reported() => {
+                    stop(Stop::Now);
                     break rest.await;
                 }
             }
@@ -283,15 +289,23 @@ pub async fn run_backfill(
     }
     // After the walk, let the pass under way finish (abandoning it would re-send its
     // deliveries); after an interruption, stop at once.
-    let _ = stop_tx.send(if walk.is_some() && !interrupted {
+    delivery.stop(if walk.is_some() && !interrupted {
         Stop::AfterThisPass
     } else {
         Stop::Now
     });
-    let delivered_while_walking = delivering.await.unwrap_or(0) as usize;
-    let fatal = fatal_rx.borrow().clone();
-    let (delivery, outbox) = match (&walk, fatal) {
-        (_, Some(fatal)) => (Err(DeliverError::Fatal(fatal)), summary(&app).await?),
+    let delivered_while_walking = delivering.finish(None).await.unwrap_or(0) as usize;
+    // Only the delivery loop reports a fatal error here, and only BuildButler's refusals.
+    let refused = match delivery.take_fatal() {
+        Some(Fatal::BuildButler(e)) => Some(e),
+        Some(other @ Fatal::Buildkite(_)) => {
+            tracing::error!("stopping: {other}");
+            None
+        }
+        None => None,
+    };
+    let (delivery, outbox) = match (&walk, refused) {
+        (_, Some(refused)) => (Err(DeliverError::Fatal(refused)), summary(&app).await?),
         (Some(_), None) if !interrupted => {
             // Ctrl-C still works while the rest is delivered.
             let finished = tokio::select! {
@@ -327,14 +341,12 @@ pub async fn run_backfill(
 /// Passes progress on, and wakes the delivery loop and the enrichment task after each page.
 struct Notifying<'a> {
     inner: &'a mut dyn Observer,
-    queued: Arc<Notify>,
-    enrich_wake: Arc<Notify>,
+    wakes: Wakes,
 }
 
 impl Observer for Notifying<'_> {
     fn page(&mut self, progress: &Progress<'_>) {
-        self.queued.notify_one();
-        self.enrich_wake.notify_one();
+        self.wakes.builds_queued();
         self.inner.page(progress);
     }
 

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::clock::{self, timestamp};
 use crate::net;
 use crate::store::refusal::{self, Refusal};
-use crate::store::timestamp;
 use crate::sync::SyncError;
 
 /// The wait before the first retry of a refused poll (if `refused_retry_seconds` is longer).
@@ -71,7 +71,7 @@ impl RideOut {
                 "cannot tell whether kitesync worked before ({e}): riding this refusal out"
             ),
         }
-        let now = Utc::now();
+        let now = clock::now();
         let attempts = self.refused.as_ref().map_or(1, |r| r.attempts + 1);
         let since = self.refused.as_ref().map_or(now, |r| r.since);
         let most = bk.refused_retry();

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::buildkite::budget::{Scope, Seen};
+use crate::clock::{now_ms, timestamp};
 use crate::exit::Error;
 use crate::item::Kind;
 use crate::store::backfill::{self, Checkpoint};
@@ -13,7 +14,7 @@ use crate::store::enrich::{self, Totals};
 use crate::store::outbox::{self, DeadLetter};
 use crate::store::refusal::{self, Refusal};
 use crate::store::state::{self, Key};
-use crate::store::{now_ms, timestamp, Store};
+use crate::store::Store;
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]

@@ -159,6 +159,13 @@ fn data_walks_one_way() {
             "{file} imports {target}: the sink takes neutral items (item.rs)"
         );
     }
+    // The source meets the store in sync/; the store meets the sink in deliver.rs.
+    for (file, target) in imported_by(&graph, "sync/") {
+        assert!(
+            !["deliver.rs", "app.rs"].contains(&target) && !target.starts_with("butler/"),
+            "{file} imports {target}: sync/ takes its parts (client, store, config), never the sink"
+        );
+    }
     let allowed = ["config/mod.rs", "metrics.rs", "net.rs"];
     for (file, target) in imported_by(&graph, "buildkite/") {
         assert!(

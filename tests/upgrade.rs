@@ -195,3 +195,20 @@ async fn a_0_1_database_that_delivered_keeps_its_configured_prefix() {
     assert_eq!(probes, 0, "{:?}", h.bb.posts());
     assert!(h.bb.builds().is_empty());
 }
+
+/// Issue 20: a state database a newer kitesync wrote stops every command that opens it with
+/// exit code 2 (upgrade kitesync; retrying cannot help), not 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_written_by_a_newer_kitesync_asks_the_operator_to_upgrade() {
+    let h = Harness::start().await;
+    h.once_ok().await;
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open");
+    conn.pragma_update(None, "user_version", 999)
+        .expect("a newer kitesync's schema version");
+    drop(conn);
+    for args in [&["--once"][..], &[], &["replay", "--dead"]] {
+        let run = h.run(args).await;
+        assert_eq!(run.code, 2, "{args:?}:\n{}", run.output());
+        assert!(run.stderr.contains("upgrade kitesync"), "{}", run.output());
+    }
+}

@@ -842,6 +842,47 @@ mod tests {
         assert_eq!(Instant::now(), now);
     }
 
+    /// Regression (the ceiling held already; `tests/hostile.rs` proved it with the binary in
+    /// a real two minutes): answers that claim both budgets spent for a day, as
+    /// `Fault::LongReset(86_400)` does, hold every task of both lanes two minutes and half a
+    /// second, no less and no more.
+    #[tokio::test(start_paused = true)]
+    async fn regression_a_day_long_reset_holds_every_task_of_every_lane_two_minutes() {
+        let b = std::sync::Arc::new(Budget::new(6000, 10, 50));
+        let start = Instant::now();
+        let day = headers(&[
+            ("RateLimit-Remaining", "0"),
+            ("RateLimit-Limit", "200"),
+            ("RateLimit-Reset", "86400"),
+            ("RateLimit-User-Remaining", "0"),
+            ("RateLimit-User-Limit", "200"),
+            ("RateLimit-User-Reset", "86400"),
+        ]);
+        b.observe(&day);
+        let tasks: Vec<_> = [Lane::Poll, Lane::Enrich, Lane::Poll, Lane::Enrich]
+            .into_iter()
+            .map(|lane| {
+                let b = std::sync::Arc::clone(&b);
+                tokio::spawn(async move {
+                    b.acquire(lane).await;
+                    Instant::now() - start
+                })
+            })
+            .collect();
+        // Another day-long answer while they wait moves the end, never beyond the ceiling.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        b.observe(&day);
+        let ceiling = Duration::from_secs(60) + Duration::from_millis(120_500);
+        for task in tasks {
+            let waited = task.await.expect("task");
+            assert_eq!(
+                waited, ceiling,
+                "two minutes and a half second after the last answer"
+            );
+        }
+        assert_eq!(MAX_WAIT, Duration::from_secs(120));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_deferral_that_grows_while_tasks_wait_holds_them_all() {
         let b = std::sync::Arc::new(Budget::new(6000, 10, 50));

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::outbox::{self, NewItem};
 use super::state::{self, Key};
-use super::timestamp;
+use crate::clock::timestamp;
 use crate::item::{Agent, AgentTags, Fleet, Kind};
 
 /// How long an agent that left the list is still shown.

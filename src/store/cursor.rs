@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::Connection;
 
 use super::state::{self, Key};
-use super::timestamp;
+use crate::clock::{self, timestamp};
 
 /// Sets the high-water mark if there is none yet (a backfill that ends now, before the
 /// daemon ever ran, hands over to it this way).
@@ -46,7 +46,7 @@ pub fn complete_cycle(
             )?;
         }
     }
-    state::set(&tx, Key::LastPollOkAt, &timestamp(Utc::now()))?;
+    state::set(&tx, Key::LastPollOkAt, &timestamp(clock::now()))?;
     tx.commit()
 }
 

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::Connection;
 
 /// SQLite's page cache, in KiB (as a negative `cache_size`). Its default, 2 MiB, was the
@@ -389,17 +388,6 @@ pub struct DaemonMark {
 /// The right to enrich a state database's builds (see [`Store::enrich_lock`]).
 pub struct EnrichLock {
     _file: std::fs::File,
-}
-
-/// Milliseconds since the Unix epoch, the unit of the outbox's times.
-pub fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-/// The canonical text form of a time in the state database: RFC 3339 with milliseconds, so
-/// that text order is time order.
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
         };
     }
     if results.iter().any(|(_, o)| matches!(o, Outcome::Delivered)) {
-        let now = super::timestamp(chrono::Utc::now());
+        let now = crate::clock::timestamp(crate::clock::now());
         state::set(&tx, Key::LastDeliveryOkAt, &now)?;
     }
     tx.commit()

@@ -1,10 +1,9 @@
 //! The agent poll: list the organization's agents, and queue a fleet snapshot for
 //! BuildButler when anything changed (no change, no POST).
 
-use chrono::Utc;
-
 use super::SyncError;
 use crate::buildkite::{Agent, Client};
+use crate::clock;
 use crate::item;
 use crate::store::{agents, Store};
 
@@ -32,7 +31,7 @@ pub async fn poll(client: &Client, store: &Store, org: &str) -> Result<AgentsRep
     let count = listed.len();
     let org = org.to_string();
     let changed = store
-        .call(move |c| agents::record(c, &org, &listed, Utc::now()))
+        .call(move |c| agents::record(c, &org, &listed, clock::now()))
         .await?;
     Ok(AgentsReport {
         listed: count,

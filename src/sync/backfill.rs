@@ -17,13 +17,13 @@ use chrono::{DateTime, Utc};
 
 use super::builds::{note_ignored, select};
 use super::walk::Walk;
-use super::SyncError;
-use crate::app::App;
+use super::{Parts, SyncError};
 use crate::buildkite::BuildQuery;
+use crate::clock::{self, now_ms, timestamp};
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::builds::{self as page, record_page, requeue};
+use crate::store::cursor;
 use crate::store::enrich::{self, Backlog};
-use crate::store::{cursor, now_ms, timestamp};
 
 /// How far a backfill has got, after a page.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +122,7 @@ pub struct BackfillReport {
 /// first run from this `since` started, so running the same command again resumes it (or
 /// finds it done).
 pub async fn run(
-    app: &App,
+    app: Parts<'_>,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     enrich_range: bool,
@@ -136,7 +136,7 @@ pub async fn run(
         .await?;
     let resumed = saved.as_ref().is_some_and(|cp| !cp.done && cp.pages > 0);
     let mut cp = saved.unwrap_or_else(|| {
-        let to = timestamp(until.unwrap_or_else(Utc::now));
+        let to = timestamp(until.unwrap_or_else(clock::now));
         Checkpoint::new(&from, &to, until.is_none())
     });
     let mut report = BackfillReport {
@@ -144,7 +144,7 @@ pub async fn run(
         queued: 0,
         resumed,
     };
-    let end = parse(&cp.until).unwrap_or_else(Utc::now);
+    let end = parse(&cp.until).unwrap_or_else(clock::now);
     let span = (end - since).num_milliseconds().max(1) as f64;
     let bk = &app.config.buildkite;
     let mut walk = Walk::buildkite(BuildQuery {
@@ -157,10 +157,10 @@ pub async fn run(
     let start = parse(&cp.upper).unwrap_or(end).min(end);
     let mut first = true;
     while !cp.done {
-        let Some(page) = walk.next(&app.client).await? else {
+        let Some(page) = walk.next(app.client).await? else {
             break;
         };
-        let selection = select(&app.config, page.items, &page.endpoint, enrich_range);
+        let selection = select(app.config, page.items, &page.endpoint, enrich_range);
         // Named in the log; a backfill serves no metrics.
         note_ignored(&selection.ignored, &mut Default::default());
         let entries = selection.entries;
@@ -201,7 +201,7 @@ pub async fn run(
                 walk_requests: scale(1),
                 listings: scale(page_listed),
                 logs: app.config.logs_enabled(),
-                per_minute: enrich_per_minute(&app.config),
+                per_minute: enrich_per_minute(app.config),
                 free_per_minute: app
                     .client
                     .budget()
@@ -232,7 +232,7 @@ pub async fn run(
 /// `replay --since`: queues again every finished build created in `[since, until)`,
 /// whether or not it was delivered before (a re-send is an upsert). Returns how many.
 pub async fn replay(
-    app: &App,
+    app: Parts<'_>,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<usize, SyncError> {
@@ -244,8 +244,8 @@ pub async fn replay(
         ..BuildQuery::default()
     });
     let mut queued = 0;
-    while let Some(page) = walk.next(&app.client).await? {
-        let entries = select(&app.config, page.items, &page.endpoint, true).entries;
+    while let Some(page) = walk.next(app.client).await? {
+        let entries = select(app.config, page.items, &page.endpoint, true).entries;
         queued += entries.len();
         app.store
             .call(move |c| requeue(c, &entries, now_ms()))

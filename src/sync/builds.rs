@@ -12,10 +12,11 @@ use crate::buildkite::budget::Seen;
 use crate::buildkite::client::Item;
 use crate::buildkite::model::{Field, Undecodable};
 use crate::buildkite::{Build, BuildQuery, Client};
+use crate::clock::{self, now_ms, timestamp};
 use crate::config::{Config, ListArtifacts};
 use crate::store::builds::{self, Entry, Progress};
 use crate::store::state::{self, Key};
-use crate::store::{cursor, now_ms, refusal, timestamp, Store};
+use crate::store::{cursor, refusal, Store};
 
 /// What a poll found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub async fn poll(
     // time is before any build).
     let from = match mark {
         Some(mark) => mark.checked_sub_signed(bk.overlap()),
-        None => Utc::now().checked_sub_signed(bk.first_poll_lookback()),
+        None => clock::now().checked_sub_signed(bk.first_poll_lookback()),
     }
     .unwrap_or(DateTime::<Utc>::MIN_UTC);
     tracing::debug!(finished_from = %from, "polling builds");
@@ -72,7 +73,7 @@ pub async fn poll(
     let mut started: Option<DateTime<Utc>> = None;
     while let Some(page) = walk.next(client).await? {
         report.pages += 1;
-        started = started.or(page.date).or_else(|| Some(Utc::now()));
+        started = started.or(page.date).or_else(|| Some(clock::now()));
         let listed = page.items.iter().filter_map(|i| i.decoded.as_ref().ok());
         report
             .pipelines
@@ -108,7 +109,7 @@ pub async fn poll(
     let keep = bk.overlap() * 2;
     // The budgets as Buildkite last reported them, for `status`.
     let seen = Seen {
-        at: timestamp(Utc::now()),
+        at: timestamp(clock::now()),
         pace: Some(client.budget().pace()),
         budgets: client.budget().last_seen(),
     };

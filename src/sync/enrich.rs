@@ -17,15 +17,14 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::test_results::{self, Fetch, Listing};
-use super::{logs, SyncError};
-use crate::app::App;
+use super::{logs, Owner, Parts, SyncError};
 use crate::buildkite::client::EnrichRequest;
 use crate::buildkite::{Build, SourceError};
-use crate::deliver::Stop;
+use crate::clock::now_ms;
 use crate::net;
 use crate::outage::Outage;
+use crate::runner::Stop;
 use crate::store::enrich::{self, Fetched, File, Pending, Totals};
-use crate::store::now_ms;
 
 /// Attempts at a build's artifact listing, or at its logs, before they are given up.
 const MAX_ATTEMPTS: u32 = 5;
@@ -58,7 +57,7 @@ pub struct EnrichReport {
 /// `queued` whenever it queues something. Stops at a configuration error (token, scope) or a
 /// state-database failure.
 pub async fn run(
-    app: &App,
+    app: Parts<'_>,
     mut stop: watch::Receiver<Stop>,
     queued: &Notify,
 ) -> Result<EnrichReport, SyncError> {
@@ -112,15 +111,16 @@ pub async fn run(
 /// retry is due, `wake` is notified (a poll queued builds) or a minute passes. Wakes
 /// `queued` (the delivery loop) for what it queues.
 pub async fn run_loop(
-    app: Arc<App>,
+    owner: Arc<impl Owner>,
     wake: Arc<Notify>,
     queued: Arc<Notify>,
     mut stop: watch::Receiver<Stop>,
 ) {
+    let app = owner.parts();
     let mut outage = Outage::new("fetching test results and logs");
     loop {
         let mut pause = Duration::ZERO;
-        match run(&app, stop.clone(), &queued).await {
+        match run(app, stop.clone(), &queued).await {
             // Nothing but failures: Buildkite or the storage host is failing.
             Ok(r) if r.builds + r.items == 0 && r.retried > 0 => {
                 outage.failed(&r.last_error.unwrap_or_default());
@@ -168,7 +168,7 @@ async fn until_stopped<F: Future>(stop: &mut watch::Receiver<Stop>, f: F) -> Opt
 }
 
 /// The client's requests for test results and logs so far: listings, downloads, logs.
-fn requests(app: &App) -> [u64; 3] {
+fn requests(app: Parts<'_>) -> [u64; 3] {
     [
         EnrichRequest::Listing,
         EnrichRequest::Download,
@@ -197,7 +197,7 @@ enum Step<T> {
 
 /// One pass over one build.
 struct Pass<'a> {
-    app: &'a App,
+    app: Parts<'a>,
     build: Build,
     pending: Pending,
     stop: watch::Receiver<Stop>,
@@ -257,7 +257,7 @@ impl Pass<'_> {
     }
 
     fn wants_tests(&self) -> bool {
-        super::builds::lists_artifacts(&self.app.config, &self.build)
+        super::builds::lists_artifacts(self.app.config, &self.build)
     }
 
     fn wants_logs(&self) -> bool {

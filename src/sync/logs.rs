@@ -3,14 +3,18 @@
 
 use serde_json::value::RawValue;
 
+use super::Parts;
 use super::SyncError;
-use crate::app::App;
 use crate::buildkite::Build;
 use crate::item::{Kind, Log};
 use crate::store::enrich::Fetched;
 
 /// The log item for a failed build (listed as `raw`), if it has failed steps.
-pub async fn collect(app: &App, build: &Build, raw: &str) -> Result<Option<Fetched>, SyncError> {
+pub async fn collect(
+    app: Parts<'_>,
+    build: &Build,
+    raw: &str,
+) -> Result<Option<Fetched>, SyncError> {
     let max = app.config.logs.max_bytes;
     let mut content = String::new();
     for job in build.failed_steps() {

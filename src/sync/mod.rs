@@ -11,8 +11,26 @@ pub mod logs;
 pub mod test_results;
 pub mod walk;
 
-use crate::buildkite::SourceError;
-use crate::store::StoreError;
+use crate::buildkite::{Client, SourceError};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// The parts a sync works with: the Buildkite client (and its budget), the store and the
+/// config. Never the sink: `sync/` is where the source meets the store.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    pub client: &'a Client,
+    pub store: &'a Store,
+    pub config: &'a Config,
+    pub metrics: &'a crate::metrics::Metrics,
+    /// `[tests] junit_artifact_globs`, compiled.
+    pub junit_globs: &'a globset::GlobSet,
+}
+
+/// What owns the [`Parts`], for a task that outlives a borrow of them.
+pub trait Owner: Send + Sync + 'static {
+    fn parts(&self) -> Parts<'_>;
+}
 
 /// Why a poll, a backfill, a replay or an enrichment pass stopped.
 #[derive(Debug, thiserror::Error)]

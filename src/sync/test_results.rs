@@ -5,8 +5,8 @@
 //! build and the path; it never holds back the build. So are the files over the caps of a
 //! build: `[enrich] max_files_per_build` and `max_bytes_per_build`.
 
+use super::Parts;
 use super::{junit, SyncError};
-use crate::app::App;
 use crate::buildkite::client::FetchError;
 use crate::buildkite::Build;
 use crate::item::{Kind, TestResults};
@@ -24,7 +24,7 @@ pub struct Listing {
 /// at most `[enrich] max_files_per_build` of them, as many as fit in `max_bytes_per_build`
 /// by their listed sizes, none larger than `[tests] max_file_bytes`. What is skipped is
 /// warned about with the build's `label`.
-pub async fn list(app: &App, build: &Build, label: &str) -> Result<Listing, SyncError> {
+pub async fn list(app: Parts<'_>, build: &Build, label: &str) -> Result<Listing, SyncError> {
     let (file_cap, caps) = (app.config.tests.max_file_bytes, &app.config.enrich);
     let artifacts = app
         .client
@@ -107,7 +107,7 @@ pub enum Fetch {
 /// sees the token) and parses it; at most `[tests] max_file_bytes`, and at most `left` bytes,
 /// what `[enrich] max_bytes_per_build` leaves of the build's.
 pub async fn fetch(
-    app: &App,
+    app: Parts<'_>,
     build: &Build,
     label: &str,
     file: &File,
