@@ -64,7 +64,7 @@ impl App {
         Store::copy(&config.state_path, &scratch.state_path()).map_err(|e| e.to_string())?;
         config.state_path = scratch.state_path();
         let mut app = App::new(config)?;
-        app.sink = Arc::new(Sink::new(&app.config)?.printing());
+        app.sink = Arc::new(Sink::new(&app.config, Arc::clone(&app.metrics))?.printing());
         Ok((app, scratch))
     }
 
@@ -80,7 +80,7 @@ impl App {
         ));
         let metrics = Arc::new(Metrics::new());
         let client = Client::new(bk, budget, Arc::clone(&metrics))?;
-        let sink = Arc::new(Sink::new(&config)?);
+        let sink = Arc::new(Sink::new(&config, Arc::clone(&metrics))?);
         Ok(App {
             metrics,
             junit_globs: config.junit_globs(),

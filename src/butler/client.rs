@@ -3,6 +3,9 @@
 //! BuildButler's docs (`Authorization: Bearer`) and its Action (`X-API-Key`) disagree. In
 //! `webhook` mode a build is one `POST /webhooks/buildkite`, as Buildkite's own webhook.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -12,6 +15,7 @@ use super::{webhook, wire};
 use crate::buildkite::Build;
 use crate::config::{Config, Mode, Secret, StatusCase};
 use crate::item::{AgentTags, Fleet, Item, Kind, Log, TestResults};
+use crate::metrics::Metrics;
 use crate::net;
 
 /// The most kitesync reads of a BuildButler answer it uses (the stored build, with its id).
@@ -91,11 +95,14 @@ pub struct Sink {
     buildkite_token: Option<Secret>,
     /// `--dry-run`: print each request body as an NDJSON line instead of sending it.
     print: bool,
+    metrics: Arc<Metrics>,
+    /// Whether a build answered without an id was warned about yet.
+    warned_without_id: AtomicBool,
 }
 
 impl Sink {
-    /// A client for the `[buildbutler]` settings of `config`.
-    pub fn new(config: &Config) -> Result<Sink, String> {
+    /// A client for the `[buildbutler]` settings of `config`, counting in `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Sink, String> {
         let bb = &config.buildbutler;
         let key = bb.api_key();
         let mut headers = HeaderMap::new();
@@ -131,6 +138,8 @@ impl Sink {
                 .webhook_send_buildkite_token
                 .then(|| config.buildkite.token()),
             print: false,
+            metrics,
+            warned_without_id: AtomicBool::new(false),
         })
     }
 
@@ -249,12 +258,37 @@ impl Sink {
     async fn ingest_build(&self, build: Build, tags: &AgentTags) -> Result<(), SendError> {
         let body = wire::build(&self.org, &build, self.case, Some(tags));
         let answer = self.ingest("builds", &body).await?;
-        let build_id = answer["id"].as_str().unwrap_or(&build.id);
+        let build_id = match answer.id() {
+            Some(Ok(id)) => id,
+            // A dry run: nothing was answered.
+            None => &build.id,
+            // Stored (a 2xx) but not named: under the id kitesync sent, Buildkite's UUID, which
+            // BuildButler stores a build under, as its Action's. An error would post the build
+            // again forever.
+            Some(Err(without)) => {
+                self.without_id(&build, &without);
+                &build.id
+            }
+        };
         let stages = wire::stages(build_id, &build, self.case);
         if !stages.stages.is_empty() {
             self.ingest("pipeline-stages", &stages).await?;
         }
         Ok(())
+    }
+
+    /// Logs (at warning level once, then at debug) and counts a build whose answer gave no id.
+    fn without_id(&self, build: &Build, answer: &str) {
+        self.metrics.builds_without_id.inc();
+        let first = !self.warned_without_id.swap(true, Ordering::Relaxed);
+        let (id, n) = (&build.id, build.number);
+        let why = format!(
+            "BuildButler stored build {n} ({id}) but its answer {answer}: its stages go under the id kitesync sent, {id} (counted in kitesync_butler_builds_without_id)"
+        );
+        match first {
+            true => tracing::warn!("{why}; further such answers are logged at debug level"),
+            false => tracing::debug!("{why}"),
+        }
     }
 
     /// POSTs the webhook `event` with the API key as `X-Buildkite-Token`, or a signature of
@@ -264,7 +298,7 @@ impl Sink {
         event: &'static str,
         body: Vec<u8>,
         token: Option<&Secret>,
-    ) -> Result<serde_json::Value, SendError> {
+    ) -> Result<Answer, SendError> {
         let (auth, value) = if self.sign {
             let signature = webhook::signature(&self.key, chrono::Utc::now().timestamp(), &body);
             ("x-buildkite-signature", sensitive(&signature))
@@ -284,12 +318,8 @@ impl Sink {
         self.post(&url, "webhooks/buildkite", body, headers).await
     }
 
-    /// POSTs JSON to `{url}{ingest_prefix}/{route}`; the answer's JSON (or null).
-    async fn ingest<T: Serialize>(
-        &self,
-        route: &str,
-        body: &T,
-    ) -> Result<serde_json::Value, SendError> {
+    /// POSTs JSON to `{url}{ingest_prefix}/{route}`; what it answered.
+    async fn ingest<T: Serialize>(&self, route: &str, body: &T) -> Result<Answer, SendError> {
         let prefix = self.prefix();
         let url = format!("{}{prefix}/{route}", self.server);
         let shown_route = format!("{}/{route}", prefix.trim_start_matches('/'));
@@ -304,11 +334,11 @@ impl Sink {
         route: &str,
         body: Vec<u8>,
         headers: HeaderMap,
-    ) -> Result<serde_json::Value, SendError> {
+    ) -> Result<Answer, SendError> {
         if self.print {
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             println!("{}", serde_json::json!({"route": route, "body": body}));
-            return Ok(serde_json::Value::Null);
+            return Ok(Answer::Printed);
         }
         let retry = |how: &str, e: reqwest::Error| {
             SendError::Retry(format!("BuildButler {route}: {how}{}", net::describe(&e)))
@@ -335,7 +365,7 @@ impl Sink {
                     )))
                 }
             };
-            return Ok(serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null));
+            return Ok(Answer::read(&text));
         }
         let text = net::read_prefix(&mut response, ERROR_BODY_CAP).await;
         let path = format!("{}/{route}", self.shown);
@@ -368,6 +398,40 @@ impl Sink {
                     message: format!("BuildButler refused it ({s} at {route}): {detail}"),
                 }
             }
+        })
+    }
+}
+
+/// What BuildButler answered to a POST it accepted (2xx).
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Json(serde_json::Value),
+    /// Not JSON (an empty body, say): this many bytes.
+    NotJson(usize),
+    /// Nothing was sent: `--dry-run` printed it.
+    Printed,
+}
+
+impl Answer {
+    fn read(body: &[u8]) -> Answer {
+        match serde_json::from_slice(body) {
+            Ok(json) => Answer::Json(json),
+            Err(_) => Answer::NotJson(body.len()),
+        }
+    }
+
+    /// The stored record's `id`, or what the answer was instead (for a message); `None` for
+    /// a dry run, which was not answered.
+    fn id(&self) -> Option<Result<&str, String>> {
+        Some(match self {
+            Answer::Json(json) => match json.get("id") {
+                Some(serde_json::Value::String(id)) => Ok(id),
+                Some(_) => Err("has an `id` that is not a string".into()),
+                None => Err("has no `id`".into()),
+            },
+            Answer::NotJson(0) => Err("is empty".into()),
+            Answer::NotJson(n) => Err(format!("is not JSON ({n} bytes)")),
+            Answer::Printed => return None,
         })
     }
 }
