@@ -262,7 +262,10 @@ async fn a_build_answered_without_an_id_is_logged_counted_and_its_stages_follow_
     );
     assert_eq!(h.bb.build_posts(), 3, "no build posted again");
     for id in h.bb.builds().keys() {
-        assert!(h.bb.stages().contains_key(id), "stages of {id} under its UUID");
+        assert!(
+            h.bb.stages().contains_key(id),
+            "stages of {id} under its UUID"
+        );
     }
     let log = log_text(&stderr);
     assert_eq!(log.matches("its answer is empty").count(), 1, "{log}");

@@ -115,7 +115,10 @@ async fn an_unreadable_remembered_route_is_said_found_again_and_rewritten() {
     h.once_ok().await;
     let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
     let damaged = conn
-        .execute("UPDATE state SET value = '{\"url\": ' WHERE key = 'ingest_route'", [])
+        .execute(
+            "UPDATE state SET value = '{\"url\": ' WHERE key = 'ingest_route'",
+            [],
+        )
         .expect("damage the route");
     assert_eq!(damaged, 1, "the route was remembered");
 
@@ -123,12 +126,17 @@ async fn an_unreadable_remembered_route_is_said_found_again_and_rewritten() {
     let run = h.once_ok().await;
     assert_eq!(h.bb.builds().len(), 2, "{}", run.output());
     assert!(
-        run.stderr.contains("the ingest route remembered in the state database is unreadable"),
+        run.stderr
+            .contains("the ingest route remembered in the state database is unreadable"),
         "{}",
         run.stderr
     );
     let route: String = conn
-        .query_row("SELECT value FROM state WHERE key = 'ingest_route'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM state WHERE key = 'ingest_route'",
+            [],
+            |r| r.get(0),
+        )
         .expect("remembered again");
     assert!(route.contains("\"answers\":\"/ingest\""), "{route}");
 }
