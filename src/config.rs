@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use figment::error::Kind;
 use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::Deserialize;
 use url::Url;
 
@@ -796,7 +796,9 @@ impl ConfigFile {
             Some((last, [])) => format!("{last} "),
             Some((last, parents)) => format!("[{}] {last} ", parents.join(".")),
         };
-        let whence = if matches!(&e.metadata, Some(m) if m.name.contains("environment")) {
+        // The environment provider's values carry its metadata, named by its prefix alone.
+        let env = Env::prefixed(ENV_PREFIX).metadata();
+        let whence = if e.metadata.as_ref().is_some_and(|m| m.name == env.name) {
             let var = path.join("__").to_uppercase();
             format!("environment variable {ENV_PREFIX}{var}")
         } else {
