@@ -17,7 +17,6 @@ pub mod logs;
 mod pass;
 pub mod test_results;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,25 +29,14 @@ use crate::deliver::Stop;
 use crate::outage::Outage;
 use crate::store::enrich;
 use crate::store::now_ms;
-use pass::{Ended, Pass};
+pub use pass::EnrichReport;
+use pass::{until_stopped, Ended, Pass};
 /// The longest the background task sleeps before looking at the queue again.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 /// How long it pauses after a failure that is not a build's own (the state database, the
 /// token or its scopes).
 const PAUSE: Duration = Duration::from_secs(30);
 const CONFIGURATION_PAUSE: Duration = Duration::from_secs(300);
-
-/// What an enrichment run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct EnrichReport {
-    /// Builds finished with: everything fetched, skipped or given up.
-    pub builds: usize,
-    /// Test suites and logs queued.
-    pub items: usize,
-    /// Steps to be tried again later, and the last one's error.
-    pub retried: usize,
-    pub last_error: Option<String>,
-}
 
 /// Enriches the builds that are due, one after the other, until none is due or `stop` says
 /// [`Stop::Now`] (the step under way is then abandoned and its attempt taken back). Wakes
@@ -144,13 +132,5 @@ pub async fn run_loop(
             () = tokio::time::sleep(wait.min(IDLE_WAKE).max(pause)) => {}
             _ = stop.wait_for(|s| *s == Stop::Now) => return,
         }
-    }
-}
-
-/// `f`, unless `stop` says [`Stop::Now`] first.
-async fn until_stopped<F: Future>(stop: &mut watch::Receiver<Stop>, f: F) -> Option<F::Output> {
-    tokio::select! {
-        out = f => Some(out),
-        _ = stop.wait_for(|s| *s == Stop::Now) => None,
     }
 }

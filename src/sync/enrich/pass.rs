@@ -1,11 +1,13 @@
 //! One pass over one build of the enrich queue: its listing, each JUnit file, its logs,
 //! each step recorded before it is made and judged by the [`ladder`].
 
+use std::future::Future;
+
 use tokio::sync::{watch, Notify};
 
 use super::ladder::{self, Verdict, MAX_ATTEMPTS};
+use super::logs;
 use super::test_results::{self, Fetch, Listing};
-use super::{logs, until_stopped, EnrichReport};
 use crate::app::App;
 use crate::buildkite::client::EnrichRequest;
 use crate::buildkite::Build;
@@ -13,6 +15,29 @@ use crate::deliver::Stop;
 use crate::store::enrich::{self, Fetched, File, Pending, Totals};
 use crate::store::now_ms;
 use crate::sync::SyncError;
+
+/// What an enrichment run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EnrichReport {
+    /// Builds finished with: everything fetched, skipped or given up.
+    pub builds: usize,
+    /// Test suites and logs queued.
+    pub items: usize,
+    /// Steps to be tried again later, and the last one's error.
+    pub retried: usize,
+    pub last_error: Option<String>,
+}
+
+/// `f`, unless `stop` says [`Stop::Now`] first.
+pub(super) async fn until_stopped<F: Future>(
+    stop: &mut watch::Receiver<Stop>,
+    f: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = f => Some(out),
+        _ = stop.wait_for(|s| *s == Stop::Now) => None,
+    }
+}
 
 /// How a pass over a build ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
