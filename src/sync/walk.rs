@@ -1085,10 +1085,10 @@ mod tests {
         }
     }
 
-    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
-    struct Rewritten(Table, fn(DateTime<Utc>) -> serde_json::Value);
+    /// A [`Table`] whose answers carry each build's JSON edited by `.1`.
+    struct Edited<F>(Table, F);
 
-    impl Pages for Rewritten {
+    impl<F: Fn(&mut serde_json::Value) + Sync> Pages for Edited<F> {
         fn page(
             &self,
             query: &BuildQuery,
@@ -1096,13 +1096,23 @@ mod tests {
             let mut page = self.0.serve(query);
             for item in &mut page.items {
                 let mut v: serde_json::Value = serde_json::from_str(&item.raw).expect("JSON");
-                let at = v["created_at"].as_str().and_then(model::parse_time);
-                v["created_at"] = (self.1)(at.expect("a time"));
+                (self.1)(&mut v);
                 item.raw = v.to_string();
                 item.decoded = Build::decode(&item.raw).map_err(|e| e.to_string());
             }
             async move { Ok(page) }
         }
+    }
+
+    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
+    fn rewritten(
+        table: Table,
+        rewrite: fn(DateTime<Utc>) -> serde_json::Value,
+    ) -> Edited<impl Fn(&mut serde_json::Value) + Sync> {
+        Edited(table, move |v: &mut serde_json::Value| {
+            let at = v["created_at"].as_str().and_then(model::parse_time);
+            v["created_at"] = rewrite(at.expect("a time"));
+        })
     }
 
     async fn walk_all(pages: &impl Pages, per_page: u32) -> Result<Vec<String>, SourceError> {
@@ -1123,32 +1133,11 @@ mod tests {
     async fn regression_creation_times_in_the_old_form_narrow_the_walk() {
         let list = builds(0, 30, T0, 1000);
         let old = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string().into();
-        let read = walk_all(&Rewritten(Table::new(&list), old), 10)
+        let read = walk_all(&rewritten(Table::new(&list), old), 10)
             .await
             .expect("walk");
         let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
         assert_eq!(sorted(read), expected, "each build once");
-    }
-
-    /// A [`Table`] whose answers leave out `field` of the builds `broken` picks.
-    struct Stripped(Table, &'static str, fn(&str) -> bool);
-
-    impl Pages for Stripped {
-        fn page(
-            &self,
-            query: &BuildQuery,
-        ) -> impl Future<Output = Result<Page<Build>, SourceError>> + Send {
-            let mut page = self.0.serve(query);
-            for item in &mut page.items {
-                let mut v: serde_json::Value = serde_json::from_str(&item.raw).expect("JSON");
-                if (self.2)(v["id"].as_str().expect("an id")) {
-                    v.as_object_mut().expect("an object").remove(self.1);
-                }
-                item.raw = v.to_string();
-                item.decoded = serde_json::from_str(&item.raw).map_err(|e| e.to_string());
-            }
-            async move { Ok(page) }
-        }
     }
 
     #[tokio::test]
@@ -1158,7 +1147,11 @@ mod tests {
         let list = builds(0, 45, T0, 1000);
         let broken = |id: &str| id.trim_start_matches('b').parse::<u32>().expect("b<n>") % 4 == 1;
         for field in ["created_at", "id"] {
-            let stripped = Stripped(Table::new(&list), field, broken);
+            let stripped = Edited(Table::new(&list), |v: &mut serde_json::Value| {
+                if broken(v["id"].as_str().expect("an id")) {
+                    v.as_object_mut().expect("an object").remove(field);
+                }
+            });
             let query = BuildQuery {
                 created_from: DateTime::from_timestamp_millis(T0),
                 ..BuildQuery::default()
@@ -1196,7 +1189,7 @@ mod tests {
     async fn a_full_page_without_a_readable_creation_time_is_an_error_not_the_end() {
         let list = builds(0, 30, T0, 1000);
         let unreadable = |t: DateTime<Utc>| t.timestamp().into();
-        let err = walk_all(&Rewritten(Table::new(&list), unreadable), 10)
+        let err = walk_all(&rewritten(Table::new(&list), unreadable), 10)
             .await
             .expect_err("refused");
         assert!(
