@@ -92,7 +92,11 @@ impl App {
         Store::copy(&config.state_path, &scratch.state_path())?;
         config.state_path = scratch.state_path();
         let mut app = App::new(config)?;
-        app.sink = Arc::new(Sink::new(&app.config).map_err(AppError::Client)?.printing());
+        app.sink = Arc::new(
+            Sink::new(&app.config, Arc::clone(&app.metrics))
+                .map_err(AppError::Client)?
+                .printing(),
+        );
         Ok((app, scratch))
     }
 
@@ -108,7 +112,7 @@ impl App {
         ));
         let metrics = Arc::new(Metrics::new());
         let client = Client::new(bk, budget, Arc::clone(&metrics)).map_err(AppError::Client)?;
-        let sink = Arc::new(Sink::new(&config).map_err(AppError::Client)?);
+        let sink = Arc::new(Sink::new(&config, Arc::clone(&metrics)).map_err(AppError::Client)?);
         Ok(App {
             metrics,
             junit_globs: config.junit_globs(),

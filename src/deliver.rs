@@ -234,6 +234,7 @@ fn judge(
                 Outcome::Delivered
             }
             Err(SendError::Retry(e)) => {
+                let e = e.to_string();
                 report.retried += 1;
                 tracing::debug!(item = row.label, "delivery failed, will retry: {e}");
                 first_retry.get_or_insert_with(|| e.clone());
@@ -368,6 +369,7 @@ pub async fn deliver_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::butler::client::Retry;
 
     #[test]
     fn only_a_400_413_or_422_refuses_an_items_content() {
@@ -387,7 +389,12 @@ mod tests {
 
     #[test]
     fn a_one_shot_pass_gives_up_after_its_limit_of_failures_in_a_row_for_good() {
-        let retry = || Err(SendError::Retry("503".into()));
+        let retry = || {
+            Err(SendError::Retry(Retry::Status {
+                route: "api/v1/ingest/builds".into(),
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            }))
+        };
         let refused = Err(SendError::Reject {
             status: Some(StatusCode::BAD_REQUEST),
             message: "400".into(),

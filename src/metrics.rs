@@ -121,6 +121,8 @@ metrics! {
         "kitesync_items_delivered", "Items BuildButler accepted (builds, test suites, logs, agents)";
     builds_delivered: Counter = Counter::default(),
         "kitesync_builds_delivered", "Builds BuildButler accepted";
+    builds_without_id: Counter = Counter::default(),
+        "kitesync_butler_builds_without_id", "Builds BuildButler stored but answered without an id (their stages went under the id kitesync sent)";
     dead_lettered: Counter = Counter::default(),
         "kitesync_items_dead_lettered", "Items BuildButler refused for good";
     delivery_failures: Counter = Counter::default(),

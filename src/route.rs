@@ -56,8 +56,21 @@ async fn load(store: &Store, config: &Config) -> Result<Option<Found>, StoreErro
             }
         })
         .await?;
-    let found = stored.and_then(|json| serde_json::from_str::<Found>(&json).ok());
-    Ok(found.filter(|f| f.same_config(config)))
+    let Some(json) = stored else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Found>(&json) {
+        Ok(found) => Ok(Some(found).filter(|f| f.same_config(config))),
+        // Only kitesync writes it: forgetting it costs a probe when the configured prefix
+        // answers 404, and the route that works is remembered again.
+        Err(e) => {
+            tracing::warn!(
+                "the ingest route remembered in the state database is unreadable ({e}): ignored; \
+                 the route BuildButler answers at is found and remembered again"
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn save(store: &Store, found: &Found) -> Result<(), StoreError> {

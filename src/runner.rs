@@ -241,7 +241,7 @@ mod tests {
     use super::*;
 
     fn refused() -> Fatal {
-        Fatal::BuildButler(SendError::Fatal("401".into()))
+        Fatal::BuildButler(SendError::Fatal(crate::butler::client::Fatal::Header))
     }
 
     #[tokio::test(start_paused = true)]
@@ -272,7 +272,11 @@ mod tests {
         let runner = Runner::new();
         let handle = runner.handle();
         handle.fatal(refused());
-        handle.fatal(Fatal::BuildButler(SendError::NoRoute("404".into())));
+        handle.fatal(Fatal::BuildButler(SendError::NoRoute(
+            crate::butler::client::NoRoute::NotFound {
+                path: "/ingest/builds".into(),
+            },
+        )));
         // Reported before anyone waited: the wait still ends at once.
         let ended = runner.until(std::future::pending()).await;
         assert!(

@@ -257,7 +257,7 @@ fn the_checks_read_real_imports() {
     let of = |f: &str| graph.get(f).cloned().unwrap_or_default();
     assert!(of("butler/client.rs").contains("item.rs"));
     assert!(of("store/outbox.rs").contains("store/state.rs"));
-    assert!(of("sync/enrich.rs").contains("sync/test_results.rs"));
+    assert!(of("sync/enrich/pass.rs").contains("sync/enrich/test_results.rs"));
     assert!(of("metrics_server.rs").contains("metrics.rs"));
     assert!(
         of("main.rs").is_empty(),

@@ -114,6 +114,8 @@ async fn a_field_of_an_unexpected_type_never_costs_a_build() {
         ("/number", json!("23"), Dead("number")),
         ("/state", json!(5), Dead("state")),
         ("/created_at", json!("not a time"), Dead("created_at")),
+        // Regression (issue 20): no creation time, no place in the walk's narrowing.
+        ("/created_at", Value::Null, Dead("created_at")),
         ("/pipeline", json!("web"), Dead("pipeline.slug")),
         ("/pipeline/slug", json!(5), Dead("pipeline.slug")),
         ("/finished_at", json!(17), Dead("finished_at")),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use kitesync::item::TestStatus;
+use kitesync::sync::enrich::test_results::stem;
 use kitesync::sync::junit;
-use kitesync::sync::test_results::stem;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/junit/real")

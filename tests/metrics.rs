@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use kitesync_fakes::data;
+use kitesync_fakes::{data, ButlerFault};
 
 /// `/metrics`, read by a Prometheus text parser.
 async fn scrape(base: &str) -> Option<(String, prometheus_parse::Scrape)> {
@@ -233,6 +233,42 @@ async fn metrics_show_the_enrich_backlog_and_what_it_spends() {
         &[("kind", "download")],
     );
     assert!(downloads.is_some_and(|n| n >= 1.0), "{text}");
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}
+
+/// BuildButler stores a build and answers 201 with an empty body, so no `id`: the build is not
+/// posted again (an error would re-post it forever), its stages go under the id kitesync sent
+/// (Buildkite's UUID), and the decision is logged, once at warning level, and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_answered_without_an_id_is_logged_counted_and_its_stages_follow_the_id_sent() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.bk.set_builds(recent_builds(3));
+    h.bb.inject([ButlerFault::EmptyAnswer, ButlerFault::EmptyAnswer]);
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    until(|| h.bb.builds().len() == 3 && h.bb.stages().len() == 3).await;
+    let (_, scrape) = scrape_until(&base, |s| {
+        sample(s, "kitesync_items_delivered_total", &[]).is_some_and(|n| n >= 3.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&scrape, "kitesync_butler_builds_without_id_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(h.bb.build_posts(), 3, "no build posted again");
+    for id in h.bb.builds().keys() {
+        assert!(
+            h.bb.stages().contains_key(id),
+            "stages of {id} under its UUID"
+        );
+    }
+    let log = log_text(&stderr);
+    assert_eq!(log.matches("its answer is empty").count(), 1, "{log}");
     terminate(&daemon);
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));

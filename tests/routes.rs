@@ -104,3 +104,39 @@ async fn the_daemon_switches_with_a_warning_and_delivers() {
     assert!(text.contains("WARN"), "{text}");
     terminate(&daemon);
 }
+
+/// The remembered route is unreadable (only kitesync writes it; a damaged or hand-edited row):
+/// the run says so, finds the route again, and remembers it readably.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_remembered_route_is_said_found_again_and_rewritten() {
+    let h = Harness::start().await;
+    h.bb.set_ingest_prefix("/ingest");
+    h.bk.set_builds(recent_builds(1));
+    h.once_ok().await;
+    let conn = rusqlite::Connection::open(h.state_path()).expect("open state");
+    let damaged = conn
+        .execute(
+            "UPDATE state SET value = '{\"url\": ' WHERE key = 'ingest_route'",
+            [],
+        )
+        .expect("damage the route");
+    assert_eq!(damaged, 1, "the route was remembered");
+
+    h.bk.add_builds([kitesync_fakes::data::just_finished(ORG, 2, "web")]);
+    let run = h.once_ok().await;
+    assert_eq!(h.bb.builds().len(), 2, "{}", run.output());
+    assert!(
+        run.stderr
+            .contains("the ingest route remembered in the state database is unreadable"),
+        "{}",
+        run.stderr
+    );
+    let route: String = conn
+        .query_row(
+            "SELECT value FROM state WHERE key = 'ingest_route'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("remembered again");
+    assert!(route.contains("\"answers\":\"/ingest\""), "{route}");
+}

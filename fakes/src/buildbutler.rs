@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -42,6 +42,8 @@ pub enum ButlerFault {
     DropAfterStoring,
     /// Store the item, then answer 201 with a body that never ends.
     EndlessAnswer,
+    /// Store the build, then answer 201 with an empty body (no JSON, no `id`).
+    EmptyAnswer,
     /// Answer with this status and an HTML body that never ends, storing nothing.
     EndlessError(u16),
 }
@@ -415,6 +417,7 @@ async fn ingest_build(
     match fault {
         Some(ButlerFault::DropAfterStoring) => http::broken(stored.to_string(), 0),
         Some(ButlerFault::EndlessAnswer) => endless_answer(),
+        Some(ButlerFault::EmptyAnswer) => StatusCode::CREATED.into_response(),
         _ => http::json(StatusCode::CREATED, &stored),
     }
 }

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use figment::error::Kind;
+use figment::providers::Env;
+use figment::Provider;
 
 use super::schema::ENV_PREFIX;
 
@@ -131,7 +133,9 @@ impl ConfigFile {
             Some((last, [])) => format!("{last} "),
             Some((last, parents)) => format!("[{}] {last} ", parents.join(".")),
         };
-        let whence = if matches!(&e.metadata, Some(m) if m.name.contains("environment")) {
+        // The environment provider's values carry its metadata, named by its prefix alone.
+        let env = Env::prefixed(ENV_PREFIX).metadata();
+        let whence = if e.metadata.as_ref().is_some_and(|m| m.name == env.name) {
             let var = path.join("__").to_uppercase();
             format!("environment variable {ENV_PREFIX}{var}")
         } else {

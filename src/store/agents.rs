@@ -22,14 +22,33 @@ pub fn record(
     now: DateTime<Utc>,
 ) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
-    let known: Vec<(String, String, Option<String>)> = tx
+    let stored: Vec<(String, String, Option<String>)> = tx
         .prepare("SELECT id, facts, gone_since FROM agents")?
         .query_map([], |r| r.try_into())?
         .collect::<rusqlite::Result<_>>()?;
     let mut changed = false;
+    let mut known = Vec::with_capacity(stored.len());
+    for (id, text, gone) in stored {
+        match serde_json::from_str::<Agent>(&text) {
+            Ok(agent) => known.push((id, text, gone, agent)),
+            // Only kitesync writes these: a damaged row is dropped, and the agent recorded
+            // afresh if it is still listed.
+            Err(e) => {
+                tracing::warn!(
+                    agent = id,
+                    "a stored agent is unreadable ({e}): dropped from the fleet snapshot"
+                );
+                tx.execute("DELETE FROM agents WHERE id = ?1", [&id])?;
+                changed = true;
+            }
+        }
+    }
     for (id, agent) in listed {
         let text = encode(agent)?;
-        if !known.contains(&(id.clone(), text.clone(), None)) {
+        let same = |(k, t, gone, _): &(String, String, Option<String>, Agent)| {
+            k == id && *t == text && gone.is_none()
+        };
+        if !known.iter().any(same) {
             changed = true;
             tx.execute(
                 "INSERT INTO agents (id, facts, gone_since) VALUES (?1, ?2, NULL)
@@ -39,19 +58,16 @@ pub fn record(
         }
     }
     let now_text = timestamp(now);
-    for (id, text, _) in known.iter().filter(|(_, _, gone)| gone.is_none()) {
-        if listed.iter().any(|(l, _)| l == id) {
+    for (id, _, _, agent) in known.into_iter().filter(|(_, _, gone, _)| gone.is_none()) {
+        if listed.iter().any(|(l, _)| *l == id) {
             continue;
         }
         changed = true;
-        let left = match serde_json::from_str::<Agent>(text) {
-            Ok(agent) => encode(&Agent {
-                gone: true,
-                job: None,
-                ..agent
-            })?,
-            Err(_) => text.clone(),
-        };
+        let left = encode(&Agent {
+            gone: true,
+            job: None,
+            ..agent
+        })?;
         tx.execute(
             "UPDATE agents SET facts = ?2, gone_since = ?3 WHERE id = ?1",
             params![id, left, now_text],
@@ -62,11 +78,12 @@ pub fn record(
     changed |= tx.execute("DELETE FROM agents WHERE gone_since < ?1", [horizon])? > 0;
     state::set(&tx, Key::AgentsPolledAt, &now_text)?;
     if changed {
+        // Every row was read above or written since: one that does not read is an error.
         let agents: Vec<Agent> = tx
             .prepare("SELECT facts FROM agents ORDER BY facts")?
             .query_map([], |r| r.get::<_, String>(0))?
-            .filter_map(|f| serde_json::from_str(&f.ok()?).ok())
-            .collect();
+            .map(|f| decode(&f?))
+            .collect::<rusqlite::Result<_>>()?;
         let item = NewItem {
             kind: Kind::Agents,
             key: "fleet",
@@ -85,6 +102,13 @@ pub fn record(
 /// JSON for the database; a failure is SQLite's to report.
 fn encode<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
+}
+
+/// A stored agent; a failure is SQLite's to report.
+fn decode(text: &str) -> rusqlite::Result<Agent> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 /// The tags of every agent polled (gone ones included), by agent id.
@@ -123,6 +147,36 @@ mod tests {
             arch: None,
             gone: false,
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_agent_is_dropped_and_the_snapshot_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).expect("open");
+        let t0 = Utc::now();
+        let (changed, left, fleet) = store
+            .call(move |c| {
+                let listed = vec![("a1".to_string(), agent("ci-1"))];
+                record(c, "acme", &listed, t0)?;
+                let _ = outbox::due(c, i64::MAX, 10)?;
+                c.execute(
+                    "INSERT INTO agents (id, facts, gone_since) VALUES ('a2', '{\"name\": 7', NULL)",
+                    [],
+                )?;
+                // The same listing: only the damaged row differs.
+                let changed = record(c, "acme", &listed, t0 + Duration::minutes(1))?;
+                let left: Vec<String> = c
+                    .prepare("SELECT id FROM agents ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let fleet = outbox::due(c, i64::MAX, 10)?.remove(0).payload;
+                Ok((changed, left, fleet))
+            })
+            .await
+            .expect("db");
+        assert!(changed, "the snapshot changed: the damaged agent left it");
+        assert_eq!(left, ["a1"]);
+        assert!(fleet.contains("ci-1"), "{fleet}");
     }
 
     #[tokio::test]

@@ -7,8 +7,6 @@ pub mod backfill;
 pub mod builds;
 pub mod enrich;
 pub mod junit;
-pub mod logs;
-pub mod test_results;
 pub mod walk;
 
 use crate::buildkite::{Client, SourceError};

@@ -1085,10 +1085,10 @@ mod tests {
         }
     }
 
-    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
-    struct Rewritten(Table, fn(DateTime<Utc>) -> serde_json::Value);
+    /// A [`Table`] whose answers carry each build's JSON edited by `.1`.
+    struct Edited<F>(Table, F);
 
-    impl Pages for Rewritten {
+    impl<F: Fn(&mut serde_json::Value) + Sync> Pages for Edited<F> {
         fn page(
             &self,
             query: &BuildQuery,
@@ -1096,13 +1096,23 @@ mod tests {
             let mut page = self.0.serve(query);
             for item in &mut page.items {
                 let mut v: serde_json::Value = serde_json::from_str(&item.raw).expect("JSON");
-                let at = v["created_at"].as_str().and_then(model::parse_time);
-                v["created_at"] = (self.1)(at.expect("a time"));
+                (self.1)(&mut v);
                 item.raw = v.to_string();
                 item.decoded = Build::decode(&item.raw).map_err(|e| e.to_string());
             }
             async move { Ok(page) }
         }
+    }
+
+    /// A [`Table`] whose answers carry each build's `created_at` rewritten by `rewrite`.
+    fn rewritten(
+        table: Table,
+        rewrite: fn(DateTime<Utc>) -> serde_json::Value,
+    ) -> Edited<impl Fn(&mut serde_json::Value) + Sync> {
+        Edited(table, move |v: &mut serde_json::Value| {
+            let at = v["created_at"].as_str().and_then(model::parse_time);
+            v["created_at"] = rewrite(at.expect("a time"));
+        })
     }
 
     async fn walk_all(pages: &impl Pages, per_page: u32) -> Result<Vec<String>, SourceError> {
@@ -1123,7 +1133,7 @@ mod tests {
     async fn regression_creation_times_in_the_old_form_narrow_the_walk() {
         let list = builds(0, 30, T0, 1000);
         let old = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string().into();
-        let read = walk_all(&Rewritten(Table::new(&list), old), 10)
+        let read = walk_all(&rewritten(Table::new(&list), old), 10)
             .await
             .expect("walk");
         let expected = sorted(list.iter().map(|(id, _)| id.clone()).collect());
@@ -1131,10 +1141,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn regression_builds_without_id_or_created_at_pass_through_and_the_rest_narrow() {
+        // Each such build is handed on with its page (`select` makes it a dead letter naming
+        // the field); the others narrow the walk, every one read once.
+        let list = builds(0, 45, T0, 1000);
+        let broken = |id: &str| id.trim_start_matches('b').parse::<u32>().expect("b<n>") % 4 == 1;
+        for field in ["created_at", "id"] {
+            let stripped = Edited(Table::new(&list), |v: &mut serde_json::Value| {
+                if broken(v["id"].as_str().expect("an id")) {
+                    v.as_object_mut().expect("an object").remove(field);
+                }
+            });
+            let query = BuildQuery {
+                created_from: DateTime::from_timestamp_millis(T0),
+                ..BuildQuery::default()
+            };
+            let mut walk = Walk::new(query, Duration::seconds(1), 10);
+            let (mut read, mut without) = (Vec::new(), 0);
+            while let Some(page) = walk.next(&stripped).await.expect("walk") {
+                for item in page.items {
+                    match model::created(&item.raw) {
+                        (Some(id), Some(_)) => read.push(id),
+                        _ => without += 1,
+                    }
+                }
+                assert!(read.len() < 1000, "the walk does not end");
+            }
+            let expected: Vec<String> = list
+                .iter()
+                .map(|(id, _)| id.clone())
+                .filter(|id| !broken(id))
+                .collect();
+            assert_eq!(
+                sorted(read),
+                sorted(expected),
+                "{field}: each readable build once"
+            );
+            let n_broken = list.iter().filter(|(id, _)| broken(id)).count();
+            assert!(
+                without >= n_broken,
+                "{field}: {without} of {n_broken} handed on"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_full_page_without_a_readable_creation_time_is_an_error_not_the_end() {
         let list = builds(0, 30, T0, 1000);
         let unreadable = |t: DateTime<Utc>| t.timestamp().into();
-        let err = walk_all(&Rewritten(Table::new(&list), unreadable), 10)
+        let err = walk_all(&rewritten(Table::new(&list), unreadable), 10)
             .await
             .expect_err("refused");
         assert!(

@@ -5,12 +5,12 @@
 //! build and the path; it never holds back the build. So are the files over the caps of a
 //! build: `[enrich] max_files_per_build` and `max_bytes_per_build`.
 
-use super::Parts;
-use super::{junit, SyncError};
 use crate::buildkite::client::FetchError;
 use crate::buildkite::Build;
 use crate::item::{Kind, TestResults};
 use crate::store::enrich::{Cap, Fetched, File};
+use crate::sync::Parts;
+use crate::sync::{junit, SyncError};
 
 /// A build's JUnit files as listed: those to fetch, within the caps, and those skipped.
 #[derive(Debug, Default)]

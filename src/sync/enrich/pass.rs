@@ -1,44 +1,19 @@
-//! Fetches what goes with a finished build besides the build itself: test results and
-//! logs, from the store's enrich queue, never on the build poll's path.
-//!
-//! One build at a time (by one process at a time: the store's enrichment lock), oldest first,
-//! in steps saved one by one: the artifact listing, each JUnit file, the logs. Every attempt
-//! is recorded before it is made. A step that fails is retried later with backoff; a listing
-//! or logs that fail [`MAX_ATTEMPTS`] times are given up, and so is a file that failed
-//! [`MAX_FILE_FAILURES`] times or that was started [`MAX_FILE_UNFINISHED`] times without ever
-//! finishing (it may be what kills kitesync). The build itself is delivered regardless.
-//! Requests go through the budget's enrichment lane, which has every slot the polls leave:
-//! when that is spent enrichment waits, it never skips.
+//! One pass over one build of the enrich queue: its listing, each JUnit file, its logs,
+//! each step recorded before it is made and judged by the [`ladder`].
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use super::ladder::{self, Verdict, MAX_ATTEMPTS};
+use super::logs;
 use super::test_results::{self, Fetch, Listing};
-use super::{logs, Owner, Parts, SyncError};
 use crate::buildkite::client::EnrichRequest;
-use crate::buildkite::{Build, SourceError};
+use crate::buildkite::Build;
 use crate::clock::now_ms;
-use crate::net;
-use crate::outage::Outage;
 use crate::runner::Stop;
 use crate::store::enrich::{self, Fetched, File, Pending, Totals};
-
-/// Attempts at a build's artifact listing, or at its logs, before they are given up.
-const MAX_ATTEMPTS: u32 = 5;
-/// Failed fetches of a JUnit file before it is given up.
-const MAX_FILE_FAILURES: u32 = 5;
-/// Attempts at a JUnit file that never finished (kitesync was killed or stopped while
-/// fetching it) before it is given up.
-const MAX_FILE_UNFINISHED: u32 = 3;
-/// The longest the background task sleeps before looking at the queue again.
-const IDLE_WAKE: Duration = Duration::from_secs(60);
-/// How long it pauses after a failure that is not a build's own (the state database, the
-/// token or its scopes).
-const PAUSE: Duration = Duration::from_secs(30);
-const CONFIGURATION_PAUSE: Duration = Duration::from_secs(300);
+use crate::sync::{Parts, SyncError};
 
 /// What an enrichment run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,115 +27,11 @@ pub struct EnrichReport {
     pub last_error: Option<String>,
 }
 
-/// Enriches the builds that are due, one after the other, until none is due or `stop` says
-/// [`Stop::Now`] (the step under way is then abandoned and its attempt taken back). Wakes
-/// `queued` whenever it queues something. Stops at a configuration error (token, scope) or a
-/// state-database failure.
-pub async fn run(
-    app: Parts<'_>,
-    mut stop: watch::Receiver<Stop>,
-    queued: &Notify,
-) -> Result<EnrichReport, SyncError> {
-    let mut report = EnrichReport::default();
-    loop {
-        // Nothing due: no lock to take (nor its file to create).
-        if app
-            .store
-            .call(|c| enrich::next(c, now_ms()))
-            .await?
-            .is_none()
-        {
-            return Ok(report);
-        }
-        let Some(lock) = until_stopped(&mut stop, app.store.enrich_lock()).await else {
-            return Ok(report);
-        };
-        let lock = lock?;
-        let Some(pending) = app.store.call(|c| enrich::next(c, now_ms())).await? else {
-            return Ok(report);
-        };
-        let Ok(build) = serde_json::from_str::<Build>(&pending.payload) else {
-            // Not a build enrichment can read (it was queued for delivery regardless).
-            app.store.call(move |c| enrich::finish(c, &pending)).await?;
-            continue;
-        };
-        let mut pass = Pass {
-            app,
-            build,
-            pending,
-            stop: stop.clone(),
-            queued,
-            report: &mut report,
-            totals: Totals::default(),
-            requests: requests(app),
-        };
-        let ended = pass.run().await;
-        // What was spent and skipped is saved however the pass ended.
-        let delta = pass.take_totals();
-        app.store
-            .call(move |c| enrich::add_totals(c, &delta))
-            .await?;
-        drop(lock);
-        if ended? == Ended::Stopped {
-            return Ok(report);
-        }
-    }
-}
-
-/// Enriches in the background until `stop`: whatever is due, then sleeps until the next
-/// retry is due, `wake` is notified (a poll queued builds) or a minute passes. Wakes
-/// `queued` (the delivery loop) for what it queues.
-pub async fn run_loop(
-    owner: Arc<impl Owner>,
-    wake: Arc<Notify>,
-    queued: Arc<Notify>,
-    mut stop: watch::Receiver<Stop>,
-) {
-    let app = owner.parts();
-    let mut outage = Outage::new("fetching test results and logs");
-    loop {
-        let mut pause = Duration::ZERO;
-        match run(app, stop.clone(), &queued).await {
-            // Nothing but failures: Buildkite or the storage host is failing.
-            Ok(r) if r.builds + r.items == 0 && r.retried > 0 => {
-                outage.failed(&r.last_error.unwrap_or_default());
-            }
-            Ok(_) => outage.ok(),
-            Err(e) if e.is_configuration() => {
-                outage.failed(&format!(
-                    "{e} (test results and logs wait until it is fixed)"
-                ));
-                pause = CONFIGURATION_PAUSE;
-            }
-            Err(e) => {
-                outage.failed(&e.to_string());
-                pause = PAUSE;
-            }
-        }
-        if *stop.borrow() == Stop::Now {
-            return;
-        }
-        let next = app.store.call(|c| enrich::next_attempt_at(c)).await;
-        let wait = match next {
-            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            _ => IDLE_WAKE,
-        };
-        let woken = async {
-            match pause.is_zero() {
-                true => wake.notified().await,
-                false => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = woken => {}
-            () = tokio::time::sleep(wait.min(IDLE_WAKE).max(pause)) => {}
-            _ = stop.wait_for(|s| *s == Stop::Now) => return,
-        }
-    }
-}
-
 /// `f`, unless `stop` says [`Stop::Now`] first.
-async fn until_stopped<F: Future>(stop: &mut watch::Receiver<Stop>, f: F) -> Option<F::Output> {
+pub(super) async fn until_stopped<F: Future>(
+    stop: &mut watch::Receiver<Stop>,
+    f: F,
+) -> Option<F::Output> {
     tokio::select! {
         out = f => Some(out),
         _ = stop.wait_for(|s| *s == Stop::Now) => None,
@@ -179,7 +50,7 @@ fn requests(app: Parts<'_>) -> [u64; 3] {
 
 /// How a pass over a build ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
+pub(super) enum Ended {
     /// Done with the build, or it is to be tried again later: on to the next one.
     Next,
     /// Stopped on purpose: the rest waits in the queue.
@@ -196,7 +67,7 @@ enum Step<T> {
 }
 
 /// One pass over one build.
-struct Pass<'a> {
+pub(super) struct Pass<'a> {
     app: Parts<'a>,
     build: Build,
     pending: Pending,
@@ -209,8 +80,28 @@ struct Pass<'a> {
     requests: [u64; 3],
 }
 
-impl Pass<'_> {
-    async fn run(&mut self) -> Result<Ended, SyncError> {
+impl<'a> Pass<'a> {
+    pub(super) fn new(
+        app: Parts<'a>,
+        build: Build,
+        pending: Pending,
+        stop: watch::Receiver<Stop>,
+        queued: &'a Notify,
+        report: &'a mut EnrichReport,
+    ) -> Pass<'a> {
+        Pass {
+            app,
+            build,
+            pending,
+            stop,
+            queued,
+            report,
+            totals: Totals::default(),
+            requests: requests(app),
+        }
+    }
+
+    pub(super) async fn run(&mut self) -> Result<Ended, SyncError> {
         if !self.pending.listed {
             let listing = match self.wants_tests() {
                 true => match self.listing().await? {
@@ -257,7 +148,7 @@ impl Pass<'_> {
     }
 
     fn wants_tests(&self) -> bool {
-        super::builds::lists_artifacts(self.app.config, &self.build)
+        crate::sync::builds::lists_artifacts(self.app.config, &self.build)
     }
 
     fn wants_logs(&self) -> bool {
@@ -318,30 +209,26 @@ impl Pass<'_> {
         outcome: Option<Result<T, SyncError>>,
     ) -> Result<Step<T>, SyncError> {
         let label = self.label().to_string();
-        let error = match outcome {
-            None => {
+        match ladder::judge(outcome, attempt, MAX_ATTEMPTS) {
+            Verdict::Got(value) => Ok(Step::Got(value)),
+            Verdict::Stopped => {
                 let p = self.pending.clone();
                 self.app.store.call(move |c| enrich::undo(c, &p)).await?;
-                return Ok(Step::End(Ended::Stopped));
+                Ok(Step::End(Ended::Stopped))
             }
-            Some(Ok(value)) => return Ok(Step::Got(value)),
-            Some(Err(e)) => e,
-        };
-        match error {
-            SyncError::Source(e @ SourceError::Gone { .. }) => {
+            Verdict::Gone(e) => {
                 tracing::warn!(build = label, "{what} skipped: {e}");
                 Ok(Step::Without)
             }
-            e if e.is_configuration() => Err(e),
-            e @ SyncError::Store(_) => Err(e),
-            e if attempt >= MAX_ATTEMPTS => {
+            Verdict::Fail(e) => Err(e),
+            Verdict::GiveUp(e) => {
                 tracing::warn!(
                     build = label,
                     "giving up its {what} after {MAX_ATTEMPTS} tries: {e}"
                 );
                 Ok(Step::Without)
             }
-            e => {
+            Verdict::Retry(e) => {
                 self.retry(attempt, &e).await?;
                 Ok(Step::End(Ended::Next))
             }
@@ -354,8 +241,7 @@ impl Pass<'_> {
             return Ok(Some(Ended::Stopped));
         }
         let label = self.label().to_string();
-        let unfinished = file.attempts.saturating_sub(file.failures);
-        if unfinished >= MAX_FILE_UNFINISHED {
+        if let Some(unfinished) = ladder::unfinished(file) {
             tracing::warn!(
                 build = label,
                 path = file.path,
@@ -387,37 +273,33 @@ impl Pass<'_> {
         let (app, build) = (self.app, &self.build);
         let fetch = test_results::fetch(app, build, &label, file, *left);
         let outcome = until_stopped(&mut self.stop, fetch).await;
-        let error = match outcome {
-            None => {
+        match ladder::judge_file(outcome, file) {
+            Verdict::Stopped => {
                 let (p, f) = (self.pending.clone(), file.clone());
                 self.app
                     .store
                     .call(move |c| enrich::undo_file(c, &p, &f))
                     .await?;
-                return Ok(Some(Ended::Stopped));
+                Ok(Some(Ended::Stopped))
             }
-            Some(Ok(Fetch::Suites(items, bytes))) => {
+            Verdict::Got(Fetch::Suites(items, bytes)) => {
                 *left = left.saturating_sub(bytes);
-                return self.done(file, items, bytes).await;
+                self.done(file, items, bytes).await
             }
-            Some(Ok(Fetch::Skipped(cap))) => {
+            Verdict::Got(Fetch::Skipped(cap)) => {
                 if let Some(cap) = cap {
                     self.totals.skip(cap, 1);
                     self.app.metrics.skipped(cap.as_str(), 1);
                 }
-                return self.done(file, Vec::new(), 0).await;
+                self.done(file, Vec::new(), 0).await
             }
-            Some(Err(e)) => e,
-        };
-        match error {
-            SyncError::Source(e @ SourceError::Gone { .. }) => {
+            Verdict::Gone(e) => {
                 tracing::warn!(build = label, path = file.path, "JUnit file skipped: {e}");
                 self.done(file, Vec::new(), 0).await
             }
-            e if e.is_configuration() => Err(e),
-            e @ SyncError::Store(_) => Err(e),
-            e if file.failures + 1 >= MAX_FILE_FAILURES => {
-                let tries = MAX_FILE_FAILURES;
+            Verdict::Fail(e) => Err(e),
+            Verdict::GiveUp(e) => {
+                let tries = ladder::MAX_FILE_FAILURES;
                 tracing::warn!(
                     build = label,
                     path = file.path,
@@ -425,13 +307,8 @@ impl Pass<'_> {
                 );
                 self.give_up(file).await
             }
-            e => {
-                let wait = net::backoff(
-                    file.failures + 1,
-                    Duration::from_secs(30),
-                    Duration::from_secs(1800),
-                );
-                let at = now_ms() + wait.as_millis() as i64;
+            Verdict::Retry(e) => {
+                let at = retry_at(file.failures + 1);
                 let (p, f, text) = (self.pending.clone(), file.clone(), e.to_string());
                 tracing::debug!(
                     build = label,
@@ -479,8 +356,7 @@ impl Pass<'_> {
 
     /// Tries the build again later, after `error` at its `attempt`.
     async fn retry(&mut self, attempt: u32, error: &SyncError) -> Result<(), SyncError> {
-        let wait = net::backoff(attempt, Duration::from_secs(30), Duration::from_secs(1800));
-        let at = now_ms() + wait.as_millis() as i64;
+        let at = retry_at(attempt);
         let (p, text) = (self.pending.clone(), error.to_string());
         tracing::debug!(
             build = p.label,
@@ -510,7 +386,7 @@ impl Pass<'_> {
     }
 
     /// The totals spent and skipped since they were last taken.
-    fn take_totals(&mut self) -> Totals {
+    pub(super) fn take_totals(&mut self) -> Totals {
         let now = requests(self.app);
         let spent = |i: usize| now[i].saturating_sub(self.requests[i]);
         let totals = Totals {
@@ -522,4 +398,10 @@ impl Pass<'_> {
         self.requests = now;
         totals
     }
+}
+
+/// When a step that failed for the `failure`th time is due again, in ms since the epoch.
+fn retry_at(failure: u32) -> i64 {
+    let wait = i64::try_from(ladder::retry_wait(failure).as_millis()).unwrap_or(i64::MAX);
+    now_ms().saturating_add(wait)
 }

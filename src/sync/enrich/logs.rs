@@ -3,11 +3,11 @@
 
 use serde_json::value::RawValue;
 
-use super::Parts;
-use super::SyncError;
 use crate::buildkite::Build;
 use crate::item::{Kind, Log};
 use crate::store::enrich::Fetched;
+use crate::sync::Parts;
+use crate::sync::SyncError;
 
 /// The log item for a failed build (listed as `raw`), if it has failed steps.
 pub async fn collect(
