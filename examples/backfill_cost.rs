@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&path)?;
     let since = now - chrono::Duration::days(731);
     let started = std::time::Instant::now();
-    let outcome = kitesync::oneshot::run_backfill(
+    let outcome = kitesync::cli::oneshot::run_backfill(
         kitesync::app::App::new(config)?,
         since,
         Some(now),

@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&config_path)?;
 
     let app = kitesync::app::App::new(config.clone())?;
-    let first = kitesync::oneshot::run_once(&app, std::time::Duration::ZERO).await?;
+    let first = kitesync::cli::oneshot::run_once(&app, std::time::Duration::ZERO).await?;
     println!(
         "First --once: {} Buildkite requests, {} builds delivered, outbox {} pending / {} dead.",
         first.requests,
@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let app = kitesync::app::App::new(config)?;
-    let second = kitesync::oneshot::run_once(&app, std::time::Duration::ZERO).await?;
+    let second = kitesync::cli::oneshot::run_once(&app, std::time::Duration::ZERO).await?;
     println!(
         "\nSecond --once (nothing new): {} Buildkite request, {} delivered; BuildButler holds {} builds from {} posts.",
         second.requests,

@@ -8,9 +8,9 @@ use crate::buildkite::budget::Pace;
 use crate::buildkite::{Budget, Client};
 use crate::butler::Sink;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::sync;
+use crate::telemetry::metrics::Metrics;
 
 /// What a run of kitesync works with.
 pub struct App {

@@ -1,6 +1,6 @@
 //! The `kitesync` command.
 //!
-//! Argument parsing, dispatch to [`kitesync::command`], and the exit-code policy
+//! Argument parsing, dispatch to [`kitesync::cli::command`], and the exit-code policy
 //! ([`finish`]); nothing else.
 
 use std::io::IsTerminal;
@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Parser;
 use kitesync::buildkite::budget::Pace;
-use kitesync::command::{self, BackfillOptions, Replay};
+use kitesync::cli::command::{self, BackfillOptions, Replay};
+use kitesync::cli::exit::{Ending, Error};
 use kitesync::config::Config;
-use kitesync::exit::{Ending, Error};
-use kitesync::logging::LogFormat;
+use kitesync::telemetry::logging::LogFormat;
 
 /// The end of `--help` and of the man page.
 const AFTER_HELP: &str = "Exit status: 0 when everything was delivered; 1 when something is \
@@ -47,7 +47,7 @@ struct Cli {
     once: bool,
     /// With --once: after delivering the builds, fetch test results and logs for at most this
     /// many seconds; the rest stays queued for the next run (0: leave them all).
-    #[arg(long, value_name = "SECONDS", default_value_t = kitesync::oneshot::DEFAULT_ENRICH_SECONDS, requires = "once",
+    #[arg(long, value_name = "SECONDS", default_value_t = kitesync::cli::oneshot::DEFAULT_ENRICH_SECONDS, requires = "once",
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     enrich_seconds: u64,
     /// With --backfill: fetch no test results or logs for the range (see [enrich] backfill).
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    kitesync::logging::init(cli.log_format);
+    kitesync::telemetry::logging::init(cli.log_format);
     let dry_run = cli.dry_run;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -256,9 +256,9 @@ fn the_once_unit_leaves_room_for_fetching_test_results() {
     // request timing out after it (30 s), or the chunk of timed-out attempts after which a
     // run leaves the rest of the outbox (a round of `concurrency` requests costs a timeout).
     let (window, timeout) = (30, 30);
-    let chunk = kitesync::deliver::GIVE_UP_ROUNDS as u64 * timeout;
+    let chunk = kitesync::delivery::deliver::GIVE_UP_ROUNDS as u64 * timeout;
     let delivery = (window + timeout).max(chunk);
-    let needed = 2 * 120 + 2 * delivery + kitesync::oneshot::DEFAULT_ENRICH_SECONDS;
+    let needed = 2 * 120 + 2 * delivery + kitesync::cli::oneshot::DEFAULT_ENRICH_SECONDS;
     assert!(
         seconds >= needed,
         "TimeoutStartSec={timeout} leaves no room: a run may need {needed} s"

@@ -20,8 +20,8 @@ use super::budget::Budget;
 use super::model::{Agent, Artifact, Build};
 use super::storage;
 use crate::config::BuildkiteConfig;
-use crate::metrics::Metrics;
 use crate::net;
+use crate::telemetry::metrics::Metrics;
 use endpoint::Endpoint;
 use transport::{quote_error, Get, Transport};
 

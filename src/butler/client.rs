@@ -15,8 +15,8 @@ use super::{webhook, wire};
 use crate::buildkite::Build;
 use crate::config::{Config, Mode, Secret, StatusCase};
 use crate::item::{AgentTags, Fleet, Item, Kind, Log, TestResults};
-use crate::metrics::Metrics;
 use crate::net;
+use crate::telemetry::metrics::Metrics;
 
 /// The most kitesync reads of a BuildButler answer it uses (the stored build, with its id).
 const ANSWER_CAP: u64 = 1024 * 1024;

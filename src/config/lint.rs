@@ -5,7 +5,7 @@ use super::schema::{
     default_ingest_prefix, Config, EnrichConfig, LogsConfig, MetricsConfig, Mode, ScheduleConfig,
     StatusCase, TestsConfig,
 };
-use crate::schedule::Schedule;
+use crate::run::schedule::Schedule;
 
 /// A setting that has no effect with the rest of the config, and what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]

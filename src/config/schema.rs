@@ -8,7 +8,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::secret::{secret_path, Secret};
-use crate::schedule::Schedule;
+use crate::run::schedule::Schedule;
 
 /// The prefix of every environment variable kitesync reads as configuration.
 pub const ENV_PREFIX: &str = "KITESYNC_";
@@ -177,7 +177,7 @@ pub enum StatusCase {
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub builds: Schedule,
-    #[serde(deserialize_with = "crate::schedule::optional")]
+    #[serde(deserialize_with = "crate::run::schedule::optional")]
     pub agents: Option<Schedule>,
 }
 

@@ -20,7 +20,7 @@ pub struct Parts<'a> {
     pub client: &'a Client,
     pub store: &'a Store,
     pub config: &'a Config,
-    pub metrics: &'a crate::metrics::Metrics,
+    pub metrics: &'a crate::telemetry::metrics::Metrics,
     /// `[tests] junit_artifact_globs`, compiled.
     pub junit_globs: &'a globset::GlobSet,
 }

@@ -18,8 +18,8 @@ use super::error::SourceError;
 use super::message;
 use crate::buildkite::budget::{Budget, Lane};
 use crate::config::Secret;
-use crate::metrics::Metrics;
 use crate::net;
+use crate::telemetry::metrics::Metrics;
 
 /// Attempts at one request before a transient fault (5xx, timeout, reset, cut-short body,
 /// unreadable JSON) is reported as an error.
@@ -425,7 +425,7 @@ impl Transport {
     fn report_budget(&self) {
         let m = &self.metrics;
         for (owner, s) in self.budget.last_seen().scopes() {
-            let labels = crate::metrics::ScopeLabels {
+            let labels = crate::telemetry::metrics::ScopeLabels {
                 scope: owner.as_str().into(),
             };
             if let Some(remaining) = s.remaining {

@@ -11,7 +11,7 @@ use super::test_results::{self, Fetch, Listing};
 use crate::buildkite::client::EnrichRequest;
 use crate::buildkite::Build;
 use crate::clock::now_ms;
-use crate::runner::Stop;
+use crate::run::runner::Stop;
 use crate::store::enrich::{self, Fetched, File, Pending, Totals};
 use crate::sync::{Parts, SyncError};
 

@@ -10,8 +10,8 @@
 use crate::app::AppError;
 use crate::buildkite::SourceError;
 use crate::config::ConfigError;
-use crate::daemon::DaemonError;
-use crate::deliver::DeliverError;
+use crate::delivery::deliver::DeliverError;
+use crate::run::daemon::DaemonError;
 use crate::store::outbox::Summary;
 use crate::store::{Cause, StoreError};
 use crate::sync::SyncError;

@@ -8,7 +8,7 @@
 //! state is always either before or after a page. Outages are logged when they start, every
 //! ten minutes while they last, and when they end — not on every attempt. A refusal from
 //! Buildkite stops the daemon only if it never worked with this organization and token;
-//! after that it is ridden out ([`crate::ride_out`]).
+//! after that it is ridden out ([`crate::run::ride_out`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,14 +20,14 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::app::App;
 use crate::buildkite::SourceError;
-use crate::deliver::deliver_loop;
-use crate::metrics::Activity;
-use crate::outage::Outage;
-use crate::ride_out::{RideOut, Verdict};
-use crate::runner::{Fatal, Handle, OnFatal, Runner, Stop, Wakes};
-use crate::schedule::Schedule;
+use crate::delivery::deliver::deliver_loop;
+use crate::run::outage::Outage;
+use crate::run::ride_out::{RideOut, Verdict};
+use crate::run::runner::{Fatal, Handle, OnFatal, Runner, Stop, Wakes};
+use crate::run::schedule::Schedule;
 use crate::sync::{agents, builds, enrich, SyncError};
-use crate::{gauges, metrics_server};
+use crate::telemetry::metrics::Activity;
+use crate::telemetry::{gauges, metrics_server};
 
 /// Why the daemon stopped on its own.
 #[derive(Debug, thiserror::Error)]

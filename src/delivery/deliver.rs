@@ -17,15 +17,15 @@ use tokio::time::Instant;
 use crate::app::App;
 use crate::butler::SendError;
 use crate::clock::now_ms;
+use crate::delivery::route;
 use crate::item::{Item, Kind};
-use crate::metrics::Activity;
 use crate::net;
-use crate::outage::Outage;
-use crate::route;
-use crate::runner::{Fatal, Handle, OnFatal, Stop};
+use crate::run::outage::Outage;
+use crate::run::runner::{Fatal, Handle, OnFatal, Stop};
 use crate::store::agents;
 use crate::store::outbox::{self, DeadCause, Outcome, Row, Summary};
 use crate::store::StoreError;
+use crate::telemetry::metrics::Activity;
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
 const IDLE_WAKE: Duration = Duration::from_secs(30);

@@ -9,13 +9,14 @@ use chrono::{DateTime, Utc};
 
 use crate::app::{App, Scratch};
 use crate::buildkite::budget::Pace;
+use crate::cli::exit::{Ending, Error, Exit};
+use crate::cli::oneshot::{self, plural};
+use crate::cli::progress::Reporter;
+use crate::cli::{check, status};
 use crate::config::Config;
-use crate::exit::{Ending, Error, Exit};
-use crate::oneshot::{self, plural};
-use crate::progress::Reporter;
+use crate::run::daemon;
 use crate::store::{outbox, Store};
 use crate::sync::{self, Owner};
-use crate::{check, daemon, status};
 
 /// The app for a one-shot run; with `dry_run`, one that works on a throw-away copy of the
 /// state and prints instead of sending (the copy lives as long as the [`Scratch`]).

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::buildkite::budget::{Scope, Seen};
+use crate::cli::exit::Error;
 use crate::clock::{now_ms, timestamp};
-use crate::exit::Error;
 use crate::item::Kind;
 use crate::store::backfill::{self, Checkpoint};
 use crate::store::enrich::{self, Totals};

@@ -12,12 +12,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::app::App;
+use crate::cli::exit::{self, Ending, Exit};
 use crate::clock;
-use crate::deliver::{
+use crate::delivery::deliver::{
     deliver_all, deliver_loop, DeliverError, DeliveryReport, Pass, GIVE_UP_ROUNDS,
 };
-use crate::exit::{self, Ending, Exit};
-use crate::runner::{Fatal, OnFatal, Runner, Stop, Wakes};
+use crate::run::runner::{Fatal, OnFatal, Runner, Stop, Wakes};
 use crate::store::enrich::Backlog;
 use crate::store::outbox::{self, Summary};
 use crate::store::{self, StoreError};

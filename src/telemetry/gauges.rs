@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::clock::now_ms;
-use crate::metrics::{Metrics, StateLabels};
 use crate::store::{enrich, outbox, Store, StoreError};
+use crate::telemetry::metrics::{Metrics, StateLabels};
 
 /// How often the daemon reads the gauges from the state database.
 pub const REFRESH: Duration = Duration::from_secs(5);

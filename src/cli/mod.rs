@@ -1,0 +1,8 @@
+//! The commands: the command line, `check`, `status`, `--once`, their exit codes and progress.
+
+pub mod check;
+pub mod command;
+pub mod exit;
+pub mod oneshot;
+pub mod progress;
+pub mod status;
