@@ -494,6 +494,23 @@ fn product() -> Graph {
 }
 
 #[test]
+fn every_room_a_rule_names_is_a_module() {
+    let graph = product();
+    for rule in RULES {
+        let named = match rule.may {
+            May::Only(rooms) | May::Not(rooms) => rooms,
+        };
+        for room in std::iter::once(&rule.room).chain(named) {
+            assert!(
+                graph.modules.values().any(|m| in_room(m, room)),
+                "the rule \"{}\" names {room}, which is no module: a move left it checking nothing",
+                rule.why
+            );
+        }
+    }
+}
+
+#[test]
 fn data_walks_one_way() {
     let breaches = product().breaches(RULES);
     assert!(
