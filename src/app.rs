@@ -14,13 +14,13 @@ use crate::telemetry::metrics::Metrics;
 
 /// What a run of kitesync works with.
 pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub client: Client,
-    pub sink: Arc<Sink>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) client: Client,
+    pub(crate) sink: Arc<Sink>,
+    pub(crate) metrics: Arc<Metrics>,
     /// `[tests] junit_artifact_globs`, compiled.
-    pub junit_globs: globset::GlobSet,
+    pub(crate) junit_globs: globset::GlobSet,
 }
 
 /// Why the parts of a run could not be set up.
@@ -41,7 +41,7 @@ pub enum AppError {
 const DAEMON_LOOK: Duration = Duration::from_secs(10);
 
 /// Keeps a free-pace run's look-out for a daemon going; stops it when dropped.
-pub struct PaceWatch(tokio::task::JoinHandle<()>);
+pub(crate) struct PaceWatch(tokio::task::JoinHandle<()>);
 
 impl Drop for PaceWatch {
     fn drop(&mut self) {
@@ -51,13 +51,13 @@ impl Drop for PaceWatch {
 
 /// A private temporary directory (mode 0700, random name) for a throw-away state database
 /// (`--dry-run`, `check`), removed when dropped.
-pub struct Scratch {
+pub(crate) struct Scratch {
     dir: tempfile::TempDir,
 }
 
 impl Scratch {
     /// A new, empty scratch directory.
-    pub fn new() -> Result<Scratch, String> {
+    pub(crate) fn new() -> Result<Scratch, String> {
         tempfile::Builder::new()
             .prefix("kitesync-")
             .tempdir()
@@ -66,7 +66,7 @@ impl Scratch {
     }
 
     /// Where a scratch state database goes.
-    pub fn state_path(&self) -> std::path::PathBuf {
+    pub(crate) fn state_path(&self) -> std::path::PathBuf {
         self.dir.path().join("state.db")
     }
 }
@@ -87,7 +87,7 @@ impl sync::Owner for App {
 impl App {
     /// An app that works on a copy of the state database and prints what it would deliver
     /// as NDJSON instead of sending it: nothing it does changes any state.
-    pub fn dry_run(mut config: Config) -> Result<(App, Scratch), AppError> {
+    pub(crate) fn dry_run(mut config: Config) -> Result<(App, Scratch), AppError> {
         let scratch = Scratch::new().map_err(AppError::Scratch)?;
         Store::copy(&config.state_path, &scratch.state_path())?;
         config.state_path = scratch.state_path();
@@ -126,7 +126,7 @@ impl App {
     /// Sets the pace of a `--once` or `--backfill`. At [`Pace::Free`] it leaves
     /// `requests_per_minute` to a daemon on the same state database whenever one runs (looked
     /// for every 10 s, as long as the returned watch lives).
-    pub fn set_pace(&self, pace: Pace) -> Option<PaceWatch> {
+    pub(crate) fn set_pace(&self, pace: Pace) -> Option<PaceWatch> {
         let budget = self.client.shared_budget();
         budget.set_pace(pace);
         if pace != Pace::Free {

@@ -17,13 +17,13 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Milliseconds since the Unix epoch, the unit of the outbox's times.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     now().timestamp_millis()
 }
 
 /// The canonical text form of a time in the state database: RFC 3339 with milliseconds, so
 /// that text order is time order.
-pub fn timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -36,7 +36,7 @@ mod follows_tokio {
 
     static START: OnceLock<(DateTime<Utc>, std::time::Instant)> = OnceLock::new();
 
-    pub fn now() -> DateTime<Utc> {
+    pub(crate) fn now() -> DateTime<Utc> {
         let (wall, at) = *START.get_or_init(|| (Utc::now(), std::time::Instant::now()));
         let since = tokio::time::Instant::now()
             .into_std()

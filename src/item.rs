@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 /// What an outbox item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A finished build: Buildkite's build JSON, as listed.
     Build,
     /// One JUnit suite of a build: [`TestResults`].
@@ -26,7 +26,7 @@ pub enum Kind {
 
 impl Kind {
     /// The name stored in the state database and shown by `status`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Build => "build",
             Kind::Tests => "tests",
@@ -36,7 +36,7 @@ impl Kind {
     }
 
     /// The kind stored as `name`.
-    pub fn from_name(name: &str) -> Option<Kind> {
+    pub(crate) fn from_name(name: &str) -> Option<Kind> {
         [Kind::Build, Kind::Tests, Kind::Log, Kind::Agents]
             .into_iter()
             .find(|k| k.as_str() == name)
@@ -47,21 +47,21 @@ impl Kind {
 /// kitesync learnt elsewhere that goes with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Item<'a> {
-    pub kind: Kind,
-    pub payload: &'a str,
+    pub(crate) kind: Kind,
+    pub(crate) payload: &'a str,
     /// The tags of the agents kitesync polled: a job's embedded agent has none in the REST API.
-    pub agent_tags: &'a AgentTags,
+    pub(crate) agent_tags: &'a AgentTags,
 }
 
 /// Agent tags (`key=value`) by agent id, from the agent poll.
-pub type AgentTags = std::collections::HashMap<String, Vec<String>>;
+pub(crate) type AgentTags = std::collections::HashMap<String, Vec<String>>;
 
 /// One JUnit suite of a build ([`Kind::Tests`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TestResults {
+pub(crate) struct TestResults {
     /// The Buildkite build's UUID.
-    pub build_id: String,
-    pub suite: Suite,
+    pub(crate) build_id: String,
+    pub(crate) suite: Suite,
 }
 
 /// One suite with its cases, as the JUnit file has it.
@@ -69,7 +69,7 @@ pub struct TestResults {
 pub struct Suite {
     pub name: String,
     /// The suite's own `time`, else the sum of its cases'.
-    pub duration_ms: i64,
+    pub(crate) duration_ms: i64,
     pub cases: Vec<Case>,
 }
 
@@ -79,8 +79,8 @@ pub struct Case {
     pub class_name: String,
     pub name: String,
     pub status: TestStatus,
-    pub duration_ms: i64,
-    pub message: Option<String>,
+    pub(crate) duration_ms: i64,
+    pub(crate) message: Option<String>,
     pub trace: Option<String>,
 }
 
@@ -97,31 +97,31 @@ pub enum TestStatus {
 /// The log tails of a failed build's failed jobs ([`Kind::Log`]), with the build's JSON as
 /// Buildkite listed it.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Log {
-    pub build: Box<RawValue>,
-    pub content: String,
+pub(crate) struct Log {
+    pub(crate) build: Box<RawValue>,
+    pub(crate) content: String,
 }
 
 /// The organization's agents ([`Kind::Agents`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fleet {
-    pub agents: Vec<Agent>,
+pub(crate) struct Fleet {
+    pub(crate) agents: Vec<Agent>,
 }
 
 /// What is known of one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// Its name, else its hostname, else its id.
-    pub name: String,
+    pub(crate) name: String,
     /// Buildkite's `connection_state`: connected, stopping, never_connected, ...
-    pub connection_state: Option<String>,
+    pub(crate) connection_state: Option<String>,
     /// The name (else the id) of the job it runs.
-    pub job: Option<String>,
+    pub(crate) job: Option<String>,
     /// Its `key=value` tags.
-    pub tags: Vec<String>,
-    pub os: Option<String>,
-    pub arch: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) os: Option<String>,
+    pub(crate) arch: Option<String>,
     /// True once it has left Buildkite's list (which shows connected agents only).
     #[serde(default)]
-    pub gone: bool,
+    pub(crate) gone: bool,
 }

@@ -6,15 +6,15 @@
 
 pub mod app;
 pub mod buildkite;
-pub mod butler;
+pub(crate) mod butler;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod item;
 pub mod malloc;
-pub mod net;
-pub mod run;
+pub(crate) mod net;
+pub(crate) mod run;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -211,7 +211,9 @@ async fn dispatch(cli: Cli) -> Result<Ending, Error> {
             let what = match (dead, build, since) {
                 (true, _, _) => Replay::Dead,
                 (_, Some(id), _) => Replay::Build(id),
-                (_, _, Some(since)) => Replay::Range(since, until.unwrap_or_else(Utc::now)),
+                (_, _, Some(since)) => {
+                    Replay::Range(since, until.unwrap_or_else(kitesync::clock::now))
+                }
                 _ => {
                     let why = "say what to replay: --dead, --build UUID or --since TIME";
                     return Err(Error::Usage(why.into()));

@@ -20,7 +20,7 @@ use reqwest::ClientBuilder;
 
 /// A client builder with kitesync's user agent, the timeouts, no automatic redirects, and
 /// the CA certificates of `ca_file` trusted besides the system's.
-pub fn client(
+pub(crate) fn client(
     timeout: Duration,
     connect_timeout: Duration,
     ca_file: Option<&Path>,
@@ -44,20 +44,20 @@ pub fn client(
 }
 
 /// The header `name` of an answer, if present and text.
-pub fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
+pub(crate) fn header(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name)?.to_str().ok()
 }
 
 /// The wait before retry number `attempt` (1-based): `base * 2^(attempt-1)`, capped, then
 /// scaled by a random factor in [0.5, 1.0] so that many clients do not retry in step.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     exp.min(cap).mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// Why a body was not read whole.
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// More than the cap, declared (`Content-Length`) or sent: the rest was not read.
     TooLarge { cap: u64 },
     /// The connection failed mid-answer.
@@ -67,7 +67,10 @@ pub enum BodyError {
 /// Reads `response`'s body in chunks, refusing more than `cap` bytes: a `Content-Length`
 /// over the cap is refused before any of it is read, and a body that goes on past the cap
 /// (an endless stream, say) is dropped there.
-pub async fn read_capped(response: &mut reqwest::Response, cap: u64) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: u64,
+) -> Result<Vec<u8>, BodyError> {
     if response.content_length().is_some_and(|n| n > cap) {
         return Err(BodyError::TooLarge { cap });
     }
@@ -83,7 +86,7 @@ pub async fn read_capped(response: &mut reqwest::Response, cap: u64) -> Result<V
 
 /// At most the first `cap` bytes of a body that only explains an error: the rest is never
 /// read, and a connection that fails mid-body leaves what came before.
-pub async fn read_prefix(response: &mut reqwest::Response, cap: usize) -> Vec<u8> {
+pub(crate) async fn read_prefix(response: &mut reqwest::Response, cap: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < cap {
         let Ok(Some(chunk)) = response.chunk().await else {
@@ -97,7 +100,7 @@ pub async fn read_prefix(response: &mut reqwest::Response, cap: usize) -> Vec<u8
 
 /// The start of `text` as an error message may quote it: whitespace runs (newlines
 /// included) as one space, at most `max_chars` characters, `…` where it was cut.
-pub fn snippet(text: &str, max_chars: usize) -> String {
+pub(crate) fn snippet(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     let mut words = text.split_whitespace();
     let mut count = 0;
@@ -122,7 +125,7 @@ pub fn snippet(text: &str, max_chars: usize) -> String {
 }
 
 /// A size as people read it: `32 MiB`, `64 KiB`, `1000 bytes`.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const KIB: u64 = 1024;
     match bytes {
         b if b >= KIB * KIB && b % (KIB * KIB) == 0 => format!("{} MiB", b / (KIB * KIB)),
@@ -133,7 +136,7 @@ pub fn size(bytes: u64) -> String {
 
 /// A transport error in one line, with its root cause ("connection refused", "operation
 /// timed out") and without the URL's query.
-pub fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

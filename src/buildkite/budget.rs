@@ -21,7 +21,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
-pub use super::pace::Lane;
+pub(crate) use super::pace::Lane;
 use super::pace::Pacer;
 use crate::net;
 
@@ -39,7 +39,7 @@ const RESET_BUFFER: Duration = Duration::from_millis(500);
 /// `RateLimit-User-Scope`): a bounded set, whatever Buildkite sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Owner {
+pub(crate) enum Owner {
     /// `organization` or `rest`: the organization's budget.
     Organization,
     /// `user` or `rest_user`: the token owner's budget.
@@ -60,7 +60,7 @@ impl Owner {
     }
 
     /// Its name in logs and metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Owner::Organization => "organization",
             Owner::User => "user",
@@ -71,11 +71,11 @@ impl Owner {
 
 /// One budget as the headers report it: each figure only if it was sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Scope {
+pub(crate) struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remaining: Option<u32>,
+    pub(crate) remaining: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     #[serde(
         default,
         rename = "reset_seconds",
@@ -83,7 +83,7 @@ pub struct Scope {
         deserialize_with = "from_secs",
         skip_serializing_if = "Option::is_none"
     )]
-    pub reset: Option<Duration>,
+    pub(crate) reset: Option<Duration>,
 }
 
 impl std::fmt::Display for Scope {
@@ -114,12 +114,12 @@ fn from_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Err
 pub struct Snapshot {
     /// The organization's budget.
     #[serde(rename = "organization")]
-    pub org: Option<Scope>,
+    pub(crate) org: Option<Scope>,
     /// The token owner's budget.
-    pub user: Option<Scope>,
+    pub(crate) user: Option<Scope>,
     /// A budget of another scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub other: Option<Scope>,
+    pub(crate) other: Option<Scope>,
 }
 
 /// How fast a run goes.
@@ -135,7 +135,7 @@ pub enum Pace {
 
 impl Pace {
     /// Its name, as on the command line.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Pace::Configured => "configured",
             Pace::Free => "free",
@@ -145,9 +145,9 @@ impl Pace {
 
 /// The pace in force: which, and how many requests a minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaceInUse {
-    pub pace: Pace,
-    pub per_minute: u32,
+pub(crate) struct PaceInUse {
+    pub(crate) pace: Pace,
+    pub(crate) per_minute: u32,
 }
 
 impl std::fmt::Display for PaceInUse {
@@ -158,13 +158,13 @@ impl std::fmt::Display for PaceInUse {
 
 /// The budgets as last seen, and when: what a poll saves for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seen {
-    pub at: String,
+pub(crate) struct Seen {
+    pub(crate) at: String,
     /// The pace in force then (absent in what kitesync 0.4 and earlier saved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pace: Option<PaceInUse>,
+    pub(crate) pace: Option<PaceInUse>,
     #[serde(flatten)]
-    pub budgets: Snapshot,
+    pub(crate) budgets: Snapshot,
 }
 
 impl Snapshot {
@@ -229,7 +229,7 @@ impl Snapshot {
     }
 
     /// The budgets reported, with their owners.
-    pub fn scopes(&self) -> impl Iterator<Item = (Owner, Scope)> {
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = (Owner, Scope)> {
         [
             (Owner::Organization, self.org),
             (Owner::User, self.user),
@@ -304,7 +304,7 @@ fn scope(headers: &HeaderMap, prefix: &str) -> Option<Scope> {
 }
 
 /// Paces every Buildkite request. Shared by all of a process's requests.
-pub struct Budget {
+pub(crate) struct Budget {
     pacer: Pacer,
     /// `[buildkite] requests_per_minute`.
     configured: u32,
@@ -332,7 +332,7 @@ impl Budget {
     /// A budget that goes at `requests_per_minute`, in bursts of at most 10, leaves
     /// `reserve_percent` of Buildkite's budgets to others, and lets [`Lane::Enrich`] use at
     /// most `enrich_share_percent` of the pace in force.
-    pub fn new(
+    pub(crate) fn new(
         requests_per_minute: u32,
         reserve_percent: u32,
         enrich_share_percent: u32,
@@ -346,17 +346,17 @@ impl Budget {
     }
 
     /// Goes at `pace` from now on.
-    pub fn set_pace(&self, pace: Pace) {
+    pub(crate) fn set_pace(&self, pace: Pace) {
         self.lock().pace = pace;
     }
 
     /// At [`Pace::Free`], leaves `per_minute` of every budget to a daemon that shares them.
-    pub fn leave_for_daemon(&self, per_minute: u32) {
+    pub(crate) fn leave_for_daemon(&self, per_minute: u32) {
         self.lock().leave = per_minute;
     }
 
     /// The pace in force.
-    pub fn pace(&self) -> PaceInUse {
+    pub(crate) fn pace(&self) -> PaceInUse {
         PaceInUse {
             pace: self.lock().pace,
             per_minute: self.pacer.per_minute().round() as u32,
@@ -365,7 +365,7 @@ impl Budget {
 
     /// The pace [`Pace::Free`] would go at after the last answer, in requests a minute (what
     /// the budgets show free, less what is left to a daemon); `None` if none is reported.
-    pub fn free_pace_now(&self) -> Option<u64> {
+    pub(crate) fn free_pace_now(&self) -> Option<u64> {
         let state = self.lock();
         let free = state
             .last
@@ -374,14 +374,14 @@ impl Budget {
     }
 
     /// The requests of a budget of `limit` that kitesync leaves to others.
-    pub fn reserve_of(&self, limit: u32) -> u32 {
+    pub(crate) fn reserve_of(&self, limit: u32) -> u32 {
         reserve(limit, self.reserve_percent)
     }
 
     /// Waits until a request for `lane` may be sent: until any wait for a budget's reset has
     /// passed (however many tasks wait for it, and even if it grew while they waited); then
     /// for the pace, polls first.
-    pub async fn acquire(&self, lane: Lane) {
+    pub(crate) async fn acquire(&self, lane: Lane) {
         while let Some(until) = self.deferred_until() {
             tokio::time::sleep_until(until).await;
         }
@@ -407,7 +407,7 @@ impl Budget {
 
     /// Records an answer's headers; if a budget is down to its reserve, the next request
     /// waits for its reset. At [`Pace::Free`], sets the pace from them.
-    pub fn observe(&self, headers: &HeaderMap) {
+    pub(crate) fn observe(&self, headers: &HeaderMap) {
         let snapshot = Snapshot::from_headers(headers);
         let wait = snapshot
             .low(self.reserve_percent)
@@ -458,7 +458,7 @@ impl Budget {
 
     /// Records a 429 and returns how long to wait: the reset of the budget that ran out (from
     /// the headers, else the body), else a minute.
-    pub fn rate_limited(&self, headers: &HeaderMap, body: &[u8]) -> Duration {
+    pub(crate) fn rate_limited(&self, headers: &HeaderMap, body: &[u8]) -> Duration {
         let snapshot = Snapshot::from_headers(headers).with_429_body(body);
         let exhausted = snapshot
             .scopes()
@@ -482,12 +482,12 @@ impl Budget {
     }
 
     /// The budgets as last reported by Buildkite.
-    pub fn last_seen(&self) -> Snapshot {
+    pub(crate) fn last_seen(&self) -> Snapshot {
         self.lock().last
     }
 
     /// How many times a request was held back for the budget.
-    pub fn waits(&self) -> u64 {
+    pub(crate) fn waits(&self) -> u64 {
         self.lock().waits
     }
 

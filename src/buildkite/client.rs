@@ -25,13 +25,13 @@ use crate::telemetry::metrics::Metrics;
 use endpoint::Endpoint;
 use transport::{quote_error, Get, Transport};
 
-pub use endpoint::EnrichRequest;
-pub use error::{FetchError, SourceError};
-pub use query::{BuildQuery, TIME_FILTER_STEP_SECS};
+pub(crate) use endpoint::EnrichRequest;
+pub(crate) use error::{FetchError, SourceError};
+pub(crate) use query::{BuildQuery, TIME_FILTER_STEP_SECS};
 pub use transport::{parse_next_link, Item, Page};
 
 /// A Buildkite REST client for one organization.
-pub struct Client {
+pub(crate) struct Client {
     /// To Buildkite's API, with the token.
     transport: Transport,
     /// For artifact storage hosts: no token, ever.
@@ -49,7 +49,7 @@ const REDIRECTS: [StatusCode; 4] = [
 
 impl Client {
     /// A client paced by `budget`.
-    pub fn new(
+    pub(crate) fn new(
         config: &BuildkiteConfig,
         budget: Arc<Budget>,
         metrics: Arc<Metrics>,
@@ -74,29 +74,29 @@ impl Client {
     }
 
     /// Requests sent so far (every attempt counts, as Buildkite counts them).
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.transport.requests()
     }
 
     /// Requests of this `kind` sent so far for test results and logs.
-    pub fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
+    pub(crate) fn enrich_requests(&self, kind: EnrichRequest) -> u64 {
         self.transport.enrich_requests(kind)
     }
 
     /// The pacing budget.
-    pub fn budget(&self) -> &Budget {
+    pub(crate) fn budget(&self) -> &Budget {
         self.transport.budget()
     }
 
     /// The pacing budget, to keep beyond the client's borrow.
-    pub fn shared_budget(&self) -> Arc<Budget> {
+    pub(crate) fn shared_budget(&self) -> Arc<Budget> {
         Arc::clone(self.transport.budget())
     }
 
     /// A page of the organization-wide builds list, newest first, every attempt of every
     /// job. Builds that do not decode are returned as such, so one odd build never blocks the
     /// page.
-    pub async fn builds(&self, query: &BuildQuery) -> Result<Page<Build>, SourceError> {
+    pub(crate) async fn builds(&self, query: &BuildQuery) -> Result<Page<Build>, SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         query.append_to(&mut url);
         self.transport.list(&Get::new(&url, Endpoint::Builds)).await
@@ -104,7 +104,7 @@ impl Client {
 
     /// The token's scopes (`GET /v2/access-token`, which needs none), and the budgets the
     /// answer reported.
-    pub async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
+    pub(crate) async fn token_scopes(&self) -> Result<Vec<String>, SourceError> {
         let url = self.endpoint(&["access-token"]);
         let (scopes, _) = self
             .transport
@@ -122,7 +122,7 @@ impl Client {
     }
 
     /// One build of the organization, to prove the token can list them.
-    pub async fn probe_builds(&self) -> Result<(), SourceError> {
+    pub(crate) async fn probe_builds(&self) -> Result<(), SourceError> {
         let mut url = self.endpoint(&["organizations", &self.org, "builds"]);
         url.query_pairs_mut().append_pair("per_page", "1");
         self.transport
@@ -133,13 +133,13 @@ impl Client {
 
     /// Every connected agent of the organization, following the `Link` pages (on the API's
     /// own host only).
-    pub async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
+    pub(crate) async fn agents(&self) -> Result<Vec<Item<Agent>>, SourceError> {
         let url = self.endpoint(&["organizations", &self.org, "agents"]);
         self.transport.list_all(url, Endpoint::Agents).await
     }
 
     /// Every artifact of a build, following the `Link` pages.
-    pub async fn artifacts(
+    pub(crate) async fn artifacts(
         &self,
         pipeline: &str,
         number: u64,
@@ -151,7 +151,7 @@ impl Client {
     /// Where an artifact can be downloaded from: Buildkite answers its `/download` with a 302
     /// to a presigned storage URL (valid for about a minute). The token goes to Buildkite
     /// only; fetch the returned URL without it.
-    pub async fn artifact_location(&self, download_url: &str) -> Result<Url, SourceError> {
+    pub(crate) async fn artifact_location(&self, download_url: &str) -> Result<Url, SourceError> {
         let url = self
             .transport
             .api()
@@ -186,7 +186,7 @@ impl Client {
     /// Downloads what an artifact's `/download` pointed at, from the storage host, without
     /// the token; refuses more than `cap` bytes, and a location (or a redirect from it) that
     /// [`storage::check`] refuses, before connecting to it.
-    pub async fn fetch_storage(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
+    pub(crate) async fn fetch_storage(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
         storage::check(url, self.transport.api().scheme(), 1).map_err(FetchError::Refused)?;
         let host = url.host_str().unwrap_or("?").to_string();
         let failed = |what: String| FetchError::Failed(format!("{host}: {what}"));
@@ -207,7 +207,7 @@ impl Client {
     /// The last `max_bytes` of a job's log (empty when the log is). A server that ignores
     /// `Range` may send the whole log: up to `max_bytes` and some slack its tail is kept,
     /// more is refused.
-    pub async fn log_tail(
+    pub(crate) async fn log_tail(
         &self,
         pipeline: &str,
         number: u64,

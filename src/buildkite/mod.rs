@@ -3,9 +3,9 @@
 pub mod budget;
 pub mod client;
 pub mod model;
-pub mod pace;
-pub mod storage;
+pub(crate) mod pace;
+pub(crate) mod storage;
 
-pub use budget::Budget;
-pub use client::{BuildQuery, Client, SourceError};
+pub(crate) use budget::Budget;
+pub(crate) use client::{BuildQuery, Client, SourceError};
 pub use model::{Agent, Artifact, Build};

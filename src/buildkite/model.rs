@@ -25,19 +25,19 @@ use decode::{Lenient, List, RawBuild, RawJob, RawPipeline};
 #[serde(try_from = "RawBuild")]
 pub struct Build {
     /// The build's UUID.
-    pub id: String,
-    pub number: u64,
+    pub(crate) id: String,
+    pub(crate) number: u64,
     pub state: String,
-    pub commit: Option<String>,
-    pub branch: Option<String>,
+    pub(crate) commit: Option<String>,
+    pub(crate) branch: Option<String>,
     /// What started it: webhook, api, ui, trigger_job, schedule.
-    pub source: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub scheduled_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub pipeline: PipelineRef,
-    pub jobs: Option<Vec<Job>>,
+    pub(crate) source: Option<String>,
+    pub(crate) created_at: Option<DateTime<Utc>>,
+    pub(crate) scheduled_at: Option<DateTime<Utc>>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    pub(crate) pipeline: PipelineRef,
+    pub(crate) jobs: Option<Vec<Job>>,
     /// The optional fields read as absent because of their type or format, in the order met
     /// (a field of several jobs once per job).
     pub ignored: Vec<Field>,
@@ -45,8 +45,8 @@ pub struct Build {
 
 /// The pipeline a build belongs to (only what kitesync uses).
 #[derive(Debug, Clone)]
-pub struct PipelineRef {
-    pub slug: String,
+pub(crate) struct PipelineRef {
+    pub(crate) slug: String,
 }
 
 /// One job of a build: a script step, a waiter, a block (`manual`) or a trigger. An odd job
@@ -54,30 +54,30 @@ pub struct PipelineRef {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub kind: String,
-    pub id: String,
-    pub name: Option<String>,
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
     pub label: Option<String>,
-    pub step_key: Option<String>,
+    pub(crate) step_key: Option<String>,
     pub state: Option<String>,
-    pub soft_failed: Option<bool>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub(crate) soft_failed: Option<bool>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
     /// True on an attempt that was retried (a later attempt of the same step exists).
-    pub retried: Option<bool>,
-    pub agent: Option<AgentRef>,
+    pub(crate) retried: Option<bool>,
+    pub(crate) agent: Option<AgentRef>,
     /// The step's `artifact_paths` glob(s); a build none of whose jobs has any has no artifacts.
-    pub artifact_paths: Option<String>,
+    pub(crate) artifact_paths: Option<String>,
 }
 
 /// The agent that ran a job.
 #[derive(Debug, Clone)]
-pub struct AgentRef {
+pub(crate) struct AgentRef {
     /// The agent's id, as the agents list has it.
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub hostname: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// `"key=value"` tags, e.g. `"queue=default"`.
-    pub meta_data: Option<Vec<String>>,
+    pub(crate) meta_data: Option<Vec<String>>,
 }
 
 /// True for the states of a build that is still going.
@@ -197,35 +197,35 @@ impl Job {
 /// A build artifact.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Artifact {
-    pub id: String,
-    pub path: String,
+    pub(crate) id: String,
+    pub(crate) path: String,
     /// new, error, finished, deleted, expired: only finished ones can be downloaded.
-    pub state: Option<String>,
-    pub file_size: Option<u64>,
+    pub(crate) state: Option<String>,
+    pub(crate) file_size: Option<u64>,
     /// The API URL that answers 302 to the storage host.
-    pub download_url: Option<String>,
+    pub(crate) download_url: Option<String>,
 }
 
 /// An agent, as the agents list shows it (connected and stopping agents only).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Agent {
-    pub id: String,
-    pub name: Option<String>,
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
     /// never_connected, connected, disconnected, stopping, stopped, lost.
-    pub connection_state: Option<String>,
-    pub hostname: Option<String>,
+    pub(crate) connection_state: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// e.g. `buildkite-agent/3.80.0.10637 (linux; amd64)`.
-    pub user_agent: Option<String>,
-    pub arch: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) arch: Option<String>,
     /// The job it is running, if any.
-    pub job: Option<serde_json::Value>,
+    pub(crate) job: Option<serde_json::Value>,
     /// `"key=value"` tags, e.g. `"queue=default"`.
-    pub meta_data: Option<Vec<String>>,
+    pub(crate) meta_data: Option<Vec<String>>,
 }
 
 impl Agent {
     /// The value of the `key=value` tag `key`.
-    pub fn tag(&self, key: &str) -> Option<&str> {
+    pub(crate) fn tag(&self, key: &str) -> Option<&str> {
         self.meta_data
             .iter()
             .flatten()
@@ -233,7 +233,7 @@ impl Agent {
     }
 
     /// The OS and architecture the agent reports in its user agent: `(linux; amd64)`.
-    pub fn platform(&self) -> (Option<&str>, Option<&str>) {
+    pub(crate) fn platform(&self) -> (Option<&str>, Option<&str>) {
         let ua = self.user_agent.as_deref().unwrap_or_default();
         let inside = ua.split_once('(').and_then(|(_, s)| s.split_once(')'));
         let mut parts = inside.into_iter().flat_map(|(s, _)| s.split(';'));
@@ -268,7 +268,7 @@ impl Build {
 
     /// The build as listed, or why it cannot be taken: a build in a listing must say when it
     /// was created (the walk narrows by it).
-    pub fn listed(self) -> Result<Build, Unreadable> {
+    pub(crate) fn listed(self) -> Result<Build, Unreadable> {
         match self.created_at {
             Some(_) => Ok(self),
             None => Err(Unreadable {
@@ -282,17 +282,17 @@ impl Build {
     }
 
     /// The pipeline slug.
-    pub fn pipeline_slug(&self) -> &str {
+    pub(crate) fn pipeline_slug(&self) -> &str {
         &self.pipeline.slug
     }
 
     /// True when the build ran a command step (which may upload artifacts however it likes).
-    pub fn ran_commands(&self) -> bool {
+    pub(crate) fn ran_commands(&self) -> bool {
         self.jobs.iter().flatten().any(|j| j.kind == "script")
     }
 
     /// True when a step of the build uploads artifacts (has `artifact_paths`).
-    pub fn has_artifacts(&self) -> bool {
+    pub(crate) fn has_artifacts(&self) -> bool {
         self.jobs.iter().flatten().any(|j| {
             j.artifact_paths
                 .as_deref()
@@ -301,7 +301,7 @@ impl Build {
     }
 
     /// The steps that failed (not soft-failed), for a failed build.
-    pub fn failed_steps(&self) -> impl Iterator<Item = &Job> {
+    pub(crate) fn failed_steps(&self) -> impl Iterator<Item = &Job> {
         let failed = self.state == "failed";
         self.steps().filter(move |j| {
             failed
@@ -323,7 +323,7 @@ impl Build {
 
 impl Job {
     /// A human name: the job's name, else its label, step key or type.
-    pub fn display_name(&self) -> &str {
+    pub(crate) fn display_name(&self) -> &str {
         let kind = Some(self.kind.as_str()).filter(|k| !k.is_empty());
         [
             self.name.as_deref(),

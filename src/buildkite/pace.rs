@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 /// Who a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
+pub(crate) enum Lane {
     /// The build and agent polls, and every other request: served first.
     Poll,
     /// Test results and logs: every slot the polls leave, within their ceiling.
@@ -27,7 +27,7 @@ const MIN_PER_MINUTE: f64 = 1.0;
 const EPSILON: f64 = 1e-9;
 
 /// Paces requests in two lanes. Shared by every task of a process.
-pub struct Pacer {
+pub(crate) struct Pacer {
     state: Mutex<Bucket>,
     /// Woken when a poll has taken its token or the rate changed.
     changed: Notify,
@@ -112,7 +112,7 @@ fn capacity(per_minute: f64) -> f64 {
 impl Pacer {
     /// A pacer at `per_minute` requests a minute (bursts of at most 10, at least 2 so that
     /// enrichment can run beside a poll's token), enrichment held to `share_percent` of it.
-    pub fn new(per_minute: f64, share_percent: u32) -> Pacer {
+    pub(crate) fn new(per_minute: f64, share_percent: u32) -> Pacer {
         let per_minute = per_minute.max(MIN_PER_MINUTE);
         let share_percent = share_percent.clamp(1, 100);
         let capacity = capacity(per_minute);
@@ -134,12 +134,12 @@ impl Pacer {
     }
 
     /// The pace in force, in requests a minute.
-    pub fn per_minute(&self) -> f64 {
+    pub(crate) fn per_minute(&self) -> f64 {
         self.lock().rate * 60.0
     }
 
     /// Changes the pace from now on (what was earned so far stays, within the new burst).
-    pub fn set_per_minute(&self, per_minute: f64) {
+    pub(crate) fn set_per_minute(&self, per_minute: f64) {
         let per_minute = per_minute.max(MIN_PER_MINUTE);
         {
             let mut b = self.lock();
@@ -156,7 +156,7 @@ impl Pacer {
     }
 
     /// Waits for a token of `lane`'s.
-    pub async fn acquire(&self, lane: Lane) {
+    pub(crate) async fn acquire(&self, lane: Lane) {
         let mut waiting = Waiting {
             pacer: self,
             registered: false,

@@ -18,11 +18,11 @@ use reqwest::ClientBuilder;
 use url::{Host, Url};
 
 /// Redirects followed from an artifact's `/download`, Buildkite's own answer included.
-pub const MAX_HOPS: usize = 3;
+pub(crate) const MAX_HOPS: usize = 3;
 
 /// Why a storage location is refused, before any connection to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("its storage location is {host}, a link-local or cloud metadata address")]
     Metadata { host: String },
     #[error(
@@ -41,7 +41,7 @@ pub enum Refused {
 
 /// Checks hop number `hop` (1 for the location Buildkite's `/download` answered) of an
 /// artifact download, from its URL alone: nothing has connected to it yet.
-pub fn check(url: &Url, api_scheme: &str, hop: usize) -> Result<(), Refused> {
+pub(crate) fn check(url: &Url, api_scheme: &str, hop: usize) -> Result<(), Refused> {
     let host = url.host_str().unwrap_or("?").to_string();
     if hop > MAX_HOPS {
         return Err(Refused::TooManyHops { host });
@@ -68,7 +68,7 @@ pub fn check(url: &Url, api_scheme: &str, hop: usize) -> Result<(), Refused> {
 /// (169.254.0.0/16, where AWS, GCP, Azure and OpenStack serve instance metadata and
 /// credentials; fe80::/10), AWS's IPv6 metadata address fd00:ec2::254, Alibaba Cloud's
 /// 100.100.100.200, and any of these IPv4 addresses inside an IPv6 one.
-pub fn forbidden(ip: IpAddr) -> bool {
+pub(crate) fn forbidden(ip: IpAddr) -> bool {
     const AWS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
     const ALIBABA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
     match ip {
@@ -107,7 +107,7 @@ fn embedded_ipv4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
 }
 
 /// The first address of `host`'s `addresses` that a download must not reach, as a refusal.
-pub fn check_resolved(host: &str, addresses: &[SocketAddr]) -> Result<(), Refused> {
+pub(crate) fn check_resolved(host: &str, addresses: &[SocketAddr]) -> Result<(), Refused> {
     match addresses.iter().find(|a| forbidden(a.ip())) {
         Some(a) => Err(Refused::Resolved {
             host: host.to_string(),
@@ -120,7 +120,7 @@ pub fn check_resolved(host: &str, addresses: &[SocketAddr]) -> Result<(), Refuse
 /// `builder` made into a storage client: every redirect checked with [`check`] before it is
 /// followed, and every host name resolved for a direct connection checked with
 /// [`check_resolved`]. `api_scheme` is the scheme of Buildkite's API URL.
-pub fn guarded(builder: ClientBuilder, api_scheme: &str) -> ClientBuilder {
+pub(crate) fn guarded(builder: ClientBuilder, api_scheme: &str) -> ClientBuilder {
     let api = api_scheme.to_string();
     let policy = Policy::custom(move |attempt| {
         // `previous` holds the URLs asked for so far, the first being hop 1.
@@ -136,7 +136,7 @@ pub fn guarded(builder: ClientBuilder, api_scheme: &str) -> ClientBuilder {
 }
 
 /// The refusal behind a failed storage request, if one of these checks failed it.
-pub fn refusal(e: &reqwest::Error) -> Option<Refused> {
+pub(crate) fn refusal(e: &reqwest::Error) -> Option<Refused> {
     std::iter::successors(Some(e as &dyn Error), |&e| e.source())
         .find_map(|e| e.downcast_ref::<Refused>())
         .cloned()

@@ -127,11 +127,11 @@ impl Route {
 }
 
 /// The ingest prefixes BuildButler is known by: its GitHub Action's and its docs'.
-pub const INGEST_PREFIXES: [&str; 2] = ["/api/v1/ingest", "/ingest"];
+pub(crate) const INGEST_PREFIXES: [&str; 2] = ["/api/v1/ingest", "/ingest"];
 
 /// What one ingest prefix of BuildButler answered to an empty build.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// The route exists and the API key was accepted (the empty build refused, 400/422).
     Answers,
     /// 404: no such route there.
@@ -156,7 +156,7 @@ fn decode<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, SendError> {
 }
 
 /// A BuildButler client.
-pub struct Sink {
+pub(crate) struct Sink {
     http: reqwest::Client,
     /// The server's base URL, without a trailing slash.
     server: String,
@@ -181,7 +181,7 @@ pub struct Sink {
 
 impl Sink {
     /// A client for the `[buildbutler]` settings of `config`, counting in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Sink, String> {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Sink, String> {
         let bb = &config.buildbutler;
         let key = bb.api_key();
         let mut headers = HeaderMap::new();
@@ -224,13 +224,13 @@ impl Sink {
 
     /// This sink, printing `{"route", "body"}` lines on stdout instead of sending: no
     /// headers, so no secret, ever.
-    pub fn printing(mut self) -> Sink {
+    pub(crate) fn printing(mut self) -> Sink {
         self.print = true;
         self
     }
 
     /// Renders one item ([`wire`]) and delivers it.
-    pub async fn deliver(&self, item: Item<'_>) -> Result<(), SendError> {
+    pub(crate) async fn deliver(&self, item: Item<'_>) -> Result<(), SendError> {
         let payload = item.payload;
         match (self.mode, item.kind) {
             (Mode::Ingest, Kind::Build) => {
@@ -268,14 +268,14 @@ impl Sink {
     }
 
     /// The ingest prefix in use.
-    pub fn prefix(&self) -> String {
+    pub(crate) fn prefix(&self) -> String {
         self.prefix
             .read()
             .map_or_else(|e| e.into_inner().clone(), |p| p.clone())
     }
 
     /// Uses `prefix` from now on (the other known one, found to answer).
-    pub fn use_prefix(&self, prefix: &str) {
+    pub(crate) fn use_prefix(&self, prefix: &str) {
         match self.prefix.write() {
             Ok(mut p) => *p = prefix.to_string(),
             Err(e) => *e.into_inner() = prefix.to_string(),
@@ -284,7 +284,7 @@ impl Sink {
 
     /// Whether BuildButler answers at ingest `prefix`, with an empty build it refuses for its
     /// content (so nothing is stored).
-    pub async fn probe(&self, prefix: &str) -> Probe {
+    pub(crate) async fn probe(&self, prefix: &str) -> Probe {
         let url = format!("{}{prefix}/builds", self.server);
         let shown = format!("{}/builds", prefix.trim_start_matches('/'));
         match self
@@ -312,7 +312,7 @@ impl Sink {
     /// build (ingest) is refused for its content, a `ping` event (webhook) is skipped. In
     /// ingest mode a configured prefix that answers 404 is checked against the other known
     /// one, and the line to set is named.
-    pub async fn check(&self) -> Result<String, SendError> {
+    pub(crate) async fn check(&self) -> Result<String, SendError> {
         let accepted = format!("{} answered and accepted the API key", self.shown);
         if self.mode == Mode::Webhook {
             let ping = self.webhook("ping", br#"{"event":"ping"}"#.to_vec(), None);
@@ -387,7 +387,7 @@ impl Sink {
         token: Option<&Secret>,
     ) -> Result<Answer, SendError> {
         let (auth, value) = if self.sign {
-            let signature = webhook::signature(&self.key, chrono::Utc::now().timestamp(), &body);
+            let signature = webhook::signature(&self.key, crate::clock::now().timestamp(), &body);
             ("x-buildkite-signature", sensitive(&signature))
         } else {
             ("x-buildkite-token", sensitive(self.key.expose()))

@@ -1,7 +1,7 @@
 //! The sink: BuildButler.
 
-pub mod client;
-pub mod webhook;
-pub mod wire;
+pub(crate) mod client;
+pub(crate) mod webhook;
+pub(crate) mod wire;
 
-pub use client::{SendError, Sink};
+pub(crate) use client::{SendError, Sink};

@@ -39,7 +39,7 @@ use crate::config::Secret;
 
 /// The documented webhook build's keys (serde_json writes object keys sorted, not in this
 /// order).
-pub const BUILD_KEYS: [&str; 17] = [
+pub(crate) const BUILD_KEYS: [&str; 17] = [
     "id",
     "url",
     "web_url",
@@ -66,10 +66,10 @@ const AUTHOR_KEYS: [&str; 3] = ["username", "name", "email"];
 const CREATOR_KEYS: [&str; 4] = ["id", "name", "email", "created_at"];
 
 /// The webhook time format: UTC, whole seconds, a literal ` UTC`.
-pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+pub(crate) const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
 
 /// The webhook body for a build, from the build's JSON as Buildkite listed it.
-pub fn payload(raw_build: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn payload(raw_build: &str) -> Result<Vec<u8>, String> {
     let listed: Value = serde_json::from_str(raw_build).map_err(|e| e.to_string())?;
     let Value::Object(mut listed) = listed else {
         return Err("the build is not a JSON object".to_string());
@@ -136,7 +136,7 @@ fn webhook_time(s: &str) -> Option<String> {
 }
 
 /// The `X-Buildkite-Signature` value for `body` sent at `timestamp` (Unix seconds).
-pub fn signature(key: &Secret, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn signature(key: &Secret, timestamp: i64, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose().as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(timestamp.to_string().as_bytes());

@@ -25,98 +25,98 @@ use crate::item::{Agent, AgentTags, Fleet, TestResults, TestStatus};
 /// The body of `POST {prefix}/builds`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireBuild<'a> {
-    pub id: &'a str,
-    pub external_run_id: &'a str,
-    pub jenkins_instance_id: &'a str,
-    pub job_name: &'a str,
-    pub build_number: u64,
-    pub status: String,
+pub(crate) struct WireBuild<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) external_run_id: &'a str,
+    pub(crate) jenkins_instance_id: &'a str,
+    pub(crate) job_name: &'a str,
+    pub(crate) build_number: u64,
+    pub(crate) status: String,
     /// Milliseconds from start to finish.
-    pub duration: i64,
+    pub(crate) duration: i64,
     /// Milliseconds from scheduled to started.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_duration: Option<i64>,
-    pub started_at: String,
-    pub completed_at: String,
+    pub(crate) queue_duration: Option<i64>,
+    pub(crate) started_at: String,
+    pub(crate) completed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub branch: Option<&'a str>,
+    pub(crate) branch: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit_sha: Option<&'a str>,
+    pub(crate) commit_sha: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<&'a str>,
-    pub source: &'static str,
+    pub(crate) cause: Option<&'a str>,
+    pub(crate) source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_info: Option<NodeInfo<'a>>,
+    pub(crate) node_info: Option<NodeInfo<'a>>,
 }
 
 /// The agent a build ran on (its first step's).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NodeInfo<'a> {
-    pub node_name: &'a str,
-    pub node_labels: &'a [String],
-    pub is_built_in: bool,
+pub(crate) struct NodeInfo<'a> {
+    pub(crate) node_name: &'a str,
+    pub(crate) node_labels: &'a [String],
+    pub(crate) is_built_in: bool,
 }
 
 /// The body of `POST {prefix}/pipeline-stages`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireStages<'a> {
-    pub build_id: &'a str,
-    pub stages: Vec<WireStage<'a>>,
+pub(crate) struct WireStages<'a> {
+    pub(crate) build_id: &'a str,
+    pub(crate) stages: Vec<WireStage<'a>>,
 }
 
 /// One stage: a step of the build.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireStage<'a> {
+pub(crate) struct WireStage<'a> {
     /// The job's name, emoji shortcodes kept as text (`:rspec: Specs`).
-    pub stage_name: &'a str,
+    pub(crate) stage_name: &'a str,
     /// 0-based, in the build's job order.
-    pub stage_order: usize,
-    pub status: String,
-    pub duration: i64,
+    pub(crate) stage_order: usize,
+    pub(crate) status: String,
+    pub(crate) duration: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
+    pub(crate) completed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_name: Option<&'a str>,
+    pub(crate) agent_name: Option<&'a str>,
 }
 
 /// The body of `POST {prefix}/tests`: one JUnit suite of a build.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireSuite<'a> {
-    pub build_id: &'a str,
-    pub name: &'a str,
-    pub total_count: usize,
-    pub pass_count: usize,
+pub(crate) struct WireSuite<'a> {
+    pub(crate) build_id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) total_count: usize,
+    pub(crate) pass_count: usize,
     /// Failures and errors, as BuildButler's Action counts them.
-    pub fail_count: usize,
-    pub skip_count: usize,
-    pub duration: i64,
-    pub test_cases: Vec<WireCase<'a>>,
+    pub(crate) fail_count: usize,
+    pub(crate) skip_count: usize,
+    pub(crate) duration: i64,
+    pub(crate) test_cases: Vec<WireCase<'a>>,
 }
 
 /// One test case of a suite.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireCase<'a> {
-    pub class_name: &'a str,
-    pub test_name: &'a str,
+pub(crate) struct WireCase<'a> {
+    pub(crate) class_name: &'a str,
+    pub(crate) test_name: &'a str,
     /// PASSED, FAILED, SKIPPED or ERROR.
-    pub status: &'static str,
-    pub duration: i64,
+    pub(crate) status: &'static str,
+    pub(crate) duration: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<&'a str>,
+    pub(crate) error_message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stack_trace: Option<&'a str>,
+    pub(crate) stack_trace: Option<&'a str>,
 }
 
 /// A JUnit suite of a build.
-pub fn suite(results: &TestResults) -> WireSuite<'_> {
+pub(crate) fn suite(results: &TestResults) -> WireSuite<'_> {
     let s = &results.suite;
     let count = |status: TestStatus| s.cases.iter().filter(|c| c.status == status).count();
     WireSuite {
@@ -150,22 +150,27 @@ pub fn suite(results: &TestResults) -> WireSuite<'_> {
 /// The body of `POST {prefix}/build-logs`: the tails of a failed build's failed jobs.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireLog<'a> {
-    pub build_id: &'a str,
-    pub job_name: &'a str,
-    pub build_number: u64,
-    pub status: String,
-    pub jenkins_instance_id: &'a str,
+pub(crate) struct WireLog<'a> {
+    pub(crate) build_id: &'a str,
+    pub(crate) job_name: &'a str,
+    pub(crate) build_number: u64,
+    pub(crate) status: String,
+    pub(crate) jenkins_instance_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub branch: Option<&'a str>,
-    pub duration: i64,
-    pub started_at: String,
-    pub completed_at: String,
-    pub log_content: &'a str,
+    pub(crate) branch: Option<&'a str>,
+    pub(crate) duration: i64,
+    pub(crate) started_at: String,
+    pub(crate) completed_at: String,
+    pub(crate) log_content: &'a str,
 }
 
 /// A failed build's log text as BuildButler takes it.
-pub fn log<'a>(org: &'a str, b: &'a Build, content: &'a str, case: StatusCase) -> WireLog<'a> {
+pub(crate) fn log<'a>(
+    org: &'a str,
+    b: &'a Build,
+    content: &'a str,
+    case: StatusCase,
+) -> WireLog<'a> {
     let head = build(org, b, case, None);
     WireLog {
         build_id: &b.id,
@@ -184,35 +189,35 @@ pub fn log<'a>(org: &'a str, b: &'a Build, content: &'a str, case: StatusCase) -
 /// One agent of the fleet snapshot (`POST {prefix}/agents`).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireAgent<'a> {
-    pub name: &'a str,
+pub(crate) struct WireAgent<'a> {
+    pub(crate) name: &'a str,
     /// ONLINE (connected, idle), BUILDING (running a job), OFFLINE (gone from the list) or
     /// UNKNOWN (never connected).
-    pub status: &'static str,
+    pub(crate) status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub current_job: Option<&'a str>,
+    pub(crate) current_job: Option<&'a str>,
     /// The agent's `meta_data` tags, comma-joined.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<String>,
+    pub(crate) labels: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub os: Option<&'a str>,
+    pub(crate) os: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub arch: Option<&'a str>,
+    pub(crate) arch: Option<&'a str>,
     /// A Buildkite agent runs one job at a time.
-    pub executors: u32,
+    pub(crate) executors: u32,
 }
 
 /// The body of `POST {prefix}/agents`: the whole fleet.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireFleet<'a> {
-    pub jenkins_instance_id: &'a str,
-    pub agents: Vec<WireAgent<'a>>,
-    pub queue_items: [(); 0],
+pub(crate) struct WireFleet<'a> {
+    pub(crate) jenkins_instance_id: &'a str,
+    pub(crate) agents: Vec<WireAgent<'a>>,
+    pub(crate) queue_items: [(); 0],
 }
 
 /// The fleet snapshot of the organization `org`.
-pub fn fleet<'a>(org: &'a str, fleet: &'a Fleet) -> WireFleet<'a> {
+pub(crate) fn fleet<'a>(org: &'a str, fleet: &'a Fleet) -> WireFleet<'a> {
     WireFleet {
         jenkins_instance_id: org,
         agents: fleet.agents.iter().map(agent).collect(),
@@ -221,7 +226,7 @@ pub fn fleet<'a>(org: &'a str, fleet: &'a Fleet) -> WireFleet<'a> {
 }
 
 /// An agent as BuildButler's fleet snapshot shows it; one that left the list is OFFLINE.
-pub fn agent(a: &Agent) -> WireAgent<'_> {
+pub(crate) fn agent(a: &Agent) -> WireAgent<'_> {
     let job = a.job.as_deref().filter(|_| !a.gone);
     let status = match a.connection_state.as_deref() {
         _ if a.gone => "OFFLINE",
@@ -243,13 +248,13 @@ pub fn agent(a: &Agent) -> WireAgent<'_> {
 
 /// A finished build as BuildButler's ingest API takes it; its node's labels are the agent's
 /// own `meta_data` if the build has them, else its tags from the agent poll (`tags`).
-pub fn build<'a>(
+pub(crate) fn build<'a>(
     org: &'a str,
     b: &'a Build,
     case: StatusCase,
     tags: Option<&'a AgentTags>,
 ) -> WireBuild<'a> {
-    let finished = b.finished_at.unwrap_or_else(Utc::now);
+    let finished = b.finished_at.unwrap_or_else(crate::clock::now);
     let started = b.started_at.or(b.created_at).unwrap_or(finished);
     let agent = b.steps().find_map(|j| j.agent.as_ref());
     WireBuild {
@@ -282,7 +287,7 @@ pub fn build<'a>(
 }
 
 /// The stages of a build, for the BuildButler build `build_id`.
-pub fn stages<'a>(build_id: &'a str, b: &'a Build, case: StatusCase) -> WireStages<'a> {
+pub(crate) fn stages<'a>(build_id: &'a str, b: &'a Build, case: StatusCase) -> WireStages<'a> {
     let stages = b
         .steps()
         .enumerate()

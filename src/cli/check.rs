@@ -10,9 +10,9 @@ use crate::buildkite::SourceError;
 
 /// One finding: fine or not, and what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub ok: bool,
-    pub text: String,
+pub(crate) struct Finding {
+    pub(crate) ok: bool,
+    pub(crate) text: String,
 }
 
 /// The token scopes the features may need: the scope, the feature, and how to do without it.
@@ -25,7 +25,7 @@ const SCOPES: [(&str, &str, &str); 4] = [
 ];
 
 /// Runs every check (a few Buildkite requests and one BuildButler request).
-pub async fn run(app: &App) -> Vec<Finding> {
+pub(crate) async fn run(app: &App) -> Vec<Finding> {
     let config = &app.config;
     let mut found = Vec::new();
     let mut note = |ok, text: String| found.push(Finding { ok, text });
@@ -71,7 +71,7 @@ pub async fn run(app: &App) -> Vec<Finding> {
 }
 
 /// The findings as `ok`/`FAIL` lines, after the config's own.
-pub fn render(findings: &[Finding]) -> String {
+pub(crate) fn render(findings: &[Finding]) -> String {
     let mut out = "ok    the config is valid".to_string();
     for f in findings {
         let _ = write!(out, "\n{:<4}  {}", if f.ok { "ok" } else { "FAIL" }, f.text);

@@ -78,7 +78,7 @@ pub async fn backfill(
         without_test_results,
         pace,
     } = options;
-    let end = until.unwrap_or_else(Utc::now);
+    let end = until.unwrap_or_else(crate::clock::now);
     if since >= end {
         let why = format!("--since ({since}) must be before --until ({end})");
         return Err(Error::Usage(why));

@@ -27,7 +27,7 @@ pub enum Exit {
 
 impl Exit {
     /// A failure: [`Exit::Configuration`] when the operator must act, else [`Exit::Incomplete`].
-    pub fn failed(configuration: bool) -> Exit {
+    pub(crate) fn failed(configuration: bool) -> Exit {
         if configuration {
             Exit::Configuration
         } else {
@@ -56,7 +56,7 @@ impl Exit {
 /// fetched are not in the outbox: they never fail a run either.
 ///
 /// [`DeadLetter::excused`]: crate::store::outbox::DeadLetter::excused
-pub fn outbox_done(outbox: &Summary) -> bool {
+pub(crate) fn outbox_done(outbox: &Summary) -> bool {
     outbox.pending == 0 && outbox.dead == outbox.refused_tests
 }
 
@@ -72,7 +72,7 @@ pub struct Ending {
 
 impl Ending {
     /// A summary with its notes.
-    pub fn new(summary: String, notes: Vec<String>, exit: Exit) -> Ending {
+    pub(crate) fn new(summary: String, notes: Vec<String>, exit: Exit) -> Ending {
         Ending {
             summary,
             notes,

@@ -4,5 +4,5 @@ pub mod check;
 pub mod command;
 pub mod exit;
 pub mod oneshot;
-pub mod progress;
-pub mod status;
+pub(crate) mod progress;
+pub(crate) mod status;

@@ -34,23 +34,23 @@ pub const DEFAULT_ENRICH_SECONDS: u64 = 120;
 /// What a `--once` run did and left.
 #[derive(Debug)]
 pub struct OnceReport {
-    pub poll: Result<PollReport, SyncError>,
+    pub(crate) poll: Result<PollReport, SyncError>,
     /// The agent poll, when it was due.
-    pub agents: Option<Result<AgentsReport, SyncError>>,
+    pub(crate) agents: Option<Result<AgentsReport, SyncError>>,
     /// Fetching test results and logs.
-    pub enrich: Result<EnrichReport, SyncError>,
+    pub(crate) enrich: Result<EnrichReport, SyncError>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     /// Buildkite requests sent.
     pub requests: u64,
     /// The outbox after the run.
     pub outbox: Summary,
     /// Test results and logs left to fetch by the next run.
-    pub backlog: Backlog,
+    pub(crate) backlog: Backlog,
 }
 
 impl OnceReport {
     /// True when the poll worked and nothing is left to deliver (see [`exit::outbox_done`]).
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.poll.is_ok()
             && !matches!(self.agents, Some(Err(_)))
             && self.enrich.is_ok()
@@ -59,7 +59,7 @@ impl OnceReport {
     }
 
     /// True when the operator must fix credentials or configuration.
-    pub fn needs_configuration(&self) -> bool {
+    pub(crate) fn needs_configuration(&self) -> bool {
         let config = SyncError::is_configuration;
         self.poll.as_ref().err().is_some_and(config)
             || matches!(&self.agents, Some(Err(e)) if config(e))
@@ -68,7 +68,7 @@ impl OnceReport {
     }
 
     /// The one-line summary, what went wrong, and the exit code.
-    pub fn ending(&self, dry_run: bool) -> Ending {
+    pub(crate) fn ending(&self, dry_run: bool) -> Ending {
         let polled = match &self.poll {
             Ok(p) => format!(
                 "{} newly finished {} in {} {}",
@@ -199,15 +199,15 @@ pub struct BackfillOutcome {
     /// The walk; `None` when it was interrupted (it resumes from its checkpoint next time).
     pub walk: Option<Result<BackfillReport, SyncError>>,
     /// True when Ctrl-C or SIGTERM stopped it (it resumes from its checkpoint next time).
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Fetching the rest of the test results and logs, after the walk.
-    pub enrich: Option<Result<EnrichReport, SyncError>>,
+    pub(crate) enrich: Option<Result<EnrichReport, SyncError>>,
     pub delivery: Result<DeliveryReport, DeliverError>,
     pub requests: u64,
-    pub budget_waits: u64,
+    pub(crate) budget_waits: u64,
     pub outbox: Summary,
     /// Test results and logs left to fetch.
-    pub backlog: Backlog,
+    pub(crate) backlog: Backlog,
 }
 
 /// Walks `[since, until)`, delivering as it goes and (with `enrich_range`) fetching the test
@@ -369,7 +369,7 @@ async fn summary(app: &App) -> Result<Summary, StoreError> {
 
 impl BackfillOutcome {
     /// The summary, what went wrong, and the exit code.
-    pub fn ending(&self, dry_run: bool) -> Ending {
+    pub(crate) fn ending(&self, dry_run: bool) -> Ending {
         let tail = format!(
             "{} Buildkite {}, {} budget {}; {}{}",
             self.requests,
@@ -506,7 +506,7 @@ fn explain(outbox: &Summary) -> Vec<String> {
 }
 
 /// `word`, or its plural when `n` is not 1.
-pub fn plural(n: u64, word: &str) -> String {
+pub(crate) fn plural(n: u64, word: &str) -> String {
     if n == 1 {
         word.to_string()
     } else {

@@ -13,7 +13,7 @@ const STEPS: u64 = 1000;
 const ENRICH_LOG_EVERY: u64 = 30;
 
 /// Shows how a backfill goes.
-pub struct Reporter {
+pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     pages_logged: u64,
     enrich_ticks: u64,
@@ -21,7 +21,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// A bar when `terminal`, else log lines (one per 10 pages).
-    pub fn new(terminal: bool) -> Reporter {
+    pub(crate) fn new(terminal: bool) -> Reporter {
         let bar = terminal.then(|| {
             let style = ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
@@ -39,7 +39,7 @@ impl Reporter {
     }
 
     /// Removes the bar, leaving the terminal clean for the summary.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

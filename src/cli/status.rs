@@ -18,58 +18,58 @@ use crate::store::Store;
 
 /// Everything `status` shows.
 #[derive(Debug, Serialize)]
-pub struct Status {
-    pub state_path: String,
+pub(crate) struct Status {
+    pub(crate) state_path: String,
     /// The poll cursor: builds that finished from this time, less the overlap, are asked for.
-    pub high_water_mark: Option<String>,
-    pub last_poll_ok_at: Option<String>,
-    pub last_delivery_ok_at: Option<String>,
-    pub agents_polled_at: Option<String>,
+    pub(crate) high_water_mark: Option<String>,
+    pub(crate) last_poll_ok_at: Option<String>,
+    pub(crate) last_delivery_ok_at: Option<String>,
+    pub(crate) agents_polled_at: Option<String>,
     /// Items in the outbox, by kind and state.
-    pub outbox: Vec<Depth>,
-    pub pending: u64,
-    pub dead: u64,
+    pub(crate) outbox: Vec<Depth>,
+    pub(crate) pending: u64,
+    pub(crate) dead: u64,
     /// When the next pending item may be tried (RFC 3339).
-    pub next_attempt_at: Option<String>,
-    pub last_error: Option<String>,
-    pub dead_letters: Vec<DeadLetter>,
+    pub(crate) next_attempt_at: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) dead_letters: Vec<DeadLetter>,
     /// Builds whose test results or logs are still to be fetched.
-    pub enrich_waiting: u64,
+    pub(crate) enrich_waiting: u64,
     /// Test results and logs: what waits, what was spent and skipped.
-    pub enrich: Enrich,
-    pub backfills: Vec<Checkpoint>,
+    pub(crate) enrich: Enrich,
+    pub(crate) backfills: Vec<Checkpoint>,
     /// The Buildkite budgets as last seen.
-    pub rate_limit: Option<Seen>,
+    pub(crate) rate_limit: Option<Seen>,
     /// A refusal from Buildkite the daemon is riding out (polls that worked before now
     /// answered 401, 403 or 404).
-    pub buildkite_refusal: Option<Refusal>,
+    pub(crate) buildkite_refusal: Option<Refusal>,
 }
 
 /// Test results and logs, as `status` shows them.
 #[derive(Debug, Serialize)]
-pub struct Enrich {
+pub(crate) struct Enrich {
     /// Builds whose test results or logs are still to be fetched.
-    pub builds: u64,
+    pub(crate) builds: u64,
     /// JUnit files listed and still to be fetched (builds not listed yet have more).
-    pub files: u64,
+    pub(crate) files: u64,
     /// When the oldest waiting build was queued (RFC 3339), and how long ago in seconds.
-    pub oldest_queued_at: Option<String>,
-    pub oldest_age_seconds: Option<i64>,
+    pub(crate) oldest_queued_at: Option<String>,
+    pub(crate) oldest_age_seconds: Option<i64>,
     /// What enrichment has spent (Buildkite requests) and skipped since the state database
     /// was created.
-    pub totals: Totals,
+    pub(crate) totals: Totals,
 }
 
 /// Outbox items of one kind in one state.
 #[derive(Debug, Serialize)]
-pub struct Depth {
-    pub kind: Kind,
-    pub state: String,
-    pub count: u64,
+pub(crate) struct Depth {
+    pub(crate) kind: Kind,
+    pub(crate) state: String,
+    pub(crate) count: u64,
 }
 
 /// Reads the status of the state database at `path`.
-pub async fn read(path: &Path) -> Result<Status, Error> {
+pub(crate) async fn read(path: &Path) -> Result<Status, Error> {
     if !path.exists() {
         return Err(Error::Missing(format!(
             "no state database at {}: kitesync has not run with this config yet",
@@ -124,7 +124,7 @@ pub async fn read(path: &Path) -> Result<Status, Error> {
 }
 
 /// The status as a table for people.
-pub fn render(s: &Status) -> String {
+pub(crate) fn render(s: &Status) -> String {
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_string());
     let mut out = String::new();
     let mut line = |k: &str, v: String| {

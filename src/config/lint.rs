@@ -11,9 +11,9 @@ use crate::run::schedule::Schedule;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ignored {
     /// `[section] key`.
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// Why it does nothing, and what to change.
-    pub fix: &'static str,
+    pub(crate) fix: &'static str,
 }
 
 impl std::fmt::Display for Ignored {

@@ -12,14 +12,13 @@ mod schema;
 mod secret;
 mod validate;
 
-pub use file::ConfigError;
-pub use lint::Ignored;
+pub(crate) use file::ConfigError;
 pub use schema::{
     BuildkiteConfig, ButlerConfig, Config, EnrichConfig, ListArtifacts, LogsConfig, MetricsConfig,
     Mode, ScheduleConfig, StatusCase, TestsConfig,
 };
-pub use secret::Secret;
-pub use validate::redacted;
+pub(crate) use secret::Secret;
+pub(crate) use validate::redacted;
 
 #[cfg(test)]
 mod tests;

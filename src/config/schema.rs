@@ -11,21 +11,21 @@ use super::secret::{secret_path, Secret};
 use crate::run::schedule::Schedule;
 
 /// The prefix of every environment variable kitesync reads as configuration.
-pub const ENV_PREFIX: &str = "KITESYNC_";
+pub(crate) const ENV_PREFIX: &str = "KITESYNC_";
 
 /// The whole configuration, validated by [`Config::load`]: its secrets read, every value in
 /// range, the JUnit globs compiled.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The SQLite state database (cursor, seen builds, outbox), relative to the config file.
-    pub state_path: PathBuf,
-    pub buildkite: BuildkiteConfig,
-    pub buildbutler: ButlerConfig,
-    pub schedule: ScheduleConfig,
-    pub tests: TestsConfig,
-    pub logs: LogsConfig,
-    pub enrich: EnrichConfig,
-    pub metrics: MetricsConfig,
+    pub(crate) state_path: PathBuf,
+    pub(crate) buildkite: BuildkiteConfig,
+    pub(crate) buildbutler: ButlerConfig,
+    pub(crate) schedule: ScheduleConfig,
+    pub(crate) tests: TestsConfig,
+    pub(crate) logs: LogsConfig,
+    pub(crate) enrich: EnrichConfig,
+    pub(crate) metrics: MetricsConfig,
     /// `[tests] junit_artifact_globs`, compiled.
     pub(super) junit_globs: globset::GlobSet,
 }
@@ -36,19 +36,19 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
     #[serde(default = "default_state_path")]
-    pub state_path: PathBuf,
-    pub buildkite: BuildkiteConfig<Option<Secret>>,
-    pub buildbutler: ButlerConfig<Option<Secret>>,
+    pub(crate) state_path: PathBuf,
+    pub(crate) buildkite: BuildkiteConfig<Option<Secret>>,
+    pub(crate) buildbutler: ButlerConfig<Option<Secret>>,
     #[serde(default)]
-    pub schedule: ScheduleConfig,
+    pub(crate) schedule: ScheduleConfig,
     #[serde(default)]
-    pub tests: TestsConfig,
+    pub(crate) tests: TestsConfig,
     #[serde(default)]
-    pub logs: LogsConfig,
+    pub(crate) logs: LogsConfig,
     #[serde(default)]
-    pub enrich: EnrichConfig,
+    pub(crate) enrich: EnrichConfig,
     #[serde(default)]
-    pub metrics: MetricsConfig,
+    pub(crate) metrics: MetricsConfig,
 }
 
 /// `[metrics]`: Prometheus metrics on `/metrics` and a health check on `/healthz`, served
@@ -56,9 +56,9 @@ pub(super) struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Address and port to listen on (loopback unless you open it up).
-    pub listen: String,
+    pub(crate) listen: String,
 }
 
 /// `[buildkite]`: the source.
@@ -69,37 +69,37 @@ pub struct MetricsConfig {
 #[serde(bound(deserialize = "K: Deserialize<'de> + Default"))]
 pub struct BuildkiteConfig<K = Secret> {
     /// Organization slug, as in `https://buildkite.com/<slug>`.
-    pub organization: String,
+    pub(crate) organization: String,
     /// Base URL of the REST API, without `/v2`.
-    pub api_url: Url,
+    pub(crate) api_url: Url,
     /// API access token (read scopes); or use `token_file`.
-    pub token: K,
+    pub(crate) token: K,
     /// A file holding the token, e.g. a systemd credential.
     #[serde(deserialize_with = "secret_path")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// kitesync's own pace, well under the token owner's 50 requests a minute.
-    pub requests_per_minute: u32,
+    pub(crate) requests_per_minute: u32,
     /// The share of each Buildkite budget (organization and user) kitesync leaves to others:
     /// it pauses until the budget resets when only this much is left.
-    pub reserve_percent: u32,
+    pub(crate) reserve_percent: u32,
     /// Only these pipeline slugs (empty: every pipeline).
-    pub pipelines: Vec<String>,
+    pub(crate) pipelines: Vec<String>,
     /// Only these branches, wildcards allowed (empty: every branch).
-    pub branches: Vec<String>,
+    pub(crate) branches: Vec<String>,
     /// How far behind the high-water mark each poll looks again, for late and re-finished builds.
-    pub overlap_seconds: u64,
+    pub(crate) overlap_seconds: u64,
     /// On the very first poll (empty state), how far back to look for finished builds.
-    pub first_poll_lookback_minutes: u64,
+    pub(crate) first_poll_lookback_minutes: u64,
     /// Per-request timeout, connect included.
-    pub timeout_seconds: u64,
+    pub(crate) timeout_seconds: u64,
     /// Connect timeout.
-    pub connect_timeout_seconds: u64,
+    pub(crate) connect_timeout_seconds: u64,
     /// A PEM file of extra CA certificates to trust (a corporate TLS-inspecting proxy, say).
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// The daemon, after it has worked with this organization and token: the longest wait
     /// between tries while Buildkite (or something on the way) refuses it with 401, 403 or
     /// 404. Tries start 30 s apart (or this, if shorter) and double up to it.
-    pub refused_retry_seconds: u64,
+    pub(crate) refused_retry_seconds: u64,
 }
 
 /// `[buildbutler]`: the sink.
@@ -110,45 +110,45 @@ pub struct BuildkiteConfig<K = Secret> {
 #[serde(bound(deserialize = "K: Deserialize<'de> + Default"))]
 pub struct ButlerConfig<K = Secret> {
     /// Base URL of the BuildButler server, e.g. `http://buildbutler:3000`.
-    pub url: Url,
+    pub(crate) url: Url,
     /// API key; or use `api_key_file`.
     #[serde(default)]
-    pub api_key: K,
+    pub(crate) api_key: K,
     /// A file holding the API key, e.g. a systemd credential.
     #[serde(default, deserialize_with = "secret_path")]
-    pub api_key_file: Option<PathBuf>,
+    pub(crate) api_key_file: Option<PathBuf>,
     /// Which BuildButler route to deliver to.
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Path prefix of the ingest routes: the Action uses `/api/v1/ingest`, the docs `/ingest`.
     #[serde(default = "default_ingest_prefix")]
-    pub ingest_prefix: String,
+    pub(crate) ingest_prefix: String,
     /// Casing of build and stage statuses: `upper` (`SUCCESS`, the Action) or `lower` (the docs).
     #[serde(default)]
-    pub status_case: StatusCase,
+    pub(crate) status_case: StatusCase,
     /// How many deliveries may be in flight at once.
     #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Per-request timeout, connect included.
     #[serde(default = "default_timeout_seconds")]
-    pub timeout_seconds: u64,
+    pub(crate) timeout_seconds: u64,
     /// Webhook mode: sign each delivery (`X-Buildkite-Signature`, HMAC-SHA256 keyed with the
     /// API key) instead of sending the key as `X-Buildkite-Token`.
     #[serde(default)]
-    pub webhook_signature: bool,
+    pub(crate) webhook_signature: bool,
     /// Webhook mode, opt-in: add `?buildkiteToken=<Buildkite token>` so that BuildButler can
     /// call Buildkite back. This hands your Buildkite token to BuildButler.
     #[serde(default)]
-    pub webhook_send_buildkite_token: bool,
+    pub(crate) webhook_send_buildkite_token: bool,
     /// Connect timeout.
     #[serde(default = "default_connect_timeout_seconds")]
-    pub connect_timeout_seconds: u64,
+    pub(crate) connect_timeout_seconds: u64,
     /// A PEM file of extra CA certificates to trust (a self-hosted BuildButler, say).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// How long `--once` keeps retrying failed deliveries before leaving them for the next run.
     #[serde(default = "default_retry_window_seconds")]
-    pub retry_window_seconds: u64,
+    pub(crate) retry_window_seconds: u64,
 }
 
 /// The BuildButler route kitesync delivers to.
@@ -176,9 +176,9 @@ pub enum StatusCase {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
-    pub builds: Schedule,
+    pub(crate) builds: Schedule,
     #[serde(deserialize_with = "crate::run::schedule::optional")]
-    pub agents: Option<Schedule>,
+    pub(crate) agents: Option<Schedule>,
 }
 
 /// `[tests]`: JUnit results from artifacts.
@@ -186,11 +186,11 @@ pub struct ScheduleConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct TestsConfig {
     /// Artifact path globs read as JUnit XML (empty: off).
-    pub junit_artifact_globs: Vec<String>,
+    pub(crate) junit_artifact_globs: Vec<String>,
     /// Larger JUnit files are skipped with a warning.
-    pub max_file_bytes: u64,
+    pub(crate) max_file_bytes: u64,
     /// Which builds have their artifacts listed.
-    pub list_artifacts: ListArtifacts,
+    pub(crate) list_artifacts: ListArtifacts,
 }
 
 /// Which finished builds have their artifacts listed for test results.
@@ -209,9 +209,9 @@ pub enum ListArtifacts {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// How much of the end of each failed job's log to send (and of all of them together).
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 /// `[enrich]`: how test results and logs are fetched (what is fetched is `[tests]` and
@@ -221,14 +221,14 @@ pub struct LogsConfig {
 pub struct EnrichConfig {
     /// A ceiling on the part of the pace in force that test results and logs may use, in
     /// percent (100: every slot the build and agent polls leave, which always go first).
-    pub max_share_percent: u32,
+    pub(crate) max_share_percent: u32,
     /// JUnit files fetched per build at most; the rest is skipped with a warning.
-    pub max_files_per_build: u64,
+    pub(crate) max_files_per_build: u64,
     /// Bytes of JUnit files fetched per build at most; the rest is skipped with a warning.
-    pub max_bytes_per_build: u64,
+    pub(crate) max_bytes_per_build: u64,
     /// Whether `--backfill` fetches test results and logs for the builds it queues
     /// (`--without-test-results` turns it off for one run).
-    pub backfill: bool,
+    pub(crate) backfill: bool,
 }
 
 // The defaults, which README.md and config.example.toml show.
@@ -324,65 +324,60 @@ fn default_concurrency() -> usize {
 
 impl BuildkiteConfig {
     /// The token, read and checked non-empty by [`Config::load`].
-    pub fn token(&self) -> Secret {
+    pub(crate) fn token(&self) -> Secret {
         self.token.clone()
     }
     /// The re-poll overlap.
-    pub fn overlap(&self) -> chrono::Duration {
+    pub(crate) fn overlap(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.overlap_seconds as i64)
     }
     /// How far back the first poll looks.
-    pub fn first_poll_lookback(&self) -> chrono::Duration {
+    pub(crate) fn first_poll_lookback(&self) -> chrono::Duration {
         chrono::Duration::minutes(self.first_poll_lookback_minutes as i64)
     }
     /// Per-request timeout.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
     }
     /// The longest wait between tries while Buildkite refuses a daemon that has worked.
-    pub fn refused_retry(&self) -> Duration {
+    pub(crate) fn refused_retry(&self) -> Duration {
         Duration::from_secs(self.refused_retry_seconds)
     }
 }
 
 impl ButlerConfig {
     /// The API key, read and checked non-empty by [`Config::load`].
-    pub fn api_key(&self) -> Secret {
+    pub(crate) fn api_key(&self) -> Secret {
         self.api_key.clone()
     }
     /// Per-request timeout.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
     }
     /// How long `--once` keeps retrying failed deliveries.
-    pub fn retry_window(&self) -> Duration {
+    pub(crate) fn retry_window(&self) -> Duration {
         Duration::from_secs(self.retry_window_seconds)
     }
 }
 
 impl Config {
     /// True when JUnit results are read from artifacts (ingest mode only).
-    pub fn tests_enabled(&self) -> bool {
+    pub(crate) fn tests_enabled(&self) -> bool {
         !self.tests.junit_artifact_globs.is_empty() && self.buildbutler.mode == Mode::Ingest
     }
 
-    /// True when anything is fetched besides builds: test results or logs.
-    pub fn enrich_enabled(&self) -> bool {
-        self.tests_enabled() || self.logs_enabled()
-    }
-
     /// True when failed jobs' log tails are sent (ingest mode only).
-    pub fn logs_enabled(&self) -> bool {
+    pub(crate) fn logs_enabled(&self) -> bool {
         self.logs.enabled && self.buildbutler.mode == Mode::Ingest
     }
 
     /// The JUnit artifact globs, compiled (by [`Config::load`], which refuses an invalid one).
-    pub fn junit_globs(&self) -> globset::GlobSet {
+    pub(crate) fn junit_globs(&self) -> globset::GlobSet {
         self.junit_globs.clone()
     }
 
     /// True when agents are synced: a schedule is set and the mode can carry them.
-    pub fn agents_enabled(&self) -> bool {
+    pub(crate) fn agents_enabled(&self) -> bool {
         self.schedule.agents.is_some() && self.buildbutler.mode == Mode::Ingest
     }
 }

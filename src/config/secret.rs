@@ -36,18 +36,18 @@ pub(super) fn secret_path<'de, D: serde::Deserializer<'de>>(
 
 impl Secret {
     /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The secret itself, for an HTTP header. Never log the result.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// A fingerprint that tells one secret from another without revealing it: 16 hex digits
     /// of a SHA-256 of the secret (domain-separated), for the state database.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::new()
             .chain_update(b"kitesync secret fingerprint\0")

@@ -117,7 +117,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// A URL as it may be shown: without a password.
-pub fn redacted(url: &Url) -> String {
+pub(crate) fn redacted(url: &Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));

@@ -48,7 +48,7 @@ pub const GIVE_UP_ROUNDS: usize = 2;
 
 /// Which rows a drain tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
+pub(crate) enum Pass {
     /// The daemon's (and a backfill's while it walks): rows whose backoff has passed.
     Due,
     /// A one-shot run's first: every pending row once, whatever its backoff, oldest first;
@@ -64,14 +64,14 @@ pub enum Pass {
 pub struct DeliveryReport {
     pub delivered: usize,
     /// Of those delivered, builds.
-    pub builds: usize,
+    pub(crate) builds: usize,
     /// Attempts that failed and will be retried.
-    pub retried: usize,
+    pub(crate) retried: usize,
     /// Items BuildButler refused for good.
-    pub dead: usize,
+    pub(crate) dead: usize,
     /// A one-shot pass stopped after a chunk of attempts that all failed transiently; the
     /// rest waits for the next run.
-    pub gave_up: bool,
+    pub(crate) gave_up: bool,
 }
 
 /// Why delivery stopped early.
@@ -87,7 +87,7 @@ pub enum DeliverError {
 /// Delivers every due row (with [`Pass::Pending`], first every pending row). Rows whose
 /// retry falls before `retry_until` are waited for and tried again; later ones stay in the
 /// outbox for the next drain.
-pub async fn drain(
+pub(crate) async fn drain(
     app: &App,
     retry_until: tokio::time::Instant,
     pass: Pass,
@@ -274,7 +274,7 @@ fn dead_cause(status: Option<StatusCode>) -> DeadCause {
 
 /// Delivers whatever is due, then sleeps until the next retry is due, a poll queues more,
 /// or [`IDLE_WAKE`] passes; until the run stops. Returns how many items it delivered.
-pub async fn deliver_loop(
+pub(crate) async fn deliver_loop(
     app: Arc<App>,
     queued: Arc<Notify>,
     run: Handle,
@@ -356,7 +356,7 @@ pub async fn deliver_loop(
 
 /// A one-shot run's delivery ([`Pass::Pending`] or [`Pass::Retry`]), retrying failures for
 /// `retry_window_seconds` unless it gives up; then the outbox's state.
-pub async fn deliver_all(
+pub(crate) async fn deliver_all(
     app: &App,
     pass: Pass,
 ) -> Result<(Result<DeliveryReport, DeliverError>, Summary), StoreError> {

@@ -1,4 +1,4 @@
 //! Delivery to BuildButler: the delivery loops and the routing of items.
 
 pub mod deliver;
-pub mod route;
+pub(crate) mod route;

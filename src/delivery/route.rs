@@ -92,7 +92,7 @@ fn advise(configured: &str, answers: &str) {
 
 /// Uses the prefix found earlier for this configuration, if any (and says so when it is not
 /// the configured one).
-pub async fn recall(store: &Store, sink: &Sink, config: &Config) -> Result<(), StoreError> {
+pub(crate) async fn recall(store: &Store, sink: &Sink, config: &Config) -> Result<(), StoreError> {
     if config.buildbutler.mode != Mode::Ingest {
         return Ok(());
     }
@@ -107,7 +107,11 @@ pub async fn recall(store: &Store, sink: &Sink, config: &Config) -> Result<(), S
 
 /// After the builds route answered 404: true when the other known prefix answers and is now
 /// in use. Never once builds were delivered on the prefix in use.
-pub async fn recover(store: &Store, sink: &Sink, config: &Config) -> Result<bool, StoreError> {
+pub(crate) async fn recover(
+    store: &Store,
+    sink: &Sink,
+    config: &Config,
+) -> Result<bool, StoreError> {
     if config.buildbutler.mode != Mode::Ingest {
         return Ok(false);
     }
@@ -131,7 +135,7 @@ pub async fn recover(store: &Store, sink: &Sink, config: &Config) -> Result<bool
 }
 
 /// After builds were accepted: remembers that the prefix in use works.
-pub async fn confirm(store: &Store, sink: &Sink, config: &Config) -> Result<(), StoreError> {
+pub(crate) async fn confirm(store: &Store, sink: &Sink, config: &Config) -> Result<(), StoreError> {
     if config.buildbutler.mode != Mode::Ingest {
         return Ok(());
     }

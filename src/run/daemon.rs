@@ -41,7 +41,7 @@ pub enum DaemonError {
 
 /// Runs until `shutdown` resolves (then returns `Ok`) or a configuration error makes further
 /// work pointless.
-pub async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub(crate) async fn run(app: App, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // A free-pace --backfill or --once beside the daemon leaves it its pace.
     let _mark = app.store.daemon_mark().inspect_err(|e| {
         tracing::warn!("{e}: a --pace free run beside this daemon may slow its polls")
@@ -365,7 +365,7 @@ async fn serve_metrics(app: Arc<App>, stop: watch::Receiver<Stop>) -> Result<(),
     let allowed = (interval * 3).max(Duration::from_secs(5));
     let gauge = |secs: u64| i64::try_from(secs).unwrap_or(i64::MAX);
     app.metrics.poll_interval.set(gauge(interval.as_secs()));
-    app.metrics.started.set(chrono::Utc::now().timestamp());
+    app.metrics.started.set(crate::clock::now().timestamp());
     let metrics = Arc::clone(&app.metrics);
     let bound = metrics_server::start(listen, metrics, allowed, stopped(stop.clone()))
         .await

@@ -1,7 +1,7 @@
 //! The task runner and the daemon: its schedule, riding out outages.
 
-pub mod daemon;
-pub mod outage;
-pub mod ride_out;
-pub mod runner;
-pub mod schedule;
+pub(crate) mod daemon;
+pub(crate) mod outage;
+pub(crate) mod ride_out;
+pub(crate) mod runner;
+pub(crate) mod schedule;

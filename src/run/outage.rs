@@ -9,7 +9,7 @@ use tokio::time::Instant;
 const REMIND_EVERY: Duration = Duration::from_secs(600);
 
 /// Logs an outage when it starts, every [`REMIND_EVERY`] while it lasts, and when it ends.
-pub struct Outage {
+pub(crate) struct Outage {
     what: &'static str,
     failing_since: Option<Instant>,
     reminded: Instant,
@@ -18,7 +18,7 @@ pub struct Outage {
 
 impl Outage {
     /// An outage logger for `what` (e.g. "BuildButler delivery").
-    pub fn new(what: &'static str) -> Outage {
+    pub(crate) fn new(what: &'static str) -> Outage {
         Outage {
             what,
             failing_since: None,
@@ -28,7 +28,7 @@ impl Outage {
     }
 
     /// Notes a failure: logged when the outage starts and every ten minutes.
-    pub fn failed(&mut self, error: &str) {
+    pub(crate) fn failed(&mut self, error: &str) {
         self.failures += 1;
         let (what, attempts) = (self.what, self.failures);
         match self.failing_since {
@@ -49,7 +49,7 @@ impl Outage {
     }
 
     /// Notes a success: logged when it ends an outage.
-    pub fn ok(&mut self) {
+    pub(crate) fn ok(&mut self) {
         if let Some(since) = self.failing_since.take() {
             let (what, attempts, secs) = (self.what, self.failures, since.elapsed().as_secs());
             tracing::info!("{what} recovered after {attempts} failed attempts over {secs}s");

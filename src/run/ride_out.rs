@@ -26,7 +26,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(30);
 
 /// What to do about a poll Buildkite refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Never worked with this organization and token: stop, the operator must act.
     Stop,
     /// Worked before: try again after this long, delivering meanwhile.
@@ -35,7 +35,7 @@ pub enum Verdict {
 
 /// The refusal being ridden out, if any.
 #[derive(Debug, Default)]
-pub struct RideOut {
+pub(crate) struct RideOut {
     refused: Option<Refused>,
 }
 
@@ -48,7 +48,7 @@ struct Refused {
 
 impl RideOut {
     /// True while a refused poll's next try is not due yet.
-    pub fn waiting(&self) -> bool {
+    pub(crate) fn waiting(&self) -> bool {
         self.refused
             .as_ref()
             .is_some_and(|r| Instant::now() < r.retry_at)
@@ -57,7 +57,7 @@ impl RideOut {
     /// Decides about a poll that failed with a configuration error (`error`): stop when
     /// kitesync never worked with this organization and token, else log it, record it for
     /// `/healthz` and `status`, and say when to try again.
-    pub async fn refused(&mut self, app: &App, error: &SyncError) -> Verdict {
+    pub(crate) async fn refused(&mut self, app: &App, error: &SyncError) -> Verdict {
         let bk = &app.config.buildkite;
         let (org, token) = (bk.organization.clone(), bk.token().fingerprint());
         let worked = app
@@ -108,7 +108,7 @@ impl RideOut {
     }
 
     /// A poll succeeded: a refusal being ridden out is over (the poll cleared its record).
-    pub fn accepted(&mut self, app: &App) {
+    pub(crate) fn accepted(&mut self, app: &App) {
         if let Some(r) = self.refused.take() {
             app.metrics.buildkite_refused.set(0);
             tracing::info!(

@@ -1,7 +1,7 @@
 //! The task runner every mode is a configuration of: the daemon, `--once` and `--backfill`
 //! spawn their background tasks (polls, delivery, enrichment) here, by name. It owns how they
 //! stop ([`Stop`]), the first [`Fatal`] error any of them reports, and the wake-ups between
-//! them ([`Wakes`]); [`Runner::finish`] stops them and waits for each, within a grace period.
+//! them ([`Wakes`]); [`Task::finish`] stops them and waits for each, within a grace period.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use crate::sync::SyncError;
 
 /// When the background tasks should stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// Keep going.
     No,
     /// Finish the delivery pass under way, then stop (nothing in flight is abandoned).
@@ -26,7 +26,7 @@ pub enum Stop {
 
 /// What the delivery loop does when BuildButler refuses everything (API key, URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFatal {
+pub(crate) enum OnFatal {
     /// Report it as [`Fatal`] and stop.
     Stop,
     /// Stop only if nothing was delivered yet (a mistake in the config); later, ride it out
@@ -49,14 +49,14 @@ pub enum Fatal {
 /// The wake-ups between tasks: what a poll or a walk queued wakes the delivery loop and the
 /// enrichment task; what enrichment or the agent poll queued wakes the delivery loop.
 #[derive(Debug, Clone, Default)]
-pub struct Wakes {
-    pub delivery: Arc<Notify>,
-    pub enrich: Arc<Notify>,
+pub(crate) struct Wakes {
+    pub(crate) delivery: Arc<Notify>,
+    pub(crate) enrich: Arc<Notify>,
 }
 
 impl Wakes {
     /// Builds were queued: deliver them, and fetch their test results and logs.
-    pub fn builds_queued(&self) {
+    pub(crate) fn builds_queued(&self) {
         self.delivery.notify_one();
         self.enrich.notify_one();
     }
@@ -64,14 +64,14 @@ impl Wakes {
 
 /// What a task gets to follow the run: when to stop, where to report a fatal error.
 #[derive(Debug, Clone)]
-pub struct Handle {
-    pub stop: watch::Receiver<Stop>,
+pub(crate) struct Handle {
+    pub(crate) stop: watch::Receiver<Stop>,
     fatal: Arc<FatalSlot>,
 }
 
 impl Handle {
     /// Reports why the run must stop; the first report is kept, later ones logged.
-    pub fn fatal(&self, why: Fatal) {
+    pub(crate) fn fatal(&self, why: Fatal) {
         self.fatal.report(why);
     }
 }
@@ -119,20 +119,20 @@ impl FatalSlot {
 
 /// A named task, spawned by [`Runner::spawn`].
 #[derive(Debug)]
-pub struct Task<T> {
+pub(crate) struct Task<T> {
     name: &'static str,
     handle: JoinHandle<T>,
 }
 
 impl<T> Task<T> {
     /// Ends the task at its next await.
-    pub fn abort(self) {
+    pub(crate) fn abort(self) {
         self.handle.abort();
     }
 
     /// Waits for the task's end for at most `grace` (`None`: as long as it takes); aborts it
     /// when the grace runs out. `None` when it did not end by itself (or panicked).
-    pub async fn finish(mut self, grace: Option<Duration>) -> Option<T> {
+    pub(crate) async fn finish(mut self, grace: Option<Duration>) -> Option<T> {
         let ended = match grace {
             Some(grace) => match tokio::time::timeout(grace, &mut self.handle).await {
                 Ok(ended) => ended,
@@ -157,10 +157,10 @@ impl<T> Task<T> {
 
 /// Owns a run's background tasks: their stop, their fatal error and their wake-ups.
 #[derive(Debug)]
-pub struct Runner {
+pub(crate) struct Runner {
     stop: watch::Sender<Stop>,
     handle: Handle,
-    pub wakes: Wakes,
+    pub(crate) wakes: Wakes,
 }
 
 impl Default for Runner {
@@ -171,7 +171,7 @@ impl Default for Runner {
 
 impl Runner {
     /// A runner with nothing spawned yet.
-    pub fn new() -> Runner {
+    pub(crate) fn new() -> Runner {
         let (stop, stopped) = watch::channel(Stop::No);
         Runner {
             stop,
@@ -184,12 +184,12 @@ impl Runner {
     }
 
     /// What a task follows.
-    pub fn handle(&self) -> Handle {
+    pub(crate) fn handle(&self) -> Handle {
         self.handle.clone()
     }
 
     /// Spawns `task` under `name` (for the logs).
-    pub fn spawn<T: Send + 'static>(
+    pub(crate) fn spawn<T: Send + 'static>(
         &self,
         name: &'static str,
         task: impl Future<Output = T> + Send + 'static,
@@ -201,19 +201,19 @@ impl Runner {
     }
 
     /// Asks every task to stop.
-    pub fn stop(&self, how: Stop) {
+    pub(crate) fn stop(&self, how: Stop) {
         // Nobody may still listen; that is fine.
         let _ = self.stop.send(how);
     }
 
     /// Asks every task to stop [`Stop::Now`] after `within` (`--once`'s enrichment).
-    pub async fn stop_after(&self, within: Duration) {
+    pub(crate) async fn stop_after(&self, within: Duration) {
         tokio::time::sleep(within).await;
         self.stop(Stop::Now);
     }
 
     /// Waits until `shutdown` resolves (`Ok`) or a task reports a fatal error (taken).
-    pub async fn until(&self, shutdown: impl Future<Output = ()>) -> Result<(), Fatal> {
+    pub(crate) async fn until(&self, shutdown: impl Future<Output = ()>) -> Result<(), Fatal> {
         tokio::select! {
             () = shutdown => Ok(()),
             () = self.handle.fatal.wait() => self.take_fatal().map_or(Ok(()), Err),
@@ -221,17 +221,17 @@ impl Runner {
     }
 
     /// Waits until a task reports a fatal error (never, if none does).
-    pub async fn fatal_reported(&self) {
+    pub(crate) async fn fatal_reported(&self) {
         self.handle.fatal.wait().await;
     }
 
     /// True when a task reported a fatal error.
-    pub fn has_fatal(&self) -> bool {
+    pub(crate) fn has_fatal(&self) -> bool {
         self.handle.fatal.is_set()
     }
 
     /// The fatal error reported, if any.
-    pub fn take_fatal(&self) -> Option<Fatal> {
+    pub(crate) fn take_fatal(&self) -> Option<Fatal> {
         self.handle.fatal.take()
     }
 }

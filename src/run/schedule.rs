@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A parsed `[schedule]` expression.
 #[derive(Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     text: String,
     cron: Cron,
     /// The time between two runs.
@@ -21,7 +21,7 @@ pub struct Schedule {
 impl Schedule {
     /// Parses `text` as tokio-cron-scheduler does (six fields, seconds first); the error
     /// completes "[schedule] builds ...".
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub(crate) fn parse(text: &str) -> Result<Schedule, String> {
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Required)
             .dom_and_dow(true)
@@ -29,7 +29,7 @@ impl Schedule {
             .parse(text)
             .map_err(|_| format!("= \"{text}\" is not a valid cron expression: it needs six fields, seconds first, e.g. \"*/30 * * * * *\""))?;
         let next = |after| cron.find_next_occurrence(&after, false).ok();
-        let interval = next(Utc::now())
+        let interval = next(crate::clock::now())
             .and_then(|first| (next(first)? - first).to_std().ok())
             .ok_or_else(|| {
                 format!("= \"{text}\" never runs twice: give a schedule that repeats")
@@ -42,12 +42,12 @@ impl Schedule {
     }
 
     /// The expression as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.text
     }
 
     /// True when a run is due, the last one having been at `last`.
-    pub fn due(&self, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    pub(crate) fn due(&self, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
         let Some(last) = last else { return true };
         self.cron
             .find_next_occurrence(&last, false)
@@ -55,7 +55,7 @@ impl Schedule {
     }
 
     /// The time between two runs.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 }
@@ -73,7 +73,7 @@ impl<'de> Deserialize<'de> for Schedule {
 }
 
 /// A schedule where an empty string means "off".
-pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Schedule>, D::Error> {
+pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Schedule>, D::Error> {
     let text = String::deserialize(d)?;
     let schedule = (!text.is_empty()).then(|| Schedule::parse(&text));
     schedule.transpose().map_err(serde::de::Error::custom)

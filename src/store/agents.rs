@@ -15,7 +15,7 @@ const KEEP_GONE: Duration = Duration::days(1);
 
 /// Records the agents listed now (by id); when the fleet differs from the one last recorded,
 /// queues a snapshot of it, in the same transaction. Returns whether it changed.
-pub fn record(
+pub(crate) fn record(
     conn: &mut Connection,
     org: &str,
     listed: &[(String, Agent)],
@@ -112,7 +112,7 @@ fn decode(text: &str) -> rusqlite::Result<Agent> {
 }
 
 /// The tags of every agent polled (gone ones included), by agent id.
-pub fn tags(conn: &Connection) -> rusqlite::Result<AgentTags> {
+pub(crate) fn tags(conn: &Connection) -> rusqlite::Result<AgentTags> {
     let mut stmt = conn.prepare_cached("SELECT id, facts FROM agents")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut tags = AgentTags::new();
@@ -126,7 +126,7 @@ pub fn tags(conn: &Connection) -> rusqlite::Result<AgentTags> {
 }
 
 /// When the agents were last polled.
-pub fn last_polled(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn last_polled(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(state::get(conn, Key::AgentsPolledAt)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc)))

@@ -7,21 +7,21 @@ use rusqlite::{params, Connection, Params, Transaction};
 /// Where a backfill of one range stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Checkpoint {
-    pub since: String,
-    pub until: String,
+    pub(crate) since: String,
+    pub(crate) until: String,
     /// Started without `--until`: the range ends when it first started.
-    pub open_ended: bool,
+    pub(crate) open_ended: bool,
     /// Everything created at or after this is done (the `created_to` of the next page).
-    pub upper: String,
-    pub done: bool,
+    pub(crate) upper: String,
+    pub(crate) done: bool,
     pub pages: u64,
     /// Finished builds walked so far.
-    pub builds: u64,
+    pub(crate) builds: u64,
 }
 
 impl Checkpoint {
     /// A range not started yet.
-    pub fn new(since: &str, until: &str, open_ended: bool) -> Checkpoint {
+    pub(crate) fn new(since: &str, until: &str, open_ended: bool) -> Checkpoint {
         Checkpoint {
             since: since.to_string(),
             until: until.to_string(),
@@ -36,7 +36,7 @@ impl Checkpoint {
 
 /// The saved checkpoint of a range, if it was started. With no `until`, the range that was
 /// started from `since` without one.
-pub fn load(
+pub(crate) fn load(
     conn: &Connection,
     since: &str,
     until: Option<&str>,
@@ -47,7 +47,7 @@ pub fn load(
 }
 
 /// Every backfill checkpoint, newest range first.
-pub fn all(conn: &Connection) -> rusqlite::Result<Vec<Checkpoint>> {
+pub(crate) fn all(conn: &Connection) -> rusqlite::Result<Vec<Checkpoint>> {
     select(conn, "ORDER BY updated_at DESC", [])
 }
 
@@ -71,7 +71,7 @@ fn select(conn: &Connection, rest: &str, params: impl Params) -> rusqlite::Resul
 }
 
 /// Saves a checkpoint (inside the page's transaction).
-pub fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
+pub(crate) fn save(tx: &Transaction<'_>, cp: &Checkpoint) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO backfill
              (since, until, open_ended, upper, done, pages, builds, updated_at)

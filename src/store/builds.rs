@@ -9,20 +9,24 @@ use crate::item::Kind;
 
 /// One finished build of a page, ready for the outbox.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    pub build_id: String,
+pub(crate) struct Entry {
+    pub(crate) build_id: String,
     /// Canonical RFC 3339 with milliseconds, so that text order is time order.
-    pub finished_at: String,
-    pub label: String,
-    pub payload: String,
+    pub(crate) finished_at: String,
+    pub(crate) label: String,
+    pub(crate) payload: String,
     /// Set when the build cannot be delivered as it is (it goes straight to dead letters).
-    pub dead: Option<String>,
+    pub(crate) dead: Option<String>,
     /// True when its test results or logs are to be fetched too.
-    pub enrich: bool,
+    pub(crate) enrich: bool,
 }
 
 /// Queues builds again whether or not they were delivered (`replay`), in one transaction.
-pub fn requeue(conn: &mut Connection, entries: &[Entry], now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn requeue(
+    conn: &mut Connection,
+    entries: &[Entry],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for e in entries {
         queue(&tx, e, now_ms, true)?;
@@ -66,14 +70,14 @@ fn queue(tx: &Transaction<'_>, e: &Entry, now_ms: i64, again: bool) -> rusqlite:
 }
 
 /// True when this finish of the build was seen (queued once) before.
-pub fn seen(conn: &Connection, build_id: &str, finished_at: &str) -> rusqlite::Result<bool> {
+pub(crate) fn seen(conn: &Connection, build_id: &str, finished_at: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT 1 FROM seen WHERE build_id = ?1 AND finished_at = ?2")?
         .exists(params![build_id, finished_at])
 }
 
 /// How far a walk has got, saved with each page.
 #[derive(Debug, Clone, Copy)]
-pub enum Progress<'a> {
+pub(crate) enum Progress<'a> {
     /// A poll: its progress is the high-water mark, saved when it completes.
     Poll,
     /// A backfill: its checkpoint after this page.
@@ -82,7 +86,7 @@ pub enum Progress<'a> {
 
 /// Records one page: new (build, finished_at) pairs go to `seen` and the outbox, and the
 /// walk's progress is saved — all in one transaction. Returns how many builds were new.
-pub fn record_page(
+pub(crate) fn record_page(
     conn: &mut Connection,
     entries: &[Entry],
     progress: Progress<'_>,

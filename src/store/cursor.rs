@@ -14,12 +14,12 @@ use crate::clock::{self, timestamp};
 
 /// Sets the high-water mark if there is none yet (a backfill that ends now, before the
 /// daemon ever ran, hands over to it this way).
-pub fn seed_high_water_mark(conn: &Connection, mark: &str) -> rusqlite::Result<()> {
+pub(crate) fn seed_high_water_mark(conn: &Connection, mark: &str) -> rusqlite::Result<()> {
     state::set_if_unset(conn, Key::HighWaterMark, mark)
 }
 
 /// The latest `finished_at` of a fully walked poll, if any.
-pub fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(state::get(conn, Key::HighWaterMark)?
         .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
         .map(|t| t.with_timezone(&Utc)))
@@ -27,7 +27,7 @@ pub fn high_water_mark(conn: &Connection) -> rusqlite::Result<Option<DateTime<Ut
 
 /// Ends a fully walked poll: the high-water mark moves forward to `mark` (never back), and
 /// seen builds that finished more than `keep` before it are forgotten (no poll asks for them).
-pub fn complete_cycle(
+pub(crate) fn complete_cycle(
     conn: &mut Connection,
     mark: Option<&str>,
     keep: Duration,

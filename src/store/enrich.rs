@@ -16,47 +16,44 @@ use crate::item::Kind;
 
 /// A build to enrich, and how far it has got.
 #[derive(Debug, Clone)]
-pub struct Pending {
-    pub build_id: String,
-    pub version: String,
-    pub label: String,
-    pub payload: String,
-    /// Attempts at its current build-level step (the listing, then the logs), recorded
-    /// before each is made.
-    pub attempts: u32,
+pub(crate) struct Pending {
+    pub(crate) build_id: String,
+    pub(crate) version: String,
+    pub(crate) label: String,
+    pub(crate) payload: String,
     /// Its artifacts were listed and its JUnit files recorded (or none are wanted).
-    pub listed: bool,
+    pub(crate) listed: bool,
     /// Its logs were fetched (or none are wanted).
-    pub logs_done: bool,
+    pub(crate) logs_done: bool,
     /// Bytes of JUnit files fetched so far.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// An item fetched for a build: its outbox kind, key within the kind, and payload.
 #[derive(Debug, Clone)]
-pub struct Fetched {
-    pub kind: Kind,
-    pub key: String,
-    pub payload: String,
+pub(crate) struct Fetched {
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
+    pub(crate) payload: String,
 }
 
 /// A JUnit file of a build, still to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct File {
-    pub artifact_id: String,
-    pub path: String,
-    pub download_url: String,
+pub(crate) struct File {
+    pub(crate) artifact_id: String,
+    pub(crate) path: String,
+    pub(crate) download_url: String,
     /// As listed, when Buildkite said.
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Attempts started (recorded before each), and how many of them failed; the others
     /// never finished (kitesync was killed, or it is the one under way).
-    pub attempts: u32,
-    pub failures: u32,
+    pub(crate) attempts: u32,
+    pub(crate) failures: u32,
 }
 
 /// A cap that skips JUnit files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cap {
+pub(crate) enum Cap {
     /// `[enrich] max_files_per_build`.
     FilesPerBuild,
     /// `[enrich] max_bytes_per_build`.
@@ -67,7 +64,7 @@ pub enum Cap {
 
 impl Cap {
     /// The `cap` label of the skipped-files metric.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Cap::FilesPerBuild => "files_per_build",
             Cap::BytesPerBuild => "bytes_per_build",
@@ -76,7 +73,7 @@ impl Cap {
     }
 
     /// The config key, for people.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Cap::FilesPerBuild => "[enrich] max_files_per_build",
             Cap::BytesPerBuild => "[enrich] max_bytes_per_build",
@@ -88,22 +85,22 @@ impl Cap {
 /// What enrichment has spent and skipped since the state database was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Buildkite requests: artifact listings, artifact downloads, log tails.
-    pub listings: u64,
-    pub downloads: u64,
-    pub logs: u64,
+    pub(crate) listings: u64,
+    pub(crate) downloads: u64,
+    pub(crate) logs: u64,
     /// JUnit files skipped, by cap.
-    pub skipped_files_per_build: u64,
-    pub skipped_bytes_per_build: u64,
-    pub skipped_file_bytes: u64,
+    pub(crate) skipped_files_per_build: u64,
+    pub(crate) skipped_bytes_per_build: u64,
+    pub(crate) skipped_file_bytes: u64,
     /// JUnit files given up after failing, or never finishing, too often.
-    pub given_up: u64,
+    pub(crate) given_up: u64,
 }
 
 impl Totals {
     /// Counts `n` files skipped by `cap`.
-    pub fn skip(&mut self, cap: Cap, n: u64) {
+    pub(crate) fn skip(&mut self, cap: Cap, n: u64) {
         let count = match cap {
             Cap::FilesPerBuild => &mut self.skipped_files_per_build,
             Cap::BytesPerBuild => &mut self.skipped_bytes_per_build,
@@ -113,7 +110,7 @@ impl Totals {
     }
 
     /// Files skipped by every cap.
-    pub fn skipped(&self) -> u64 {
+    pub(crate) fn skipped(&self) -> u64 {
         self.skipped_files_per_build + self.skipped_bytes_per_build + self.skipped_file_bytes
     }
 
@@ -131,15 +128,15 @@ impl Totals {
 /// How much is waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
-    pub builds: u64,
+    pub(crate) builds: u64,
     /// JUnit files listed and not fetched yet (builds not listed yet have more).
-    pub files: u64,
+    pub(crate) files: u64,
     /// When the oldest waiting build was queued (ms since the epoch).
-    pub oldest_queued_at: Option<i64>,
+    pub(crate) oldest_queued_at: Option<i64>,
 }
 
 /// Adds (or refreshes, for a re-finished build) the build queued as `item` to enrich.
-pub fn add(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn add(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
     let changed = tx
         .prepare_cached(
             "INSERT INTO enrich (build_id, version, label, payload, queued_at)
@@ -166,9 +163,9 @@ pub fn add(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::R
 }
 
 /// The next build due by `now_ms`: new ones first, oldest first, then those retried.
-pub fn next(conn: &Connection, now_ms: i64) -> rusqlite::Result<Option<Pending>> {
+pub(crate) fn next(conn: &Connection, now_ms: i64) -> rusqlite::Result<Option<Pending>> {
     conn.prepare_cached(
-        "SELECT build_id, version, label, payload, attempts, listed, logs_done, bytes
+        "SELECT build_id, version, label, payload, listed, logs_done, bytes
          FROM enrich WHERE next_attempt_at <= ?1
          ORDER BY next_attempt_at, queued_at, build_id LIMIT 1",
     )?
@@ -178,23 +175,22 @@ pub fn next(conn: &Connection, now_ms: i64) -> rusqlite::Result<Option<Pending>>
             version: r.get(1)?,
             label: r.get(2)?,
             payload: r.get(3)?,
-            attempts: r.get(4)?,
-            listed: r.get(5)?,
-            logs_done: r.get(6)?,
-            bytes: r.get(7)?,
+            listed: r.get(4)?,
+            logs_done: r.get(5)?,
+            bytes: r.get(6)?,
         })
     })
     .optional()
 }
 
 /// When the next waiting build is due (ms since the epoch), if any waits.
-pub fn next_attempt_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn next_attempt_at(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row("SELECT min(next_attempt_at) FROM enrich", [], |r| r.get(0))
 }
 
 /// Records an attempt at the build's current step before it is made. Returns the attempts
 /// so far, this one included; `None` when the build changed meanwhile (finished again).
-pub fn begin(conn: &Connection, build: &Pending) -> rusqlite::Result<Option<u32>> {
+pub(crate) fn begin(conn: &Connection, build: &Pending) -> rusqlite::Result<Option<u32>> {
     conn.prepare_cached(
         "UPDATE enrich SET attempts = attempts + 1 WHERE build_id = ?1 AND version = ?2
          RETURNING attempts",
@@ -204,7 +200,7 @@ pub fn begin(conn: &Connection, build: &Pending) -> rusqlite::Result<Option<u32>
 }
 
 /// Takes back an attempt that was stopped on purpose (a `--once` out of time), not lost.
-pub fn undo(conn: &Connection, build: &Pending) -> rusqlite::Result<()> {
+pub(crate) fn undo(conn: &Connection, build: &Pending) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE enrich SET attempts = max(attempts - 1, 0) WHERE build_id = ?1 AND version = ?2",
         params![build.build_id, build.version],
@@ -214,7 +210,11 @@ pub fn undo(conn: &Connection, build: &Pending) -> rusqlite::Result<()> {
 
 /// Records the build's JUnit files (the listing is done). Returns false when the build
 /// changed meanwhile.
-pub fn listed(conn: &mut Connection, build: &Pending, files: &[File]) -> rusqlite::Result<bool> {
+pub(crate) fn listed(
+    conn: &mut Connection,
+    build: &Pending,
+    files: &[File],
+) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
     let current = tx.execute(
         "UPDATE enrich SET listed = 1, attempts = 0, last_error = NULL
@@ -241,7 +241,7 @@ pub fn listed(conn: &mut Connection, build: &Pending, files: &[File]) -> rusqlit
 }
 
 /// The build's JUnit files still to fetch: those tried least first, then by path.
-pub fn files(conn: &Connection, build: &Pending) -> rusqlite::Result<Vec<File>> {
+pub(crate) fn files(conn: &Connection, build: &Pending) -> rusqlite::Result<Vec<File>> {
     let mut stmt = conn.prepare_cached(
         "SELECT artifact_id, path, download_url, size, attempts, failures FROM enrich_files
          WHERE build_id = ?1 ORDER BY attempts, path",
@@ -261,7 +261,11 @@ pub fn files(conn: &Connection, build: &Pending) -> rusqlite::Result<Vec<File>> 
 
 /// Records an attempt at a file before it is fetched; `false` when the file is no longer
 /// waiting (fetched, or its build finished again).
-pub fn begin_file(conn: &Connection, build: &Pending, file: &File) -> rusqlite::Result<bool> {
+pub(crate) fn begin_file(
+    conn: &Connection,
+    build: &Pending,
+    file: &File,
+) -> rusqlite::Result<bool> {
     let n = conn.execute(
         "UPDATE enrich_files SET attempts = attempts + 1 WHERE build_id = ?1 AND artifact_id = ?2",
         params![build.build_id, file.artifact_id],
@@ -270,7 +274,7 @@ pub fn begin_file(conn: &Connection, build: &Pending, file: &File) -> rusqlite::
 }
 
 /// Takes back an attempt at a file that was stopped on purpose (a `--once` out of time).
-pub fn undo_file(conn: &Connection, build: &Pending, file: &File) -> rusqlite::Result<()> {
+pub(crate) fn undo_file(conn: &Connection, build: &Pending, file: &File) -> rusqlite::Result<()> {
     conn.execute(
         "UPDATE enrich_files SET attempts = max(attempts - 1, 0)
          WHERE build_id = ?1 AND artifact_id = ?2",
@@ -280,7 +284,7 @@ pub fn undo_file(conn: &Connection, build: &Pending, file: &File) -> rusqlite::R
 }
 
 /// Records that fetching a file failed: the build is tried again at `at_ms`.
-pub fn file_failed(
+pub(crate) fn file_failed(
     conn: &mut Connection,
     build: &Pending,
     file: &File,
@@ -299,7 +303,7 @@ pub fn file_failed(
 /// Queues what was fetched from a file (after its build) and forgets the file, adding
 /// `bytes` to the build's total, in one transaction. Nothing is queued when the file is no
 /// longer waiting or its build finished again meanwhile.
-pub fn file_done(
+pub(crate) fn file_done(
     conn: &mut Connection,
     build: &Pending,
     file: &File,
@@ -326,7 +330,7 @@ pub fn file_done(
 }
 
 /// Queues the build's log (if it has one to send) and marks its logs done.
-pub fn logs_done(
+pub(crate) fn logs_done(
     conn: &mut Connection,
     build: &Pending,
     fetched: Option<&Fetched>,
@@ -350,7 +354,7 @@ pub fn logs_done(
 }
 
 /// Forgets the build (done, or given up), unless it finished again meanwhile.
-pub fn finish(conn: &mut Connection, build: &Pending) -> rusqlite::Result<()> {
+pub(crate) fn finish(conn: &mut Connection, build: &Pending) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     let removed = tx.execute(
         "DELETE FROM enrich WHERE build_id = ?1 AND version = ?2",
@@ -366,7 +370,7 @@ pub fn finish(conn: &mut Connection, build: &Pending) -> rusqlite::Result<()> {
 }
 
 /// Tries the build again at `at_ms`, after `error`.
-pub fn retry_at(
+pub(crate) fn retry_at(
     conn: &Connection,
     build: &Pending,
     at_ms: i64,
@@ -408,7 +412,7 @@ fn queue(
 }
 
 /// Adds `delta` to what enrichment has spent and skipped.
-pub fn add_totals(conn: &Connection, delta: &Totals) -> rusqlite::Result<()> {
+pub(crate) fn add_totals(conn: &Connection, delta: &Totals) -> rusqlite::Result<()> {
     if *delta == Totals::default() {
         return Ok(());
     }
@@ -420,7 +424,7 @@ pub fn add_totals(conn: &Connection, delta: &Totals) -> rusqlite::Result<()> {
 }
 
 /// What enrichment has spent and skipped since the state database was created.
-pub fn totals(conn: &Connection) -> rusqlite::Result<Totals> {
+pub(crate) fn totals(conn: &Connection) -> rusqlite::Result<Totals> {
     let text = state::get(conn, Key::EnrichTotals)?;
     Ok(text
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -428,7 +432,7 @@ pub fn totals(conn: &Connection) -> rusqlite::Result<Totals> {
 }
 
 /// How much is waiting.
-pub fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
+pub(crate) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
     let (builds, oldest_queued_at) =
         conn.query_row("SELECT count(*), min(queued_at) FROM enrich", [], |r| {
             r.try_into()

@@ -97,17 +97,17 @@ const STEPS: &[Step] = &[
 ];
 
 /// The schema version this kitesync writes.
-pub const LATEST: usize = STEPS.len();
+pub(crate) const LATEST: usize = STEPS.len();
 
 /// The schema version of a database.
-pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<usize> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
 /// Applies the missing migrations in one write transaction, so that two processes opening a
 /// new database at once (a backfill next to the daemon) do not both migrate it. Returns the
 /// version found; a newer one (a newer kitesync's) is left as it is.
-pub fn run(conn: &mut Connection) -> rusqlite::Result<usize> {
+pub(crate) fn run(conn: &mut Connection) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let found = version(&tx)?;
     for (i, step) in STEPS.iter().enumerate().skip(found) {

@@ -5,15 +5,15 @@
 //! transaction, so a `kill -9` at any moment leaves either the state before or after it. It
 //! knows nothing of BuildButler: what it keeps is Buildkite's facts ([`crate::item`]).
 
-pub mod agents;
-pub mod backfill;
-pub mod builds;
-pub mod cursor;
-pub mod enrich;
+pub(crate) mod agents;
+pub(crate) mod backfill;
+pub(crate) mod builds;
+pub(crate) mod cursor;
+pub(crate) mod enrich;
 mod migrate;
-pub mod outbox;
-pub mod refusal;
-pub mod state;
+pub(crate) mod outbox;
+pub(crate) mod refusal;
+pub(crate) mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,15 +30,15 @@ const CACHE_KIB: i64 = -512;
 #[derive(Debug, thiserror::Error)]
 #[error("state database {}: {doing}: {cause}", path.display())]
 pub struct StoreError {
-    pub path: PathBuf,
-    pub doing: &'static str,
+    pub(crate) path: PathBuf,
+    pub(crate) doing: &'static str,
     #[source]
-    pub cause: Cause,
+    pub(crate) cause: Cause,
 }
 
 /// Why a state-database operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Cause {
+pub(crate) enum Cause {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
@@ -58,7 +58,7 @@ pub enum Cause {
 /// The state database, shared by the tasks of one process. Calls run on tokio's blocking
 /// pool, one at a time.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     gate: Arc<Gate>,
@@ -77,7 +77,7 @@ struct Gate {
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<Store, StoreError> {
         Store::check_owner(path)?;
         let new = make_private(path).map_err(failing(path, "cannot create it"))?;
         let mut conn = Connection::open(path).map_err(failing(path, "cannot open it"))?;
@@ -100,7 +100,7 @@ impl Store {
     }
 
     /// Opens the database at `path` only to read it (`status`): no migration, no write.
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(failing(path, "cannot open it"))?;
         let found = migrate::version(&conn).map_err(failing(path, "cannot read it"))?;
@@ -120,7 +120,7 @@ impl Store {
     /// time, one batch at a time, so that a batch in flight always lands before anyone reads
     /// the outbox again: an older version of a build can never overwrite a newer one, even
     /// with a backfill running beside the daemon. Released when dropped.
-    pub async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
+    pub(crate) async fn delivery_lock(&self) -> Result<DeliveryLock, StoreError> {
         // One task of this process at a time; then an flock on the database file itself (read
         // access is enough; flock is separate from the fcntl locks SQLite takes), through the
         // one descriptor the store keeps open (see `Gate`).
@@ -143,7 +143,7 @@ impl Store {
     /// process at a time, so that a backfill beside the daemon never fetches a file twice.
     /// An flock on a file beside the database (`<state_path>.enrich-lock`); released when
     /// dropped, or when the process dies.
-    pub async fn enrich_lock(&self) -> Result<EnrichLock, StoreError> {
+    pub(crate) async fn enrich_lock(&self) -> Result<EnrichLock, StoreError> {
         let doing = "cannot take its enrichment lock";
         let mut path = self.path.clone().into_os_string();
         path.push(".enrich-lock");
@@ -162,7 +162,7 @@ impl Store {
     /// Marks a daemon running on this state database for as long as the mark lives: a shared
     /// flock on `<state_path>.daemon`, which `--pace free` runs look for to leave the daemon
     /// its pace.
-    pub fn daemon_mark(&self) -> Result<DaemonMark, StoreError> {
+    pub(crate) fn daemon_mark(&self) -> Result<DaemonMark, StoreError> {
         let doing = "cannot mark the daemon running";
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -177,7 +177,7 @@ impl Store {
     }
 
     /// Whether a daemon runs on this state database (holds its [`DaemonMark`]).
-    pub fn daemon_running(&self) -> bool {
+    pub(crate) fn daemon_running(&self) -> bool {
         let Ok(file) = std::fs::File::open(self.daemon_path()) else {
             return false;
         };
@@ -199,7 +199,7 @@ impl Store {
 
     /// Copies the database at `from` (if any) to a new file at `to`, consistently even while
     /// another process writes to it: for `--dry-run`, which must change nothing.
-    pub fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
+    pub(crate) fn copy(from: &Path, to: &Path) -> Result<(), StoreError> {
         if !from.exists() {
             return Ok(());
         }
@@ -210,7 +210,7 @@ impl Store {
     }
 
     /// Runs `f` with the connection on the blocking pool.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
@@ -230,7 +230,7 @@ impl Store {
 impl Store {
     /// Refuses a database (or, for a new one, its directory) that belongs to another user
     /// than the one running: a hand run as root beside a service with a user of its own, say.
-    pub fn check_owner(path: &Path) -> Result<(), StoreError> {
+    pub(crate) fn check_owner(path: &Path) -> Result<(), StoreError> {
         same_owner(path)
     }
 }
@@ -368,7 +368,7 @@ fn failing<E: Into<Cause>>(path: &Path, doing: &'static str) -> impl FnOnce(E) -
 }
 
 /// The right to deliver from a state database (see [`Store::delivery_lock`]).
-pub struct DeliveryLock {
+pub(crate) struct DeliveryLock {
     file: Arc<std::fs::File>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -381,12 +381,12 @@ impl Drop for DeliveryLock {
 }
 
 /// A daemon's mark on its state database (see [`Store::daemon_mark`]).
-pub struct DaemonMark {
+pub(crate) struct DaemonMark {
     _file: std::fs::File,
 }
 
 /// The right to enrich a state database's builds (see [`Store::enrich_lock`]).
-pub struct EnrichLock {
+pub(crate) struct EnrichLock {
     _file: std::fs::File,
 }
 

@@ -24,7 +24,7 @@ impl FromSql for Kind {
 /// Why a row is a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeadCause {
+pub(crate) enum DeadCause {
     /// BuildButler refused its content (400, 413 or 422, with its reason): a test suite
     /// refused so is reported but never fails a run.
     Content,
@@ -62,21 +62,21 @@ impl FromSql for DeadCause {
 
 /// A row due for delivery.
 #[derive(Debug, Clone)]
-pub struct Row {
-    pub id: i64,
-    pub kind: Kind,
-    pub key: String,
+pub(crate) struct Row {
+    pub(crate) id: i64,
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
     /// Which version of the item this is (for a build: its `finished_at`).
-    pub version: String,
+    pub(crate) version: String,
     /// For people: `org/pipeline#number`.
-    pub label: String,
-    pub payload: String,
-    pub attempts: u32,
+    pub(crate) label: String,
+    pub(crate) payload: String,
+    pub(crate) attempts: u32,
 }
 
 /// What became of one delivery.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Delivered,
     /// Try again at this time (ms since the epoch), after this error.
     RetryAt(i64, String),
@@ -86,23 +86,27 @@ pub enum Outcome {
 
 /// An item to queue.
 #[derive(Debug, Clone, Copy)]
-pub struct NewItem<'a> {
-    pub kind: Kind,
+pub(crate) struct NewItem<'a> {
+    pub(crate) kind: Kind,
     /// Its identity within the kind: one outbox row per key.
-    pub key: &'a str,
+    pub(crate) key: &'a str,
     /// Which version of it this is; only a version at least as new replaces a queued one.
-    pub version: &'a str,
-    pub label: &'a str,
-    pub payload: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) label: &'a str,
+    pub(crate) payload: &'a str,
     /// Queue it as a dead letter straight away, with this error (e.g. undecodable; its cause
     /// is [`DeadCause::Other`]).
-    pub dead: Option<&'a str>,
+    pub(crate) dead: Option<&'a str>,
     /// The build this item belongs to: it is delivered only once that build is.
-    pub parent: Option<&'a str>,
+    pub(crate) parent: Option<&'a str>,
 }
 
 /// Queues an item, or replaces the queued version of it with a newer one.
-pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn upsert(
+    tx: &Transaction<'_>,
+    item: &NewItem<'_>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox
              (kind, key, version, label, payload, state, last_error, enqueued_at, parent,
@@ -132,13 +136,17 @@ pub fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite
 
 /// Up to `limit` pending rows due by `now_ms`, oldest first; items whose build is still
 /// waiting to be delivered wait with it.
-pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
+pub(crate) fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     pending(conn, now_ms, 0, limit)
 }
 
 /// Up to `limit` pending rows after row `after_id`, oldest first, whatever their backoff (a
 /// one-shot run tries each once); items whose build is still waiting wait with it.
-pub fn pending_after(conn: &Connection, after_id: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
+pub(crate) fn pending_after(
+    conn: &Connection,
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Row>> {
     pending(conn, i64::MAX, after_id, limit)
 }
 
@@ -172,7 +180,7 @@ fn pending(
 
 /// Records what became of a batch of deliveries, in one transaction. A row replaced by a
 /// newer version meanwhile is left alone: the newer version still has to go.
-pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Result<()> {
+pub(crate) fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for (row, outcome) in results {
         match outcome {
@@ -212,7 +220,7 @@ pub fn settle(conn: &mut Connection, results: &[(Row, Outcome)]) -> rusqlite::Re
 }
 
 /// Sends dead letters again: back to pending, tried at once. Returns how many.
-pub fn replay_dead(conn: &Connection) -> rusqlite::Result<usize> {
+pub(crate) fn replay_dead(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
                            dead_cause = NULL
@@ -223,7 +231,7 @@ pub fn replay_dead(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// Sends a build (and what belongs to it) again, if it is in the outbox. Returns how many
 /// items were re-queued.
-pub fn replay_build(conn: &Connection, build_id: &str) -> rusqlite::Result<usize> {
+pub(crate) fn replay_build(conn: &Connection, build_id: &str) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = 0, last_error = NULL,
                            dead_cause = NULL
@@ -234,26 +242,26 @@ pub fn replay_build(conn: &Connection, build_id: &str) -> rusqlite::Result<usize
 
 /// One dead letter, for `status`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct DeadLetter {
-    pub kind: Kind,
-    pub key: String,
-    pub label: String,
-    pub attempts: u32,
-    pub error: String,
+pub(crate) struct DeadLetter {
+    pub(crate) kind: Kind,
+    pub(crate) key: String,
+    pub(crate) label: String,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
     /// Why it is dead; `None` when it died before kitesync recorded why (schema 8).
-    pub cause: Option<DeadCause>,
+    pub(crate) cause: Option<DeadCause>,
 }
 
 impl DeadLetter {
     /// True when it does not fail a run: a test suite refused for its content, or one dead
     /// from before causes were recorded (as every dead suite excused a run then).
-    pub fn excused(&self) -> bool {
+    pub(crate) fn excused(&self) -> bool {
         self.kind == Kind::Tests && self.cause != Some(DeadCause::Other)
     }
 }
 
 /// The first `limit` dead letters, oldest first.
-pub fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<DeadLetter>> {
+pub(crate) fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
         "SELECT kind, key, label, attempts, coalesce(last_error, ''), dead_cause FROM outbox
          WHERE state = 'dead' ORDER BY id LIMIT ?1",
@@ -272,7 +280,7 @@ pub fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Vec<DeadL
 }
 
 /// Outbox depth by kind and state: (kind, state, count).
-pub fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
+pub(crate) fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
     conn.prepare(
         "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
     )?
@@ -286,19 +294,19 @@ pub struct Summary {
     pub pending: u64,
     pub dead: u64,
     /// Of the dead letters, the test suites that do not fail a run ([`DeadLetter::excused`]).
-    pub refused_tests: u64,
+    pub(crate) refused_tests: u64,
     /// Of those, the ones dead from before kitesync recorded why.
-    pub unrecorded_tests: u64,
+    pub(crate) unrecorded_tests: u64,
     /// When the earliest pending row may be tried (ms since the epoch).
-    pub next_attempt_at: Option<i64>,
+    pub(crate) next_attempt_at: Option<i64>,
     /// The most recent error of a pending row, if any failed.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// The first dead letters.
-    pub dead_letters: Vec<DeadLetter>,
+    pub(crate) dead_letters: Vec<DeadLetter>,
 }
 
 /// Counts and the errors worth showing.
-pub fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
+pub(crate) fn summary(conn: &Connection) -> rusqlite::Result<Summary> {
     // A suite is excused when refused for its content, or dead before causes were recorded.
     let sql =
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),

@@ -22,7 +22,11 @@ struct Worked {
 }
 
 /// Records that a poll succeeded with `organization` and the token of `fingerprint`.
-pub fn worked(conn: &Connection, organization: &str, fingerprint: &str) -> rusqlite::Result<()> {
+pub(crate) fn worked(
+    conn: &Connection,
+    organization: &str,
+    fingerprint: &str,
+) -> rusqlite::Result<()> {
     let this = Worked {
         organization: organization.to_string(),
         token: fingerprint.to_string(),
@@ -38,7 +42,7 @@ pub fn worked(conn: &Connection, organization: &str, fingerprint: &str) -> rusql
 }
 
 /// True when a poll has succeeded with `organization` and the token of `fingerprint`.
-pub fn has_worked(
+pub(crate) fn has_worked(
     conn: &Connection,
     organization: &str,
     fingerprint: &str,
@@ -58,24 +62,24 @@ fn read(conn: &Connection) -> rusqlite::Result<Vec<Worked>> {
 /// A refusal being ridden out: Buildkite, or something on the way, answering a poll with
 /// 401, 403 or 404 after kitesync has worked with this organization and token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// When the first refused poll was (RFC 3339).
-    pub since: String,
+    pub(crate) since: String,
     /// Polls refused since.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// The last refusal.
-    pub error: String,
+    pub(crate) error: String,
     /// When the next poll is tried (RFC 3339).
-    pub next_attempt_at: String,
+    pub(crate) next_attempt_at: String,
 }
 
 /// Keeps `refusal` as the one being ridden out.
-pub fn set(conn: &Connection, refusal: &Refusal) -> rusqlite::Result<()> {
+pub(crate) fn set(conn: &Connection, refusal: &Refusal) -> rusqlite::Result<()> {
     state::set(conn, Key::BuildkiteRefusal, &json(refusal)?)
 }
 
 /// The refusal being ridden out, if any.
-pub fn get(conn: &Connection) -> rusqlite::Result<Option<Refusal>> {
+pub(crate) fn get(conn: &Connection) -> rusqlite::Result<Option<Refusal>> {
     let value = state::get(conn, Key::BuildkiteRefusal)?;
     Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
 }
@@ -86,7 +90,7 @@ fn json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
 }
 
 /// Ends a refusal: a poll succeeded.
-pub fn clear(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn clear(conn: &Connection) -> rusqlite::Result<()> {
     state::clear(conn, Key::BuildkiteRefusal)
 }
 

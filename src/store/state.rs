@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 /// The values of the `state` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Key {
+pub(crate) enum Key {
     /// The latest `finished_at` of a fully walked poll (the cursor).
     HighWaterMark,
     LastPollOkAt,
@@ -26,7 +26,7 @@ pub enum Key {
 
 impl Key {
     /// The key as stored.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Key::HighWaterMark => "high_water_mark",
             Key::LastPollOkAt => "last_poll_ok_at",
@@ -42,14 +42,14 @@ impl Key {
 }
 
 /// The value of `key`, if set.
-pub fn get(conn: &Connection, key: Key) -> rusqlite::Result<Option<String>> {
+pub(crate) fn get(conn: &Connection, key: Key) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM state WHERE key = ?1")?
         .query_row([key.as_str()], |r| r.get(0))
         .optional()
 }
 
 /// Sets `key` (inside the caller's transaction, if any).
-pub fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
+pub(crate) fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO state (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -59,14 +59,14 @@ pub fn set(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
 }
 
 /// Removes `key`.
-pub fn clear(conn: &Connection, key: Key) -> rusqlite::Result<()> {
+pub(crate) fn clear(conn: &Connection, key: Key) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM state WHERE key = ?1")?
         .execute([key.as_str()])?;
     Ok(())
 }
 
 /// Sets `key` only if it has no value yet.
-pub fn set_if_unset(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
+pub(crate) fn set_if_unset(conn: &Connection, key: Key, value: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR IGNORE INTO state (key, value) VALUES (?1, ?2)",
         [key.as_str(), value],

@@ -9,14 +9,18 @@ use crate::store::{agents, Store};
 
 /// What an agent poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AgentsReport {
-    pub listed: usize,
+pub(crate) struct AgentsReport {
+    pub(crate) listed: usize,
     /// True when a snapshot was queued.
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 /// Polls the agents once.
-pub async fn poll(client: &Client, store: &Store, org: &str) -> Result<AgentsReport, SyncError> {
+pub(crate) async fn poll(
+    client: &Client,
+    store: &Store,
+    org: &str,
+) -> Result<AgentsReport, SyncError> {
     let items = client.agents().await?;
     let listed: Vec<_> = items
         .into_iter()

@@ -28,14 +28,14 @@ use crate::store::enrich::{self, Backlog};
 /// How far a backfill has got, after a page.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {
-    pub checkpoint: &'a Checkpoint,
+    pub(crate) checkpoint: &'a Checkpoint,
     /// The share of the range's time span walked, in [0, 1].
-    pub fraction: f64,
+    pub(crate) fraction: f64,
     /// Buildkite requests and budget waits so far.
-    pub requests: u64,
-    pub budget_waits: u64,
+    pub(crate) requests: u64,
+    pub(crate) budget_waits: u64,
     /// Test results and logs still to fetch.
-    pub backlog: Backlog,
+    pub(crate) backlog: Backlog,
 }
 
 /// Reports progress as the walk goes.
@@ -57,21 +57,21 @@ pub trait Observer {
 pub struct Estimate {
     /// Finished builds on the first page, and how many of them will have their artifacts
     /// listed.
-    pub page_builds: u64,
-    pub page_listed: u64,
+    pub(crate) page_builds: u64,
+    pub(crate) page_listed: u64,
     /// Finished builds estimated for the range (what is left of it, when resumed).
-    pub builds: u64,
+    pub(crate) builds: u64,
     /// Requests estimated for the walk, and for the artifact listings.
-    pub walk_requests: u64,
-    pub listings: u64,
+    pub(crate) walk_requests: u64,
+    pub(crate) listings: u64,
     /// Whether failed jobs' logs are fetched too.
-    pub logs: bool,
+    pub(crate) logs: bool,
     /// Requests a minute test results and logs may use at the configured pace (every slot
     /// the polls leave, up to `[enrich] max_share_percent`).
-    pub per_minute: u64,
+    pub(crate) per_minute: u64,
     /// The same under `--pace free`, from the budgets Buildkite reported last (`None` when
     /// it reports none).
-    pub free_per_minute: Option<u64>,
+    pub(crate) free_per_minute: Option<u64>,
 }
 
 /// How long `requests` take at `per_minute`, in words.
@@ -112,16 +112,16 @@ pub struct BackfillReport {
     /// The checkpoint at the end (its counts include earlier, interrupted runs).
     pub checkpoint: Checkpoint,
     /// Builds newly queued by this run.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// True when this run continued an interrupted one.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
 }
 
 /// Walks `[since, until)` and queues every finished build created in it, with its test
 /// results and logs to fetch when `enrich_range`. Without `until`, the range ends when the
 /// first run from this `since` started, so running the same command again resumes it (or
 /// finds it done).
-pub async fn run(
+pub(crate) async fn run(
     app: Parts<'_>,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
@@ -231,7 +231,7 @@ pub async fn run(
 
 /// `replay --since`: queues again every finished build created in `[since, until)`,
 /// whether or not it was delivered before (a re-send is an upsert). Returns how many.
-pub async fn replay(
+pub(crate) async fn replay(
     app: Parts<'_>,
     since: DateTime<Utc>,
     until: DateTime<Utc>,

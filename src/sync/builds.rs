@@ -20,22 +20,22 @@ use crate::store::{cursor, refusal, Store};
 
 /// What a poll found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PollReport {
-    pub pages: u32,
+pub(crate) struct PollReport {
+    pub(crate) pages: u32,
     /// Finished builds listed (including ones already delivered, in the overlap).
-    pub finished: usize,
+    pub(crate) finished: usize,
     /// Builds queued for delivery: new, or finished again since last seen.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Builds that could not be decoded and went straight to dead letters.
-    pub undecodable: usize,
+    pub(crate) undecodable: usize,
     /// The poll looked for builds finished since this time.
-    pub since: DateTime<Utc>,
+    pub(crate) since: DateTime<Utc>,
     /// True when the state had no cursor: the poll looked back `first_poll_lookback_minutes`.
-    pub first: bool,
+    pub(crate) first: bool,
     /// The pipelines of the builds listed (finished or not, filtered out or not).
-    pub pipelines: BTreeSet<String>,
+    pub(crate) pipelines: BTreeSet<String>,
     /// For each optional field read as absent, how many of the builds queued had it so.
-    pub ignored: BTreeMap<Field, u64>,
+    pub(crate) ignored: BTreeMap<Field, u64>,
 }
 
 /// Polls once: walks every build finished since the cursor and queues the new ones.
@@ -44,7 +44,7 @@ pub struct PollReport {
 /// once the walk is complete, to the latest `finished_at` it saw but never past the server's
 /// time of the first answer: a build that finishes while a long poll is under way may be
 /// missed by that poll, and the next one must still ask for it.
-pub async fn poll(
+pub(crate) async fn poll(
     client: &Client,
     store: &Store,
     config: &Config,
@@ -137,7 +137,7 @@ fn enriches(config: &Config, build: &Build) -> bool {
 /// Whether `build`'s artifacts are listed for test results: `[tests] list_artifacts = "all"`
 /// lists those of every build that ran a command step, `"declared"` only those of builds with
 /// a step that declares `artifact_paths`.
-pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
+pub(crate) fn lists_artifacts(config: &Config, build: &Build) -> bool {
     config.tests_enabled()
         && match config.tests.list_artifacts {
             ListArtifacts::All => build.ran_commands(),
@@ -147,21 +147,21 @@ pub fn lists_artifacts(config: &Config, build: &Build) -> bool {
 
 /// The finished builds of a page as outbox entries, and what the page told of them.
 #[derive(Debug, Default)]
-pub struct Selection {
-    pub entries: Vec<Entry>,
+pub(crate) struct Selection {
+    pub(crate) entries: Vec<Entry>,
     /// The page's latest `finished_at`.
-    pub latest: Option<DateTime<Utc>>,
+    pub(crate) latest: Option<DateTime<Utc>>,
     /// The builds of `entries` with optional fields read as absent.
-    pub ignored: Vec<Ignored>,
+    pub(crate) ignored: Vec<Ignored>,
 }
 
 /// A finished build with optional fields of an unexpected type or format, read as absent.
 #[derive(Debug)]
-pub struct Ignored {
-    pub build_id: String,
+pub(crate) struct Ignored {
+    pub(crate) build_id: String,
     /// As the seen-set keys it.
-    pub finished_at: String,
-    pub fields: BTreeSet<Field>,
+    pub(crate) finished_at: String,
+    pub(crate) fields: BTreeSet<Field>,
 }
 
 /// The fields already named in the log by this process: each is warned about once.
@@ -169,7 +169,7 @@ static WARNED: Mutex<BTreeSet<Field>> = Mutex::new(BTreeSet::new());
 
 /// Names each field of `ignored` in a warning, once per process, and counts the builds that
 /// had it into `counts`.
-pub fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
+pub(crate) fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
     for build in ignored {
         for field in &build.fields {
             *counts.entry(*field).or_default() += 1;
@@ -193,7 +193,12 @@ pub fn note_ignored(ignored: &[Ignored], counts: &mut BTreeMap<Field, u64>) {
 /// The finished builds of a page (listed at `endpoint`) as outbox entries. Without `enrich`,
 /// none of them has test results or logs fetched. A build that cannot be decoded is a dead
 /// letter naming why, finished or not.
-pub fn select(config: &Config, items: Vec<Item<Build>>, endpoint: &str, enrich: bool) -> Selection {
+pub(crate) fn select(
+    config: &Config,
+    items: Vec<Item<Build>>,
+    endpoint: &str,
+    enrich: bool,
+) -> Selection {
     let org = &config.buildkite.organization;
     let pipelines = &config.buildkite.pipelines;
     let mut selection = Selection {

@@ -23,19 +23,19 @@ use quick_xml::Reader;
 use crate::item::{Case, Suite, TestStatus as Status};
 
 /// The most of a suite's or case's name, or of a class name, kept (bytes).
-pub const MAX_NAME: usize = 1024;
+pub(crate) const MAX_NAME: usize = 1024;
 /// The most of a failure's message kept (bytes).
-pub const MAX_MESSAGE: usize = 4 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 4 * 1024;
 /// The most of a failure's text (stack trace) kept (bytes).
-pub const MAX_TRACE: usize = 64 * 1024;
+pub(crate) const MAX_TRACE: usize = 64 * 1024;
 /// The most test cases one file may hold.
-pub const MAX_CASES: usize = 50_000;
+pub(crate) const MAX_CASES: usize = 50_000;
 /// The most bytes of names (suites', cases', class names) one file may leave after parsing.
-pub const MAX_NAME_BYTES: usize = 6 * 1024 * 1024;
+pub(crate) const MAX_NAME_BYTES: usize = 6 * 1024 * 1024;
 /// The most bytes of messages and traces kept per file; past it they are dropped.
-pub const MAX_DETAIL_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_DETAIL_BYTES: usize = 8 * 1024 * 1024;
 /// The deepest nesting of suites read (real runners nest a handful deep).
-pub const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Why a file is not read as test results (it is skipped with a warning).
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,10 @@
 
 pub mod agents;
 pub mod backfill;
-pub mod builds;
+pub(crate) mod builds;
 pub mod enrich;
 pub mod junit;
-pub mod walk;
+pub(crate) mod walk;
 
 use crate::buildkite::{Client, SourceError};
 use crate::config::Config;
@@ -16,17 +16,17 @@ use crate::store::{Store, StoreError};
 /// The parts a sync works with: the Buildkite client (and its budget), the store and the
 /// config. Never the sink: `sync/` is where the source meets the store.
 #[derive(Clone, Copy)]
-pub struct Parts<'a> {
-    pub client: &'a Client,
-    pub store: &'a Store,
-    pub config: &'a Config,
-    pub metrics: &'a crate::telemetry::metrics::Metrics,
+pub(crate) struct Parts<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) store: &'a Store,
+    pub(crate) config: &'a Config,
+    pub(crate) metrics: &'a crate::telemetry::metrics::Metrics,
     /// `[tests] junit_artifact_globs`, compiled.
-    pub junit_globs: &'a globset::GlobSet,
+    pub(crate) junit_globs: &'a globset::GlobSet,
 }
 
 /// What owns the [`Parts`], for a task that outlives a borrow of them.
-pub trait Owner: Send + Sync + 'static {
+pub(crate) trait Owner: Send + Sync + 'static {
     fn parts(&self) -> Parts<'_>;
 }
 
@@ -51,12 +51,12 @@ pub enum SyncError {
 
 impl SyncError {
     /// True when no retry can help: the token, its scopes or the organization are wrong.
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         matches!(self, SyncError::Source(e) if e.is_configuration())
     }
 
     /// An encoding failure of `what`.
-    pub fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> SyncError {
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> SyncError {
         move |source| SyncError::Encode { what, source }
     }
 }

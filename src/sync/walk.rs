@@ -42,17 +42,17 @@ use crate::buildkite::client::{Item, Page, TIME_FILTER_STEP_SECS};
 use crate::buildkite::{model, Build, BuildQuery, Client, SourceError};
 
 /// The smallest page a walk shrinks to when pages time out or are too large.
-pub const MIN_PER_PAGE: u32 = 25;
+pub(crate) const MIN_PER_PAGE: u32 = 25;
 
 /// The most builds of one step of time the walk pages through (Buildkite's depth limit
 /// comes long before): more is an error, not a walk without end.
-pub const MAX_STEP_BUILDS: usize = 10_000;
+pub(crate) const MAX_STEP_BUILDS: usize = 10_000;
 
 /// Pages of one step asked beyond those its [`MAX_STEP_BUILDS`] builds fill.
 const SPARE_STEP_PAGES: usize = 3;
 
 /// Reads one page of a builds listing: Buildkite's, or a table in a unit test.
-pub trait Pages {
+pub(crate) trait Pages {
     /// The page `query` asks for.
     fn page(
         &self,
@@ -70,7 +70,7 @@ impl Pages for Client {
 }
 
 /// A walk through every build a query lists, newest first.
-pub struct Walk {
+pub(crate) struct Walk {
     query: BuildQuery,
     /// The granularity of the `created_*` bounds the server compares at.
     step: Duration,
@@ -133,13 +133,13 @@ impl Walk {
     /// A walk of Buildkite's listing as kitesync walks it: bounds in whole seconds (the
     /// precision the client sends them in, [`TIME_FILTER_STEP_SECS`]), pages of Buildkite's
     /// largest size.
-    pub fn buildkite(query: BuildQuery) -> Walk {
+    pub(crate) fn buildkite(query: BuildQuery) -> Walk {
         Walk::new(query, Duration::seconds(TIME_FILTER_STEP_SECS), 100)
     }
 
     /// A walk from the newest build `query` lists (below `query.created_to`, if set), with
     /// bounds in multiples of `step` and pages of `per_page` items.
-    pub fn new(query: BuildQuery, step: Duration, per_page: u32) -> Walk {
+    pub(crate) fn new(query: BuildQuery, step: Duration, per_page: u32) -> Walk {
         Walk {
             query: BuildQuery {
                 per_page: Some(per_page),
@@ -157,7 +157,7 @@ impl Walk {
     }
 
     /// The `created_to` bound of what is still to walk (`None` before the first page).
-    pub fn upper(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn upper(&self) -> Option<DateTime<Utc>> {
         match &self.tie {
             Some(tie) => Some(tie.to),
             None => self.query.created_to,
@@ -165,12 +165,15 @@ impl Walk {
     }
 
     /// True once the last page was read.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// The next page, without the builds already read; `None` when the walk is over.
-    pub async fn next(&mut self, pages: &impl Pages) -> Result<Option<Page<Build>>, SourceError> {
+    pub(crate) async fn next(
+        &mut self,
+        pages: &impl Pages,
+    ) -> Result<Option<Page<Build>>, SourceError> {
         if let Some(stop) = self.stop.take() {
             self.done = true;
             return Err(stop);

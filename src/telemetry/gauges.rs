@@ -13,20 +13,20 @@ use crate::store::{enrich, outbox, Store, StoreError};
 use crate::telemetry::metrics::{Metrics, StateLabels};
 
 /// How often the daemon reads the gauges from the state database.
-pub const REFRESH: Duration = Duration::from_secs(5);
+pub(crate) const REFRESH: Duration = Duration::from_secs(5);
 
 /// The figures of the state database the gauges show.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Outbox items pending and dead.
-    pub outbox: outbox::Summary,
+    pub(crate) outbox: outbox::Summary,
     /// Builds and files waiting for their test results and logs.
-    pub enrich: enrich::Backlog,
+    pub(crate) enrich: enrich::Backlog,
 }
 
 impl Snapshot {
     /// Reads every figure (one store call, so one turn of the connection).
-    pub fn read(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    pub(crate) fn read(conn: &Connection) -> rusqlite::Result<Snapshot> {
         Ok(Snapshot {
             outbox: outbox::summary(conn)?,
             enrich: enrich::backlog(conn)?,
@@ -34,7 +34,7 @@ impl Snapshot {
     }
 
     /// Sets the gauges to these figures.
-    pub fn apply(&self, metrics: &Metrics) {
+    pub(crate) fn apply(&self, metrics: &Metrics) {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for (state, n) in [("pending", self.outbox.pending), ("dead", self.outbox.dead)] {
             let labels = StateLabels {
@@ -51,7 +51,7 @@ impl Snapshot {
 }
 
 /// Reads the gauges from `store` into `metrics` once.
-pub async fn refresh(store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
+pub(crate) async fn refresh(store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
     let snapshot = store.call(|c| Snapshot::read(c)).await?;
     snapshot.apply(metrics);
     Ok(())
@@ -59,7 +59,7 @@ pub async fn refresh(store: &Store, metrics: &Metrics) -> Result<(), StoreError>
 
 /// Refreshes the gauges every [`REFRESH`] until `stopped` resolves. A failed read keeps the
 /// last figures (the poll and the deliveries report the database's troubles).
-pub async fn keep_fresh(store: Store, metrics: &Metrics, stopped: impl Future<Output = ()>) {
+pub(crate) async fn keep_fresh(store: Store, metrics: &Metrics, stopped: impl Future<Output = ()>) {
     tokio::pin!(stopped);
     let mut every = tokio::time::interval(REFRESH);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

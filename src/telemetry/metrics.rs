@@ -14,44 +14,44 @@ use prometheus_client::registry::Registry;
 
 /// A Buildkite request: which call, and how it ended (`error` without an answer).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub endpoint: String,
-    pub status: String,
+pub(crate) struct RequestLabels {
+    pub(crate) endpoint: String,
+    pub(crate) status: String,
 }
 
 /// A rate budget: `organization` or `user`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScopeLabels {
-    pub scope: String,
+pub(crate) struct ScopeLabels {
+    pub(crate) scope: String,
 }
 
 /// An outbox state: `pending` or `dead`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub state: String,
+pub(crate) struct StateLabels {
+    pub(crate) state: String,
 }
 
 /// A request for test results or logs: `listing`, `download` or `log`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EnrichKindLabels {
-    pub kind: String,
+pub(crate) struct EnrichKindLabels {
+    pub(crate) kind: String,
 }
 
 /// The cap that skipped a JUnit file: `files_per_build`, `bytes_per_build` or `file_bytes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CapLabels {
-    pub cap: String,
+pub(crate) struct CapLabels {
+    pub(crate) cap: String,
 }
 
 /// A field of Buildkite's builds kitesync reads (`buildkite::model::Field`'s names only).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FieldLabels {
-    pub field: String,
+pub(crate) struct FieldLabels {
+    pub(crate) field: String,
 }
 
 /// What succeeded or failed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Activity {
+pub(crate) enum Activity {
     /// The build poll.
     Poll,
     /// Delivery to BuildButler.
@@ -70,15 +70,15 @@ impl EncodeLabelValue for Activity {
 
 /// The `what` label of the last-success gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WhatLabels {
-    pub what: Activity,
+pub(crate) struct WhatLabels {
+    pub(crate) what: Activity,
 }
 
 /// Declares every metric once: its field, type, name and help; `Metrics::new` registers them.
 macro_rules! metrics {
     ($($(#[$doc:meta])* $field:ident: $ty:ty = $init:expr, $name:literal, $help:literal;)*) => {
         /// Every figure kitesync reports.
-        pub struct Metrics {
+        pub(crate) struct Metrics {
             registry: Registry,
             $($(#[$doc])* pub $field: $ty,)*
             /// The last error of each activity failing now.
@@ -87,7 +87,7 @@ macro_rules! metrics {
 
         impl Metrics {
             /// A fresh set of metrics, all at zero.
-            pub fn new() -> Metrics {
+            pub(crate) fn new() -> Metrics {
                 let mut registry = Registry::default();
                 $(let $field: $ty = $init;
                 registry.register($name, $help, $field.clone());)*
@@ -169,7 +169,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one Buildkite request.
-    pub fn request(&self, endpoint: &str, status: &str) {
+    pub(crate) fn request(&self, endpoint: &str, status: &str) {
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.to_string(),
@@ -179,13 +179,13 @@ impl Metrics {
     }
 
     /// Counts one Buildkite request for test results or logs, of this `kind`.
-    pub fn enrich_request(&self, kind: &str) {
+    pub(crate) fn enrich_request(&self, kind: &str) {
         let labels = EnrichKindLabels { kind: kind.into() };
         self.enrich_requests.get_or_create(&labels).inc();
     }
 
     /// Counts `n` builds queued by a poll whose `field` was read as absent.
-    pub fn fields_ignored(&self, field: &str, n: u64) {
+    pub(crate) fn fields_ignored(&self, field: &str, n: u64) {
         let labels = FieldLabels {
             field: field.into(),
         };
@@ -193,26 +193,26 @@ impl Metrics {
     }
 
     /// Counts `n` JUnit files skipped by `cap`.
-    pub fn skipped(&self, cap: &str, n: u64) {
+    pub(crate) fn skipped(&self, cap: &str, n: u64) {
         let labels = CapLabels { cap: cap.into() };
         self.enrich_skipped.get_or_create(&labels).inc_by(n);
     }
 
     /// Notes a successful poll or delivery now.
-    pub fn succeeded(&self, what: Activity) {
+    pub(crate) fn succeeded(&self, what: Activity) {
         self.last_success
             .get_or_create(&WhatLabels { what })
-            .set(chrono::Utc::now().timestamp());
+            .set(crate::clock::now().timestamp());
         self.errors().remove(&what);
     }
 
     /// Notes a failed poll or delivery.
-    pub fn failed(&self, what: Activity, error: &str) {
+    pub(crate) fn failed(&self, what: Activity, error: &str) {
         self.errors().insert(what, error.to_string());
     }
 
     /// The OpenMetrics text of every figure.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();
@@ -223,7 +223,7 @@ impl Metrics {
     /// Every figure in the format a scraper that sent `accept` reads: OpenMetrics when it
     /// asks for it (Prometheus does), else the classic text format (`promtool check
     /// metrics`, curl). Returns the content type and the body.
-    pub fn exposition(&self, accept: &str) -> (&'static str, String) {
+    pub(crate) fn exposition(&self, accept: &str) -> (&'static str, String) {
         let text = self.encode();
         if accept.contains("application/openmetrics-text") {
             (
@@ -238,8 +238,13 @@ impl Metrics {
     /// `None` when healthy, else why not: Buildkite refusing polls that worked before, no
     /// successful poll within `allowed` (once the daemon has been up that long), or pending
     /// deliveries and none accepted within it.
-    pub fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
-        let now = chrono::Utc::now().timestamp();
+    pub(crate) fn unhealthy(
+        &self,
+        allowed: Duration,
+        up: Duration,
+        pending: i64,
+    ) -> Option<String> {
+        let now = crate::clock::now().timestamp();
         let allowed_s = allowed.as_secs() as i64;
         let last = |what| self.last_success.get_or_create(&WhatLabels { what }).get();
         let stale = |what| match last(what) {

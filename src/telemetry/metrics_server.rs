@@ -19,18 +19,18 @@ use tokio::time::Instant;
 use crate::telemetry::metrics::{Metrics, StateLabels};
 
 /// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 16;
+pub(crate) const MAX_CONNECTIONS: usize = 16;
 /// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may last, its request read and answered.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// At most one warning this often that every connection is taken.
 const SATURATION_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Listens on `listen` and serves `/metrics` and `/healthz` from `metrics` until `stopped`
 /// resolves; `/healthz` turns 503 when no poll or delivery succeeded within `allowed`.
 /// Returns the address actually bound (the system picks the port when it is 0).
-pub async fn start(
+pub(crate) async fn start(
     listen: &str,
     metrics: Arc<Metrics>,
     allowed: Duration,

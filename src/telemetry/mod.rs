@@ -2,5 +2,5 @@
 
 pub mod gauges;
 pub mod logging;
-pub mod metrics;
-pub mod metrics_server;
+pub(crate) mod metrics;
+pub(crate) mod metrics_server;

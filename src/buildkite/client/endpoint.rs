@@ -18,7 +18,7 @@ const LOG_SLACK: u64 = 64 * 1024;
 /// A request for test results or logs: paced in
 /// [`Lane::Enrich`](crate::buildkite::budget::Lane::Enrich) and counted by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnrichRequest {
+pub(crate) enum EnrichRequest {
     /// A page of a build's artifact list.
     Listing,
     /// An artifact's `/download` (the 302 to its storage URL).
@@ -29,7 +29,7 @@ pub enum EnrichRequest {
 
 impl EnrichRequest {
     /// The `kind` label of the enrichment request metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EnrichRequest::Listing => "listing",
             EnrichRequest::Download => "download",
@@ -40,7 +40,7 @@ impl EnrichRequest {
 
 /// A Buildkite endpoint kitesync calls, which decides everything that differs between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `GET /v2/access-token`: the token itself.
     AccessToken,
     /// A page of the organization's builds.
@@ -57,7 +57,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The token scope it needs, named when Buildkite's 403 does not name one.
-    pub fn scope(self) -> &'static str {
+    pub(crate) fn scope(self) -> &'static str {
         match self {
             Endpoint::AccessToken => "(none)",
             Endpoint::Builds => "read_builds",
@@ -68,7 +68,7 @@ impl Endpoint {
     }
 
     /// The `endpoint` label of the request metrics (the dashboard shows these values).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Endpoint::AccessToken => "access-token",
             Endpoint::Builds => "builds",
@@ -79,7 +79,7 @@ impl Endpoint {
     }
 
     /// The most of one answer that is read.
-    pub fn cap(self) -> u64 {
+    pub(crate) fn cap(self) -> u64 {
         match self {
             Endpoint::Builds => BUILDS_PAGE_CAP,
             Endpoint::Agents | Endpoint::Artifacts => LIST_PAGE_CAP,
@@ -90,7 +90,7 @@ impl Endpoint {
 
     /// What Buildkite's 404 here means: for one build's items (artifacts, logs) only that
     /// item is gone; elsewhere the organization (or the token's access to it) is wrong.
-    pub fn not_found(self, endpoint: String) -> SourceError {
+    pub(crate) fn not_found(self, endpoint: String) -> SourceError {
         match self {
             Endpoint::Artifacts | Endpoint::ArtifactDownload | Endpoint::Log { .. } => {
                 SourceError::Gone { endpoint }
@@ -102,7 +102,7 @@ impl Endpoint {
     }
 
     /// The kind of enrichment request it is (see [`EnrichRequest`]), or `None` for a poll.
-    pub fn enrich(self) -> Option<EnrichRequest> {
+    pub(crate) fn enrich(self) -> Option<EnrichRequest> {
         match self {
             Endpoint::Artifacts => Some(EnrichRequest::Listing),
             Endpoint::ArtifactDownload => Some(EnrichRequest::Download),

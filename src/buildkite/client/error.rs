@@ -54,7 +54,7 @@ pub enum SourceError {
 
 impl SourceError {
     /// True when no retry can help: the token, its scopes or the organization are wrong.
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         matches!(
             self,
             SourceError::Unauthorized { .. }
@@ -67,7 +67,7 @@ impl SourceError {
 
 /// Why an artifact could not be fetched from its storage host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("larger than [tests] max_file_bytes")]
     TooLarge,
     /// Refused before connecting: see [`check`](crate::buildkite::storage::check).

@@ -5,15 +5,15 @@ use url::Url;
 
 /// Filters of a builds listing.
 #[derive(Debug, Default, Clone)]
-pub struct BuildQuery {
-    pub finished_from: Option<DateTime<Utc>>,
-    pub created_from: Option<DateTime<Utc>>,
-    pub created_to: Option<DateTime<Utc>>,
-    pub branches: Vec<String>,
+pub(crate) struct BuildQuery {
+    pub(crate) finished_from: Option<DateTime<Utc>>,
+    pub(crate) created_from: Option<DateTime<Utc>>,
+    pub(crate) created_to: Option<DateTime<Utc>>,
+    pub(crate) branches: Vec<String>,
     /// A page number, only for walking the builds of one second.
-    pub page: Option<u32>,
+    pub(crate) page: Option<u32>,
     /// Items per page (default: Buildkite's largest, 100).
-    pub per_page: Option<u32>,
+    pub(crate) per_page: Option<u32>,
 }
 
 impl BuildQuery {
@@ -37,7 +37,7 @@ impl BuildQuery {
 /// is undocumented; a server that dropped it would turn `created_to = 10:00:00.001` into
 /// `10:00:00` and hide every build of that second. A walk of the listing narrows its bounds
 /// in steps of this.
-pub const TIME_FILTER_STEP_SECS: i64 = 1;
+pub(crate) const TIME_FILTER_STEP_SECS: i64 = 1;
 
 /// Which way [`whole_second`] rounds a bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

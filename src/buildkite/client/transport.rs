@@ -41,16 +41,16 @@ const QUOTE_CHARS: usize = 200;
 /// One page of a list: each item's raw JSON and its decoded form, the next page, the
 /// server's time of the answer (its `Date` header), and the endpoint for messages.
 pub struct Page<T> {
-    pub items: Vec<Item<T>>,
-    pub next: Option<Url>,
-    pub date: Option<DateTime<Utc>>,
-    pub endpoint: String,
+    pub(crate) items: Vec<Item<T>>,
+    pub(crate) next: Option<Url>,
+    pub(crate) date: Option<DateTime<Utc>>,
+    pub(crate) endpoint: String,
 }
 
 /// A list item: the JSON exactly as Buildkite sent it, and the decoded value or why not.
 pub struct Item<T> {
-    pub raw: String,
-    pub decoded: Result<T, String>,
+    pub(crate) raw: String,
+    pub(crate) decoded: Result<T, String>,
 }
 
 /// One GET: the endpoint it calls (which decides its scope, label, cap, 404 and lane), extra

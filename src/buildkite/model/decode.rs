@@ -26,11 +26,8 @@ macro_rules! fields {
         }
 
         impl Field {
-            /// Every field, in order.
-            pub const ALL: &[Field] = &[$(Field::$variant,)*];
-
             /// The field's path in the build's JSON (`jobs.agent.id`: of a job's agent).
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $(Field::$variant => $name,)*
                 }
@@ -119,11 +116,11 @@ impl fmt::Display for Found {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("its `{field}` cannot be read: expected {}, found {found}", field.expected())]
 pub struct Unreadable {
-    pub field: Field,
-    pub found: Found,
-    pub id: Option<String>,
-    pub number: Option<u64>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub(crate) field: Field,
+    pub(crate) found: Found,
+    pub(crate) id: Option<String>,
+    pub(crate) number: Option<u64>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
 }
 
 /// Why a listed build does not decode.

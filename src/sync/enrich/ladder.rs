@@ -10,12 +10,12 @@ use crate::store::enrich::File;
 use crate::sync::SyncError;
 
 /// Attempts at a build's artifact listing, or at its logs, before they are given up.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
 /// Failed fetches of a JUnit file before it is given up.
-pub const MAX_FILE_FAILURES: u32 = 5;
+pub(crate) const MAX_FILE_FAILURES: u32 = 5;
 /// Attempts at a JUnit file that never finished (kitesync was killed or stopped while
 /// fetching it) before it is given up.
-pub const MAX_FILE_UNFINISHED: u32 = 3;
+pub(crate) const MAX_FILE_UNFINISHED: u32 = 3;
 /// The first wait before a failed step is tried again; it doubles with each failure.
 const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// The longest wait before a failed step is tried again.
@@ -23,7 +23,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1800);
 
 /// What to do with a step's outcome.
 #[derive(Debug)]
-pub enum Verdict<T> {
+pub(crate) enum Verdict<T> {
     /// It gave `T`.
     Got(T),
     /// It was stopped on purpose: its attempt is taken back.
@@ -41,7 +41,11 @@ pub enum Verdict<T> {
 
 /// The verdict on a step's `outcome` (`None`: stopped), when a failure would be its
 /// `failure`th of at most `max`.
-pub fn judge<T>(outcome: Option<Result<T, SyncError>>, failure: u32, max: u32) -> Verdict<T> {
+pub(crate) fn judge<T>(
+    outcome: Option<Result<T, SyncError>>,
+    failure: u32,
+    max: u32,
+) -> Verdict<T> {
     match outcome {
         None => Verdict::Stopped,
         Some(Ok(value)) => Verdict::Got(value),
@@ -54,19 +58,19 @@ pub fn judge<T>(outcome: Option<Result<T, SyncError>>, failure: u32, max: u32) -
 }
 
 /// The verdict on a fetch of `file` (`None`: stopped), after its earlier failures.
-pub fn judge_file<T>(outcome: Option<Result<T, SyncError>>, file: &File) -> Verdict<T> {
+pub(crate) fn judge_file<T>(outcome: Option<Result<T, SyncError>>, file: &File) -> Verdict<T> {
     judge(outcome, file.failures + 1, MAX_FILE_FAILURES)
 }
 
 /// How often `file` was started and never finished, when that is reason to give it up
 /// before trying it again (it may be what kills kitesync).
-pub fn unfinished(file: &File) -> Option<u32> {
+pub(crate) fn unfinished(file: &File) -> Option<u32> {
     let n = file.attempts.saturating_sub(file.failures);
     (n >= MAX_FILE_UNFINISHED).then_some(n)
 }
 
 /// How long to wait before trying a step again after its `failure`th failure (jittered).
-pub fn retry_wait(failure: u32) -> Duration {
+pub(crate) fn retry_wait(failure: u32) -> Duration {
     net::backoff(failure, RETRY_FIRST, RETRY_MAX)
 }
 

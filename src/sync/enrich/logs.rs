@@ -10,7 +10,7 @@ use crate::sync::Parts;
 use crate::sync::SyncError;
 
 /// The log item for a failed build (listed as `raw`), if it has failed steps.
-pub async fn collect(
+pub(crate) async fn collect(
     app: Parts<'_>,
     build: &Build,
     raw: &str,

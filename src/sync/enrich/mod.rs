@@ -13,7 +13,7 @@
 //! when that is spent enrichment waits, it never skips.
 
 mod ladder;
-pub mod logs;
+pub(crate) mod logs;
 mod pass;
 pub mod test_results;
 
@@ -28,7 +28,7 @@ use crate::clock::now_ms;
 use crate::run::outage::Outage;
 use crate::run::runner::Stop;
 use crate::store::enrich;
-pub use pass::EnrichReport;
+pub(crate) use pass::EnrichReport;
 use pass::{until_stopped, Ended, Pass};
 
 /// The longest the background task sleeps before looking at the queue again.
@@ -42,7 +42,7 @@ const CONFIGURATION_PAUSE: Duration = Duration::from_secs(300);
 /// [`Stop::Now`] (the step under way is then abandoned and its attempt taken back). Wakes
 /// `queued` whenever it queues something. Stops at a configuration error (token, scope) or a
 /// state-database failure.
-pub async fn run(
+pub(crate) async fn run(
     app: Parts<'_>,
     mut stop: watch::Receiver<Stop>,
     queued: &Notify,
@@ -87,7 +87,7 @@ pub async fn run(
 /// Enriches in the background until `stop`: whatever is due, then sleeps until the next
 /// retry is due, `wake` is notified (a poll queued builds) or a minute passes. Wakes
 /// `queued` (the delivery loop) for what it queues.
-pub async fn run_loop(
+pub(crate) async fn run_loop(
     owner: Arc<impl Owner>,
     wake: Arc<Notify>,
     queued: Arc<Notify>,

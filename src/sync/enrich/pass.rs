@@ -17,14 +17,14 @@ use crate::sync::{Parts, SyncError};
 
 /// What an enrichment run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct EnrichReport {
+pub(crate) struct EnrichReport {
     /// Builds finished with: everything fetched, skipped or given up.
-    pub builds: usize,
+    pub(crate) builds: usize,
     /// Test suites and logs queued.
-    pub items: usize,
+    pub(crate) items: usize,
     /// Steps to be tried again later, and the last one's error.
-    pub retried: usize,
-    pub last_error: Option<String>,
+    pub(crate) retried: usize,
+    pub(crate) last_error: Option<String>,
 }
 
 /// `f`, unless `stop` says [`Stop::Now`] first.

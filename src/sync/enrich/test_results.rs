@@ -14,17 +14,17 @@ use crate::sync::{junit, SyncError};
 
 /// A build's JUnit files as listed: those to fetch, within the caps, and those skipped.
 #[derive(Debug, Default)]
-pub struct Listing {
-    pub files: Vec<File>,
+pub(crate) struct Listing {
+    pub(crate) files: Vec<File>,
     /// Files skipped, by the cap that skipped them.
-    pub skipped: Vec<(Cap, u64)>,
+    pub(crate) skipped: Vec<(Cap, u64)>,
 }
 
 /// Lists `build`'s artifacts (1 request per 100) and picks its JUnit files, in path order:
 /// at most `[enrich] max_files_per_build` of them, as many as fit in `max_bytes_per_build`
 /// by their listed sizes, none larger than `[tests] max_file_bytes`. What is skipped is
 /// warned about with the build's `label`.
-pub async fn list(app: Parts<'_>, build: &Build, label: &str) -> Result<Listing, SyncError> {
+pub(crate) async fn list(app: Parts<'_>, build: &Build, label: &str) -> Result<Listing, SyncError> {
     let (file_cap, caps) = (app.config.tests.max_file_bytes, &app.config.enrich);
     let artifacts = app
         .client
@@ -96,7 +96,7 @@ pub async fn list(app: Parts<'_>, build: &Build, label: &str) -> Result<Listing,
 
 /// What fetching one JUnit file came to.
 #[derive(Debug)]
-pub enum Fetch {
+pub(crate) enum Fetch {
     /// Its suites as outbox items, and the bytes read.
     Suites(Vec<Fetched>, u64),
     /// Skipped with a warning: malformed, not JUnit, refused storage, or over a cap (named).
@@ -106,7 +106,7 @@ pub enum Fetch {
 /// Downloads `file` of `build` through Buildkite's `/download` 302 (the storage host never
 /// sees the token) and parses it; at most `[tests] max_file_bytes`, and at most `left` bytes,
 /// what `[enrich] max_bytes_per_build` leaves of the build's.
-pub async fn fetch(
+pub(crate) async fn fetch(
     app: Parts<'_>,
     build: &Build,
     label: &str,
