@@ -43,7 +43,8 @@ impl Snapshot {
         let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let outbox = |labels| metrics.outbox.get_or_create(&labels);
         outbox(OutboxLabels::Pending).set(gauge(self.outbox.pending));
-        // Every kind and cause, 0 when there are none: a series never goes stale.
+        // Every kind and cause has its series, at 0 when there are none: a sum over them is
+        // never empty, and dead letters replayed show as 0, not as their last count.
         for kind in Kind::ALL {
             for cause in DeadCause::ALL.map(Some).into_iter().chain([None]) {
                 let n = self.dead.iter().find(|&&(k, c, _)| (k, c) == (kind, cause));
