@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// What an outbox item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     /// A finished build: Buildkite's build JSON, as listed.
@@ -25,6 +25,9 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub(crate) const ALL: [Kind; 4] = [Kind::Build, Kind::Tests, Kind::Log, Kind::Agents];
+
     /// The name stored in the state database and shown by `status`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -37,9 +40,7 @@ impl Kind {
 
     /// The kind stored as `name`.
     pub(crate) fn from_name(name: &str) -> Option<Kind> {
-        [Kind::Build, Kind::Tests, Kind::Log, Kind::Agents]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 

@@ -6,7 +6,7 @@
 
 pub mod app;
 pub mod buildkite;
-pub(crate) mod butler;
+pub mod butler;
 pub mod cli;
 pub mod clock;
 pub mod config;

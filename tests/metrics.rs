@@ -273,3 +273,57 @@ async fn a_build_answered_without_an_id_is_logged_counted_and_its_stages_follow_
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
 }
+
+/// The outbox gauge's dead letters carry their kind and why BuildButler refused them: a suite
+/// refused for its content (400), a suite answered 404, a build refused for its content.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_shown_by_kind_and_cause() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[junit/*.xml]");
+    h.bk.set_builds(recent_builds(4));
+    for n in 1..=2 {
+        let xml =
+            format!(r#"<testsuite name="s{n}"><testcase classname="c" name="t"/></testsuite>"#);
+        h.bk.set_artifacts(n, vec![(format!("junit/{n}.xml"), xml.into_bytes())]);
+    }
+    h.bb.reject_suites_named(["s1"]);
+    h.bb.answer_suites_named(["s2"], 404);
+    h.bb.reject_build_numbers([3]);
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    let dead = |s: &prometheus_parse::Scrape, kind, cause| {
+        let labels = [("state", "dead"), ("kind", kind), ("cause", cause)];
+        sample(s, "kitesync_outbox_items", &labels)
+    };
+    let (text, scrape) = scrape_until(&base, |s| {
+        let all: f64 = ["build", "tests", "log", "agents"]
+            .iter()
+            .flat_map(|k| ["content", "other", "unrecorded"].map(|c| dead(s, k, c)))
+            .map(|n| n.unwrap_or(0.0))
+            .sum();
+        all >= 3.0
+    })
+    .await;
+    assert_eq!(dead(&scrape, "tests", "content"), Some(1.0), "{text}");
+    assert_eq!(dead(&scrape, "tests", "other"), Some(1.0), "{text}");
+    assert_eq!(dead(&scrape, "build", "content"), Some(1.0), "{text}");
+    assert_eq!(dead(&scrape, "build", "other"), Some(0.0), "{text}");
+    assert_eq!(dead(&scrape, "tests", "unrecorded"), Some(0.0), "{text}");
+    let pending = [("state", "pending")];
+    let pending = scrape.samples.iter().filter(|s| {
+        s.metric == "kitesync_outbox_items"
+            && pending.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+    });
+    assert_eq!(
+        pending.count(),
+        1,
+        "one pending series, without kind or cause: {text}"
+    );
+    assert_eq!(h.bb.builds().len(), 3);
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}

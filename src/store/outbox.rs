@@ -22,7 +22,7 @@ impl FromSql for Kind {
 }
 
 /// Why a row is a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum DeadCause {
     /// BuildButler refused its content (400, 413 or 422, with its reason): a test suite
@@ -34,7 +34,11 @@ pub(crate) enum DeadCause {
 }
 
 impl DeadCause {
-    fn as_str(self) -> &'static str {
+    /// Every cause.
+    pub(crate) const ALL: [DeadCause; 2] = [DeadCause::Content, DeadCause::Other];
+
+    /// The name stored in the state database and shown by `status`.
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeadCause::Content => "content",
             DeadCause::Other => "other",
@@ -102,11 +106,7 @@ pub(crate) struct NewItem<'a> {
 }
 
 /// Queues an item, or replaces the queued version of it with a newer one.
-pub(crate) fn upsert(
-    tx: &Transaction<'_>,
-    item: &NewItem<'_>,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
+pub(crate) fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox
              (kind, key, version, label, payload, state, last_error, enqueued_at, parent,
@@ -142,11 +142,7 @@ pub(crate) fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Res
 
 /// Up to `limit` pending rows after row `after_id`, oldest first, whatever their backoff (a
 /// one-shot run tries each once); items whose build is still waiting wait with it.
-pub(crate) fn pending_after(
-    conn: &Connection,
-    after_id: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<Row>> {
+pub(crate) fn pending_after(conn: &Connection, after_id: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     pending(conn, i64::MAX, after_id, limit)
 }
 
@@ -254,7 +250,9 @@ pub(crate) struct DeadLetter {
 
 impl DeadLetter {
     /// True when it does not fail a run: a test suite refused for its content, or one dead
-    /// from before causes were recorded (as every dead suite excused a run then).
+    /// from before causes were recorded (as every dead suite excused a run then). The alert
+    /// `KitesyncDeadLetters` (contrib/prometheus) leaves out the same ones, by the outbox
+    /// gauge's `kind` and `cause` labels.
     pub(crate) fn excused(&self) -> bool {
         self.kind == Kind::Tests && self.cause != Some(DeadCause::Other)
     }
@@ -283,6 +281,17 @@ pub(crate) fn dead_letters(conn: &Connection, limit: u32) -> rusqlite::Result<Ve
 pub(crate) fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u64)>> {
     conn.prepare(
         "SELECT kind, state, count(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+    )?
+    .query_map([], |r| r.try_into())?
+    .collect()
+}
+
+/// Dead letters by kind and cause: (kind, cause, count); no cause for those dead before
+/// kitesync recorded why (schema 8).
+pub(crate) fn dead_by_cause(conn: &Connection) -> rusqlite::Result<Vec<(Kind, Option<DeadCause>, u64)>> {
+    conn.prepare_cached(
+        "SELECT kind, dead_cause, count(*) FROM outbox WHERE state = 'dead'
+         GROUP BY kind, dead_cause",
     )?
     .query_map([], |r| r.try_into())?
     .collect()

@@ -5,12 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::item::Kind;
+use crate::store::outbox::DeadCause;
 
 /// A Buildkite request: which call, and how it ended (`error` without an answer).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,10 +30,28 @@ pub(crate) struct ScopeLabels {
     pub(crate) scope: String,
 }
 
-/// An outbox state: `pending` or `dead`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct StateLabels {
-    pub(crate) state: String,
+/// A series of the outbox gauge: `state="pending"`, or `state="dead"` with the dead letters'
+/// `kind` (`build`, `tests`, `log`, `agents`) and `cause` (`content`, `other`, or
+/// `unrecorded` for those dead before kitesync recorded why).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum OutboxLabels {
+    Pending,
+    Dead {
+        kind: Kind,
+        cause: Option<DeadCause>,
+    },
+}
+
+impl EncodeLabelSet for OutboxLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match *self {
+            OutboxLabels::Pending => [("state", "pending")].encode(encoder),
+            OutboxLabels::Dead { kind, cause } => {
+                let cause = cause.map_or("unrecorded", DeadCause::as_str);
+                [("state", "dead"), ("kind", kind.as_str()), ("cause", cause)].encode(encoder)
+            }
+        }
+    }
 }
 
 /// A request for test results or logs: `listing`, `download` or `log`.
@@ -127,8 +150,8 @@ metrics! {
         "kitesync_items_dead_lettered", "Items BuildButler refused for good";
     delivery_failures: Counter = Counter::default(),
         "kitesync_delivery_failures", "Delivery attempts that failed and will be retried";
-    outbox: Family<StateLabels, Gauge> = Family::default(),
-        "kitesync_outbox_items", "Items in the outbox by state";
+    outbox: Family<OutboxLabels, Gauge> = Family::default(),
+        "kitesync_outbox_items", "Items in the outbox: pending, and dead letters by kind and cause (content: BuildButler refused it for its content, 400, 413 or 422; other: any other refusal; unrecorded: dead before kitesync recorded why). Test suites dead for content or unrecorded never fail a run";
     poll_seconds: Histogram = Histogram::new(exponential_buckets(0.05, 2.0, 12)),
         "kitesync_poll_duration_seconds", "Duration of build polls";
     delivery_seconds: Histogram = Histogram::new(exponential_buckets(0.01, 2.0, 14)),
@@ -238,12 +261,7 @@ impl Metrics {
     /// `None` when healthy, else why not: Buildkite refusing polls that worked before, no
     /// successful poll within `allowed` (once the daemon has been up that long), or pending
     /// deliveries and none accepted within it.
-    pub(crate) fn unhealthy(
-        &self,
-        allowed: Duration,
-        up: Duration,
-        pending: i64,
-    ) -> Option<String> {
+    pub(crate) fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
         let now = crate::clock::now().timestamp();
         let allowed_s = allowed.as_secs() as i64;
         let last = |what| self.last_success.get_or_create(&WhatLabels { what }).get();

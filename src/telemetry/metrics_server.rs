@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::telemetry::metrics::{Metrics, StateLabels};
+use crate::telemetry::metrics::{Metrics, OutboxLabels};
 
 /// Connections served at once; more wait in the listen backlog.
 pub(crate) const MAX_CONNECTIONS: usize = 16;
@@ -51,10 +51,7 @@ fn router(metrics: Arc<Metrics>, allowed: Duration) -> axum::Router {
         async move { ([(CONTENT_TYPE, kind)], body) }
     };
     let health = move || {
-        let labels = StateLabels {
-            state: "pending".into(),
-        };
-        let pending = metrics.outbox.get_or_create(&labels).get();
+        let pending = metrics.outbox.get_or_create(&OutboxLabels::Pending).get();
         let verdict = match metrics.unhealthy(allowed, started.elapsed(), pending) {
             None => (StatusCode::OK, "ok\n".to_string()),
             Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
