@@ -106,7 +106,11 @@ pub(crate) struct NewItem<'a> {
 }
 
 /// Queues an item, or replaces the queued version of it with a newer one.
-pub(crate) fn upsert(tx: &Transaction<'_>, item: &NewItem<'_>, now_ms: i64) -> rusqlite::Result<()> {
+pub(crate) fn upsert(
+    tx: &Transaction<'_>,
+    item: &NewItem<'_>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO outbox
              (kind, key, version, label, payload, state, last_error, enqueued_at, parent,
@@ -142,7 +146,11 @@ pub(crate) fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Res
 
 /// Up to `limit` pending rows after row `after_id`, oldest first, whatever their backoff (a
 /// one-shot run tries each once); items whose build is still waiting wait with it.
-pub(crate) fn pending_after(conn: &Connection, after_id: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
+pub(crate) fn pending_after(
+    conn: &Connection,
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Row>> {
     pending(conn, i64::MAX, after_id, limit)
 }
 
@@ -288,7 +296,9 @@ pub(crate) fn depth(conn: &Connection) -> rusqlite::Result<Vec<(Kind, String, u6
 
 /// Dead letters by kind and cause: (kind, cause, count); no cause for those dead before
 /// kitesync recorded why (schema 8).
-pub(crate) fn dead_by_cause(conn: &Connection) -> rusqlite::Result<Vec<(Kind, Option<DeadCause>, u64)>> {
+pub(crate) fn dead_by_cause(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<(Kind, Option<DeadCause>, u64)>> {
     conn.prepare_cached(
         "SELECT kind, dead_cause, count(*) FROM outbox WHERE state = 'dead'
          GROUP BY kind, dead_cause",

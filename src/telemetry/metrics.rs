@@ -261,7 +261,12 @@ impl Metrics {
     /// `None` when healthy, else why not: Buildkite refusing polls that worked before, no
     /// successful poll within `allowed` (once the daemon has been up that long), or pending
     /// deliveries and none accepted within it.
-    pub(crate) fn unhealthy(&self, allowed: Duration, up: Duration, pending: i64) -> Option<String> {
+    pub(crate) fn unhealthy(
+        &self,
+        allowed: Duration,
+        up: Duration,
+        pending: i64,
+    ) -> Option<String> {
         let now = crate::clock::now().timestamp();
         let allowed_s = allowed.as_secs() as i64;
         let last = |what| self.last_success.get_or_create(&WhatLabels { what }).get();
