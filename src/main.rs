@@ -23,8 +23,10 @@ configuration, the token or its scopes, or BuildButler's key or URL must be fixe
 a backfill was interrupted (run it again to resume).
 
 Files: /etc/kitesync/kitesync.toml (the packaged config; every key may also be set as \
-KITESYNC_SECTION__KEY), the state database at state_path, \
-/usr/share/doc/kitesync/README.md (the manual).";
+KITESYNC_SECTION__KEY), the state database at state_path. The manual is in \
+/usr/share/doc/kitesync/: README.md (start there), operating.md, test-results.md, \
+monitoring.md, buildbutler.md, reliability.md, performance.md, container.md, CHANGELOG.md \
+(what changed, for upgrades) and config.example.toml (every key).";
 
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.
 ///
