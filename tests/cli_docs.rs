@@ -166,9 +166,9 @@ fn the_package_ships_every_document() {
         missing.is_empty(),
         "Cargo.toml's [package.metadata.deb] assets do not install {missing:?} under usr/share/doc/kitesync/"
     );
-    let absent: Vec<&String> = shipped
-        .iter()
-        .filter(|s| !root.join(s).is_file())
-        .collect();
-    assert!(absent.is_empty(), "assets name files that do not exist: {absent:?}");
+    let absent: Vec<&String> = shipped.iter().filter(|s| !root.join(s).is_file()).collect();
+    assert!(
+        absent.is_empty(),
+        "assets name files that do not exist: {absent:?}"
+    );
 }
