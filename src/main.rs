@@ -19,12 +19,15 @@ use kitesync::telemetry::logging::LogFormat;
 /// The end of `--help` and of the man page.
 const AFTER_HELP: &str = "Exit status: 0 when everything was delivered; 1 when something is \
 left (retried on the next run) or Buildkite or the state database failed; 2 when the \
-configuration, the token or its scopes, or BuildButler's key or URL must be fixed; 130 when \
-a backfill was interrupted (run it again to resume).
+configuration, the token or its scopes, BuildButler's key or URL, or the state database (another \
+user's, or a newer kitesync's) must be fixed; 130 when a backfill was interrupted (run it again \
+to resume).
 
 Files: /etc/kitesync/kitesync.toml (the packaged config; every key may also be set as \
-KITESYNC_SECTION__KEY), the state database at state_path, \
-/usr/share/doc/kitesync/README.md (the manual).";
+KITESYNC_SECTION__KEY), the state database at state_path. The manual is in \
+/usr/share/doc/kitesync/: README.md (start there), operating.md, test-results.md, \
+monitoring.md, buildbutler.md, reliability.md, performance.md, container.md, CHANGELOG.md \
+(what changed, for upgrades) and config.example.toml (every key).";
 
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.
 ///

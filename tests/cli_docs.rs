@@ -1,6 +1,7 @@
-//! The shell completions and man pages in `contrib/` (which the .deb installs) are what the
-//! CLI generates now: a changed flag without regenerated files fails here. Regenerate with
-//! `KITESYNC_BLESS=1 cargo test --test cli_docs`.
+//! What the .deb installs besides the binary: the shell completions and man pages in
+//! `contrib/` are what the CLI generates now (a changed flag without regenerated files fails
+//! here; regenerate with `KITESYNC_BLESS=1 cargo test --test cli_docs`), and the package's
+//! assets ship every document.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,4 +123,52 @@ fn committed_man_pages_match_the_cli_and_groff_reads_them_cleanly() {
             "groff is needed in CI (apt-get install groff-base)"
         );
     }
+}
+
+/// The sources the `.deb` installs under `usr/share/doc/kitesync/`, read from Cargo.toml's
+/// `[package.metadata.deb] assets` (CI builds no package).
+fn documents_the_package_installs() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml_edit::DocumentMut = std::fs::read_to_string(root.join("Cargo.toml"))
+        .expect("Cargo.toml")
+        .parse()
+        .expect("Cargo.toml parses");
+    let assets = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("[package.metadata.deb] assets");
+    assets
+        .iter()
+        .filter_map(|asset| {
+            let asset = asset.as_array()?;
+            let source = asset.get(0)?.as_str()?;
+            let target = asset.get(1)?.as_str()?;
+            (target == "usr/share/doc/kitesync/").then(|| source.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_package_ships_every_document() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = documents_the_package_installs();
+    let mut wanted: Vec<String> = ["README.md", "CHANGELOG.md", "config.example.toml"]
+        .map(String::from)
+        .into();
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let name = entry.expect("docs/ entry").file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".md") {
+            wanted.push(format!("docs/{name}"));
+        }
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|w| !shipped.contains(w)).collect();
+    assert!(
+        missing.is_empty(),
+        "Cargo.toml's [package.metadata.deb] assets do not install {missing:?} under usr/share/doc/kitesync/"
+    );
+    let absent: Vec<&String> = shipped.iter().filter(|s| !root.join(s).is_file()).collect();
+    assert!(
+        absent.is_empty(),
+        "assets name files that do not exist: {absent:?}"
+    );
 }

@@ -83,8 +83,8 @@ async fn polls_on_schedule_delivers_new_builds_and_stops_on_sigterm() {
 
     terminate(&daemon);
     let stopping = std::time::Instant::now();
-    // The deadline of the stop is generous (it is not a benchmark; the README's figure is);
-    // what matters is that it stops by itself, cleanly, with exit 0.
+    // The deadline of the stop is generous (it is not a benchmark; docs/performance.md's
+    // figure is); what matters is that it stops by itself, cleanly, with exit 0.
     let status = tokio::time::timeout(DEADLINE, daemon.wait())
         .await
         .expect("stopped by itself after SIGTERM")

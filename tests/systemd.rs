@@ -87,11 +87,12 @@ fn the_services_contain_a_runaway_and_bind_only_the_metrics_port() {
     }
 }
 
-/// The `-p`/`--property=` settings of the README's backfill `systemd-run` recipe.
+/// The `-p`/`--property=` settings of the backfill `systemd-run` recipe in docs/operating.md.
 fn backfill_recipe() -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README");
-    let recipe = readme
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operating.md"))
+            .expect("docs/operating.md");
+    let recipe = doc
         .split("```")
         .find(|block| block.starts_with("sh\n") && block.contains("systemd-run"))
         .expect("the backfill recipe")

@@ -1,5 +1,5 @@
-//! The schema: every section and key, their defaults (which README.md and
-//! config.example.toml show), and what the validated [`Config`] offers its readers.
+//! The schema: every section and key, their defaults (which config.example.toml
+//! shows), and what the validated [`Config`] offers its readers.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -231,7 +231,7 @@ pub struct EnrichConfig {
     pub(crate) backfill: bool,
 }
 
-// The defaults, which README.md and config.example.toml show.
+// The defaults, which config.example.toml shows.
 
 impl Default for MetricsConfig {
     fn default() -> Self {
