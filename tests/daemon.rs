@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kitesync_fakes::data;
+use kitesync_fakes::{data, Endpoint, Fault};
 use rand::Rng;
 
 /// A completed poll, from the daemon's `poll done` debug line (`RUST_LOG=kitesync=debug`).
@@ -140,6 +140,38 @@ async fn a_slow_poll_does_not_stack_up() {
         skipped >= 2,
         "ticks are skipped, not queued: {skipped} skipped\n{log}"
     );
+}
+
+/// A poll that fails after recording a page wakes delivery at once: that page's builds do
+/// not wait for the next poll (an hour away here) nor for the delivery loop's idle wake-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn builds_of_a_poll_that_failed_halfway_are_delivered_without_waiting_for_the_next() {
+    let h = Harness::start().await;
+    h.write_config("\n[schedule]\nbuilds = \"0 0 * * * *\"\nagents = \"\"\n");
+    h.bk.set_builds(recent_builds(250));
+    // The first page answers; every later request fails (the retries of this poll and
+    // any poll after it), so only the failed poll's wake-up can deliver the first page.
+    h.bk.inject_at(
+        Endpoint::Builds,
+        std::iter::once(Fault::Pass).chain(std::iter::repeat_n(Fault::Status(500), 1000)),
+    );
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    // Within two thirds of the idle wake-up (30 s), which would deliver them without the
+    // failed poll's wake-up; the poll's five tries of the second page take about 5 s.
+    let within = kitesync::delivery::deliver::IDLE_WAKE * 2 / 3;
+    until_some_within(within, || async {
+        (h.bb.build_count() >= 100).then_some(())
+    })
+    .await;
+    terminate(&daemon);
+    daemon.wait().await.expect("reaped");
+    let log = log_text(&stderr);
+    assert!(
+        log.contains("500"),
+        "the poll failed on its second page:\n{log}"
+    );
+    assert_eq!(h.bb.build_count(), 100, "the first page's builds:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -316,7 +316,9 @@ async fn once_with_a_backlog_delivers_its_builds_and_leaves_the_rest_queued() {
     assert_eq!(s["enrich"]["totals"]["listings"], 20);
     // Every file fetched once; one download the first run's `--enrich-seconds` deadline cut
     // short (counted when it starts) is fetched again, so 201 happens on a loaded machine.
-    let downloads = s["enrich"]["totals"]["downloads"].as_u64().expect("downloads");
+    let downloads = s["enrich"]["totals"]["downloads"]
+        .as_u64()
+        .expect("downloads");
     assert!((200..=201).contains(&downloads), "{s}");
 }
 

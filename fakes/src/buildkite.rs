@@ -43,6 +43,9 @@ pub enum Fault {
     /// The right answer, but its `RateLimit-*` headers say both budgets are spent until
     /// this many seconds from now (the budgets are in fact untouched).
     LongReset(u64),
+    /// The right answer: lets the faults queued after it wait for a later request (the
+    /// second page of a listing, say).
+    Pass,
 }
 
 /// The endpoint a fault injected with [`FakeBuildkite::inject_at`] waits for.

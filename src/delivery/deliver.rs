@@ -28,7 +28,7 @@ use crate::store::StoreError;
 use crate::telemetry::metrics::Activity;
 
 /// The longest the delivery loop sleeps before looking at the outbox again.
-const IDLE_WAKE: Duration = Duration::from_secs(30);
+pub const IDLE_WAKE: Duration = Duration::from_secs(30);
 /// How long delivery pauses when BuildButler refuses the API key or the URL.
 const FATAL_PAUSE: Duration = Duration::from_secs(300);
 /// Rows read from the outbox at a time.

@@ -235,7 +235,7 @@ impl Poller {
             }
             Err(e) => {
                 // Pages recorded before the failure may have queued builds: a delivery pass
-                // with nothing due costs one query, a missed wake-up a whole interval.
+                // with nothing due costs one query, a missed wake-up up to `IDLE_WAKE`.
                 self.wakes.builds_queued();
                 let text = e.to_string();
                 metrics.failed(Activity::Poll, &text);
