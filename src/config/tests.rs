@@ -342,3 +342,27 @@ fn wrong_type_names_key() {
     assert!(m.contains("[buildkite] requests_per_minute"), "{m}");
     assert!(m.contains("line 4"), "{m}");
 }
+
+#[test]
+fn a_placeholder_host_under_dot_invalid_is_refused_for_either_url() {
+    for (section, from, to) in [
+        (
+            "buildbutler",
+            "url = \"http://127.0.0.1:3000\"",
+            "url = \"https://BuildButler.Invalid.\"",
+        ),
+        (
+            "buildkite",
+            "organization = \"acme\"",
+            "organization = \"acme\"\napi_url = \"https://bk.invalid\"",
+        ),
+    ] {
+        let m = load(&GOOD.replace(from, to)).unwrap_err().to_string();
+        assert!(
+            m.contains(&format!("[{section}]")) && m.contains("is a placeholder"),
+            "{m}"
+        );
+    }
+    let near = GOOD.replace("127.0.0.1", "invalid.example.com");
+    assert!(load(&near).is_ok(), "only the .invalid top-level domain");
+}

@@ -7,6 +7,10 @@ use url::Url;
 use super::file::{ConfigError, ConfigFile};
 use super::schema::{FileConfig, Mode};
 
+/// The packaged config's organization (`config.packaged.toml`), refused by name: a config
+/// nobody filled in fails with a plain error before any request.
+const PLACEHOLDER_ORGANIZATION: &str = "<your-organization-slug>";
+
 /// Checks every value the types do not: required values, URLs, ranges, files, globs. Returns
 /// the JUnit globs, compiled.
 pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet, ConfigError> {
@@ -15,6 +19,13 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
         let problem =
             "is missing: set it to your organization's slug (as in https://buildkite.com/<slug>)";
         return Err(file.error("buildkite", "organization", problem));
+    }
+    if bk.organization == PLACEHOLDER_ORGANIZATION {
+        let problem = format!(
+            "= \"{PLACEHOLDER_ORGANIZATION}\" is the packaged placeholder: set it to your \
+             organization's slug (as in https://buildkite.com/<slug>)"
+        );
+        return Err(file.error("buildkite", "organization", &problem));
     }
     check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
     if bk.api_url.path().trim_end_matches('/').ends_with("/v2") {
@@ -90,18 +101,28 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
     Ok(globs)
 }
 
-/// Refuses anything but an http:// or https:// URL with a host.
+/// Refuses anything but an http:// or https:// URL with a host, and a placeholder host under
+/// `.invalid` (which never resolves: RFC 6761), as the packaged config ships.
 fn check_http_url(
     file: &ConfigFile,
     section: &str,
     key: &str,
     url: &Url,
 ) -> Result<(), ConfigError> {
-    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
-        return Ok(());
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        let problem = format!("= \"{}\" is not an http:// or https:// URL", redacted(url));
+        return Err(file.error(section, key, &problem));
     }
-    let problem = format!("= \"{}\" is not an http:// or https:// URL", redacted(url));
-    Err(file.error(section, key, &problem))
+    let host = url.host_str().unwrap_or_default().trim_end_matches('.');
+    if host.to_ascii_lowercase().ends_with(".invalid") {
+        let problem = format!(
+            "= \"{}\" is a placeholder (a host under .invalid never resolves): set it to your \
+             server's URL",
+            redacted(url)
+        );
+        return Err(file.error(section, key, &problem));
+    }
+    Ok(())
 }
 
 /// True when `url`'s host is this machine: `localhost` or a loopback address.
