@@ -540,6 +540,71 @@ async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
     stop(daemon, &stderr).await;
 }
 
+/// What kitesync says about Buildkite's 404 for the organization.
+const NO_ORGANIZATION: &str =
+    "check [buildkite] organization and that the token's owner belongs to it";
+
+/// The organization is renamed (or the token's owner removed from it) under a daemon that
+/// has polled it: the 404 is ridden out like any refusal after success — said each time with
+/// what to check, shown by `/healthz` and `status`, exit 2 for `--once` — while what waits in
+/// the outbox is delivered; with the new slug set, it goes on from where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_for_the_organization_after_success_is_ridden_out_and_loses_nothing() {
+    const RENAMED: &str = "acme-platform";
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDKITE__REFUSED_RETRY_SECONDS", "1");
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
+    h.bk.set_builds(recent_builds(3));
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    until(|| h.bb.builds().len() == 3).await;
+    // BuildButler goes down; two more builds finish and wait in the outbox.
+    h.bb.set_down(true);
+    h.bk.add_builds([
+        data::just_finished(ORG, 4, "web"),
+        data::just_finished(ORG, 5, "api"),
+    ]);
+    until(|| queued(&h, &[4, 5])).await;
+
+    h.bk.rename_organization(RENAMED);
+    let log = wait_for_log(&stderr, NO_ORGANIZATION).await;
+    assert_logged(
+        &log,
+        &[
+            &format!("/v2/organizations/{ORG}/builds: {NO_ORGANIZATION}"),
+            "has worked with this organization and token before",
+        ],
+    );
+    let why = healthz_until(&base, 503).await;
+    assert!(
+        why.contains("refuses") && why.contains(NO_ORGANIZATION),
+        "{why}"
+    );
+    let status = h.run(&["status"]).await;
+    assert_logged(&status.stdout, &["BUILDKITE REFUSES", NO_ORGANIZATION]);
+    let once = h.run(&["--once"]).await;
+    assert_eq!(once.code, 2, "{}", once.output());
+    assert_logged(&once.stderr, &[NO_ORGANIZATION]);
+
+    // Nothing is lost: what waited is delivered, what was delivered stays, and it keeps trying.
+    assert!(queued(&h, &[4, 5]), "still in the outbox");
+    h.bb.set_down(false);
+    until(|| delivered(&h, 1..=5)).await;
+    wait_for_logs(&stderr, NO_ORGANIZATION, 3).await;
+    assert!(daemon.try_wait().expect("wait").is_none(), "still running");
+    stop(daemon, &stderr).await;
+
+    // With the new slug set, the next run picks up from the cursor.
+    h.bk.add_builds([data::just_finished(ORG, 6, "web")]);
+    h.set_env("KITESYNC_BUILDKITE__ORGANIZATION", RENAMED);
+    h.once_ok().await;
+    assert!(delivered(&h, 1..=6), "{:?}", h.bb.builds().keys());
+    assert_eq!(h.bb.builds().len(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_block_page_before_any_success_stops_with_exit_2_naming_what_is_in_between() {
     let h = Harness::start().await;
