@@ -478,8 +478,10 @@ async fn a_rate_limit_reset_holds_every_task_until_it_passes_then_it_recovers() 
 /// What kitesync says about a block page, and must not say.
 const IN_BETWEEN: &str = "something between kitesync and Buildkite refused the request (403 at";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
+/// A daemon (riding out refusals with retries a second apart, metrics on) that delivered
+/// builds 1..=3, with builds 4 and 5 waiting in the outbox while BuildButler is down: the
+/// harness, the daemon, its log and its metrics' base URL.
+async fn waiting_while_buildbutler_is_down() -> (Harness, Child, Log, String) {
     let mut h = Harness::start().await;
     h.set_env("KITESYNC_BUILDKITE__REFUSED_RETRY_SECONDS", "1");
     h.set_env("KITESYNC_METRICS__ENABLED", "true");
@@ -497,6 +499,12 @@ async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
         data::just_finished(ORG, 5, "api"),
     ]);
     until(|| queued(&h, &[4, 5])).await;
+    (h, daemon, stderr, base)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
+    let (h, mut daemon, stderr, base) = waiting_while_buildbutler_is_down().await;
 
     // Then a proxy answers every Buildkite request with its block page.
     h.bk.set_blocked(true);
@@ -551,23 +559,7 @@ const NO_ORGANIZATION: &str =
 #[tokio::test(flavor = "multi_thread")]
 async fn a_404_for_the_organization_after_success_is_ridden_out_and_loses_nothing() {
     const RENAMED: &str = "acme-platform";
-    let mut h = Harness::start().await;
-    h.set_env("KITESYNC_BUILDKITE__REFUSED_RETRY_SECONDS", "1");
-    h.set_env("KITESYNC_METRICS__ENABLED", "true");
-    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
-    h.bk.set_budgets(100_000, 100_000, Duration::from_secs(60));
-    h.bk.set_builds(recent_builds(3));
-    let mut daemon = h.spawn_daemon();
-    let stderr = capture_stderr(&mut daemon);
-    let base = metrics_base(&stderr).await;
-    until(|| h.bb.builds().len() == 3).await;
-    // BuildButler goes down; two more builds finish and wait in the outbox.
-    h.bb.set_down(true);
-    h.bk.add_builds([
-        data::just_finished(ORG, 4, "web"),
-        data::just_finished(ORG, 5, "api"),
-    ]);
-    until(|| queued(&h, &[4, 5])).await;
+    let (mut h, mut daemon, stderr, base) = waiting_while_buildbutler_is_down().await;
 
     h.bk.rename_organization(RENAMED);
     let log = wait_for_log(&stderr, NO_ORGANIZATION).await;

@@ -297,33 +297,25 @@ async fn the_packaged_placeholders_are_refused_by_name_before_any_request() {
             .output()
             .expect("kitesync ran")
     };
-    let before = h.bk_requests();
-
-    for args in [&["check"][..], &["--once"]] {
+    let refused = |args: &[&str], key: &str, problem: &str| {
         let out = kitesync(args);
         let said = String::from_utf8_lossy(&out.stderr).to_string()
             + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
         assert!(
-            said.contains(&line_of("organization"))
-                && said.contains(
-                    "[buildkite] organization = \"<your-organization-slug>\" is the packaged placeholder"
-                ),
+            said.contains(&line_of(key)) && said.contains(problem),
             "{args:?}: {said}"
         );
-    }
+    };
+    let before = h.bk_requests();
+    let organization =
+        "[buildkite] organization = \"<your-organization-slug>\" is the packaged placeholder";
+    refused(&["check"], "organization", organization);
+    refused(&["--once"], "organization", organization);
     // Half the `sed` line: the organization set, the BuildButler URL not.
     m.set("buildkite", "organization", ORG);
-    let out = kitesync(&["check"]);
-    let said = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{said}");
-    assert!(
-        said.contains(&line_of("url"))
-            && said.contains(
-                "[buildbutler] url = \"https://your-buildbutler.invalid/\" is a placeholder"
-            ),
-        "{said}"
-    );
+    let url = "[buildbutler] url = \"https://your-buildbutler.invalid/\" is a placeholder";
+    refused(&["check"], "url", url);
     assert_eq!(h.bk_requests(), before, "no request to Buildkite");
     assert!(h.bb.posts().is_empty(), "nothing to BuildButler");
 }
