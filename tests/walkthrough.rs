@@ -314,7 +314,8 @@ async fn the_packaged_placeholders_are_refused_by_name_before_any_request() {
     refused(&["--once"], "organization", organization);
     // Half the `sed` line: the organization set, the BuildButler URL not.
     m.set("buildkite", "organization", ORG);
-    let url = "[buildbutler] url = \"https://your-buildbutler.invalid/\" is a placeholder";
+    let url =
+        "[buildbutler] url = \"https://your-buildbutler.invalid/\" is the packaged placeholder";
     refused(&["check"], "url", url);
     assert_eq!(h.bk_requests(), before, "no request to Buildkite");
     assert!(h.bb.posts().is_empty(), "nothing to BuildButler");

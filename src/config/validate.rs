@@ -7,9 +7,11 @@ use url::Url;
 use super::file::{ConfigError, ConfigFile};
 use super::schema::{FileConfig, Mode};
 
-/// The packaged config's organization (`config.packaged.toml`), refused by name: a config
+/// The packaged config's placeholders (`config.packaged.toml`), refused by name: a config
 /// nobody filled in fails with a plain error before any request.
 const PLACEHOLDER_ORGANIZATION: &str = "<your-organization-slug>";
+/// The packaged `[buildbutler] url`'s host (under `.invalid`, which never resolves).
+const PLACEHOLDER_HOST: &str = "your-buildbutler.invalid";
 
 /// Checks every value the types do not: required values, URLs, ranges, files, globs. Returns
 /// the JUnit globs, compiled.
@@ -33,6 +35,13 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
         return Err(file.error("buildkite", "api_url", problem));
     }
     check_http_url(file, "buildbutler", "url", &bb.url)?;
+    if bb.url.host_str() == Some(PLACEHOLDER_HOST) {
+        let problem = format!(
+            "= \"{}\" is the packaged placeholder: set it to your BuildButler server's URL",
+            redacted(&bb.url)
+        );
+        return Err(file.error("buildbutler", "url", &problem));
+    }
     let sends_token = bb.mode == Mode::Webhook && bb.webhook_send_buildkite_token;
     if sends_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
         let host = bb.url.host_str().unwrap_or_default();
@@ -101,28 +110,18 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
     Ok(globs)
 }
 
-/// Refuses anything but an http:// or https:// URL with a host, and a placeholder host under
-/// `.invalid` (which never resolves: RFC 6761), as the packaged config ships.
+/// Refuses anything but an http:// or https:// URL with a host.
 fn check_http_url(
     file: &ConfigFile,
     section: &str,
     key: &str,
     url: &Url,
 ) -> Result<(), ConfigError> {
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        let problem = format!("= \"{}\" is not an http:// or https:// URL", redacted(url));
-        return Err(file.error(section, key, &problem));
+    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+        return Ok(());
     }
-    let host = url.host_str().unwrap_or_default().trim_end_matches('.');
-    if host.to_ascii_lowercase().ends_with(".invalid") {
-        let problem = format!(
-            "= \"{}\" is a placeholder (a host under .invalid never resolves): set it to your \
-             server's URL",
-            redacted(url)
-        );
-        return Err(file.error(section, key, &problem));
-    }
-    Ok(())
+    let problem = format!("= \"{}\" is not an http:// or https:// URL", redacted(url));
+    Err(file.error(section, key, &problem))
 }
 
 /// True when `url`'s host is this machine: `localhost` or a loopback address.
