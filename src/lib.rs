@@ -14,7 +14,7 @@ pub mod delivery;
 pub mod item;
 pub mod malloc;
 pub(crate) mod net;
-pub(crate) mod run;
+pub mod run;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

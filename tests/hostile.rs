@@ -478,8 +478,10 @@ async fn a_rate_limit_reset_holds_every_task_until_it_passes_then_it_recovers() 
 /// What kitesync says about a block page, and must not say.
 const IN_BETWEEN: &str = "something between kitesync and Buildkite refused the request (403 at";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
+/// A daemon (riding out refusals with retries a second apart, metrics on) that delivered
+/// builds 1..=3, with builds 4 and 5 waiting in the outbox while BuildButler is down: the
+/// harness, the daemon, its log and its metrics' base URL.
+async fn waiting_while_buildbutler_is_down() -> (Harness, Child, Log, String) {
     let mut h = Harness::start().await;
     h.set_env("KITESYNC_BUILDKITE__REFUSED_RETRY_SECONDS", "1");
     h.set_env("KITESYNC_METRICS__ENABLED", "true");
@@ -497,6 +499,12 @@ async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
         data::just_finished(ORG, 5, "api"),
     ]);
     until(|| queued(&h, &[4, 5])).await;
+    (h, daemon, stderr, base)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
+    let (h, mut daemon, stderr, base) = waiting_while_buildbutler_is_down().await;
 
     // Then a proxy answers every Buildkite request with its block page.
     h.bk.set_blocked(true);
@@ -538,6 +546,55 @@ async fn a_block_page_after_success_is_ridden_out_while_deliveries_go_on() {
     );
     assert_peak_rss_under(&daemon, PEAK_RSS_MIB, "a block page after success");
     stop(daemon, &stderr).await;
+}
+
+/// What kitesync says about Buildkite's 404 for the organization.
+const NO_ORGANIZATION: &str =
+    "check [buildkite] organization and that the token's owner belongs to it";
+
+/// The organization is renamed (or the token's owner removed from it) under a daemon that
+/// has polled it: the 404 is ridden out like any refusal after success — said each time with
+/// what to check, shown by `/healthz` and `status`, exit 2 for `--once` — while what waits in
+/// the outbox is delivered; with the new slug set, it goes on from where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_for_the_organization_after_success_is_ridden_out_and_loses_nothing() {
+    const RENAMED: &str = "acme-platform";
+    let (mut h, mut daemon, stderr, base) = waiting_while_buildbutler_is_down().await;
+
+    h.bk.rename_organization(RENAMED);
+    let log = wait_for_log(&stderr, NO_ORGANIZATION).await;
+    assert_logged(
+        &log,
+        &[
+            &format!("/v2/organizations/{ORG}/builds: {NO_ORGANIZATION}"),
+            "has worked with this organization and token before",
+        ],
+    );
+    let why = healthz_until(&base, 503).await;
+    assert!(
+        why.contains("refuses") && why.contains(NO_ORGANIZATION),
+        "{why}"
+    );
+    let status = h.run(&["status"]).await;
+    assert_logged(&status.stdout, &["BUILDKITE REFUSES", NO_ORGANIZATION]);
+    let once = h.run(&["--once"]).await;
+    assert_eq!(once.code, 2, "{}", once.output());
+    assert_logged(&once.stderr, &[NO_ORGANIZATION]);
+
+    // Nothing is lost: what waited is delivered, what was delivered stays, and it keeps trying.
+    assert!(queued(&h, &[4, 5]), "still in the outbox");
+    h.bb.set_down(false);
+    until(|| delivered(&h, 1..=5)).await;
+    wait_for_logs(&stderr, NO_ORGANIZATION, 3).await;
+    assert!(daemon.try_wait().expect("wait").is_none(), "still running");
+    stop(daemon, &stderr).await;
+
+    // With the new slug set, the next run picks up from the cursor.
+    h.bk.add_builds([data::just_finished(ORG, 6, "web")]);
+    h.set_env("KITESYNC_BUILDKITE__ORGANIZATION", RENAMED);
+    h.once_ok().await;
+    assert!(delivered(&h, 1..=6), "{:?}", h.bb.builds().keys());
+    assert_eq!(h.bb.builds().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,8 +2,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
-use kitesync_fakes::{data, ButlerFault};
+use kitesync::telemetry::gauges::REFRESH;
+use kitesync_fakes::{data, ButlerFault, Endpoint, Fault};
 
 /// `/metrics`, read by a Prometheus text parser.
 async fn scrape(base: &str) -> Option<(String, prometheus_parse::Scrape)> {
@@ -210,10 +213,6 @@ async fn metrics_show_the_enrich_backlog_and_what_it_spends() {
     .await;
     let backlog = sample(&scrape, "kitesync_enrich_backlog_builds", &[]);
     assert!(backlog.is_some_and(|n| (1.0..=5.0).contains(&n)), "{text}");
-    assert!(
-        sample(&scrape, "kitesync_enrich_oldest_age_seconds", &[]).is_some(),
-        "{text}"
-    );
     let skipped = sample(
         &scrape,
         "kitesync_enrich_files_skipped_total",
@@ -326,4 +325,126 @@ async fn dead_letters_are_shown_by_kind_and_cause() {
     terminate(&daemon);
     let status = daemon.wait().await.expect("reaped");
     assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}
+
+/// The oldest-age gauge says how long the oldest build has waited for its test results, and
+/// 0 once none waits. The first artifact listing's answer claims both budgets spent for
+/// [`HOLD`] seconds, so every request waits that long and the builds wait with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oldest_age_gauge_shows_how_long_the_oldest_build_waits_and_0_once_none_does() {
+    const HOLD: u64 = 20;
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[junit/*.xml]");
+    h.set_env("KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE", "600");
+    h.bk.set_builds(recent_builds(3));
+    let xml = br#"<testsuite name="s"><testcase classname="c" name="n"/></testsuite>"#;
+    for n in 1..=3 {
+        h.bk.set_artifacts(n, vec![("junit/1.xml".to_string(), xml.to_vec())]);
+    }
+    h.bk.inject_at(Endpoint::Artifacts, [Fault::LongReset(HOLD)]);
+    let oldest =
+        |s: &prometheus_parse::Scrape| sample(s, "kitesync_enrich_oldest_age_seconds", &[]);
+    let started = Instant::now();
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    until(|| h.bb.builds().len() == 3).await;
+    // Each build was queued for its test results before it was delivered.
+    let delivered = Instant::now();
+    // Two refreshes of the gauges into the hold, the oldest has waited that long at least.
+    tokio::time::sleep(2 * REFRESH).await;
+    let at = Instant::now();
+    let (text, scrape) = scrape(&base).await.expect("a scrape");
+    assert!(h.bb.suites().is_empty(), "still held: {text}");
+    let age = oldest(&scrape).expect("the gauge");
+    // No more than since kitesync started; no less than since the builds were delivered, less
+    // one refresh of the gauges and the second the age is rounded down to.
+    let most = started.elapsed().as_secs_f64();
+    let least = (at - delivered).as_secs_f64() - REFRESH.as_secs_f64() - 1.0;
+    assert!(
+        least >= 3.0 && (least..=most).contains(&age),
+        "{age} not in {least}..={most}: {text}"
+    );
+
+    // Once the hold is over, everything is fetched: nothing waits, and the gauge says 0.
+    until_some_within(Duration::from_secs(HOLD) + DEADLINE, || async {
+        (h.bb.suites().len() == 3).then_some(())
+    })
+    .await;
+    let (text, scrape) = scrape_until(&base, |s| {
+        sample(s, "kitesync_enrich_backlog_builds", &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(oldest(&scrape), Some(0.0), "{text}");
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+}
+
+/// The log requests are counted, by `/metrics` and by `status`'s totals alike: each as many
+/// as Buildkite was asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_requests_are_counted_by_metrics_and_status_as_buildkite_saw_them() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_METRICS__ENABLED", "true");
+    h.set_env("KITESYNC_METRICS__LISTEN", "127.0.0.1:0");
+    h.set_env("KITESYNC_LOGS__ENABLED", "true");
+    h.bk.set_builds(recent_builds(14));
+    // Builds 7 and 14 failed, with two failed jobs each.
+    for n in [7, 14] {
+        let id = data::build_id(n);
+        h.bk.set_log(&format!("{id}-j1"), &format!("specs failed in build {n}\n"));
+        h.bk.set_log(&format!("{id}-j3"), "");
+    }
+    let mut daemon = h.spawn_daemon();
+    let stderr = capture_stderr(&mut daemon);
+    let base = metrics_base(&stderr).await;
+    until(|| h.bb.logs().len() == 2).await;
+    let asked = || {
+        let requests = h.bk.requests();
+        requests.iter().filter(|r| r.uri.ends_with("/log")).count() as f64
+    };
+    let counted = |s: &prometheus_parse::Scrape| {
+        sample(s, "kitesync_enrich_requests_total", &[("kind", "log")])
+    };
+    let (text, scrape) = scrape_until(&base, |s| {
+        sample(s, "kitesync_enrich_backlog_builds", &[]) == Some(0.0)
+            && counted(s).is_some_and(|n| n >= asked())
+    })
+    .await;
+    let logs = asked();
+    assert_eq!(logs, 4.0, "two failed jobs in each of two failed builds");
+    assert_eq!(counted(&scrape), Some(logs), "{text}");
+    assert_eq!(
+        sample(
+            &scrape,
+            "kitesync_enrich_requests_total",
+            &[("kind", "listing")]
+        ),
+        None,
+        "test results are off: {text}"
+    );
+    terminate(&daemon);
+    let status = daemon.wait().await.expect("reaped");
+    assert!(status.success(), "{status:?}\n{}", log_text(&stderr));
+
+    let json = h.run(&["status", "--json"]).await;
+    assert_eq!(json.code, 0, "{}", json.output());
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let totals = &json["enrich"]["totals"];
+    assert_eq!(totals["logs"].as_f64(), Some(logs), "{json}");
+    assert_eq!(totals["listings"], 0, "{json}");
+    let table = h.run(&["status"]).await;
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("enrich requests"));
+    assert_eq!(
+        line.map(|l| l["enrich requests".len()..].trim()),
+        Some("0 artifact listings, 0 downloads, 4 logs"),
+        "{}",
+        table.stdout
+    );
 }

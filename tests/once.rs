@@ -676,6 +676,41 @@ async fn an_outage_costs_a_once_run_one_chunk_of_attempts_not_one_per_row() {
     assert!((4..=5).contains(&tried), "{tried} attempts for 40 builds");
 }
 
+/// Against a BuildButler that times out every request, a one-shot pass ends within
+/// `retry_window_seconds` and a chunk of rounds (what the once unit's timeout counts on): its
+/// sweep tries every pending row once, and no batch of retries starts after its window. Here
+/// 9 rows and 8 at a time: the sweep is two rounds; the first round's rows, due again before
+/// the second ends, wait for the run's next pass (they used to start a third round).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_pass_starts_no_retry_after_its_window_while_buildbutler_times_out() {
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_BUILDBUTLER__TIMEOUT_SECONDS", "3");
+    h.set_env("KITESYNC_BUILDBUTLER__RETRY_WINDOW_SECONDS", "0");
+    h.set_env("KITESYNC_BUILDKITE__REQUESTS_PER_MINUTE", "600");
+    builds_with_a_suite_each(&mut h, 9);
+    h.bb.set_latency(Duration::from_secs(60));
+    let run = h.run(&["--once"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stdout.contains("delivered 0;"), "{}", run.stdout);
+    // The first pass ends when the run turns to test results: by its first artifact listing.
+    let requests = h.bk.requests();
+    let polled = requests
+        .iter()
+        .find(|r| r.uri.contains("/builds?"))
+        .expect("a poll");
+    let listed = requests
+        .iter()
+        .find(|r| r.uri.contains("/artifacts"))
+        .expect("a listing");
+    let pass = listed.at - polled.at;
+    let rounds = kitesync::delivery::deliver::GIVE_UP_ROUNDS as u32;
+    assert!(
+        pass >= TIMEOUT * rounds && pass < TIMEOUT * rounds + TIMEOUT / 2,
+        "the first pass took {pass:?}"
+    );
+}
+
 /// Builds 1..=`n`, each with one JUnit file holding one suite named `s<number>`.
 fn builds_with_a_suite_each(h: &mut Harness, n: u64) {
     h.set_env("KITESYNC_TESTS__JUNIT_ARTIFACT_GLOBS", "[tmp/junit-*.xml]");

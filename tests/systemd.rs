@@ -4,8 +4,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::tool_available;
+use kitesync::buildkite::budget;
+use kitesync::cli::oneshot;
+use kitesync::delivery::deliver;
 
 #[test]
 fn units_verify_cleanly() {
@@ -236,13 +240,16 @@ fn the_packaged_config_holds_no_secret_and_stays_readable() {
 #[test]
 fn the_once_unit_leaves_room_for_fetching_test_results() {
     let unit = include_str!("../systemd/kitesync-once.service");
-    let timeout = unit
+    let timeout_setting = unit
         .lines()
         .find_map(|l| l.strip_prefix("TimeoutStartSec="))
         .expect("a start timeout");
-    let seconds: u64 = match timeout.strip_suffix("min") {
+    let seconds: u64 = match timeout_setting.strip_suffix("min") {
         Some(minutes) => minutes.parse::<u64>().expect("minutes") * 60,
-        None => timeout.trim_end_matches('s').parse().expect("seconds"),
+        None => timeout_setting
+            .trim_end_matches('s')
+            .parse()
+            .expect("seconds"),
     };
     let exec = unit
         .lines()
@@ -252,18 +259,46 @@ fn the_once_unit_leaves_room_for_fetching_test_results() {
         !exec.contains("--enrich-seconds"),
         "the unit relies on the default"
     );
-    // Two rate-limit resets while polling (2 min each at most), enrichment itself, and a
-    // delivery before and after it: each either the retry window (30 s by default) and one
-    // request timing out after it (30 s), or the chunk of timed-out attempts after which a
-    // run leaves the rest of the outbox (a round of `concurrency` requests costs a timeout).
-    let (window, timeout) = (30, 30);
-    let chunk = kitesync::delivery::deliver::GIVE_UP_ROUNDS as u64 * timeout;
-    let delivery = (window + timeout).max(chunk);
-    let needed = 2 * 120 + 2 * delivery + kitesync::cli::oneshot::DEFAULT_ENRICH_SECONDS;
-    assert!(
-        seconds >= needed,
-        "TimeoutStartSec={timeout} leaves no room: a run may need {needed} s"
+    // What the unit runs with: the packaged config filled in as the README does, defaults
+    // for the rest.
+    let config = packaged_config_filled_in();
+    let (window, timeout) = (
+        config.buildbutler.retry_window(),
+        config.buildbutler.timeout(),
     );
+    // Two rate-limit resets while polling, each held at most the cap and its buffer.
+    let resets = 2 * (budget::MAX_WAIT + budget::RESET_BUFFER);
+    // Two delivery passes, before and after fetching test results and logs. While
+    // BuildButler times out, each is its retry window and then at most a chunk of
+    // GIVE_UP_ROUNDS rounds of `concurrency` requests (a round costs a timeout): the first
+    // pass tries every pending row once whatever its backoff (the retries of what earlier
+    // runs left) and gives up after the chunk; no batch of retries starts once the window
+    // has closed, and the batch under way ends within the chunk.
+    let pass = window + timeout * deliver::GIVE_UP_ROUNDS as u32;
+    let enrich = Duration::from_secs(oneshot::DEFAULT_ENRICH_SECONDS);
+    let needed = resets + 2 * pass + enrich;
+    assert!(
+        Duration::from_secs(seconds) >= needed,
+        "TimeoutStartSec={timeout_setting} leaves no room: a run may need {needed:?}"
+    );
+}
+
+/// The packaged config with the README's values and inline secrets, loaded.
+fn packaged_config_filled_in() -> kitesync::config::Config {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config.packaged.toml")).expect("packaged");
+    let mut doc: toml_edit::DocumentMut = text.parse().expect("TOML");
+    doc["buildkite"]["organization"] = toml_edit::value("acme");
+    doc["buildkite"]["token"] = toml_edit::value("bkua_test");
+    doc["buildbutler"]["url"] = toml_edit::value("http://buildbutler:3000");
+    doc["buildbutler"]["api_key"] = toml_edit::value("bb_live_test");
+    for (section, key) in [("buildkite", "token_file"), ("buildbutler", "api_key_file")] {
+        doc[section].as_table_mut().expect("a section").remove(key);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kitesync.toml");
+    std::fs::write(&path, doc.to_string()).expect("config");
+    kitesync::config::Config::load(&path).expect("the packaged config, filled in, loads")
 }
 
 /// `systemd-analyze verify` of a unit file: whether it passed, and everything it said.

@@ -527,6 +527,14 @@ impl FakeBuildkite {
         self.lock().requests.clone()
     }
 
+    /// Renames the organization to `slug` (as its admins can, in its settings): requests for
+    /// the old slug now get Buildkite's 404 `{"message": "No organization found"}`, as they do
+    /// for a token whose owner was removed from the organization (the message as the
+    /// Buildkite CLI showed it: github.com/buildkite/cli/issues/953).
+    pub fn rename_organization(&self, slug: &str) {
+        self.lock().org = slug.to_string();
+    }
+
     /// Accepts `token` instead (as after a rotation: the old one now gets 401).
     pub fn set_token(&self, token: &str) {
         self.lock().token = token.to_string();

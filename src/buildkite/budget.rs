@@ -25,15 +25,16 @@ pub(crate) use super::pace::Lane;
 use super::pace::Pacer;
 use crate::net;
 
-/// The longest wait any header may impose: Buildkite's windows are one minute.
-const MAX_WAIT: Duration = Duration::from_secs(120);
+/// The longest wait any header may impose: Buildkite's windows are one minute. Public for
+/// the once unit's timeout test (`tests/systemd.rs`).
+pub const MAX_WAIT: Duration = Duration::from_secs(120);
 /// Used on a 429 that says nothing about when to come back, and for a budget down to its
 /// reserve that gives no reset.
 const DEFAULT_429_WAIT: Duration = Duration::from_secs(60);
 /// Added to every wait for a budget's reset: `RateLimit-Reset` is in whole seconds, and a
 /// request sent on the dot may still count against the old window (go-buildkite adds the
-/// same 500 ms).
-const RESET_BUFFER: Duration = Duration::from_millis(500);
+/// same 500 ms). Public for the once unit's timeout test (`tests/systemd.rs`).
+pub const RESET_BUFFER: Duration = Duration::from_millis(500);
 
 /// Whose budget headers report, from their `Scope` (`RateLimit-Scope`,
 /// `RateLimit-User-Scope`): a bounded set, whatever Buildkite sends.

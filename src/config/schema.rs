@@ -20,7 +20,7 @@ pub struct Config {
     /// The SQLite state database (cursor, seen builds, outbox), relative to the config file.
     pub(crate) state_path: PathBuf,
     pub(crate) buildkite: BuildkiteConfig,
-    pub(crate) buildbutler: ButlerConfig,
+    pub buildbutler: ButlerConfig,
     pub(crate) schedule: ScheduleConfig,
     pub(crate) tests: TestsConfig,
     pub(crate) logs: LogsConfig,
@@ -38,7 +38,7 @@ pub(super) struct FileConfig {
     #[serde(default = "default_state_path")]
     pub(crate) state_path: PathBuf,
     pub(crate) buildkite: BuildkiteConfig<Option<Secret>>,
-    pub(crate) buildbutler: ButlerConfig<Option<Secret>>,
+    pub buildbutler: ButlerConfig<Option<Secret>>,
     #[serde(default)]
     pub(crate) schedule: ScheduleConfig,
     #[serde(default)]
@@ -351,11 +351,11 @@ impl ButlerConfig {
         self.api_key.clone()
     }
     /// Per-request timeout.
-    pub(crate) fn timeout(&self) -> Duration {
+    pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds)
     }
     /// How long `--once` keeps retrying failed deliveries.
-    pub(crate) fn retry_window(&self) -> Duration {
+    pub fn retry_window(&self) -> Duration {
         Duration::from_secs(self.retry_window_seconds)
     }
 }

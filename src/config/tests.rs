@@ -342,3 +342,16 @@ fn wrong_type_names_key() {
     assert!(m.contains("[buildkite] requests_per_minute"), "{m}");
     assert!(m.contains("line 4"), "{m}");
 }
+
+#[test]
+fn the_packaged_placeholders_are_refused_by_name() {
+    let org = GOOD.replace("\"acme\"", "\"<your-organization-slug>\"");
+    let m = load(&org).unwrap_err().to_string();
+    assert!(m.contains("line 3: [buildkite] organization = \"<your-organization-slug>\" is the packaged placeholder"), "{m}");
+    let url = GOOD.replace("http://127.0.0.1:3000", "https://your-buildbutler.invalid");
+    let m = load(&url).unwrap_err().to_string();
+    assert!(m.contains("line 7: [buildbutler] url = \"https://your-buildbutler.invalid/\" is the packaged placeholder"), "{m}");
+    // Another host under .invalid is not the placeholder (a proxy may resolve it).
+    let other = GOOD.replace("http://127.0.0.1:3000", "https://buildbutler.invalid");
+    assert!(load(&other).is_ok());
+}

@@ -7,6 +7,12 @@ use url::Url;
 use super::file::{ConfigError, ConfigFile};
 use super::schema::{FileConfig, Mode};
 
+/// The packaged config's placeholders (`config.packaged.toml`), refused by name: a config
+/// nobody filled in fails with a plain error before any request.
+const PLACEHOLDER_ORGANIZATION: &str = "<your-organization-slug>";
+/// The packaged `[buildbutler] url`'s host (under `.invalid`, which never resolves).
+const PLACEHOLDER_HOST: &str = "your-buildbutler.invalid";
+
 /// Checks every value the types do not: required values, URLs, ranges, files, globs. Returns
 /// the JUnit globs, compiled.
 pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet, ConfigError> {
@@ -16,12 +22,26 @@ pub(super) fn validate(config: &FileConfig, file: &ConfigFile) -> Result<GlobSet
             "is missing: set it to your organization's slug (as in https://buildkite.com/<slug>)";
         return Err(file.error("buildkite", "organization", problem));
     }
+    if bk.organization == PLACEHOLDER_ORGANIZATION {
+        let problem = format!(
+            "= \"{PLACEHOLDER_ORGANIZATION}\" is the packaged placeholder: set it to your \
+             organization's slug (as in https://buildkite.com/<slug>)"
+        );
+        return Err(file.error("buildkite", "organization", &problem));
+    }
     check_http_url(file, "buildkite", "api_url", &bk.api_url)?;
     if bk.api_url.path().trim_end_matches('/').ends_with("/v2") {
         let problem = "must be the base URL without /v2, e.g. \"https://api.buildkite.com\"";
         return Err(file.error("buildkite", "api_url", problem));
     }
     check_http_url(file, "buildbutler", "url", &bb.url)?;
+    if bb.url.host_str() == Some(PLACEHOLDER_HOST) {
+        let problem = format!(
+            "= \"{}\" is the packaged placeholder: set it to your BuildButler server's URL",
+            redacted(&bb.url)
+        );
+        return Err(file.error("buildbutler", "url", &problem));
+    }
     let sends_token = bb.mode == Mode::Webhook && bb.webhook_send_buildkite_token;
     if sends_token && bb.url.scheme() == "http" && !is_loopback(&bb.url) {
         let host = bb.url.host_str().unwrap_or_default();

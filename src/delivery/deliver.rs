@@ -86,7 +86,7 @@ pub enum DeliverError {
 
 /// Delivers every due row (with [`Pass::Pending`], first every pending row). Rows whose
 /// retry falls before `retry_until` are waited for and tried again; later ones stay in the
-/// outbox for the next drain.
+/// outbox for the next drain. A one-shot pass starts no batch of retries after `retry_until`.
 pub(crate) async fn drain(
     app: &App,
     retry_until: tokio::time::Instant,
@@ -113,6 +113,9 @@ pub(crate) async fn drain(
                 }
                 rows
             }
+            // A one-shot pass starts no retry once its window has closed (the rest waits for
+            // the next run): it ends within a batch of the window's end.
+            None if pass != Pass::Due && Instant::now() >= retry_until => return Ok(report),
             None => store.call(|c| outbox::due(c, now_ms(), BATCH)).await?,
         };
         let batch_from = swept;

@@ -15,7 +15,7 @@ use crate::store::{enrich, outbox, Store, StoreError};
 use crate::telemetry::metrics::{Metrics, OutboxLabels};
 
 /// How often the daemon reads the gauges from the state database.
-pub(crate) const REFRESH: Duration = Duration::from_secs(5);
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// The figures of the state database the gauges show.
 #[derive(Debug, Default)]
