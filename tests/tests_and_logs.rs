@@ -162,6 +162,28 @@ async fn failed_builds_send_the_capped_tail_of_their_failed_jobs_logs() {
     );
 }
 
+/// A failed job whose log is gone (404: deleted or expired) costs only its own tail: the
+/// other failed job's tail is still sent, and the gone one is named under its header.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_job_log_costs_only_that_jobs_tail() {
+    let mut h = Harness::start().await;
+    h.set_env("KITESYNC_LOGS__ENABLED", "true");
+    h.bk.set_builds(recent_builds(7));
+    // Build 7 failed in two jobs: j1's log is there, j3's answers 404.
+    let id = data::build_id(7);
+    h.bk.set_log(&format!("{id}-j1"), "specs failed: FINAL LINE\n");
+    let run = h.once_ok().await;
+    let logs = h.bb.logs();
+    assert_eq!(logs.len(), 1, "{}", run.stderr);
+    let content = logs[0]["logContent"].as_str().expect("content");
+    assert!(content.contains("FINAL LINE"), "{content}");
+    assert!(
+        content.contains(&format!("({id}-j3) ---\n(log no longer available")),
+        "{content}"
+    );
+    assert!(run.stderr.contains("job log skipped"), "{}", run.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_artifact_or_a_missing_route_costs_only_that_item() {
     let mut h = Harness::start().await;

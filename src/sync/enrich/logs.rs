@@ -3,7 +3,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::buildkite::Build;
+use crate::buildkite::{Build, SourceError};
 use crate::item::{Kind, Log};
 use crate::store::enrich::Fetched;
 use crate::sync::Parts;
@@ -17,16 +17,35 @@ pub(crate) async fn collect(
 ) -> Result<Option<Fetched>, SyncError> {
     let max = app.config.logs.max_bytes;
     let mut content = String::new();
+    // A job whose log is gone (Buildkite's 404: deleted or expired) costs only its own tail;
+    // when every failed job's log is gone, the step is gone as a whole.
+    let (mut fetched, mut gone) = (0usize, None);
     for job in build.failed_steps() {
+        let header = format!("--- {} ({}) ---\n", job.display_name(), job.id);
         let tail = app
             .client
             .log_tail(build.pipeline_slug(), build.number, &job.id, max)
-            .await?;
-        content.push_str(&format!("--- {} ({}) ---\n", job.display_name(), job.id));
+            .await;
+        let tail = match tail {
+            Ok(tail) => tail,
+            Err(e @ SourceError::Gone { .. }) => {
+                tracing::warn!(build = build.id, job = job.id, "job log skipped: {e}");
+                content.push_str(&header);
+                content.push_str("(log no longer available at Buildkite: deleted or expired)\n");
+                gone = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        fetched += 1;
+        content.push_str(&header);
         content.push_str(&tail);
         if !tail.ends_with('\n') {
             content.push('\n');
         }
+    }
+    if let (0, Some(e)) = (fetched, gone) {
+        return Err(e.into());
     }
     if content.is_empty() {
         return Ok(None);
