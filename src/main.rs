@@ -25,8 +25,8 @@ to resume).
 
 Files: /etc/kitesync/kitesync.toml (the packaged config; every key may also be set as \
 KITESYNC_SECTION__KEY), the state database at state_path. The manual is in \
-/usr/share/doc/kitesync/: README.md (start there), operating.md, test-results.md, \
-monitoring.md, buildbutler.md, reliability.md, performance.md, container.md, CHANGELOG.md \
+/usr/share/doc/kitesync/: README.md (start there), docs/ (operating.md, test-results.md, \
+monitoring.md, buildbutler.md, reliability.md, performance.md, container.md), CHANGELOG.md \
 (what changed, for upgrades) and config.example.toml (every key).";
 
 /// Brings Buildkite builds to BuildButler by polling, no webhooks needed.

@@ -125,7 +125,8 @@ fn committed_man_pages_match_the_cli_and_groff_reads_them_cleanly() {
     }
 }
 
-/// The sources the `.deb` installs under `usr/share/doc/kitesync/`, read from Cargo.toml's
+/// The sources the `.deb` installs under `usr/share/doc/kitesync/`, each at its path in the
+/// repository (`docs/operating.md` at `usr/share/doc/kitesync/docs/operating.md`), read from Cargo.toml's
 /// `[package.metadata.deb] assets` (CI builds no package).
 fn documents_the_package_installs() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -142,7 +143,11 @@ fn documents_the_package_installs() -> Vec<String> {
             let asset = asset.as_array()?;
             let source = asset.get(0)?.as_str()?;
             let target = asset.get(1)?.as_str()?;
-            (target == "usr/share/doc/kitesync/").then(|| source.to_string())
+            let name = Path::new(source).file_name()?.to_str()?;
+            let installed = format!("{target}{name}");
+            // Installed as laid out here, so the documents' relative links hold there too.
+            (installed.strip_prefix("usr/share/doc/kitesync/") == Some(source))
+                .then(|| source.to_string())
         })
         .collect()
 }
@@ -171,4 +176,91 @@ fn the_package_ships_every_document() {
         absent.is_empty(),
         "assets name files that do not exist: {absent:?}"
     );
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation but `-` and `_` dropped, spaces
+/// as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The lines of a Markdown file outside its fenced code blocks.
+fn prose(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// Every relative link of the README, the changelog, ARCHITECTURE.md and `docs/` reaches a
+/// file of the repository, and its `#fragment` a heading there: a document moved or a
+/// heading renamed breaks no link, here or where the package installs them.
+#[test]
+fn every_link_between_the_documents_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents: Vec<PathBuf> = ["README.md", "CHANGELOG.md", "ARCHITECTURE.md"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        let path = entry.expect("docs/ entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            documents.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).expect("document");
+        for line in prose(&text) {
+            for (at, _) in line.match_indices("](") {
+                let rest = &line[at + 2..];
+                let Some(end) = rest.find(')') else { continue };
+                let target = &rest[..end];
+                if target.contains("://") || target.starts_with("mailto:") || target.is_empty() {
+                    continue;
+                }
+                links += 1;
+                let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+                let file = if path.is_empty() {
+                    document.clone()
+                } else {
+                    document.parent().expect("parent").join(path)
+                };
+                let shown = format!("{}: {target}", document.display());
+                if !file.exists() {
+                    broken.push(format!("{shown} (no such file)"));
+                    continue;
+                }
+                if fragment.is_empty() {
+                    continue;
+                }
+                let heads = std::fs::read_to_string(&file).expect("linked document");
+                let found = prose(&heads)
+                    .iter()
+                    .filter_map(|l| l.strip_prefix('#'))
+                    .any(|h| anchor(h.trim_start_matches('#')) == fragment);
+                if !found {
+                    broken.push(format!("{shown} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(
+        links > 30,
+        "only {links} links found: is the parsing right?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

@@ -148,7 +148,7 @@ impl Error {
              -p LoadCredential=buildbutler-key:/etc/kitesync/buildbutler-key \
              --setenv=KITESYNC_BUILDKITE__TOKEN_FILE={creds}/buildkite-token \
              --setenv=KITESYNC_BUILDBUTLER__API_KEY_FILE={creds}/buildbutler-key \
-             kitesync {}\n(/usr/share/doc/kitesync/operating.md, \"A backfill beside the service\", has the same with the service's hardening)",
+             kitesync {}\n(/usr/share/doc/kitesync/docs/operating.md, \"A backfill beside the service\", has the same with the service's hardening)",
             args.join(" ")
         ))
     }
